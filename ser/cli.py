@@ -1,0 +1,112 @@
+"""The ``ser`` command line: ``ser run``, ``ser demo-data``, ``ser predict``, ``ser render``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ser import paths
+
+
+def _add_dirs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="use this folder instead of data/ (sets SER_DATA_DIR)")
+    p.add_argument("--results-dir", help="use this folder instead of results/ (sets SER_RESULTS_DIR)")
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    from ser import pipeline
+    from ser.params import ParamsError
+
+    pipeline.set_dirs(data_dir=a.data_dir, results_dir=a.results_dir)
+    try:
+        record = pipeline.run(profile=a.profile, from_stage=a.from_stage, to_stage=a.to_stage,
+                              kernel=a.kernel, render=not a.no_render, progress=not a.quiet)
+    except ParamsError as e:
+        print(f"ser run: {e}", file=sys.stderr)
+        return 2
+    except pipeline.StageFailed as e:
+        print(f"\nser run: {e}", file=sys.stderr)
+        return 1
+    print("\n[ser] run finished:\n" + pipeline.stage_summary(record))
+    return 0
+
+
+def _cmd_demo_data(a: argparse.Namespace) -> int:
+    from ser import demo, pipeline
+    from ser.params import load_profile
+
+    pipeline.set_dirs(data_dir=a.data_dir, results_dir=a.results_dir)
+    opts = dict(load_profile(a.profile).get("demo_data") or {})
+    if a.seed is not None:
+        opts["seed"] = a.seed
+    out = paths.resolve(a.out) if a.out else paths.demo_dir()
+    demo.generate(out, progress=not a.quiet, **opts)
+    print(f"[ser] demo data in {out}")
+    return 0
+
+
+def _cmd_render(a: argparse.Namespace) -> int:
+    from ser import pipeline, report
+
+    pipeline.set_dirs(data_dir=a.data_dir, results_dir=a.results_dir)
+    index = report.render(use_quarto=False if a.no_quarto else None)
+    print(f"[ser] report: {index}")
+    return 0
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from ser import inference
+
+    return inference.predict_cli(model=a.model, inputs=a.paths, hop_s=a.hop, fmt=a.format,
+                                 output=a.output, progress=not a.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser of the ``ser`` console script."""
+    parser = argparse.ArgumentParser(prog="ser", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the study notebooks with papermill and render the report")
+    p.add_argument("--profile", default="demo",
+                   help="params/profiles/<NAME>.yaml overriding the stage params (default: demo)")
+    p.add_argument("--from", dest="from_stage", metavar="STAGE", help="first stage, e.g. 02 or train")
+    p.add_argument("--to", dest="to_stage", metavar="STAGE", help="last stage, e.g. 03_evaluate")
+    p.add_argument("--kernel", help="Jupyter kernel (default: 'ser' if registered, else python3)")
+    p.add_argument("--no-render", action="store_true", help="skip the report")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_dirs(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("demo-data", help="generate the synthetic demo corpus and cohort")
+    p.add_argument("--profile", default="demo", help="profile whose demo_data section to use")
+    p.add_argument("--seed", type=int, help="random seed (overrides the profile)")
+    p.add_argument("--out", help="output folder (default: data/demo)")
+    p.add_argument("--quiet", action="store_true")
+    _add_dirs(p)
+    p.set_defaults(func=_cmd_demo_data)
+
+    p = sub.add_parser("render", help="render the report from the executed notebooks")
+    p.add_argument("--no-quarto", action="store_true", help="use the nbconvert fallback")
+    _add_dirs(p)
+    p.set_defaults(func=_cmd_render)
+
+    p = sub.add_parser("predict", help="windowed emotion + prosody over audio files")
+    p.add_argument("model", help="model bundle folder (holding model.json)")
+    p.add_argument("paths", nargs="+", help="audio files or directories (searched recursively)")
+    p.add_argument("--hop", type=float, default=None, help="hop in seconds (default: half the window)")
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("-o", "--output", help="output file (default: stdout)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ser`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Every stage notebook: front matter, a tagged typed parameters cell, no outputs,
+and params/<stage>.yaml with exactly the notebook's keys and defaults."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import nbformat
+import papermill
+import pytest
+import yaml
+
+from ser import params, paths
+
+STAGES = params.stages()
+EXPECTED = ["01_preprocess", "02_train", "03_evaluate", "04_inference",
+            "05_time_dependent", "06_time_invariant", "07_delta"]
+
+
+def test_stage_order_is_the_study_order():
+    assert STAGES == EXPECTED
+
+
+def _nb(stage):
+    return nbformat.read(paths.NOTEBOOKS / f"{stage}.ipynb", as_version=4)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_front_matter_first(stage):
+    first = _nb(stage).cells[0]
+    assert first.cell_type in ("raw", "markdown")
+    src = first.source.strip()
+    assert src.startswith("---") and src.rstrip().endswith("---"), "first cell must be YAML front matter"
+    meta = yaml.safe_load(src.strip("-\n"))
+    assert meta.get("title") and meta.get("description")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_parameters_cell_typed_and_commented(stage):
+    cells = _nb(stage).cells
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", [])]
+    assert tagged == [1], "the second cell (and only it) must be tagged 'parameters'"
+    tree = ast.parse(cells[1].source)
+    for node in tree.body:
+        assert isinstance(node, ast.AnnAssign), f"{stage}: parameter line without a type: {ast.unparse(node)}"
+    for line in cells[1].source.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            assert "#" in line, f"{stage}: parameter without a comment: {line}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_committed_without_outputs(stage):
+    for c in _nb(stage).cells:
+        if c.cell_type == "code":
+            assert not c.get("outputs") and c.get("execution_count") is None, f"{stage} has outputs"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_params_yaml_mirrors_notebook(stage):
+    declared = papermill.inspect_notebook(str(paths.NOTEBOOKS / f"{stage}.ipynb"))
+    values = yaml.safe_load(params.stage_file(stage).read_text()) or {}
+    assert set(values) == set(declared), f"params/{stage}.yaml keys differ from the notebook"
+    for k, info in declared.items():
+        default = ast.literal_eval(info["default"])
+        assert values[k] == default, f"params/{stage}.yaml: {k}={values[k]!r} but notebook default {default!r}"
+
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in paths.PROFILES.glob("*.yaml")))
+def test_profiles_name_declared_keys(profile):
+    for stage in STAGES:
+        params.load_stage_params(stage, profile=profile)  # raises on an undeclared key
+
+
+def test_notebooks_are_valid_json():
+    for stage in STAGES:
+        json.loads((paths.NOTEBOOKS / f"{stage}.ipynb").read_text())
+        nbformat.validate(_nb(stage))
