@@ -1,0 +1,253 @@
+"""Tests for ser.inference: window grid, one recording, a resumable table of recordings."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from scipy.signal import lfilter
+
+from ser import audio, features, inference
+
+SR = 16000
+
+
+class FakeBundle:
+    """Deterministic stand-in for ser.models.Bundle: softmax of simple window statistics."""
+
+    def __init__(self, *, window_s: float = 1.0, sample_rate: int = SR, fail_after: int | None = None):
+        self.labels = ["angry", "happy", "neutral"]
+        self.sample_rate = sample_rate
+        self.window_s = window_s
+        self.window_samples = int(round(window_s * sample_rate))
+        self.calls = 0
+        self.seen: list[np.ndarray] = []
+        self.fail_after = fail_after
+
+    def predict_proba(self, windows: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+        assert windows.dtype == np.float32 and windows.shape[1] == self.window_samples
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt  # simulates the user stopping the run
+        self.seen.append(windows.copy())
+        z = np.stack([windows.mean(1) * 50, windows.std(1) * 10, np.abs(windows).max(1)], axis=1)
+        e = np.exp(z - z.max(1, keepdims=True))
+        return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+
+def voiced(seconds: float, *, f0: float = 200.0, sr: int = SR, seed: int = 0) -> np.ndarray:
+    """Harmonic, formant-filtered bursts (1.2 s on / 0.8 s off) over faint noise."""
+    t = np.arange(int(round(seconds * sr))) / sr
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.1 * np.sin(2 * np.pi * 0.3 * t))) / sr
+    y = sum(np.sin(k * phase) / k for k in range(1, 30))
+    r, th = np.exp(-np.pi * 100 / sr), 2 * np.pi * 700 / sr
+    y = lfilter([1 - r], [1, -2 * r * np.cos(th), r * r], y)
+    y = 0.4 * y / np.abs(y).max() * ((t % 2.0) < 1.2)
+    y += 1e-3 * np.random.default_rng(seed).standard_normal(len(t))
+    return y.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def rec_dir(tmp_path_factory):
+    """Three short recordings: 16 kHz PCM16, 22.05 kHz stereo float, and a corrupt file."""
+    d = tmp_path_factory.mktemp("recs")
+    audio.write_wav(d / "r1.wav", voiced(9.0), SR)
+    y2 = voiced(7.0, f0=250.0, sr=22050, seed=1)
+    sf.write(d / "r2.wav", np.stack([y2, 0.5 * y2], axis=1), 22050, subtype="FLOAT")
+    (d / "r3.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    return d
+
+
+def _table(d) -> pd.DataFrame:
+    return pd.DataFrame({
+        "recording": ["p001_control", "p001_care", "p002_control"],
+        "caregiver": ["p001", "p001", "p002"],
+        "level": ["expert", "expert", "beginner"],
+        "phase": ["control", "care", "control"],
+        "session": [1, 1, 1],
+        "path": [str(d / "r1.wav"), str(d / "r2.wav"), str(d / "r3.wav")],
+    })
+
+
+# ------------------------------------------------------------------- window grid
+
+
+def test_window_starts_exact_for_awkward_hop():
+    starts = inference.window_starts(100.0, window_s=3.0, hop_s=0.37)
+    assert len(starts) == 263  # floor(97 / 0.37) + 1
+    k = np.arange(263)
+    np.testing.assert_array_equal(starts, [float(Fraction(37, 100) * i) for i in k])
+    assert starts[100] == 37.0 and starts[262] == 96.94  # no float drift
+    assert starts[-1] + 3.0 <= 100.0
+
+
+@pytest.mark.parametrize("duration,window,hop,n", [
+    (1.0, 0.7, 0.1, 4),     # (1 - 0.7) / 0.1 = 2.9999999999999996 in floats
+    (10.0, 3.0, 0.1, 71),
+    (10.0, 3.0, 3.0, 3),
+    (3.0, 3.0, 1.0, 1),     # exactly one window
+    (7.2, 2.4, 2.4, 3),
+])
+def test_window_counts(duration, window, hop, n):
+    starts = inference.window_starts(duration, window_s=window, hop_s=hop)
+    assert len(starts) == n
+    assert starts[-1] + window <= duration + 1e-12
+
+
+def test_short_input_gives_one_window():
+    np.testing.assert_array_equal(inference.window_starts(1.2, window_s=3.0, hop_s=1.0), [0.0])
+
+
+@pytest.mark.parametrize("hop", [0.0, -1.0, 3.5, float("nan"), float("inf")])
+def test_bad_hop_is_rejected(hop):
+    with pytest.raises(ValueError, match="hop_s"):
+        inference.window_starts(10.0, window_s=3.0, hop_s=hop)
+
+
+@pytest.mark.parametrize("hop", [0.0, 1.5])
+def test_bad_hop_in_predict(rec_dir, hop, tmp_path):
+    with pytest.raises(ValueError, match="hop_s"):
+        inference.predict_recording(FakeBundle(), rec_dir / "r1.wav", hop_s=hop)
+    with pytest.raises(ValueError, match="hop_s"):
+        inference.predict_table(FakeBundle(), _table(rec_dir), hop_s=hop,
+                                out_csv=tmp_path / "w.csv", failures_csv=tmp_path / "f.csv")
+
+
+# ------------------------------------------------------------------- one recording
+
+
+def test_predict_recording_rows(rec_dir):
+    b = FakeBundle()
+    df = inference.predict_recording(b, rec_dir / "r1.wav", hop_s=0.37)
+    labels = [f"p_{lab}" for lab in b.labels]
+    assert list(df.columns) == ["start_s", "end_s", *labels, *features.FEATURE_COLUMNS, "padded"]
+    assert len(df) == len(inference.window_starts(9.0, window_s=1.0, hop_s=0.37)) == 22
+    np.testing.assert_array_equal(df["start_s"], inference.window_starts(9.0, window_s=1.0, hop_s=0.37))
+    np.testing.assert_allclose(df["end_s"] - df["start_s"], 1.0, atol=1e-12)
+    np.testing.assert_allclose(df[labels].sum(axis=1), 1.0, atol=1e-6)
+    assert not df["padded"].any()
+    # the windows the model saw are the file's samples at the reported times
+    y, _ = audio.load(rec_dir / "r1.wav", sample_rate=SR)
+    seen = np.concatenate(b.seen)
+    for i in (0, 7, 21):
+        s = int(round(df["start_s"].iloc[i] * SR))
+        np.testing.assert_array_equal(seen[i], y[s:s + SR])
+    # bursts every 2 s with 1.2 s on: F0 near 200 Hz, speech in ~60 % of the time
+    assert df["f0_hz"].median() == pytest.approx(200, rel=0.1)
+    assert df["speech_ratio"].mean() == pytest.approx(0.6, abs=0.1)
+
+
+@pytest.mark.parametrize("name,hop", [("r1.wav", 0.37), ("r2.wav", 0.25)])
+def test_blockwise_equals_whole_file(rec_dir, name, hop):
+    b = FakeBundle()
+    whole = inference.predict_recording(b, rec_dir / name, hop_s=hop, block_s=600)
+    blocks = inference.predict_recording(b, rec_dir / name, hop_s=hop, block_s=1.5, batch_size=3)
+    pd.testing.assert_frame_equal(whole, blocks)
+
+
+def test_short_file_is_one_padded_window(tmp_path):
+    p = tmp_path / "short.wav"
+    audio.write_wav(p, voiced(0.6), SR)
+    df = inference.predict_recording(FakeBundle(), p, hop_s=0.5)
+    assert len(df) == 1 and bool(df["padded"].iloc[0])
+    assert (df["start_s"].iloc[0], df["end_s"].iloc[0]) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_24", "FLOAT"])
+def test_wav_widths_agree_with_pcm16(tmp_path, rec_dir, subtype):
+    y, _ = audio.load(rec_dir / "r1.wav")
+    p = tmp_path / f"{subtype}.wav"
+    sf.write(p, y, SR, subtype=subtype)
+    ref = inference.predict_recording(FakeBundle(), rec_dir / "r1.wav", hop_s=1.0)
+    got = inference.predict_recording(FakeBundle(), p, hop_s=1.0)
+    # 8-bit quantisation puts the pauses at -45 dBFS, within trim_db of the speech, so
+    # webrtcvad's ~0.1 s hangover after each burst is not trimmed there
+    f0_tol, speech_tol = {"PCM_U8": (0.05, 0.15), "PCM_24": (1e-3, 0.0),
+                          "FLOAT": (1e-3, 0.0)}[subtype]
+    np.testing.assert_allclose(got["f0_hz"], ref["f0_hz"], rtol=f0_tol)
+    assert np.abs(got["speech_ratio"] - ref["speech_ratio"]).max() <= speech_tol
+    np.testing.assert_allclose(got["energy_max_db"], ref["energy_max_db"], atol=0.5)
+
+
+def test_silent_file_gives_nan_f0_and_no_speech(tmp_path):
+    p = tmp_path / "silent.wav"
+    audio.write_wav(p, np.zeros(3 * SR, np.float32), SR)
+    df = inference.predict_recording(FakeBundle(), p, hop_s=1.0)
+    assert len(df) == 3
+    assert df["f0_hz"].isna().all() and (df["voiced_ratio"] == 0).all()
+    assert (df["speech_ratio"] == 0).all()
+    assert (df["energy_db"] == features.ENERGY_FLOOR_DB).all()
+
+
+def test_corrupt_file_raises_audio_error(rec_dir):
+    with pytest.raises(audio.AudioError, match="r3.wav"):
+        inference.predict_recording(FakeBundle(), rec_dir / "r3.wav", hop_s=0.5)
+
+
+# ------------------------------------------------------------------- a table of recordings
+
+
+def test_predict_table_records_failures_and_carries_on(rec_dir, tmp_path):
+    out, fail = tmp_path / "windows.csv", tmp_path / "failures.csv"
+    df = inference.predict_table(FakeBundle(), _table(rec_dir), hop_s=0.5, out_csv=out,
+                                 failures_csv=fail, progress=False)
+    assert list(df.columns[:6]) == ["recording", "caregiver", "level", "phase", "start_s", "end_s"]
+    assert df["recording"].unique().tolist() == ["p001_control", "p001_care"]
+    assert (df.groupby("recording").size() == pd.Series({"p001_care": 13, "p001_control": 17})).all()
+    pd.testing.assert_frame_equal(pd.read_csv(out, dtype={"recording": str}), df, check_dtype=False)
+    failures = pd.read_csv(fail)
+    assert failures.columns.tolist() == ["recording", "path", "reason"]
+    assert failures["recording"].tolist() == ["p002_control"]
+    assert "AudioError" in failures["reason"].iloc[0] and "r3.wav" in failures["reason"].iloc[0]
+
+
+def test_resume_after_interruption_has_no_duplicates(rec_dir, tmp_path):
+    out, fail = tmp_path / "windows.csv", tmp_path / "failures.csv"
+    table = _table(rec_dir).iloc[:2]
+    full = inference.predict_table(FakeBundle(), table, hop_s=0.5, out_csv=tmp_path / "ref.csv",
+                                   failures_csv=fail, progress=False)
+    # first recording needs 1 model call (17 windows <= 4 * batch_size): stop during the second
+    with pytest.raises(KeyboardInterrupt):
+        inference.predict_table(FakeBundle(fail_after=1), table, hop_s=0.5, out_csv=out,
+                                failures_csv=fail, progress=False)
+    partial = pd.read_csv(out)
+    assert partial["recording"].unique().tolist() == ["p001_control"]
+    b = FakeBundle()
+    resumed = inference.predict_table(b, table, hop_s=0.5, out_csv=out, failures_csv=fail,
+                                      progress=False)
+    assert b.calls == 1  # only the missing recording was computed
+    assert not resumed.duplicated(["recording", "start_s"]).any()
+    pd.testing.assert_frame_equal(resumed, full)
+    # a finished table resumes to itself without any model call
+    b2 = FakeBundle()
+    again = inference.predict_table(b2, table, hop_s=0.5, out_csv=out, failures_csv=fail,
+                                    progress=False)
+    assert b2.calls == 0
+    pd.testing.assert_frame_equal(again, full)
+
+
+def test_resume_refuses_other_hop_and_can_be_disabled(rec_dir, tmp_path):
+    out, fail = tmp_path / "windows.csv", tmp_path / "failures.csv"
+    table = _table(rec_dir).iloc[:1]
+    inference.predict_table(FakeBundle(), table, hop_s=0.5, out_csv=out, failures_csv=fail,
+                            progress=False)
+    with pytest.raises(ValueError, match="hop"):
+        inference.predict_table(FakeBundle(), table, hop_s=0.25, out_csv=out, failures_csv=fail,
+                                progress=False)
+    df = inference.predict_table(FakeBundle(), table, hop_s=0.25, out_csv=out, failures_csv=fail,
+                                 resume=False, progress=False)
+    assert np.allclose(np.diff(df["start_s"]), 0.25)
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda t: t.drop(columns=["level"]), "lacks columns"),
+    (lambda t: pd.concat([t, t.iloc[:1]]), "duplicate recording"),
+])
+def test_bad_recordings_table(rec_dir, tmp_path, change, match):
+    with pytest.raises(ValueError, match=match):
+        inference.predict_table(FakeBundle(), change(_table(rec_dir)), hop_s=0.5,
+                                out_csv=tmp_path / "w.csv", failures_csv=tmp_path / "f.csv",
+                                progress=False)
