@@ -1,0 +1,255 @@
+"""Log-mel spectrograms and augmentation: the model's input features, in pure torch.
+
+Everything here works on batches on any device (no torchaudio). The mel filter
+matrix comes from :func:`librosa.filters.mel` (Slaney scale and norm), so
+:func:`log_mel` matches ``librosa.power_to_db(librosa.feature.melspectrogram(...))``.
+
+Shapes: waveforms are ``[B, T]`` float tensors (samples), spectrograms are
+``[B, n_mels, frames]`` with ``frames = 1 + T // hop_length`` (centred frames).
+
+Following torchaudio's split, :class:`LogMel` holds the configuration (and the
+filter matrix as a buffer) and its ``forward`` calls the pure function
+:func:`log_mel_from_filterbank`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import librosa
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+#: Default log-mel configuration (32 ms frames, 10 ms hop at 16 kHz).
+DEFAULT_FEATURES: dict[str, Any] = {
+    "n_mels": 64,
+    "n_fft": 512,
+    "hop_length": 160,
+    "fmin": 50.0,
+    "fmax": None,
+    "top_db": 80.0,
+}
+
+_AMIN = 1e-10  # power floor before log10, as in librosa.power_to_db
+
+
+def mel_filterbank(
+    *, sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> np.ndarray:
+    """Slaney mel filter matrix, float32 ``[n_mels, n_fft // 2 + 1]``.
+
+    Raises:
+        ValueError: when ``fmax`` exceeds the Nyquist frequency or ``fmin >= fmax``.
+    """
+    nyquist = sample_rate / 2
+    top = nyquist if fmax is None else float(fmax)
+    if top > nyquist:
+        raise ValueError(f"log-mel: fmax={fmax} Hz is above Nyquist ({nyquist:g} Hz) for "
+                         f"sample_rate={sample_rate}; lower fmax or leave it None")
+    if not 0 <= fmin < top:
+        raise ValueError(f"log-mel: need 0 <= fmin < fmax; got fmin={fmin}, fmax={top:g}")
+    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=top)
+    return fb.astype(np.float32)
+
+
+def log_mel_from_filterbank(
+    wave: Tensor, filterbank: Tensor, *, n_fft: int, hop_length: int, window: Tensor,
+    top_db: float | None = 80.0,
+) -> Tensor:
+    """Log-mel power spectrogram in dB from a precomputed filter matrix.
+
+    Args:
+        wave: waveforms ``[B, T]`` (or ``[T]``), any float dtype; computed in float32.
+        filterbank: mel matrix ``[n_mels, n_fft // 2 + 1]``.
+        n_fft: FFT size in samples (also the window length).
+        hop_length: hop between frames in samples.
+        window: analysis window ``[n_fft]`` (periodic Hann to match librosa).
+        top_db: clip each example to ``max - top_db`` dB (``None``: no clipping).
+
+    Returns:
+        ``[B, n_mels, frames]`` float32 in dB (ref = 1.0 power), ``frames = 1 + T // hop_length``.
+    """
+    squeeze = wave.ndim == 1
+    if squeeze:
+        wave = wave.unsqueeze(0)
+    if wave.ndim != 2:
+        raise ValueError(f"log-mel: expected waveforms [B, T]; got shape {tuple(wave.shape)}")
+    with torch.autocast(device_type=wave.device.type, enabled=False):
+        wave = wave.float()
+        spec = torch.stft(wave, n_fft=n_fft, hop_length=hop_length, window=window.to(wave.device),
+                          center=True, pad_mode="constant", return_complex=True)
+        power = spec.real.square() + spec.imag.square()  # [B, F, frames]
+        mel = torch.matmul(filterbank.to(wave.device), power)  # [B, n_mels, frames]
+        db = 10.0 * torch.log10(torch.clamp(mel, min=_AMIN))
+        if top_db is not None:
+            peak = db.amax(dim=(1, 2), keepdim=True)
+            db = torch.maximum(db, peak - top_db)
+    return db.squeeze(0) if squeeze else db
+
+
+def log_mel(
+    wave: Tensor, *, sample_rate: int, n_mels: int = 64, n_fft: int = 512, hop_length: int = 160,
+    fmin: float = 50.0, fmax: float | None = None, top_db: float | None = 80.0,
+) -> Tensor:
+    """Log-mel spectrogram in dB of a batch of waveforms.
+
+    Equivalent to ``librosa.power_to_db(librosa.feature.melspectrogram(y, sr=sample_rate,
+    n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, fmin=fmin, fmax=fmax), top_db=top_db)``
+    per example. Builds the filter matrix on each call; use :class:`LogMel` in a model.
+
+    Args:
+        wave: ``[B, T]`` waveforms at ``sample_rate`` Hz.
+        sample_rate: sampling rate in Hz.
+        n_mels: number of mel bands.
+        n_fft: FFT size in samples (512 = 32 ms at 16 kHz).
+        hop_length: frame hop in samples (160 = 10 ms at 16 kHz).
+        fmin: lowest band edge in Hz.
+        fmax: highest band edge in Hz (``None``: Nyquist).
+        top_db: per-example dynamic range in dB (``None``: unclipped).
+
+    Returns:
+        ``[B, n_mels, 1 + T // hop_length]`` float32 dB.
+    """
+    return LogMel(sample_rate=sample_rate, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length,
+                  fmin=fmin, fmax=fmax, top_db=top_db).to(wave.device)(wave)
+
+
+class LogMel(nn.Module):
+    """Log-mel front end: waveforms ``[B, T]`` -> dB spectrograms ``[B, n_mels, frames]``.
+
+    The mel matrix and window are non-persistent buffers: they follow ``.to(device)``
+    but are rebuilt from the configuration rather than stored in a state dict.
+
+    Example:
+        >>> frontend = LogMel(sample_rate=16000)
+        >>> frontend(torch.zeros(2, 32000)).shape
+        torch.Size([2, 64, 201])
+    """
+
+    def __init__(
+        self, *, sample_rate: int, n_mels: int = 64, n_fft: int = 512, hop_length: int = 160,
+        fmin: float = 50.0, fmax: float | None = None, top_db: float | None = 80.0,
+    ) -> None:
+        super().__init__()
+        if hop_length <= 0 or n_fft <= 0 or n_mels <= 0:
+            raise ValueError(f"log-mel: n_fft, hop_length and n_mels must be positive; got "
+                             f"n_fft={n_fft}, hop_length={hop_length}, n_mels={n_mels}")
+        self.sample_rate, self.n_mels, self.n_fft = int(sample_rate), int(n_mels), int(n_fft)
+        self.hop_length, self.fmin, self.fmax, self.top_db = int(hop_length), fmin, fmax, top_db
+        fb = mel_filterbank(sample_rate=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+        self.register_buffer("filterbank", torch.from_numpy(fb), persistent=False)
+        self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor keywords except ``sample_rate`` (stored in the model bundle)."""
+        return {"n_mels": self.n_mels, "n_fft": self.n_fft, "hop_length": self.hop_length,
+                "fmin": self.fmin, "fmax": self.fmax, "top_db": self.top_db}
+
+    def n_frames(self, n_samples: int) -> int:
+        """Number of frames for a waveform of ``n_samples`` samples."""
+        return 1 + n_samples // self.hop_length
+
+    def forward(self, wave: Tensor) -> Tensor:
+        return log_mel_from_filterbank(wave, self.filterbank, n_fft=self.n_fft,
+                                       hop_length=self.hop_length, window=self.window,
+                                       top_db=self.top_db)
+
+
+def normalize_window(spec: Tensor, *, eps: float = 1e-5) -> Tensor:
+    """Standardise each window: zero mean, unit variance over all its bins.
+
+    This is THE per-window input normalisation; the models apply it in ``forward``, so
+    training and inference cannot diverge. Because a gain change is a constant dB
+    offset, the result does not depend on the recording level.
+
+    Args:
+        spec: ``[B, n_mels, frames]`` dB spectrograms.
+        eps: floor for the standard deviation (a silent window maps to zeros).
+
+    Returns:
+        Tensor of the same shape.
+    """
+    mean = spec.mean(dim=(-2, -1), keepdim=True)
+    std = spec.std(dim=(-2, -1), keepdim=True, unbiased=False)
+    return (spec - mean) / std.clamp_min(eps)
+
+
+def spec_augment(
+    spec: Tensor, *, freq_masks: int = 2, time_masks: int = 2, max_freq: int = 8,
+    max_time: int = 20, fill: float = 0.0, generator: torch.Generator | None = None,
+) -> Tensor:
+    """SpecAugment (Park et al., 2019) frequency and time masking, without warping.
+
+    Each example gets ``freq_masks`` bands of width ``U{0..max_freq}`` mel bins and
+    ``time_masks`` blocks of width ``U{0..max_time}`` frames set to ``fill``
+    (0.0 is the mean of a :func:`normalize_window` output). Random draws use
+    ``generator`` on the CPU, so results are reproducible on any device.
+
+    Args:
+        spec: ``[B, n_mels, frames]`` spectrograms (not modified).
+        freq_masks: number of frequency masks per example.
+        time_masks: number of time masks per example.
+        max_freq: largest frequency-mask width in bins.
+        max_time: largest time-mask width in frames.
+        fill: value written into masked bins.
+        generator: CPU random generator (``None``: torch's global one).
+
+    Returns:
+        Masked copy of ``spec``.
+    """
+    if spec.ndim != 3:
+        raise ValueError(f"spec_augment: expected [B, n_mels, frames]; got {tuple(spec.shape)}")
+    b, n_freq, n_time = spec.shape
+    mask = torch.zeros(b, n_freq, n_time, dtype=torch.bool)
+    for n_masks, width_max, size, dim in ((freq_masks, max_freq, n_freq, 1),
+                                          (time_masks, max_time, n_time, 2)):
+        if n_masks <= 0 or width_max <= 0:
+            continue
+        width = torch.randint(0, min(width_max, size) + 1, (b, n_masks), generator=generator)
+        start = (torch.rand(b, n_masks, generator=generator) * (size - width + 1)).long()
+        pos = torch.arange(size).view(1, 1, size)
+        hit = ((pos >= start.unsqueeze(-1)) & (pos < (start + width).unsqueeze(-1))).any(dim=1)
+        mask |= hit.unsqueeze(2) if dim == 1 else hit.unsqueeze(1)
+    return spec.masked_fill(mask.to(spec.device), fill)
+
+
+def add_noise(
+    wave: Tensor, *, snr_db: float | Tensor, generator: torch.Generator | None = None
+) -> Tensor:
+    """Add white Gaussian noise at a given signal-to-noise ratio.
+
+    Args:
+        wave: ``[B, T]`` waveforms.
+        snr_db: SNR in dB, a scalar or one value per example ``[B]``.
+        generator: CPU random generator.
+
+    Returns:
+        Noisy copy of ``wave``; a silent example stays silent.
+    """
+    noise = torch.randn(wave.shape, generator=generator).to(wave.device, wave.dtype)
+    snr = torch.as_tensor(snr_db, dtype=torch.float32).to(wave.device).reshape(-1, 1)
+    sig_power = wave.float().square().mean(dim=-1, keepdim=True)
+    scale = torch.sqrt(sig_power / (10.0 ** (snr / 10.0)))
+    return wave + (noise * scale).to(wave.dtype)
+
+
+def random_time_shift(
+    wave: Tensor, *, max_shift: int, generator: torch.Generator | None = None
+) -> Tensor:
+    """Circularly shift each example by ``U{-max_shift..max_shift}`` samples.
+
+    Args:
+        wave: ``[B, T]`` waveforms.
+        max_shift: largest shift in samples.
+        generator: CPU random generator.
+
+    Returns:
+        Shifted copy of ``wave``.
+    """
+    b, t = wave.shape
+    if max_shift <= 0:
+        return wave.clone()
+    shifts = torch.randint(-max_shift, max_shift + 1, (b, 1), generator=generator)
+    idx = (torch.arange(t).view(1, t) - shifts) % t
+    return torch.gather(wave, 1, idx.to(wave.device))

@@ -1,0 +1,188 @@
+"""Architectures, the window rule and the model bundle (save, load, predict, errors)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ser import models
+
+SR, WINDOW_S = 8000, 0.5
+FEATURES = {"n_mels": 24, "n_fft": 256, "hop_length": 80}
+ARCH_PARAMS = {"channels": [4, 8], "dropout": 0.1}
+LABELS = ["angry", "happy", "neutral", "sad"]
+
+
+def _model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return models.build_model("small_cnn", n_labels=len(LABELS), sample_rate=SR,
+                              features=FEATURES, **ARCH_PARAMS).eval()
+
+
+def _save(path, model=None, **overrides):
+    kw = dict(labels=LABELS, sample_rate=SR, window_s=WINDOW_S,
+              features=models.features_config(**FEATURES), arch="small_cnn",
+              arch_params=ARCH_PARAMS, train_params={"epochs": 1},
+              split={"train": ["s1"], "val": ["s2"], "test": ["s3"]}, metrics={"val": {"uar": 0.5}})
+    kw.update(overrides)
+    return models.save_bundle(path, model if model is not None else _model(), **kw)
+
+
+def _windows(n: int, length: int = int(SR * WINDOW_S), seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal((n, length))).astype(np.float32)
+
+
+def test_small_cnn_maps_waveforms_to_logits_independent_of_gain():
+    m = _model()
+    x = torch.from_numpy(_windows(3))
+    out = m(x)
+    assert out.shape == (3, 4)
+    torch.testing.assert_close(m(4.0 * x), out, atol=1e-4, rtol=1e-4)
+    masked = m(x, spec_transform=lambda s: torch.zeros_like(s))
+    assert not torch.allclose(masked, out)  # the spectrogram hook is applied
+
+
+def test_build_model_rejects_unknown_arch_and_options():
+    with pytest.raises(ValueError, match="unknown arch 'resnet9'; available: .*small_cnn"):
+        models.build_model("resnet9", n_labels=4, sample_rate=SR)
+    with pytest.raises(ValueError, match="not accepted by arch 'small_cnn'"):
+        models.build_model("small_cnn", n_labels=4, sample_rate=SR, n_layers=3)
+    with pytest.raises(ValueError, match="at least 2 labels"):
+        models.build_model("small_cnn", n_labels=1, sample_rate=SR)
+    with pytest.raises(ValueError, match="unknown keys"):
+        models.features_config(n_mfcc=13)
+    with pytest.raises(ValueError, match="already registered"):
+        models.register_arch("small_cnn")(lambda **kw: None)
+
+
+@pytest.mark.parametrize("length, expected", [
+    (10, [4, 5, 6, 7]),   # longer: centre crop
+    (4, [1, 2, 3, 4]),    # exact
+    (2, [0, 1, 2, 0]),    # shorter: zero-padded on both sides, centred
+    (1, [0, 1, 0, 0]),    # odd padding: the extra zero goes to the end
+])
+def test_fit_window_centre_rule(length, expected):
+    out = models.fit_window(np.arange(1, length + 1, dtype=np.float32), 4)
+    np.testing.assert_array_equal(out, np.array(expected, dtype=np.float32))
+    assert out.dtype == np.float32
+
+
+def test_fit_window_random_position_stays_inside():
+    wave = np.arange(1, 11, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    starts = set()
+    for _ in range(50):
+        out = models.fit_window(wave, 4, rng=rng)
+        assert np.array_equal(out, np.arange(out[0], out[0] + 4))
+        starts.add(int(out[0]))
+        short = models.fit_window(wave[:2], 4, rng=rng)
+        assert sorted(short[short > 0].tolist()) == [1.0, 2.0] and len(short) == 4
+    assert starts == set(range(1, 8))  # every start 0..6 reachable (values 1..7)
+    with pytest.raises(ValueError, match="mono waveform"):
+        models.fit_window(np.zeros((2, 10)), 4)
+
+
+def test_window_samples():
+    assert models.window_samples(2.0, 16000) == 32000
+    assert models.window_samples(0.5, 8000) == 4000
+    with pytest.raises(ValueError, match="window_s > 0"):
+        models.window_samples(0.0, 16000)
+
+
+def test_bundle_round_trip_gives_identical_probabilities(tmp_path):
+    model = _model(seed=3)
+    meta_path = _save(tmp_path / "b", model)
+    meta = json.loads(meta_path.read_text())
+    for key in ("labels", "sample_rate", "window_s", "features", "arch", "arch_params",
+                "train_params", "split", "metrics", "git_commit", "created_utc"):
+        assert key in meta
+    assert meta["window_samples"] == 4000 and meta["features"]["normalization"] == "per_window_standardize"
+    assert not list(tmp_path.glob("b/*.tmp"))  # atomic writes leave no temp files
+
+    bundle = models.load_bundle(tmp_path / "b")
+    assert (bundle.labels, bundle.sample_rate, bundle.window_s, bundle.window_samples) == \
+        (LABELS, SR, WINDOW_S, 4000)
+    x = _windows(5)
+    proba = bundle.predict_proba(x, batch_size=2)
+    with torch.inference_mode():
+        expected = torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
+    np.testing.assert_allclose(proba, expected, atol=1e-6)
+    assert proba.dtype == np.float32 and proba.shape == (5, 4)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    again = models.load_bundle(tmp_path / "b").predict_proba(x)
+    np.testing.assert_array_equal(again, bundle.predict_proba(x))
+    assert bundle.predict_proba(np.zeros((0, 4000), np.float32)).shape == (0, 4)
+
+
+def test_predict_proba_rejects_wrong_windows(tmp_path):
+    _save(tmp_path / "b")
+    bundle = models.load_bundle(tmp_path / "b")
+    with pytest.raises(ValueError, match=r"^model was trained on 0\.5 s windows at 8000 Hz "
+                                         r"\(4000 samples\); got 2000$"):
+        bundle.predict_proba(_windows(2, length=2000))
+    with pytest.raises(ValueError, match=r"2-D array \[n, 4000\].*windows\[None\]"):
+        bundle.predict_proba(_windows(1)[0])
+    with pytest.raises(ValueError, match="dtype int16"):
+        bundle.predict_proba(np.zeros((1, 4000), np.int16))
+    bad = _windows(1)
+    bad[0, 10] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        bundle.predict_proba(bad)
+
+
+def test_temperature_from_calibration_softens_probabilities(tmp_path):
+    meta_path = _save(tmp_path / "b")
+    plain = models.load_bundle(tmp_path / "b")
+    meta = json.loads(meta_path.read_text())
+    meta["calibration"] = {"temperature": 2.0}
+    meta_path.write_text(json.dumps(meta))
+    warm = models.load_bundle(tmp_path / "b")
+    x = _windows(3)
+    expected = torch.softmax(torch.from_numpy(plain.predict_logits(x)) / 2.0, dim=1).numpy()
+    np.testing.assert_allclose(warm.predict_proba(x), expected, atol=1e-6)
+
+
+def test_load_bundle_errors_name_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError,
+                       match=r"no model bundle at .*nothing_here.*model\.json is missing"):
+        models.load_bundle(tmp_path / "nothing_here")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"broken.model\.json is not valid JSON"):
+        models.load_bundle(tmp_path / "broken")
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / "model.json").write_text(json.dumps({"labels": ["a", "b"]}))
+    with pytest.raises(ValueError, match=r"lacks required keys \['sample_rate'"):
+        models.load_bundle(tmp_path / "partial")
+    _save(tmp_path / "noweights")
+    (tmp_path / "noweights" / "model.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="has model.json but no model.pt"):
+        models.load_bundle(tmp_path / "noweights")
+
+
+def test_weights_that_do_not_fit_the_arch_are_reported(tmp_path):
+    meta_path = _save(tmp_path / "b")
+    meta = json.loads(meta_path.read_text())
+    meta["arch_params"] = {"channels": [4, 16], "dropout": 0.1}
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"model\.pt does not fit arch 'small_cnn'"):
+        models.load_bundle(tmp_path / "b")
+
+
+def test_update_bundle_metrics_keeps_other_splits(tmp_path):
+    _save(tmp_path / "b")
+    models.update_bundle_metrics(tmp_path / "b", split="test", metrics={"uar": 0.7, "macro_f1": 0.6})
+    meta = json.loads((tmp_path / "b" / "model.json").read_text())
+    assert meta["metrics"] == {"val": {"uar": 0.5}, "test": {"uar": 0.7, "macro_f1": 0.6}}
+    assert models.load_bundle(tmp_path / "b").meta["metrics"]["test"]["uar"] == 0.7
+
+
+def test_resolve_device():
+    assert models.resolve_device("cpu").type == "cpu"
+    assert models.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            models.resolve_device("cuda")
