@@ -192,6 +192,7 @@ def run(*, profile: str | None = "demo", from_stage: str | None = None,
             index = report.render()
             record["report"] = str(Path(index).relative_to(paths.results_dir()))
             print(f"[ser] report: {index}", flush=True)
+            record["browser_check"] = _browser_check(report, Path(index))
         except Exception as err:  # noqa: BLE001
             print(f"[ser] report rendering failed: {type(err).__name__}: {err}", file=sys.stderr)
             record["report"] = None
@@ -202,6 +203,25 @@ def run(*, profile: str | None = "demo", from_stage: str | None = None,
     if failure is not None:
         raise failure
     return record
+
+
+def _browser_check(report: Any, index: Path) -> dict[str, Any] | None:
+    """Open the rendered index in headless Chromium (when installed) and keep a screenshot."""
+    if report.find_chromium() is None:
+        print("[ser] Chromium not found: skipping the browser check of the report", flush=True)
+        return None
+    shot = paths.results_dir() / "site_screenshot.png"
+    try:
+        res = report.browser_check(index, screenshot=shot)
+    except Exception as err:  # noqa: BLE001 - a check, not a stage: report and go on
+        print(f"[ser] browser check could not run: {type(err).__name__}: {err}", flush=True)
+        return {"error": f"{type(err).__name__}: {err}"}
+    summary = {"console_errors": res["console_errors"], "broken_images": res["broken_images"],
+               "images": len(res["images"]), "screenshot": "site_screenshot.png"}
+    status = "ok" if not (res["console_errors"] or res["broken_images"]) else "PROBLEMS"
+    print(f"[ser] browser check {status}: {summary['images']} images, "
+          f"{len(res['console_errors'])} console errors, screenshot {shot}", flush=True)
+    return summary
 
 
 def stage_summary(record: dict[str, Any]) -> str:
