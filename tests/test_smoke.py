@@ -75,9 +75,11 @@ def test_mixed_models_table_contract(smoke_run):
                 "n_caregivers", "n_obs", "converged"]:
         assert col in mm.columns, col
     assert set(mm["analysis"]) == {"time_dependent", "time_invariant", "delta"}
-    ok = mm.dropna(subset=["estimate"])
-    assert len(ok) > 0 and ok["p"].between(0, 1).all()
-    assert not any(math.isnan(x) for x in ok["estimate"])
+    tested = mm.dropna(subset=["p"])
+    assert len(tested) > 0 and tested["p"].between(0, 1).all()
+    assert tested["p_fdr"].dropna().between(0, 1).all()
+    assert not any(math.isnan(x) for x in tested["estimate"])
+    assert {"phase", "level"} <= {t.split("[")[0].split("_")[0] for t in tested["term"]}
 
 
 def test_provenance_for_every_stage(smoke_run):

@@ -1,0 +1,198 @@
+"""Windowed CPU inference speed of a wav2vec2-base-sized emotion classifier (random weights).
+
+Cuts ``--minutes`` of synthetic 16 kHz audio into ``--window-s`` windows every
+``--hop-s`` seconds (defaults: 3 s windows, 50 % hop, as the study uses), runs
+:class:`ser.hf.HFAudioClassifier` over them in batches under ``torch.inference_mode``
+with ``torch.set_num_threads(--threads)`` (default 2), once per precision mode:
+
+- ``fp32``: the float32 model;
+- ``bf16``: CPU autocast to bfloat16 (oneDNN; fast where the CPU has AVX512-BF16/AMX);
+- ``int8``: ``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear`` (int8
+  weights, activations quantised per batch; the conv feature encoder stays float32);
+- ``int8+bf16``: int8 ``nn.Linear`` layers and the convolutions (feature encoder and
+  positional conv) in bfloat16 (quantised linears take float32 input, so autocast
+  cannot cover the whole model).
+
+For each mode it prints × real time (audio seconds per wall second; the same figure
+holds for 1 hour since the work is linear in duration), the CPU seconds used (so
+contention from other processes can be told apart), the max |Δp| of the
+probabilities against fp32, and the analytic model FLOP rate achieved. With ``--e2e``
+the fastest mode also runs through :func:`ser.inference.predict_recording` (the code
+behind ``ser predict``: decoding, blocks, all default per-window features) on a WAV
+file. Target (issue 4, item 6): >= 15x real time on 2 cores.
+
+    .venv/bin/python benchmarks/bench_inference_hf.py [--minutes 5] [--modes fp32,int8] [--e2e]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ser import hf  # noqa: E402
+from ser.provenance import atomic_write_json  # noqa: E402
+
+MODES = ("fp32", "bf16", "int8", "int8+bf16")
+LABELS = ["angry", "happy", "neutral", "sad"]
+
+
+def synthetic_audio(seconds: float, *, sr: int, seed: int) -> np.ndarray:
+    """Speech-like float32 audio: harmonic bursts with a gliding F0 and pauses, plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 180 + 60 * np.sin(2 * np.pi * 0.3 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 6))
+    gate = (np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6)) > -0.2).astype(np.float64)
+    y = 0.2 * voiced * gate + 0.01 * rng.standard_normal(t.size)
+    return y.astype(np.float32)
+
+
+class _Bf16(nn.Module):
+    """Runs ``inner`` under CPU bf16 autocast and hands float32 back."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.inner(x).float()
+
+
+class _Runner:
+    """A model in one precision mode with the ``ModelBundle`` interface of ser.inference."""
+
+    def __init__(self, model: nn.Module, mode: str, *, window_s: float) -> None:
+        self.mode = mode
+        self.labels = LABELS
+        self.sample_rate = hf.SAMPLE_RATE
+        self.window_s = window_s
+        self.window_samples = int(round(window_s * hf.SAMPLE_RATE))
+        if "int8" in mode:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
+                model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+        if mode == "int8+bf16":
+            bb = model.backbone
+            bb.feature_extractor = _Bf16(bb.feature_extractor)
+            bb.encoder.pos_conv_embed = _Bf16(bb.encoder.pos_conv_embed)
+        self.model = model.eval()
+        self.bf16 = mode == "bf16"
+
+    def predict_proba(self, windows: np.ndarray, *, batch_size: int = 16) -> np.ndarray:
+        out = []
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            for i in range(0, len(windows), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(windows[i:i + batch_size]))
+                out.append(torch.softmax(self.model(x).float(), dim=1).numpy())
+        return np.concatenate(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=5.0, help="synthetic audio to process")
+    ap.add_argument("--window-s", type=float, default=3.0)
+    ap.add_argument("--hop-s", type=float, default=1.5)
+    ap.add_argument("--batch", type=int, default=16, help="windows per forward pass")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {MODES}")
+    ap.add_argument("--model-type", default="wav2vec2", choices=hf.MODEL_TYPES)
+    ap.add_argument("--layer-pooling", default="weighted", choices=hf.LAYER_POOLINGS)
+    ap.add_argument("--e2e", action="store_true",
+                    help="also time ser.inference.predict_recording (all default features) "
+                         "with the fastest mode")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    a = ap.parse_args()
+    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    bad = sorted(set(modes) - set(MODES))
+    if bad:
+        ap.error(f"--modes: unknown {bad}; choose from {MODES}")
+    if not 0 < a.hop_s <= a.window_s:
+        ap.error(f"--hop-s must be in (0, window_s={a.window_s}]; got {a.hop_s}")
+    torch.set_num_threads(a.threads)
+
+    sr = hf.SAMPLE_RATE
+    y = synthetic_audio(a.minutes * 60, sr=sr, seed=a.seed)
+    win, hop = int(round(a.window_s * sr)), int(round(a.hop_s * sr))
+    starts = np.arange(0, len(y) - win + 1, hop)
+    windows = np.lib.stride_tricks.sliding_window_view(y, win)[starts]
+    audio_s = len(y) / sr
+    cfg = hf.base_sized_config(a.model_type)
+    flops_window = hf.flops_breakdown(cfg, window_s=a.window_s)["total"]
+
+    torch.manual_seed(a.seed)
+    base = hf.build_hf_classifier(n_labels=len(LABELS), config=cfg, layer_pooling=a.layer_pooling).eval()
+    machine = (f"{platform.node()} {platform.machine()} {platform.processor()}, "
+               f"{os.cpu_count()} cpus, torch {torch.__version__}")
+    print(f"machine: {machine}, threads {torch.get_num_threads()}, "
+          f"load avg {os.getloadavg()[0]:.1f}   {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"audio {audio_s:.0f} s -> {len(windows)} windows of {a.window_s:g} s every {a.hop_s:g} s, "
+          f"batch {a.batch}; model {a.model_type} base-sized, {flops_window / 1e9:.1f} GFLOP/window")
+    print(f"{'mode':<11}{'x real time':>12}{'wall s':>9}{'cpu s':>8}{'cpu-bound x':>13}"
+          f"{'GFLOP/s':>9}{'max|dp|':>9}")
+
+    results, ref = [], None
+    for mode in modes:
+        runner = _Runner(base if mode == "fp32" else _copy(base), mode, window_s=a.window_s)
+        runner.predict_proba(windows[:a.batch], batch_size=a.batch)  # warm-up (oneDNN primitives)
+        c0, t0 = time.process_time(), time.perf_counter()
+        probs = runner.predict_proba(windows, batch_size=a.batch)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        ref = probs if mode == "fp32" else ref
+        dp = float(np.abs(probs - ref).max()) if ref is not None else float("nan")
+        row = {"mode": mode, "x_real_time": audio_s / wall, "wall_s": wall, "cpu_s": cpu,
+               # if this process had its threads' cores to itself:
+               "x_real_time_cpu_bound": audio_s / (cpu / a.threads),
+               "gflop_per_s": flops_window * len(windows) / wall / 1e9, "max_abs_dp_vs_fp32": dp}
+        results.append(row)
+        print(f"{mode:<11}{row['x_real_time']:>12.2f}{wall:>9.1f}{cpu:>8.1f}"
+              f"{row['x_real_time_cpu_bound']:>13.2f}{row['gflop_per_s']:>9.1f}{dp:>9.4f}")
+
+    e2e = None
+    if a.e2e and results:
+        from ser import audio as ser_audio
+        from ser.inference import predict_recording
+
+        best = max(results, key=lambda r: r["x_real_time"])["mode"]
+        runner = _Runner(_copy(base), best, window_s=a.window_s)
+        with tempfile.TemporaryDirectory() as tmp:
+            wav = Path(tmp) / "synthetic.wav"
+            ser_audio.write_wav(wav, y, sr)
+            t0 = time.perf_counter()
+            df = predict_recording(runner, wav, hop_s=a.hop_s, batch_size=a.batch)
+            wall = time.perf_counter() - t0
+        e2e = {"mode": best, "x_real_time": audio_s / wall, "wall_s": wall, "windows": len(df)}
+        print(f"end to end (predict_recording, default features, {best}): "
+              f"{e2e['x_real_time']:.2f}x real time ({wall:.1f} s, {len(df)} windows)")
+
+    if a.json:
+        atomic_write_json(a.json, {"machine": machine, "threads": a.threads, "audio_s": audio_s,
+                                   "window_s": a.window_s, "hop_s": a.hop_s, "batch": a.batch,
+                                   "gflop_per_window": flops_window / 1e9, "modes": results,
+                                   "e2e": e2e, "load_avg_1min": os.getloadavg()[0],
+                                   "date_utc": dt.datetime.now(dt.timezone.utc).isoformat()})
+    return 0
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
