@@ -1,0 +1,105 @@
+"""Tests of ser.plots: figures exist, axes carry units, levels keep their natural order."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from ser import descriptors as D  # noqa: E402
+from ser import plots as P  # noqa: E402
+from ser import stats as S  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def windows() -> pd.DataFrame:
+    return S.simulate_windows(seed=7, duration_s=60.0, n_per_level=(2, 3, 2, 3),
+                              effects={"f0_hz": {"phase": 10.0}})
+
+
+@pytest.fixture(scope="module")
+def desc(windows: pd.DataFrame) -> pd.DataFrame:
+    return D.recording_descriptors(windows, features=["p_happy", "f0_hz", "energy_db"],
+                                   stats=("mean", "median"))
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():  # noqa: ANN202
+    yield
+    plt.close("all")
+
+
+def _level_ticks(ax) -> list[str]:  # noqa: ANN001
+    return [t.get_text().split("\n")[0] for t in ax.get_xticklabels()]
+
+
+def test_trajectories_units_and_level_order(windows: pd.DataFrame) -> None:
+    b = D.time_binned(windows, features=["f0_hz", "p_happy"], time_bins=4)
+    s = S.trajectory_summary(b, features=["f0_hz", "p_happy"])
+    fig = P.plot_trajectories(s)
+    assert isinstance(fig, Figure)
+    axes = fig.axes
+    assert axes[0].get_ylabel() == "F0 (Hz)"
+    assert axes[2].get_ylabel() == "P(happy) (probability)"
+    assert axes[-1].get_xlabel() == "time (fraction of recording)"
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert [t.split(" ")[0] for t in texts] == list(D.LEVELS)
+    assert texts[0] == "untrained (n=2, no band)" and texts[1] == "beginner (n=3)"
+    lines = axes[0].get_lines()
+    assert lines[0].get_linestyle() == "--" and lines[1].get_linestyle() == "-"
+    assert texts[2] == "intermediate (n=2, no band)"
+    assert len(axes[0].collections) == 2  # bands only for beginner and expert (3 caregivers)
+    with pytest.raises(ValueError, match="not in the summary"):
+        P.plot_trajectories(s, features=["energy_db"])
+
+
+def test_descriptors_figure(desc: pd.DataFrame) -> None:
+    shuffled = desc.sample(frac=1.0, random_state=0)  # input order must not matter
+    fig = P.plot_descriptors(shuffled, features=["f0_hz__median", "p_happy__mean"])
+    assert isinstance(fig, Figure)
+    ax0, ax1 = fig.axes[:2]
+    assert ax0.get_ylabel() == "F0, median (Hz)"
+    assert ax1.get_ylabel() == "P(happy), mean (probability)"
+    assert ax0.get_xlabel() == "training level"
+    assert _level_ticks(ax0) == list(D.LEVELS)
+    assert ax0.get_xticklabels()[1].get_text() == "beginner\n(n=3)"
+    # one point per caregiver and phase: 10 caregivers x 2 phases
+    n_points = sum(len(c.get_offsets()) for c in ax0.collections)
+    assert n_points == 20
+    with pytest.raises(ValueError, match="lacks column"):
+        P.plot_descriptors(desc, features=["nope"])
+
+
+def test_forest_plot(desc: pd.DataFrame) -> None:
+    mm = S.mixed_models_table(desc, features=["f0_hz__median", "energy_db__mean"],
+                              models={"level_trend": "phase * level_trend"}, analysis="x",
+                              progress=False)
+    fig = P.plot_forest(mm, model="level_trend")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "estimate (Hz), 95 % CI"
+    assert fig.axes[1].get_xlabel() == "estimate (dB), 95 % CI"
+    top_down = [t.get_text() for t in sorted(ax.get_yticklabels(),
+                                             key=lambda t: -t.get_position()[1])]
+    assert top_down == ["phase[care]", "level_trend", "phase[care]:level_trend"]
+    with pytest.raises(ValueError, match="no estimated terms"):
+        P.plot_forest(mm, model="missing")
+
+
+def test_delta_figure(desc: pd.DataFrame) -> None:
+    dt = S.delta_table(desc, eps_rule="rel:0.05")
+    fig = P.plot_delta(dt, features=["f0_hz__median", "p_happy__mean"])
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "Δ care − control: F0, median (Hz)"
+    assert _level_ticks(ax) == list(D.LEVELS)
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 10  # one per caregiver
+    rel = P.plot_delta(dt, features=["f0_hz__median"], value="delta_rel")
+    assert "fraction of |control|" in rel.axes[0].get_ylabel()
+    with pytest.raises(ValueError, match="delta_abs"):
+        P.plot_delta(dt, features=["f0_hz__median"], value="ratio")
