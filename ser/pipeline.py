@@ -156,6 +156,10 @@ def run(*, profile: str | None = "demo", from_stage: str | None = None,
 
     out_dir = paths.executed_notebooks_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Kernels inherit this process' environment. librosa (through pooch) imports
+    # tqdm.auto, which warns about ipywidgets with a path into the environment; the
+    # warning is noise in a report, so the kernels ignore that one message.
+    _add_python_warning_filter("ignore:IProgress not found")
     failure: StageFailed | None = None
     save()
     for s in selected:
@@ -203,6 +207,13 @@ def run(*, profile: str | None = "demo", from_stage: str | None = None,
     if failure is not None:
         raise failure
     return record
+
+
+def _add_python_warning_filter(spec: str) -> None:
+    """Append a filter to ``PYTHONWARNINGS`` for the kernels this process starts."""
+    current = [f for f in os.environ.get("PYTHONWARNINGS", "").split(",") if f]
+    if spec not in current:
+        os.environ["PYTHONWARNINGS"] = ",".join([*current, spec])
 
 
 def _browser_check(report: Any, index: Path) -> dict[str, Any] | None:

@@ -182,3 +182,93 @@ def test_figures():
     with pytest.raises(ValueError, match=r"lacks columns \['val_uar'\]"):
         evaluation.plot_history(history.drop(columns="val_uar"))
     plt.close("all")
+
+
+def test_runs_row_carries_corpus_aggregation_and_calibration(rule_bundle):
+    m = {"split": "test", "aggregation": "centre", "n_utterances": 8, "uar": 0.5, "macro_f1": 0.4,
+         "accuracy": 0.5}
+    row = evaluation.runs_row(rule_bundle, m, model_name="a", speakers=["t1"], corpus="demo")
+    assert row["corpus"] == "demo" and row["aggregation"] == "centre"
+    assert row["temperature"] == 1.0 and np.isnan(row["ece"])
+    rule_bundle.meta["calibration"] = {"temperature": 2.0, "ece_after": 0.03}
+    row = evaluation.runs_row(rule_bundle, m, model_name="a", speakers=["t1"])
+    assert row["temperature"] == 2.0 and row["ece"] == 0.03
+    assert set(row) == set(evaluation.RUNS_COLUMNS)
+
+
+# --------------------------------------------------------------------- cross-corpus
+
+
+def _noise(seed, n=SR * 2):
+    return np.random.default_rng(seed).normal(size=n).astype(np.float32) * 0.1
+
+
+def test_spectral_normalizer_undoes_a_channel_filter_and_level():
+    from scipy import signal
+
+    reference = [_noise(i) for i in range(6)]
+    b, a = signal.butter(2, 0.25)  # the other corpus: a low-pass microphone, 20 dB quieter
+    target = [(0.1 * signal.lfilter(b, a, _noise(10 + i))).astype(np.float32) for i in range(6)]
+    norm = evaluation.SpectralNormalizer.fit(reference, target, max_gain_db=30, smooth_bins=3)
+    ref_db = evaluation.average_spectrum_db(reference)
+    before = evaluation.average_spectrum_db(target)
+    after = evaluation.average_spectrum_db([norm(w) for w in target])
+    band = slice(5, 150)  # up to ~0.6 x Nyquist, where the low-pass is within 30 dB
+    assert np.abs(before - ref_db)[band].max() > 15
+    assert np.abs(after - ref_db)[band].max() < 3
+    assert norm(target[0]).shape == target[0].shape and norm(target[0]).dtype == np.float32
+    with pytest.raises(ValueError, match="needs waveforms of both"):
+        evaluation.SpectralNormalizer.fit([], target)
+
+
+def _write_folder_corpus(root, amplitude, speakers=("x1", "x2")):
+    t = np.arange(int(1.2 * SR)) / SR
+    for spk in speakers:
+        for lab, amp in amplitude.items():
+            (root / lab).mkdir(parents=True, exist_ok=True)
+            sf.write(root / lab / f"{spk}_000.wav", amp * np.sin(2 * np.pi * 200 * t), SR, subtype="FLOAT")
+    (root / "fear").mkdir(exist_ok=True)  # an emotion outside the model's labels
+    sf.write(root / "fear" / f"{speakers[0]}_000.wav", 0.5 * np.sin(2 * np.pi * 200 * t), SR)
+    (root / "notes.txt").write_text("foreign file")
+
+
+def test_cross_corpus_with_and_without_level_normalisation(rule_bundle, test_table, tmp_path):
+    root = tmp_path / "other"
+    _write_folder_corpus(root, {lab: amp / 2 for lab, amp in AMPLITUDE.items()})  # recorded 6 dB lower
+    m, pred = evaluation.evaluate_cross_corpus(rule_bundle, corpus="folder", root=root, progress=False)
+    assert m["corpus"] == "folder" and m["normalization"] == "none" and m["split"] == "all"
+    assert m["n_utterances"] == 8 and m["n_classes"] == 4 and m["chance_uar"] == 0.25
+    assert m["n_read_errors"] == 1 and m["n_speakers"] == 2
+    assert m["uar"] == pytest.approx(0.25)  # every class looks one level quieter: only sad is right
+    assert (pred["corpus"] == "folder").all()
+    t1 = test_table[(test_table["split"] == "test") & (test_table["speaker"] == "t1")]
+    reference = t1["path"]
+    m, pred = evaluation.evaluate_cross_corpus(rule_bundle, corpus="folder", root=root, normalize=True,
+                                               reference_paths=reference.tolist(), progress=False)
+    assert m["normalization"] == evaluation.SPECTRAL_NORM and m["uar"] == pytest.approx(1.0)
+    m, _ = evaluation.evaluate_cross_corpus(rule_bundle, corpus="folder", root=root,
+                                            exclude_speakers=["x2"], progress=False)
+    assert m["n_speakers"] == 1 and m["n_excluded_speakers"] == 1 and m["n_utterances"] == 4
+    with pytest.raises(ValueError, match="needs reference_paths"):
+        evaluation.evaluate_cross_corpus(rule_bundle, corpus="folder", root=root, normalize=True)
+    with pytest.raises(ValueError, match="no utterance with a label in"):
+        evaluation.evaluate_cross_corpus(rule_bundle, corpus="folder", root=root,
+                                         exclude_speakers=["x1", "x2"], progress=False)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        evaluation.evaluate_cross_corpus(rule_bundle, corpus="folder", root=tmp_path / "none")
+
+
+def test_evaluate_bundle_applies_the_transform(rule_bundle, test_table):
+    m, _ = evaluation.evaluate_bundle(rule_bundle, test_table, split="test", progress=False,
+                                      transform=lambda w: w * 0 + 0.1 * np.sqrt(0.5))  # all "sad"
+    assert m["uar"] == pytest.approx(0.25) and m["n_utterances"] == 9
+
+
+@pytest.mark.parametrize("sliding", [False, True])
+def test_batching_across_utterances_keeps_rows_and_probabilities(rule_bundle, test_table, sliding):
+    kw = {"sliding": sliding, "progress": False}
+    _, one = evaluation.evaluate_bundle(rule_bundle, test_table, batch_size=1, **kw)
+    _, many = evaluation.evaluate_bundle(rule_bundle, test_table, batch_size=5, **kw)
+    expected = test_table.loc[(test_table["split"] == "test") & test_table["label"].isin(LABELS), "path"]
+    assert one["path"].tolist() == many["path"].tolist() == expected.tolist()
+    pd.testing.assert_frame_equal(one, many, atol=1e-6)
