@@ -5,6 +5,10 @@ FLAC, OGG/Vorbis, MP3 with libsndfile >= 1.1); anything libsndfile cannot open
 (M4A/AAC, exotic MP3) falls back to :func:`librosa.load`, which decodes through
 audioread and therefore needs ffmpeg (or GStreamer) on ``PATH``.
 
+M4A/AAC (:data:`FFMPEG_EXTENSIONS`) always need ffmpeg: without ``ffmpeg`` on ``PATH``
+such a file fails at once with "M4A needs ffmpeg on PATH". :func:`find_audio_files`
+expands folders (recursively) into the files with :data:`AUDIO_EXTENSIONS`.
+
 Resampling uses soxr (``HQ``). The streaming reader feeds the same resampler in
 fixed-size chunks, so :func:`iter_blocks` and :func:`load` return the same samples
 (soxr's streaming output does not depend on how the input is chunked), and the
@@ -18,8 +22,9 @@ infinite samples. A silent (all-zero) file is *valid* audio and loads normally.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +35,11 @@ import soxr
 READ_CHUNK: int = 1 << 16
 #: Extensions that may need the audioread/ffmpeg fallback when libsndfile fails.
 FALLBACK_EXTENSIONS: tuple[str, ...] = (".mp3", ".m4a", ".mp4", ".aac", ".wma", ".opus")
+#: Extensions that libsndfile never decodes: these need ffmpeg (through audioread).
+FFMPEG_EXTENSIONS: tuple[str, ...] = (".m4a", ".mp4", ".aac", ".wma")
+#: Extensions :func:`find_audio_files` picks up in folders (compared case-insensitively).
+AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus",
+                                     ".aif", ".aiff", ".m4a", ".aac")
 
 
 class AudioError(ValueError):
@@ -45,6 +55,19 @@ def _check_exists(path: Path) -> None:
         raise AudioError(f"{path} is not a file")
     if path.stat().st_size == 0:
         raise AudioError(f"audio file {path} is empty (0 bytes)")
+
+
+def ffmpeg_path() -> str | None:
+    """Location of the ``ffmpeg`` executable on ``PATH`` (``None`` when absent)."""
+    return shutil.which("ffmpeg")
+
+
+def _check_decoder(path: Path) -> None:
+    """Fail early, with the fix, for formats that need ffmpeg when it is missing."""
+    if path.suffix.lower() in FFMPEG_EXTENSIONS and ffmpeg_path() is None:
+        kind = path.suffix.lower().lstrip(".").upper()
+        raise AudioError(f"cannot decode audio file {path}: {kind} needs ffmpeg on PATH "
+                         "(install ffmpeg, or convert the file to WAV or FLAC)")
 
 
 def _check_rate(sample_rate: int | None) -> None:
@@ -160,6 +183,7 @@ def info_frames(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     """Like :func:`info` but with the length in frames: ``(frames, sample_rate, channels)``."""
     path = Path(path)
     _check_exists(path)
+    _check_decoder(path)
     try:
         i = sf.info(str(path))
         frames, sr, ch = int(i.frames), int(i.samplerate), int(i.channels)
@@ -204,6 +228,7 @@ def load(
     path = Path(path)
     _check_rate(sample_rate)
     _check_exists(path)
+    _check_decoder(path)
     try:
         y2d, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
@@ -334,6 +359,52 @@ def _blocks_from_stream(
         yield start, np.ascontiguousarray(block, dtype=np.float32)
         cur = cur[block_n:]
         buf, have, start = ([cur] if len(cur) else []), len(cur), start + block_n
+
+
+def find_audio_files(
+    inputs: Iterable[str | os.PathLike[str]],
+) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Expand files and folders into a list of audio files.
+
+    A file given by name is kept whatever its extension (reading it will tell whether it
+    is audio); a folder is searched recursively for :data:`AUDIO_EXTENSIONS` (any case),
+    hidden files and folders skipped, in sorted order. A file reached twice is listed once.
+
+    Args:
+        inputs: files and/or folders.
+
+    Returns:
+        ``(files, problems)``: the files in input order, each as given or as the folder
+        joined with its relative path; and ``(path, reason)`` for inputs that do not exist
+        or folders without audio files.
+    """
+    files: list[Path] = []
+    problems: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(
+                q for q in p.rglob("*")
+                if q.suffix.lower() in AUDIO_EXTENSIONS and q.is_file()
+                and not any(part.startswith(".") for part in q.relative_to(p).parts))
+            if not found:
+                problems.append((p, f"folder {p} holds no audio files "
+                                    f"({', '.join(AUDIO_EXTENSIONS)})"))
+            for q in found:
+                add(q)
+        elif p.exists():
+            add(p)
+        else:
+            problems.append((p, f"{p} does not exist"))
+    return files, problems
 
 
 def write_wav(path: str | os.PathLike[str], y: np.ndarray, sample_rate: int) -> Path:

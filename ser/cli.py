@@ -59,7 +59,10 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     from ser import inference
 
     return inference.predict_cli(model=a.model, inputs=a.paths, hop_s=a.hop, fmt=a.format,
-                                 output=a.output, progress=not a.quiet)
+                                 output=a.output, progress=not a.quiet, f0_method=a.f0_method,
+                                 voice_quality=a.voice_quality, egemaps=a.egemaps,
+                                 workers=a.workers, batch_size=a.batch_size, device=a.device,
+                                 resume=not a.no_resume)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop", type=float, default=None, help="hop in seconds (default: half the window)")
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     p.add_argument("-o", "--output", help="output file (default: stdout)")
+    p.add_argument("--f0-method", choices=("praat", "pyin"), default="praat",
+                   help="F0 tracker (default: Praat autocorrelation)")
+    p.add_argument("--voice-quality", action="store_true",
+                   help="add jitter, shimmer, HNR per window (Praat; slower)")
+    p.add_argument("--egemaps", action="store_true",
+                   help="add openSMILE eGeMAPSv02 descriptor means per window (slower)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="feature processes (default: one per CPU core; 0: none)")
+    p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
+    p.add_argument("--device", default="cpu", help="model device: cpu, cuda or auto")
+    p.add_argument("--no-resume", action="store_true", help="recompute files already in -o FILE")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_predict)
     return parser

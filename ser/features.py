@@ -16,25 +16,47 @@ Tracks:
   scale (a full-scale square wave is 0 dB, a full-scale sine -3 dB), floored at
   :data:`ENERGY_FLOOR_DB`.
 - **Speech activity** (:func:`speech_activity`): WebRTC's GMM voice-activity detector
-  (``webrtcvad``, packaged and offline) on 30 ms frames. WebRTC keeps a frame "speech"
-  for 90-150 ms after each offset (its hangover); we trim a speech run's leading and
-  trailing frames that are more than ``trim_db`` below the run's loudest frame, which
-  removes that bias on pauses with a noise floor at least ``trim_db`` below speech.
-  Frames below -70 dBFS are never speech (webrtcvad is erratic on digital silence).
+  (``webrtcvad`` from the ``webrtcvad-wheels`` package: packaged, offline, no model
+  download) in mode 2 (of 0-3) on 30 ms frames of 16-bit PCM; audio at a rate it does
+  not take is resampled to 16 kHz for it. WebRTC keeps a frame "speech" for 90-150 ms
+  after each offset (its hangover); energy trimming rule: in every run of speech frames,
+  the leading and trailing frames more than ``trim_db`` (30 dB) below the run's loudest
+  frame are set to non-speech, which removes that bias on pauses with a noise floor at
+  least 30 dB below speech. Frames below -70 dBFS RMS are never speech (webrtcvad is
+  erratic on digital silence).
   Any voice counts as speech (the detector does not tell speakers apart), and short
   pauses inside an utterance count as non-speech.
+
+Optional tracks (off by default; each adds columns after the default ones):
+
+- **Voice quality** (``voice_quality=True``, :data:`VOICE_QUALITY_COLUMNS`): Praat's
+  glottal pulses (``To PointProcess (cc)`` from the same autocorrelation pitch track)
+  give ``jitter_local`` and ``shimmer_local`` per window (fractions, Praat's voice-report
+  settings: periods 0.1-20 ms, period factor 1.3, amplitude factor 1.6; pulses exist
+  only in voiced stretches); ``hnr_db`` is the mean of Praat's ``To Harmonicity (cc)``
+  (default settings) over the window's periodic frames (Praat's -200 dB "unvoiced"
+  frames are left out). NaN when a window has too few pulses or periodic frames.
+  Slow: Praat's harmonicity alone costs several times all the default tracks.
+- **eGeMAPS** (``egemaps=True``, :func:`egemaps_columns`): openSMILE's eGeMAPSv02
+  low-level descriptors (25 tracks, 10 ms frames), averaged per window. Descriptors
+  named ``*_sma3nz`` are defined on voiced frames only, so they are averaged over the
+  frames openSMILE itself calls voiced (``F0semitoneFrom27.5Hz_sma3nz > 0``), as
+  eGeMAPS's own functionals do; the others over all frames.
 
 Window columns (:data:`FEATURE_COLUMNS`): ``f0_hz`` (median F0 over the window's
 voiced frames, NaN when none), ``f0_mean_hz``, ``f0_std_hz`` (population SD, Hz),
 ``voiced_ratio`` (voiced / all F0 frames), ``energy_db`` (mean frame dB),
 ``energy_std_db`` (population SD, dB), ``energy_max_db``, ``speech_ratio``
-(speech / all VAD frames).
+(speech / all VAD frames); :func:`feature_columns` lists them with the optional ones.
 """
 
 from __future__ import annotations
 
 import math
+import time
 import warnings
+from collections.abc import MutableMapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,8 +75,48 @@ VAD_RATES: tuple[int, ...] = (8000, 16000, 32000, 48000)
 VAD_FRAME_MS: tuple[int, ...] = (10, 20, 30)
 #: Energy of digital silence (dB re full scale).
 ENERGY_FLOOR_DB: float = -100.0
+#: Optional voice-quality columns (``voice_quality=True``).
+VOICE_QUALITY_COLUMNS: tuple[str, ...] = ("jitter_local", "shimmer_local", "hnr_db")
+#: openSMILE eGeMAPSv02 low-level descriptors, in openSMILE's order.
+EGEMAPS_LLDS: tuple[str, ...] = (
+    "Loudness_sma3", "alphaRatio_sma3", "hammarbergIndex_sma3", "slope0-500_sma3",
+    "slope500-1500_sma3", "spectralFlux_sma3", "mfcc1_sma3", "mfcc2_sma3", "mfcc3_sma3",
+    "mfcc4_sma3", "F0semitoneFrom27.5Hz_sma3nz", "jitterLocal_sma3nz", "shimmerLocaldB_sma3nz",
+    "HNRdBACF_sma3nz", "logRelF0-H1-H2_sma3nz", "logRelF0-H1-A3_sma3nz", "F1frequency_sma3nz",
+    "F1bandwidth_sma3nz", "F1amplitudeLogRelF0_sma3nz", "F2frequency_sma3nz",
+    "F2bandwidth_sma3nz", "F2amplitudeLogRelF0_sma3nz", "F3frequency_sma3nz",
+    "F3bandwidth_sma3nz", "F3amplitudeLogRelF0_sma3nz",
+)
+#: Praat voice-report settings for jitter/shimmer: shortest/longest period (s), period
+#: factor, amplitude factor.
+PRAAT_PERIOD_FLOOR_S, PRAAT_PERIOD_CEILING_S, PRAAT_PERIOD_FACTOR, PRAAT_AMPLITUDE_FACTOR = (
+    1e-4, 0.02, 1.3, 1.6)
 #: Windows summarised per vectorised chunk (bounds memory for tiny hops).
 _CHUNK_ELEMENTS: int = 1 << 22
+
+
+def egemaps_columns() -> tuple[str, ...]:
+    """Window columns of the eGeMAPS option: ``egemaps_<descriptor>_mean``."""
+    return tuple(f"egemaps_{name}_mean" for name in EGEMAPS_LLDS)
+
+
+def feature_columns(*, voice_quality: bool = False, egemaps: bool = False) -> list[str]:
+    """Columns :func:`window_features` returns for these options, in order.
+
+    Args:
+        voice_quality: include :data:`VOICE_QUALITY_COLUMNS`.
+        egemaps: include :func:`egemaps_columns`.
+    """
+    return [*FEATURE_COLUMNS, *(VOICE_QUALITY_COLUMNS if voice_quality else ()),
+            *(egemaps_columns() if egemaps else ())]
+
+
+def _tick(timings: MutableMapping[str, float] | None, key: str, t0: float) -> float:
+    """Add ``now - t0`` seconds to ``timings[key]``; return now."""
+    now = time.perf_counter()
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + (now - t0)
+    return now
 
 
 # ---------------------------------------------------------------------------- checks
@@ -113,25 +175,13 @@ def f0_track(
         201.3
     """
     y = _as_signal(y, sr)
-    _check_hop(hop_s)
-    if method not in F0_METHODS:
-        raise ValueError(f"f0 method must be one of {F0_METHODS}; got {method!r}")
-    if not (0 < fmin < fmax):
-        raise ValueError(f"need 0 < fmin < fmax (Hz); got fmin={fmin}, fmax={fmax}")
-    if fmax >= sr / 2:
-        raise ValueError(f"fmax={fmax} Hz must be below the Nyquist frequency {sr / 2:g} Hz")
+    _check_f0_options(sr, method=method, fmin=fmin, fmax=fmax, hop_s=hop_s)
     empty = (np.zeros(0), np.zeros(0))
     if method == "praat":
-        import parselmouth
-
-        n_use = _praat_length(len(y), sr, window_s=3.0 / fmin, hop_s=hop_s)
-        if n_use <= 0:
+        praat = _praat_pitch(y, sr, fmin=fmin, fmax=fmax, hop_s=hop_s)
+        if praat is None:
             return empty
-        snd = parselmouth.Sound(y[:n_use].astype(np.float64), sampling_frequency=float(sr))
-        pitch = snd.to_pitch_ac(time_step=hop_s, pitch_floor=fmin, pitch_ceiling=fmax)
-        f0 = pitch.selected_array["frequency"].astype(np.float64)
-        f0[f0 <= 0] = np.nan
-        return np.asarray(pitch.xs(), dtype=np.float64), f0
+        return _pitch_arrays(praat[1])
     import librosa
 
     hop_n = max(1, int(round(hop_s * sr)))
@@ -144,6 +194,35 @@ def f0_track(
                                 frame_length=frame_n, hop_length=hop_n, center=False)
     times = (np.arange(len(f0)) * hop_n + frame_n / 2) / sr
     return times, np.asarray(f0, dtype=np.float64)
+
+
+def _check_f0_options(sr: int, *, method: str, fmin: float, fmax: float, hop_s: float) -> None:
+    _check_hop(hop_s)
+    if method not in F0_METHODS:
+        raise ValueError(f"f0 method must be one of {F0_METHODS}; got {method!r}")
+    if not (0 < fmin < fmax):
+        raise ValueError(f"need 0 < fmin < fmax (Hz); got fmin={fmin}, fmax={fmax}")
+    if fmax >= sr / 2:
+        raise ValueError(f"fmax={fmax} Hz must be below the Nyquist frequency {sr / 2:g} Hz")
+
+
+def _praat_pitch(y: np.ndarray, sr: int, *, fmin: float, fmax: float,
+                hop_s: float) -> tuple[Any, Any] | None:
+    """Praat ``(Sound, Pitch)`` of ``y`` cut to a fixed frame phase; None when too short."""
+    import parselmouth
+
+    n_use = _praat_length(len(y), sr, window_s=3.0 / fmin, hop_s=hop_s)
+    if n_use <= 0:
+        return None
+    snd = parselmouth.Sound(y[:n_use].astype(np.float64), sampling_frequency=float(sr))
+    return snd, snd.to_pitch_ac(time_step=hop_s, pitch_floor=fmin, pitch_ceiling=fmax)
+
+
+def _pitch_arrays(pitch: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Frame times and F0 (NaN when unvoiced) of a Praat Pitch."""
+    f0 = pitch.selected_array["frequency"].astype(np.float64)
+    f0[f0 <= 0] = np.nan
+    return np.asarray(pitch.xs(), dtype=np.float64), f0
 
 
 def _praat_length(n: int, sr: int, *, window_s: float, hop_s: float) -> int:
@@ -275,6 +354,115 @@ def _trim_runs(speech: np.ndarray, db: np.ndarray, *, trim_db: float) -> np.ndar
     return out
 
 
+# ---------------------------------------------------------------------------- optional tracks
+
+def voice_quality_windows(
+    y: np.ndarray,
+    sr: int,
+    *,
+    starts_s: np.ndarray,
+    window_s: float,
+    fmin: float = 75.0,
+    fmax: float = 600.0,
+    hop_s: float = 0.01,
+    pitch: tuple[Any, Any] | None = None,
+) -> pd.DataFrame:
+    """Jitter, shimmer and HNR per window with Praat (through parselmouth).
+
+    Glottal pulses come from ``To PointProcess (cc)`` on Praat's autocorrelation pitch
+    (the default F0 track), so they exist only in voiced stretches; jitter and shimmer
+    use Praat's voice-report settings (:data:`PRAAT_PERIOD_FLOOR_S` ...). HNR is
+    ``To Harmonicity (cc)`` with Praat's defaults, averaged over periodic frames.
+
+    Args:
+        y: mono float audio, shape ``(n,)``.
+        sr: sampling rate (Hz).
+        starts_s: window starts (s from ``y[0]``), shape ``(n_windows,)``.
+        window_s: window length (s).
+        fmin: pitch floor (Hz).
+        fmax: pitch ceiling (Hz).
+        hop_s: pitch and harmonicity frame step (s).
+        pitch: a ``(Sound, Pitch)`` pair already computed for ``y`` (saves one pitch
+            analysis); ``None`` computes it.
+
+    Returns:
+        :data:`VOICE_QUALITY_COLUMNS` per window: ``jitter_local`` and ``shimmer_local``
+        (fractions, e.g. 0.01 = 1 %), ``hnr_db`` (dB); NaN where undefined.
+    """
+    from parselmouth.praat import call
+
+    y = _as_signal(y, sr)
+    starts = np.asarray(starts_s, dtype=np.float64)
+    out = pd.DataFrame(np.nan, index=range(len(starts)), columns=list(VOICE_QUALITY_COLUMNS))
+    praat = pitch if pitch is not None else _praat_pitch(y, sr, fmin=fmin, fmax=fmax, hop_s=hop_s)
+    if praat is None or len(starts) == 0:
+        return out
+    snd, pitch_obj = praat
+    pulses = call([snd, pitch_obj], "To PointProcess (cc)")
+    dur = float(snd.xmax)
+    jit, shim = np.full(len(starts), np.nan), np.full(len(starts), np.nan)
+    args = (PRAAT_PERIOD_FLOOR_S, PRAAT_PERIOD_CEILING_S, PRAAT_PERIOD_FACTOR)
+    for k, s in enumerate(starts):
+        t0, t1 = max(0.0, float(s)), min(dur, float(s) + window_s)
+        if t1 - t0 < 2 * PRAAT_PERIOD_CEILING_S:
+            continue
+        jit[k] = call(pulses, "Get jitter (local)", t0, t1, *args)
+        shim[k] = call([snd, pulses], "Get shimmer (local)", t0, t1, *args, PRAAT_AMPLITUDE_FACTOR)
+    harm = snd.to_harmonicity_cc(time_step=hop_s, minimum_pitch=fmin)
+    hv = np.asarray(harm.values[0], dtype=np.float64)
+    hv[hv <= -200] = np.nan  # Praat's "not periodic"
+    out["jitter_local"], out["shimmer_local"] = jit, shim
+    out["hnr_db"] = _window_means(np.asarray(harm.xs()), hv[:, None], starts, starts + window_s)[:, 0]
+    return out
+
+
+def egemaps_lld(y: np.ndarray, sr: int) -> tuple[np.ndarray, pd.DataFrame]:
+    """openSMILE eGeMAPSv02 low-level descriptors.
+
+    Args:
+        y: mono float audio, shape ``(n,)``.
+        sr: sampling rate (Hz).
+
+    Returns:
+        ``(times, lld)``: frame centre times (s from ``y[0]``) and one column per
+        :data:`EGEMAPS_LLDS` (float64; NaN rows when ``y`` is shorter than a frame).
+    """
+    import opensmile
+
+    y = _as_signal(y, sr)
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                            feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Segment too short, filling with NaN."
+        df = smile.process_signal(y.astype(np.float32), sr)
+    if list(df.columns) != list(EGEMAPS_LLDS):
+        raise RuntimeError(f"openSMILE eGeMAPSv02 returned descriptors {list(df.columns)}, expected "
+                           f"{list(EGEMAPS_LLDS)}; check the installed opensmile version")
+    start = df.index.get_level_values("start").total_seconds().to_numpy()
+    end = df.index.get_level_values("end").total_seconds().to_numpy()
+    return (start + end) / 2, df.reset_index(drop=True).astype(np.float64)
+
+
+def _window_means(times: np.ndarray, values: np.ndarray, starts: np.ndarray,
+                  ends: np.ndarray) -> np.ndarray:
+    """Mean of the finite ``values[:, c]`` whose ``times`` lie in each [start, end).
+
+    Args:
+        times: frame times (s), increasing, shape ``(n_frames,)``.
+        values: shape ``(n_frames, n_columns)``; NaN frames are left out.
+
+    Returns:
+        float64 ``(n_windows, n_columns)``; NaN where a window has no finite frame.
+    """
+    ok = np.isfinite(values)
+    cs = np.vstack([np.zeros((1, values.shape[1])), np.cumsum(np.where(ok, values, 0.0), axis=0)])
+    cn = np.vstack([np.zeros((1, values.shape[1]), np.int64), np.cumsum(ok, axis=0)])
+    j0 = np.searchsorted(times, starts, side="left")
+    j1 = np.searchsorted(times, ends, side="left")
+    n = cn[j1] - cn[j0]
+    return np.divide(cs[j1] - cs[j0], n, out=np.full(n.shape, np.nan), where=n > 0)
+
+
 # ---------------------------------------------------------------------------- windows
 
 def _summarise(
@@ -334,7 +522,10 @@ def window_features(
     hop_s: float = 0.01,
     vad_frame_ms: int = 30,
     vad_aggressiveness: int = 2,
+    voice_quality: bool = False,
+    egemaps: bool = False,
     time_offset_s: float = 0.0,
+    timings: MutableMapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Prosody summaries for windows ``[start, start + window_s)`` of one signal.
 
@@ -352,12 +543,16 @@ def window_features(
         hop_s: F0 and energy frame step (s).
         vad_frame_ms: webrtcvad frame length (ms).
         vad_aggressiveness: webrtcvad mode 0-3.
+        voice_quality: add jitter, shimmer and HNR (:func:`voice_quality_windows`).
+        egemaps: add eGeMAPS descriptor means (:func:`egemaps_lld`).
         time_offset_s: time of ``y[0]`` on the ``starts_s`` clock (s), e.g. a block's
             start within a long recording.
+        timings: if given, seconds spent per step are added under ``"f0"``,
+            ``"energy"``, ``"vad"``, ``"voice_quality"``, ``"egemaps"``, ``"summarise"``.
 
     Returns:
-        One row per start with :data:`FEATURE_COLUMNS` (float64; NaN when a window
-        has no frame of that kind, e.g. ``f0_hz`` without voiced frames).
+        One row per start with :func:`feature_columns` for these options (float64; NaN
+        when a window has no frame of that kind, e.g. ``f0_hz`` without voiced frames).
 
     Example:
         >>> window_features(y, 16000, starts_s=np.arange(0, 7, 1.0), window_s=3.0)  # doctest: +SKIP
@@ -370,15 +565,24 @@ def window_features(
         raise ValueError(f"starts_s must be 1-D; got shape {starts.shape}")
     ends = starts + window_s
 
-    t_f0, f0 = f0_track(y, sr, method=f0_method, fmin=fmin, fmax=fmax, hop_s=hop_s)
-    f = _summarise(t_f0, f0, starts, ends)
+    t = time.perf_counter()
+    _check_f0_options(sr, method=f0_method, fmin=fmin, fmax=fmax, hop_s=hop_s)
+    praat = None
+    if f0_method == "praat":  # keep Praat's objects: voice quality reuses the pitch track
+        praat = _praat_pitch(y, sr, fmin=fmin, fmax=fmax, hop_s=hop_s)
+        t_f0, f0 = _pitch_arrays(praat[1]) if praat is not None else (np.zeros(0), np.zeros(0))
+    else:
+        t_f0, f0 = f0_track(y, sr, method=f0_method, fmin=fmin, fmax=fmax, hop_s=hop_s)
+    t = _tick(timings, "f0", t)
     t_e, e = rms_db(y, sr, hop_s=hop_s)
-    en = _summarise(t_e, e, starts, ends)
+    t = _tick(timings, "energy", t)
     sp = speech_activity(y, sr, frame_ms=vad_frame_ms, aggressiveness=vad_aggressiveness)
+    t = _tick(timings, "vad", t)
+    f = _summarise(t_f0, f0, starts, ends)
+    en = _summarise(t_e, e, starts, ends)
     t_v = (np.arange(len(sp)) + 0.5) * (vad_frame_ms / 1000.0)
     v = _summarise(t_v, sp.astype(np.float64), starts, ends)
-
-    return pd.DataFrame({
+    cols: dict[str, np.ndarray] = {
         "f0_hz": f["median"],
         "f0_mean_hz": f["mean"],
         "f0_std_hz": f["std"],
@@ -387,4 +591,20 @@ def window_features(
         "energy_std_db": en["std"],
         "energy_max_db": en["max"],
         "speech_ratio": v["mean"],
-    }, columns=list(FEATURE_COLUMNS))
+    }
+    t = _tick(timings, "summarise", t)
+    if voice_quality:
+        vq = voice_quality_windows(y, sr, starts_s=starts, window_s=window_s, fmin=fmin,
+                                   fmax=fmax, hop_s=hop_s, pitch=praat)
+        cols.update({c: vq[c].to_numpy() for c in VOICE_QUALITY_COLUMNS})
+        t = _tick(timings, "voice_quality", t)
+    if egemaps:
+        t_g, lld = egemaps_lld(y, sr)
+        vals = lld.to_numpy(dtype=np.float64, copy=True)
+        nz = np.array([name.endswith("_sma3nz") for name in EGEMAPS_LLDS])
+        unvoiced = ~(lld["F0semitoneFrom27.5Hz_sma3nz"].to_numpy() > 0)
+        vals[np.ix_(unvoiced, nz)] = np.nan
+        means = _window_means(t_g, vals, starts, ends)
+        cols.update({c: means[:, k] for k, c in enumerate(egemaps_columns())})
+        t = _tick(timings, "egemaps", t)
+    return pd.DataFrame(cols, columns=feature_columns(voice_quality=voice_quality, egemaps=egemaps))

@@ -153,3 +153,40 @@ def test_bad_options(wav):
         list(audio.iter_blocks(wav, sample_rate=SR, block_s=0))
     with pytest.raises(ValueError, match="overlap_s"):
         list(audio.iter_blocks(wav, sample_rate=SR, block_s=1, overlap_s=-1))
+
+
+def test_mp3_reads(tmp_path):
+    p = tmp_path / "x.mp3"
+    sf.write(p, _tone(1.0), SR, format="MP3")
+    y, sr = audio.load(p, sample_rate=SR)
+    assert sr == SR and abs(len(y) - SR) < 0.1 * SR  # MP3 adds encoder delay/padding
+    assert 0.3 < np.sqrt(np.mean(y ** 2)) < 0.4
+
+
+@pytest.mark.parametrize("name", ["talk.m4a", "talk.M4A", "talk.aac"])
+def test_m4a_without_ffmpeg_fails_clearly(tmp_path, monkeypatch, name):
+    p = tmp_path / name
+    p.write_bytes(b"\0\0\0 ftypM4A " + bytes(200))
+    monkeypatch.setattr(audio, "ffmpeg_path", lambda: None)
+    blocks = lambda q: list(audio.iter_blocks(q, sample_rate=SR, block_s=1))  # noqa: E731
+    for fn in (audio.info_frames, audio.load, blocks):
+        with pytest.raises(audio.AudioError, match=f"{name}.*needs ffmpeg on PATH"):
+            fn(p)
+
+
+def test_find_audio_files(tmp_path):
+    d = tmp_path / "rec"
+    for rel in ["b.wav", "a.FLAC", "sub/c.ogg", "sub/deep/d.mp3", "sub/e.m4a", "notes.txt",
+                ".hidden/x.wav", "sub/.y.wav"]:
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    single = tmp_path / "one.dat"
+    single.write_bytes(b"x")
+    files, problems = audio.find_audio_files([d, single, d / "b.wav", tmp_path / "nope.wav",
+                                              tmp_path / "empty"])
+    rel = [str(f.relative_to(tmp_path)) for f in files]
+    assert rel == ["rec/a.FLAC", "rec/b.wav", "rec/sub/c.ogg", "rec/sub/deep/d.mp3", "rec/sub/e.m4a",
+                   "one.dat"]  # sorted per folder; explicit files kept whatever the extension; no repeats
+    reasons = {p.name: r for p, r in problems}
+    assert "does not exist" in reasons["nope.wav"] and "no audio files" in reasons["empty"]

@@ -221,3 +221,119 @@ def test_speed_two_minutes_well_under_a_second_per_minute():
     features.window_features(y, SR, starts_s=starts, window_s=3.0)
     per_minute = (time.process_time() - t0) / 2
     assert per_minute < 0.5, f"{per_minute:.2f} s CPU per minute of audio"
+
+
+# ------------------------------------------------------------------- voice quality (optional)
+
+
+def pulse_train(seconds: float, *, f0: float = 150.0, jitter: float = 0.0, shimmer: float = 0.0,
+                noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Glottal pulses with Gaussian period (``jitter``) and amplitude (``shimmer``)
+    perturbation, relative SDs, through three formants, plus white noise (``noise``)."""
+    rng = np.random.default_rng(seed)
+    n, period = int(seconds * SR), SR / f0
+    m = int(n / period) + 2
+    t = np.cumsum(period * (1 + jitter * rng.standard_normal(m)))
+    amp = 1 + shimmer * rng.standard_normal(m)
+    keep = t < n - 1
+    t, amp = t[keep], amp[keep]
+    y = np.zeros(n)
+    i = t.astype(int)
+    np.add.at(y, i, amp * (1 - (t - i)))
+    np.add.at(y, i + 1, amp * (t - i))
+    for fc, bw in ((700, 130), (1220, 70), (2600, 160)):
+        r, th = np.exp(-np.pi * bw / SR), 2 * np.pi * fc / SR
+        y = lfilter([1 - r], [1, -2 * r * np.cos(th), r * r], y)
+    y = 0.5 * y / np.abs(y).max() + noise * rng.standard_normal(n)
+    return y.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def vq_cases():
+    """Voice-quality columns for clean, jittered, shimmered and noisy pulse trains (2 windows each)."""
+    cases = {"clean": {}, "jitter": {"jitter": 0.02}, "shimmer": {"shimmer": 0.1},
+             "noisy": {"noise": 0.05}}
+    out = {}
+    for name, kw in cases.items():
+        df = features.window_features(pulse_train(5.0, **kw), SR, starts_s=np.array([0.5, 2.5]),
+                                      window_s=2.0, voice_quality=True)
+        out[name] = df
+    return out
+
+
+def test_voice_quality_columns(vq_cases):
+    df = vq_cases["clean"]
+    assert list(df.columns) == [*features.FEATURE_COLUMNS, *features.VOICE_QUALITY_COLUMNS]
+    assert features.feature_columns(voice_quality=True) == list(df.columns)
+    assert df["f0_hz"].to_numpy() == pytest.approx(150, rel=0.01)
+
+
+def test_jitter_tracks_period_perturbation(vq_cases):
+    # Gaussian relative period SD s gives E|T_i - T_i-1| / T = 2 s / sqrt(pi) = 0.0226 for s = 2 %
+    expected = 2 * 0.02 / np.sqrt(np.pi)
+    assert (vq_cases["clean"]["jitter_local"] < 0.002).all()
+    np.testing.assert_allclose(vq_cases["jitter"]["jitter_local"], expected, rtol=0.25)
+    assert (vq_cases["shimmer"]["jitter_local"] < 0.002).all()  # amplitude noise is not jitter
+
+
+def test_shimmer_tracks_amplitude_perturbation(vq_cases):
+    expected = 2 * 0.1 / np.sqrt(np.pi)  # 0.113 for a 10 % amplitude SD
+    assert (vq_cases["clean"]["shimmer_local"] < 0.02).all()
+    np.testing.assert_allclose(vq_cases["shimmer"]["shimmer_local"], expected, rtol=0.25)
+
+
+def test_hnr_falls_with_noise(vq_cases):
+    clean, noisy = vq_cases["clean"]["hnr_db"], vq_cases["noisy"]["hnr_db"]
+    assert (clean > 30).all() and (noisy < 15).all() and (noisy > 0).all()
+
+
+def test_voice_quality_undefined_on_silence():
+    y = np.concatenate([pulse_train(1.5), np.zeros(3 * SR, np.float32)])
+    df = features.window_features(y, SR, starts_s=np.array([0.0, 2.0, 10.0]), window_s=1.0,
+                                  voice_quality=True)
+    assert df.loc[0, list(features.VOICE_QUALITY_COLUMNS)].notna().all()
+    assert df.loc[1:, list(features.VOICE_QUALITY_COLUMNS)].isna().all().all()
+
+
+def test_voice_quality_with_pyin_has_same_columns():
+    y = pulse_train(2.5)
+    a = features.window_features(y, SR, starts_s=np.array([0.0]), window_s=2.0, voice_quality=True)
+    b = features.window_features(y, SR, starts_s=np.array([0.0]), window_s=2.0, voice_quality=True,
+                                 f0_method="pyin")
+    assert list(a.columns) == list(b.columns)
+    np.testing.assert_allclose(b[list(features.VOICE_QUALITY_COLUMNS)],
+                               a[list(features.VOICE_QUALITY_COLUMNS)], rtol=1e-9)
+
+
+# ------------------------------------------------------------------- eGeMAPS (optional)
+
+
+def test_egemaps_columns_and_voiced_only_descriptors():
+    tone = voiced(np.full(2 * SR, 220.0))
+    y = np.concatenate([tone, np.zeros(3 * SR, np.float32), 0.25 * tone])
+    starts = np.array([0.0, 2.5, 5.0])  # voiced, silent (0.5 s from either tone), voiced
+    df = features.window_features(y, SR, starts_s=starts, window_s=2.0, egemaps=True)
+    cols = features.egemaps_columns()
+    assert len(cols) == 25 and list(df.columns) == [*features.FEATURE_COLUMNS, *cols]
+    semitones = df["egemaps_F0semitoneFrom27.5Hz_sma3nz_mean"]
+    assert semitones[0] == pytest.approx(12 * np.log2(220 / 27.5), abs=0.5)  # 36 semitones
+    # the silent window has no voiced frame: voiced-only descriptors are NaN, not 0
+    nz = [c for c in cols if "_sma3nz" in c]
+    assert df.loc[1, nz].isna().all() and df.loc[0, nz].notna().all()
+    assert df.loc[1, "egemaps_Loudness_sma3_mean"] < 0.05
+    # 12 dB quieter: lower loudness, same pitch
+    assert df.loc[2, "egemaps_Loudness_sma3_mean"] < 0.6 * df.loc[0, "egemaps_Loudness_sma3_mean"]
+    assert semitones[2] == pytest.approx(semitones[0], abs=0.3)
+
+
+def test_egemaps_short_signal_gives_nan():
+    df = features.window_features(np.zeros(200, np.float32) + 0.01, SR, starts_s=np.array([0.0]),
+                                  window_s=1.0, egemaps=True)
+    assert df[list(features.egemaps_columns())].isna().all().all()
+
+
+def test_timings_are_recorded():
+    t: dict[str, float] = {}
+    features.window_features(voiced(np.full(SR, 200.0)), SR, starts_s=np.array([0.0]),
+                             window_s=0.5, timings=t)
+    assert {"f0", "energy", "vad", "summarise"} <= set(t) and all(v >= 0 for v in t.values())

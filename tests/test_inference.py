@@ -148,6 +148,37 @@ def test_blockwise_equals_whole_file(rec_dir, name, hop):
     pd.testing.assert_frame_equal(whole, blocks)
 
 
+def test_feature_workers_do_not_change_the_result(rec_dir):
+    b = FakeBundle()
+    serial = inference.predict_recording(b, rec_dir / "r1.wav", hop_s=0.5, block_s=2.0)
+    timings: dict[str, float] = {}
+    parallel = inference.predict_recording(b, rec_dir / "r1.wav", hop_s=0.5, block_s=2.0,
+                                           workers=2, timings=timings)
+    pd.testing.assert_frame_equal(serial, parallel)
+    assert {"decode_resample", "log_mel_cnn", "f0", "energy", "vad"} <= set(timings)
+
+
+def test_optional_feature_columns(rec_dir):
+    df = inference.predict_recording(FakeBundle(), rec_dir / "r1.wav", hop_s=1.0,
+                                     voice_quality=True, egemaps=True)
+    assert list(df.columns) == inference.window_columns(FakeBundle().labels, voice_quality=True,
+                                                        egemaps=True)
+    assert df.columns[-1] == "padded"
+    voiced_rows = df["voiced_ratio"] > 0.3
+    assert df.loc[voiced_rows, "hnr_db"].gt(5).all()
+    assert df.loc[voiced_rows, "egemaps_F0semitoneFrom27.5Hz_sma3nz_mean"].between(30, 42).all()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"f0_method": "crepe"}, "f0_method"), ({"workers": -2}, "workers"),
+    ({"batch_size": 0}, "batch_size"), ({"block_s": 0}, "block_s"),
+    ({"voice_quality": "yes"}, "voice_quality"),
+])
+def test_bad_options_in_predict(rec_dir, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        inference.predict_recording(FakeBundle(), rec_dir / "r1.wav", hop_s=0.5, **kwargs)
+
+
 def test_short_file_is_one_padded_window(tmp_path):
     p = tmp_path / "short.wav"
     audio.write_wav(p, voiced(0.6), SR)
@@ -172,14 +203,23 @@ def test_wav_widths_agree_with_pcm16(tmp_path, rec_dir, subtype):
     np.testing.assert_allclose(got["energy_max_db"], ref["energy_max_db"], atol=0.5)
 
 
-def test_silent_file_gives_nan_f0_and_no_speech(tmp_path):
+@pytest.mark.parametrize("level,match", [(0.0, "digital silence"), (3e-5, "silent .peak -90")])
+def test_silent_file_is_rejected(tmp_path, level, match):
     p = tmp_path / "silent.wav"
-    audio.write_wav(p, np.zeros(3 * SR, np.float32), SR)
+    sf.write(p, np.full(3 * SR, level, np.float32), SR, subtype="FLOAT")
+    with pytest.raises(audio.AudioError, match=f"silent.wav.*{match}"):
+        inference.predict_recording(FakeBundle(), p, hop_s=1.0)
+
+
+def test_silent_stretch_gives_nan_f0_and_no_speech(tmp_path):
+    p = tmp_path / "pause.wav"
+    audio.write_wav(p, np.concatenate([voiced(1.0), np.zeros(3 * SR, np.float32)]), SR)
     df = inference.predict_recording(FakeBundle(), p, hop_s=1.0)
-    assert len(df) == 3
-    assert df["f0_hz"].isna().all() and (df["voiced_ratio"] == 0).all()
-    assert (df["speech_ratio"] == 0).all()
-    assert (df["energy_db"] == features.ENERGY_FLOOR_DB).all()
+    assert len(df) == 4
+    quiet = df[df["start_s"] >= 2.0]
+    assert quiet["f0_hz"].isna().all() and (quiet["voiced_ratio"] == 0).all()
+    assert (quiet["speech_ratio"] == 0).all()
+    assert (quiet["energy_db"] == features.ENERGY_FLOOR_DB).all()
 
 
 def test_corrupt_file_raises_audio_error(rec_dir):
@@ -202,6 +242,16 @@ def test_predict_table_records_failures_and_carries_on(rec_dir, tmp_path):
     assert failures.columns.tolist() == ["recording", "path", "reason"]
     assert failures["recording"].tolist() == ["p002_control"]
     assert "AudioError" in failures["reason"].iloc[0] and "r3.wav" in failures["reason"].iloc[0]
+
+
+def test_predict_table_with_options_and_workers(rec_dir, tmp_path):
+    table = _table(rec_dir).iloc[:2]
+    df = inference.predict_table(FakeBundle(), table, hop_s=1.0, out_csv=tmp_path / "w.csv",
+                                 failures_csv=tmp_path / "f.csv", progress=False,
+                                 voice_quality=True, workers=2)
+    assert list(df.columns) == [*inference.ID_COLUMNS, *inference.window_columns(
+        FakeBundle().labels, voice_quality=True)]
+    assert df["jitter_local"].notna().any()
 
 
 def test_resume_after_interruption_has_no_duplicates(rec_dir, tmp_path):
@@ -251,3 +301,22 @@ def test_bad_recordings_table(rec_dir, tmp_path, change, match):
         inference.predict_table(FakeBundle(), change(_table(rec_dir)), hop_s=0.5,
                                 out_csv=tmp_path / "w.csv", failures_csv=tmp_path / "f.csv",
                                 progress=False)
+
+
+def test_model_threads_limited_while_workers_run_then_restored(rec_dir):
+    torch = pytest.importorskip("torch")
+
+    class ThreadSpy(FakeBundle):
+        def predict_proba(self, windows, *, batch_size=64):
+            self.threads = torch.get_num_threads()
+            return super().predict_proba(windows, batch_size=batch_size)
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        b = ThreadSpy()
+        inference.predict_recording(b, rec_dir / "r1.wav", hop_s=1.0, workers=1)
+        assert b.threads == max(1, min(2, inference._usable_cores() - 1))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,211 @@
+"""× real time of ``ser predict`` on 1 hour of speech-like audio, small-CNN model, N cores.
+
+Builds an untrained small-CNN bundle (the architecture and options of
+``params/02_train.yaml``; random weights time the same as trained ones) in a temp dir,
+synthesises ``--minutes`` of speech-like audio once (:func:`speech_wav`: ser.demo
+utterances of four emotions and several voices with pauses over a -60 dBFS noise floor,
+cached under ``--cache``), pins itself to ``--cores`` CPU cores (children inherit it)
+and then:
+
+1. runs ``ser predict MODEL FILE -o OUT.csv --quiet`` in a subprocess (all default
+   features, default hop = half the window, default feature workers) and prints the
+   wall time, × real time and the CPU seconds of the process tree;
+2. runs the same prediction in this process with ``workers=0`` (one process, steps one
+   after the other) and one torch thread (as the model runs in ``ser predict``, where
+   the feature workers take the other cores), and prints the seconds per step
+   (decode/resample, log-mel+CNN, F0, energy, VAD, window statistics, writing) and each
+   step's own × real time, so the slowest step can be named; then splits log-mel from
+   the CNN on a sample of windows.
+
+Wall times are only meaningful on an otherwise idle machine: the load average is
+printed, and CPU seconds too (they barely change with load).
+
+Target (issue 4, item 6): >= 500× real time on 2 cores for the small CNN.
+
+    .venv/bin/python benchmarks/bench_inference.py [--minutes 60] [--cores 2] [--cache DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SR = 16000
+STEPS = ("decode_resample", "log_mel_cnn", "f0", "energy", "vad", "summarise", "write")
+
+
+def speech_wav(minutes: float, *, cache: Path, seed: int = 0) -> Path:
+    """A cached PCM16 16 kHz WAV of ``minutes`` of synthetic speech with pauses.
+
+    Written one minute at a time (memory stays small), each minute from its own seeded
+    stream, so the file for N minutes starts with the file for fewer.
+    """
+    import soundfile as sf
+
+    from ser import demo
+
+    path = cache / f"speech_{minutes:g}min_seed{seed}.wav"
+    if path.is_file():
+        return path
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.wav")
+    print(f"[bench] synthesising {minutes:g} min of speech-like audio -> {path}", file=sys.stderr)
+    with sf.SoundFile(tmp, "w", samplerate=SR, channels=1, subtype="PCM_16") as f:
+        for minute in range(int(np.ceil(minutes))):
+            rng = np.random.default_rng([seed, minute])
+            voices = [demo.random_voice(f"s{k}", gender="fm"[k % 2], rng=rng) for k in range(4)]
+            n = int(round(min(60.0, minutes * 60 - minute * 60) * SR))
+            x = (10 ** (-60 / 20) * rng.standard_normal(n)).astype(np.float32)
+            pos = int(rng.uniform(0.2, 1.0) * SR)
+            while pos < n:
+                dur = float(rng.uniform(*demo.UTTERANCE_S))
+                u = demo.synthesize_utterance(emotion=str(rng.choice(demo.LABELS)),
+                                              voice=voices[int(rng.integers(4))], rng=rng,
+                                              sample_rate=SR, duration_s=dur)[: n - pos]
+                x[pos:pos + len(u)] += u
+                pos += len(u) + int(rng.uniform(0.2, 1.5) * SR)
+            f.write(np.clip(x, -1, 1))
+    os.replace(tmp, path)
+    return path
+
+
+def small_cnn_bundle(folder: Path) -> Path:
+    """Save an untrained small-CNN bundle with the stage-02 defaults into ``folder``."""
+    import yaml
+
+    from ser import models
+
+    p = yaml.safe_load((ROOT / "params" / "02_train.yaml").read_text())
+    net = models.build_model(p["arch"], n_labels=len(p["labels"]), sample_rate=p["sample_rate"],
+                             features=p["features"] or None, **p["arch_params"])
+    models.save_bundle(folder, net, labels=p["labels"], sample_rate=p["sample_rate"],
+                       window_s=p["window_s"], features=models.features_config(**(p["features"] or {})),
+                       arch=p["arch"], arch_params=p["arch_params"], train_params={}, split={},
+                       metrics={})
+    return folder
+
+
+def pin_cores(n: int) -> list[int]:
+    """Restrict this process (and its children) to the first ``n`` allowed cores."""
+    cores = sorted(os.sched_getaffinity(0))[:n]
+    os.sched_setaffinity(0, cores)
+    os.environ["OMP_NUM_THREADS"] = str(len(cores))
+    return cores
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=60.0, help="audio length (default 60)")
+    ap.add_argument("--cores", type=int, default=2, help="CPU cores to run on (default 2)")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "ser-bench-audio",
+                    help="folder caching the synthetic audio")
+    ap.add_argument("--skip-split", action="store_true", help="only the end-to-end run")
+    a = ap.parse_args()
+
+    cores = pin_cores(a.cores)
+    import torch
+
+    torch.set_num_threads(len(cores))
+    from ser import inference, models
+
+    wav = speech_wav(a.minutes, cache=a.cache)
+    audio_s = a.minutes * 60
+    print(f"date: {dt.datetime.now().isoformat(timespec='seconds')}")
+    print(f"machine: {cpu_name()}; pinned to {len(cores)} of {os.cpu_count()} cores {cores}; "
+          f"load average before: {os.getloadavg()[0]:.1f}")
+    print(f"python {platform.python_version()}, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads)")
+    print(f"audio: {a.minutes:g} min synthetic speech, 16 kHz PCM16 ({wav.stat().st_size / 2**20:.0f} MiB)")
+
+    with tempfile.TemporaryDirectory(prefix="ser-bench-inf-") as tmp:
+        bundle_dir = small_cnn_bundle(Path(tmp) / "small_cnn")
+        bundle = models.load_bundle(bundle_dir)
+        hop = inference.default_hop(bundle)
+        n_win = len(inference.window_starts(audio_s, window_s=bundle.window_s, hop_s=hop))
+        print(f"model: untrained small_cnn {bundle.meta['arch_params']}, window {bundle.window_s:g} s, "
+              f"hop {hop:g} s (default) -> {n_win} windows")
+
+        # 1. end to end through the command line
+        out = Path(tmp) / "windows.csv"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "ser.cli", "predict", str(bundle_dir), str(wav),
+                               "-o", str(out), "--quiet"], cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        if proc.returncode != 0:
+            print(proc.stderr, file=sys.stderr)
+            return proc.returncode
+        print(f"\nser predict (end to end, default features and workers): {wall:.1f} s wall, "
+              f"{audio_s / wall:.0f}x real time (target >= 500x); process tree CPU {cpu:.1f} s "
+              f"({cpu / wall:.2f} cores busy); load average after: {os.getloadavg()[0]:.1f}")
+        if a.skip_split:
+            return 0
+
+        # 2. per step, one process, steps in sequence, one torch thread
+        torch.set_num_threads(1)
+        timings: dict[str, float] = {}
+        c0, t0 = time.process_time(), time.perf_counter()
+        inference.predict_paths(bundle, [wav], output=Path(tmp) / "serial.csv", progress=False,
+                                workers=0, timings=timings)
+        wall0, cpu0 = time.perf_counter() - t0, time.process_time() - c0
+        print(f"\nsame in one process (workers=0, 1 torch thread): {wall0:.1f} s wall, "
+              f"{audio_s / wall0:.0f}x real time, CPU {cpu0:.1f} s")
+        print(f"{'step':<18}{'seconds':>9}{'share':>8}{'x real time':>13}")
+        total = sum(timings.values())
+        for k in sorted(timings, key=timings.get, reverse=True):
+            v = timings[k]
+            print(f"{k:<18}{v:9.2f}{v / total:8.0%}{audio_s / v if v else float('inf'):13.0f}")
+        slowest = max(timings, key=timings.get)
+        print(f"slowest step: {slowest} ({timings[slowest]:.1f} s of {total:.1f} s)")
+
+        # 3. log-mel vs CNN on a sample of windows
+        model = bundle.model
+        if hasattr(model, "features") and hasattr(model, "body"):
+            import soundfile as sf
+
+            y = sf.read(wav, frames=int(300 * SR), dtype="float32")[0]
+            win = np.lib.stride_tricks.sliding_window_view(y, bundle.window_samples)[:: SR]
+            x = torch.from_numpy(np.ascontiguousarray(win))
+            with torch.inference_mode():
+                model(x[:64])
+                t0 = time.perf_counter()
+                specs = [model.features(x[i:i + 64]) for i in range(0, len(x), 64)]
+                t_mel = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                for s in specs:
+                    model.body(s)
+                t_cnn = time.perf_counter() - t0
+            scale = audio_s / (len(x) * hop)
+            print(f"log-mel alone: {t_mel * scale:.2f} s per {a.minutes:g} min; CNN body alone: "
+                  f"{t_cnn * scale:.2f} s ({len(x)} windows timed, batch 64, "
+                  f"{torch.get_num_threads()} threads)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

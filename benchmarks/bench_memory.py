@@ -1,0 +1,91 @@
+"""Peak memory of windowed inference as the recording grows (15, 30, 60, 120 min).
+
+For each length, a fresh subprocess loads an untrained small-CNN bundle (stage-02
+defaults), notes its resident memory, predicts the whole file with all default
+features (``ser.inference.predict_paths``, as ``ser predict`` does, writing a CSV) and
+reports its peak RSS (``resource.getrusage``: the main process, and the largest
+feature worker) and the growth over the loaded-model baseline. The audio is the
+cached synthetic speech of ``bench_inference.py`` (written one minute at a time, so
+generating it is memory-flat too). Flat peaks mean blocks and batches bound memory,
+not the file's length (issue 4, item 2).
+
+    .venv/bin/python benchmarks/bench_memory.py [--minutes 15 30 60 120] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_inference import ROOT, cpu_name, small_cnn_bundle, speech_wav  # noqa: E402
+
+CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+import psutil
+from ser import inference, models
+bundle_dir, wav, out, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+bundle = models.load_bundle(bundle_dir)
+base = psutil.Process().memory_info().rss
+t0 = time.perf_counter()
+res = inference.predict_paths(bundle, [wav], output=out, progress=False, workers=workers)
+wall = time.perf_counter() - t0
+assert res.failures.empty, res.failures
+self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+print(json.dumps({"baseline": base, "peak": self_peak, "worker_peak": child_peak,
+                  "windows": len(res.windows), "wall": wall}))
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, nargs="+", default=[15, 30, 60, 120])
+    ap.add_argument("--workers", type=int, default=-1, help="feature workers (-1: one per core)")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "ser-bench-audio")
+    a = ap.parse_args()
+
+    mib = 2.0 ** 20
+    print(f"date: {dt.datetime.now().isoformat(timespec='seconds')}; machine: {cpu_name()}, "
+          f"{os.cpu_count()} cores; workers={a.workers}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ser-bench-mem-") as tmp:
+        bundle_dir = small_cnn_bundle(Path(tmp) / "small_cnn")
+        print(f"{'minutes':>8}{'windows':>9}{'baseline MiB':>14}{'peak MiB':>10}{'growth MiB':>12}"
+              f"{'worker peak MiB':>17}{'wall s':>8}")
+        for minutes in a.minutes:
+            wav = speech_wav(minutes, cache=a.cache)
+            out = Path(tmp) / f"w{minutes:g}.csv"
+            proc = subprocess.run([sys.executable, "-c", CHILD, str(bundle_dir), str(wav), str(out),
+                                   str(a.workers)], cwd=ROOT, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(proc.stderr, file=sys.stderr)
+                return proc.returncode
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows.append((minutes, r))
+            print(f"{minutes:8g}{r['windows']:9d}{r['baseline'] / mib:14.0f}{r['peak'] / mib:10.0f}"
+                  f"{(r['peak'] - r['baseline']) / mib:12.0f}{r['worker_peak'] / mib:17.0f}{r['wall']:8.1f}")
+            out.unlink(missing_ok=True)
+    peaks = [r["peak"] for _, r in rows]
+    print(f"peak RSS range over {a.minutes[0]:g}-{a.minutes[-1]:g} min: "
+          f"{(max(peaks) - min(peaks)) / mib:.0f} MiB ({max(peaks) / min(peaks) - 1:.1%}); "
+          f"the {a.minutes[-1]:g}-min file's audio alone would be "
+          f"{a.minutes[-1] * 60 * 16000 * 4 / mib:.0f} MiB as float32")
+    return 0
+
+
+if __name__ == "__main__":
+    t = time.perf_counter()
+    rc = main()
+    print(f"[bench_memory] {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    sys.exit(rc)

@@ -1,0 +1,304 @@
+"""Tests for ``ser predict`` (ser.inference.predict_cli / predict_paths): files and folders,
+CSV/JSON outputs, failure table, resume after interruption, usage errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from io import StringIO
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from scipy.signal import lfilter
+
+from ser import audio, inference, models
+from ser.cli import main
+
+SR = 16000
+LABELS = ["angry", "happy", "neutral", "sad"]
+WINDOW_S = 2.0
+
+
+def voiced(seconds: float, *, f0: float = 200.0, sr: int = SR, seed: int = 0) -> np.ndarray:
+    """Harmonic, formant-filtered bursts (1.2 s on / 0.8 s off) over faint noise."""
+    t = np.arange(int(round(seconds * sr))) / sr
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.1 * np.sin(2 * np.pi * 0.3 * t))) / sr
+    y = sum(np.sin(k * phase) / k for k in range(1, 20))
+    r, th = np.exp(-np.pi * 100 / sr), 2 * np.pi * 700 / sr
+    y = lfilter([1 - r], [1, -2 * r * np.cos(th), r * r], y)
+    y = 0.4 * y / np.abs(y).max() * ((t % 2.0) < 1.2)
+    y += 1e-3 * np.random.default_rng(seed).standard_normal(len(t))
+    return y.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """An untrained, tiny small-CNN bundle (2 s windows at 16 kHz)."""
+    d = tmp_path_factory.mktemp("model") / "tiny_cnn"
+    net = models.build_model("small_cnn", n_labels=len(LABELS), sample_rate=SR, channels=[4, 8])
+    models.save_bundle(d, net, labels=LABELS, sample_rate=SR, window_s=WINDOW_S,
+                       features=models.features_config(), arch="small_cnn",
+                       arch_params={"channels": [4, 8]}, train_params={}, split={}, metrics={})
+    return d
+
+
+#: file -> (duration in s, native rate, channels)
+GOOD = {
+    "a.wav": (6.0, SR, 1),
+    "sub/b.flac": (5.0, 44100, 2),
+    "sub/c.ogg": (4.0, SR, 1),
+    "sub/deep/d.mp3": (4.0, 22050, 1),
+    "pcm24.wav": (4.0, 48000, 1),
+    "pcm8.wav": (4.0, 8000, 1),
+    "float.wav": (4.0, 22050, 2),
+    "short.wav": (0.7, SR, 1),
+}
+SUBTYPES = {"pcm24.wav": "PCM_24", "pcm8.wav": "PCM_U8", "float.wav": "FLOAT", "a.wav": "PCM_16"}
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory):
+    """Good files in every supported format, width, rate and channel count (plus a text file)."""
+    d = tmp_path_factory.mktemp("audio")
+    for i, (rel, (dur, sr, ch)) in enumerate(GOOD.items()):
+        y = voiced(dur, f0=150 + 20 * i, sr=sr, seed=i)
+        data = y if ch == 1 else np.stack([y, 0.5 * y], axis=1)
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(d / rel, data, sr, **({"subtype": SUBTYPES[rel]} if rel in SUBTYPES else {}))
+    (d / "README.txt").write_text("not audio; folders only pick audio extensions\n")
+    return d
+
+
+def _run(*args) -> int:
+    """``ser predict ARGS --quiet``; returns the exit code."""
+    return main(["predict", *map(str, args), "--quiet"])
+
+
+def _expected_windows(dur: float, hop: float = WINDOW_S / 2) -> int:
+    return 1 if dur < WINDOW_S else int(math.floor((dur - WINDOW_S) / hop + 1e-9)) + 1
+
+
+# ------------------------------------------------------------------- outputs
+
+
+def test_directory_to_csv(model_dir, audio_dir, tmp_path, capsys):
+    out = tmp_path / "res.csv"
+    assert _run(model_dir, audio_dir, "-o", out) == 0
+    win = pd.read_csv(out)
+    summ = pd.read_csv(tmp_path / "res.summary.csv")
+    fail = pd.read_csv(tmp_path / "res.failures.csv")
+    p_cols = [f"p_{lab}" for lab in LABELS]
+    assert list(win.columns) == ["file", *inference.window_columns(LABELS)]
+    assert list(summ.columns) == inference.summary_columns(LABELS)
+    assert fail.empty and list(fail.columns) == ["file", "reason"]
+    # every good file, in sorted folder order, none of the text file
+    files = sorted(str(audio_dir / rel) for rel in GOOD)
+    assert summ["file"].tolist() == files and (summ["status"] == "ok").all()
+    assert win["file"].unique().tolist() == files
+    for rel, (dur, sr, ch) in GOOD.items():
+        row = summ.set_index("file").loc[str(audio_dir / rel)]
+        rows = win[win["file"] == str(audio_dir / rel)]
+        assert row["duration_s"] == pytest.approx(dur, abs=0.06)  # MP3 adds a few ms of padding
+        assert (row["sample_rate"], row["channels"]) == (sr, ch)
+        assert row["windows"] == len(rows) == _expected_windows(row["duration_s"])
+        # default hop is half the window; timestamps exact; padded only for the short file
+        np.testing.assert_array_equal(rows["start_s"], np.arange(len(rows)) * 1.0)
+        np.testing.assert_array_equal(rows["end_s"], rows["start_s"] + WINDOW_S)
+        assert rows["padded"].tolist() == [rel == "short.wav"] * len(rows)
+        means = rows[p_cols].mean()
+        np.testing.assert_allclose(row[p_cols].astype(float), means, rtol=1e-12)
+        assert row["dominant_emotion"] == LABELS[int(np.argmax(means))]
+        assert (row["window_s"], row["hop_s"], row["model"]) == (2.0, 1.0, "tiny_cnn")
+    np.testing.assert_allclose(win[p_cols].sum(axis=1), 1.0, atol=1e-5)
+    voiced_rows = win[win["voiced_ratio"] > 0.3]
+    assert len(voiced_rows) > 10 and voiced_rows["f0_hz"].between(120, 350).all()
+    assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temp file
+    assert "8 file(s)" in capsys.readouterr().err
+
+
+def test_json_matches_csv(model_dir, audio_dir, tmp_path):
+    files = [audio_dir / "a.wav", audio_dir / "short.wav"]
+    assert _run(model_dir, *files, "-o", tmp_path / "r.csv", "--hop", "0.5") == 0
+    assert _run(model_dir, *files, "--format", "json", "-o", tmp_path / "r.json", "--hop", "0.5") == 0
+    obj = json.loads((tmp_path / "r.json").read_text())
+    assert set(obj) == {"windows", "summary", "failures"} and obj["failures"] == []
+    win = pd.DataFrame(obj["windows"])
+    csv = pd.read_csv(tmp_path / "r.csv")
+    pd.testing.assert_frame_equal(win, csv, check_dtype=False)
+    assert [s["file"] for s in obj["summary"]] == [str(f) for f in files]
+    assert obj["summary"][1]["windows"] == 1 and obj["windows"][-1]["padded"] is True
+    assert obj["summary"][0]["error"] is None  # NaN/None written as null, valid JSON
+    assert np.allclose(np.diff(win.loc[win["file"] == str(files[0]), "start_s"]), 0.5)
+
+
+def test_stdout_csv_and_json(model_dir, audio_dir, capsys):
+    assert _run(model_dir, audio_dir / "a.wav") == 0
+    cap = capsys.readouterr()
+    win = pd.read_csv(StringIO(cap.out))
+    assert len(win) == _expected_windows(6.0) and win["file"].eq(str(audio_dir / "a.wav")).all()
+    assert "summary" in cap.err and "dominant_emotion" in cap.err
+    assert _run(model_dir, audio_dir / "a.wav", "--format", "json") == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert len(obj["windows"]) == len(win) and len(obj["summary"]) == 1
+
+
+@pytest.mark.parametrize("output,expected", [
+    ("out/res.csv", ("out/res.csv", "out/res.summary.csv", "out/res.failures.csv")),
+    ("out/res.CSV", ("out/res.CSV", "out/res.summary.csv", "out/res.failures.csv")),
+    ("out/res.tsv", ("out/res.tsv", "out/res.tsv.summary.csv", "out/res.tsv.failures.csv")),
+])
+def test_output_paths(output, expected):
+    got = inference.output_paths(output)
+    assert tuple(str(p) for p in got.values()) == expected
+    assert list(inference.output_paths("x.json", fmt="json")) == ["windows"]
+
+
+# ------------------------------------------------------------------- bad input
+
+
+def _bad_files(d):
+    d.mkdir()
+    audio.write_wav(d / "good.wav", voiced(4.0), SR)
+    (d / "empty.wav").write_bytes(b"")
+    sf.write(d / "header_only.wav", np.zeros(0, np.float32), SR)
+    (d / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage that is not audio")
+    (d / "notes.wav").write_text("this is a text file with an audio name\n" * 10)
+    sf.write(d / "silent.wav", np.zeros(3 * SR, np.float32), SR, subtype="PCM_16")
+    sf.write(d / "nan.wav", np.full(SR, np.nan, np.float32), SR, subtype="FLOAT")
+    (d / "phone.m4a").write_bytes(b"\0\0\0 ftypM4A " + bytes(64))
+    return {
+        "empty.wav": "empty",
+        "header_only.wav": "no samples",
+        "corrupt.wav": "cannot read",
+        "notes.wav": "cannot read",
+        "silent.wav": "digital silence",
+        "nan.wav": "NaN",
+        "phone.m4a": "M4A needs ffmpeg on PATH",
+    }
+
+
+def test_bad_files_go_to_failure_table(model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(audio, "ffmpeg_path", lambda: None)
+    d = tmp_path / "batch"
+    expected = _bad_files(d)
+    out = tmp_path / "res.csv"
+    assert _run(model_dir, d, tmp_path / "missing.wav", "-o", out) == 1
+    fail = pd.read_csv(tmp_path / "res.failures.csv")
+    reasons = dict(zip(fail["file"], fail["reason"], strict=True))
+    assert set(reasons) == {str(d / n) for n in expected} | {str(tmp_path / "missing.wav")}
+    for name, msg in expected.items():
+        assert msg in reasons[str(d / name)] and name in reasons[str(d / name)]
+    assert "does not exist" in reasons[str(tmp_path / "missing.wav")]
+    # the good file is complete, and the summary lists every file with its status
+    win = pd.read_csv(out)
+    assert win["file"].unique().tolist() == [str(d / "good.wav")] and len(win) == 3
+    summ = pd.read_csv(tmp_path / "res.summary.csv")
+    assert summ.set_index("file")["status"].to_dict() == {
+        **{str(d / n): "failed" for n in expected}, str(d / "good.wav"): "ok",
+        str(tmp_path / "missing.wav"): "failed"}
+    err = capsys.readouterr().err
+    assert "8 file(s) failed" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("hop,match", [("0", "--hop must be a number of seconds > 0"),
+                                       ("-1", "--hop must be a number of seconds > 0"),
+                                       ("nan", "--hop must be a number of seconds > 0"),
+                                       ("2.5", r"--hop must be at most the model's window \(2 s")])
+def test_bad_hop_exits_2(model_dir, audio_dir, hop, match, capsys):
+    assert _run(model_dir, audio_dir / "a.wav", "--hop", hop) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and "Traceback" not in err
+
+
+def test_model_folder_without_model_json_exits_2(audio_dir, tmp_path, capsys):
+    (tmp_path / "not_a_model").mkdir()
+    assert _run(tmp_path / "not_a_model", audio_dir / "a.wav") == 2
+    err = capsys.readouterr().err
+    assert "model.json" in err and "not_a_model" in err and "Traceback" not in err
+
+
+def test_resume_refuses_another_hop(model_dir, audio_dir, tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    assert _run(model_dir, audio_dir / "a.wav", "-o", out) == 0
+    assert _run(model_dir, audio_dir / "a.wav", "-o", out, "--hop", "0.5") == 2
+    err = capsys.readouterr().err
+    assert f"-o {out}" in err and "hop 1 s" in err and "--hop" in err
+
+
+# ------------------------------------------------------------------- interruption and resume
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_resume_after_interruption(model_dir, audio_dir, tmp_path, monkeypatch, fmt):
+    files = [audio_dir / "a.wav", audio_dir / "sub" / "c.ogg", audio_dir / "short.wav"]
+    ref = tmp_path / f"ref.{fmt}"
+    assert _run(model_dir, *files, "--format", fmt, "-o", ref) == 0
+
+    real = inference._predict_file
+    calls: list[str] = []
+    out = tmp_path / f"res.{fmt}"
+
+    def stop_at_second(bundle, path, **kw):
+        calls.append(path.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user presses Ctrl-C during the second file
+        return real(bundle, path, **kw)
+
+    monkeypatch.setattr(inference, "_predict_file", stop_at_second)
+    assert _run(model_dir, *files, "--format", fmt, "-o", out) == 130
+    done = (pd.read_csv(out)["file"] if fmt == "csv"
+            else pd.DataFrame(json.loads(out.read_text())["windows"])["file"])
+    assert done.unique().tolist() == [str(files[0])]  # the finished file was kept
+
+    calls.clear()
+
+    def count(bundle, path, **kw):
+        calls.append(path.name)
+        return real(bundle, path, **kw)
+
+    monkeypatch.setattr(inference, "_predict_file", count)
+    assert _run(model_dir, *files, "--format", fmt, "-o", out) == 0
+    assert calls == ["c.ogg", "short.wav"]  # the first file was not computed again
+    for suffix in ([".csv", ".summary.csv", ".failures.csv"] if fmt == "csv" else [".json"]):
+        a, b = (tmp_path / f"res{suffix}").read_text(), (tmp_path / f"ref{suffix}").read_text()
+        assert a == b.replace("ref.", "res.")  # byte-identical to an uninterrupted run
+
+    calls.clear()
+    assert _run(model_dir, *files, "--format", fmt, "-o", out) == 0 and calls == []
+
+
+def test_outputs_written_as_files_finish(model_dir, audio_dir, tmp_path, monkeypatch):
+    """With checkpoint_s=0 the output on disk holds every finished file while the next runs."""
+    bundle = models.load_bundle(model_dir)
+    out = tmp_path / "live.csv"
+    seen: list[list[str]] = []
+    real = inference._predict_file
+
+    def spy(b, path, **kw):
+        if out.exists():
+            seen.append(pd.read_csv(out)["file"].unique().tolist())
+        return real(b, path, **kw)
+
+    files = [audio_dir / "a.wav", audio_dir / "short.wav", audio_dir / "sub" / "c.ogg"]
+    monkeypatch.setattr(inference, "_predict_file", spy)
+    res = inference.predict_paths(bundle, files, output=out, progress=False, checkpoint_s=0)
+    assert seen == [[str(files[0])], [str(files[0]), str(files[1])]]
+    assert res.summary["status"].eq("ok").all() and res.failures.empty
+
+
+def test_failed_files_are_retried_on_resume(model_dir, tmp_path, monkeypatch):
+    d = tmp_path / "in"
+    d.mkdir()
+    audio.write_wav(d / "a.wav", voiced(3.0), SR)
+    (d / "b.m4a").write_bytes(b"\0\0\0 ftypM4A " + bytes(64))
+    monkeypatch.setattr(audio, "ffmpeg_path", lambda: None)
+    out = tmp_path / "r.csv"
+    assert _run(model_dir, d, "-o", out) == 1
+    (d / "b.m4a").unlink()
+    audio.write_wav(d / "b.wav", voiced(3.0, seed=3), SR)
+    assert _run(model_dir, d, "-o", out) == 0  # the failure is gone; a.wav kept, b.wav added
+    assert pd.read_csv(out)["file"].unique().tolist() == [str(d / "a.wav"), str(d / "b.wav")]
+    assert pd.read_csv(tmp_path / "r.failures.csv").empty
