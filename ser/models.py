@@ -4,19 +4,31 @@ Every model built here maps raw waveform windows ``[B, T]`` (float32, at the
 bundle's sample rate) to logits ``[B, n_labels]``; feature extraction and the
 per-window normalisation live inside ``forward``, so training and inference
 cannot diverge. Architectures are registered by name in :data:`ARCHITECTURES`
-(``build_model(arch, ...)``); new families (ResNet, CRNN, Hugging Face encoders)
-add a builder with :func:`register_arch`.
+(``build_model(arch, ...)``, chosen in the stage-02 params as ``arch`` and
+``arch_params``); a new family adds a builder with :func:`register_arch`:
+
+- ``small_cnn``: :class:`SmallCNN`, strided 2-D CNN on the log-mel patch (the fast
+  default: 12 M multiply-adds per 2 s window);
+- ``resnet``: :class:`ResNetCNN`, a small ResNet on the log-mel patch;
+- ``crnn``: :class:`CRNN`, conv front end + bidirectional GRU or Transformer encoder
+  over time + attention pooling;
+- ``hf``: wav2vec2 / HuBERT / WavLM (:mod:`ser.hf`), on the raw waveform; the bundle
+  stores the backbone config, so it loads without hub access.
 
 A bundle is a folder ``results/models/<name>/`` holding ``model.json`` (labels,
 sample_rate, window_s, feature config, arch, training params, split speakers,
 metrics, git commit) and ``model.pt`` (state dict). Inference needs only
-:func:`load_bundle` and :meth:`Bundle.predict_proba`.
+:func:`load_bundle` and :meth:`Bundle.predict_proba`. ``arch_params`` in the bundle hold
+every option, defaults included (format 2); bundles of format 1 are rebuilt with the
+defaults of their time (:data:`LEGACY_ARCH_DEFAULTS`).
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -31,8 +43,13 @@ from torch import Tensor, nn
 from ser import provenance
 from ser.spectrogram import DEFAULT_FEATURES, LogMel, normalize_window
 
-#: Version of the ``model.json`` layout written by :func:`save_bundle`.
-BUNDLE_FORMAT = 1
+#: Version of the ``model.json`` layout written by :func:`save_bundle` (2: ``arch_params``
+#: hold every option, defaults included).
+BUNDLE_FORMAT = 2
+#: Options whose default changed since an older bundle format: the value those bundles
+#: were built with, filled in when the option is absent. Format 1 predates the strided
+#: :class:`SmallCNN`.
+LEGACY_ARCH_DEFAULTS: dict[int, dict[str, dict[str, Any]]] = {1: {"small_cnn": {"pooled_blocks": -1}}}
 #: Keys that every ``model.json`` must hold.
 REQUIRED_KEYS = ("labels", "sample_rate", "window_s", "features", "arch", "arch_params")
 #: Feature kind and per-window normalisation implemented by :class:`LogMelClassifier`.
@@ -102,43 +119,256 @@ def features_config(**overrides: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- architectures
 
 
-class SmallCNN(nn.Module):
-    """Small 2-D CNN over a log-mel patch.
+def _conv_bn_relu(c_in: int, c_out: int, *, stride: int | tuple[int, int] = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
-    Blocks of conv3x3 -> BatchNorm -> ReLU -> 2x2 max-pool, then average pooling over
-    time and into ``freq_bins`` frequency bands (so the classifier still knows *where*
-    in the spectrum energy lies: pitch and spectral tilt carry emotion), dropout and a
-    linear layer. Works for any number of mel bands and frames.
+
+def _check_common(name: str, *, channels: Sequence[int], freq_bins: int, dropout: float) -> None:
+    if not channels or any(int(c) < 1 for c in channels):
+        raise ValueError(f"{name}: channels must list at least one positive width; got {list(channels)}")
+    if int(freq_bins) < 1:
+        raise ValueError(f"{name}: freq_bins must be >= 1; got {freq_bins}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"{name}: dropout must be in [0, 1); got {dropout}")
+
+
+class _FreqBandPooling(nn.Module):
+    """Shared tail of the CNNs: pool ``[B, C, F, T]`` to ``freq_bins`` frequency bands
+    (mean over time), dropout, linear.
+
+    Keeping a few frequency bands (rather than global pooling) lets the classifier know
+    *where* in the spectrum energy lies: pitch and spectral tilt carry emotion. The
+    layers are attributes of the network itself (``pool``, ``dropout``, ``head``), so
+    state-dict keys stay those of the first bundle format.
+    """
+
+    pool: nn.Module
+    dropout: nn.Module
+    head: nn.Module
+
+    def _init_tail(self, c_in: int, *, n_labels: int, freq_bins: int, dropout: float) -> None:
+        self.pool = nn.AdaptiveAvgPool2d((int(freq_bins), 1))
+        self.dropout = nn.Dropout(float(dropout))
+        self.head = nn.Linear(int(c_in) * int(freq_bins), int(n_labels))
+
+    def _tail(self, x: Tensor) -> Tensor:
+        return self.head(self.dropout(self.pool(x).flatten(1)))
+
+
+class SmallCNN(_FreqBandPooling):
+    """Small 2-D CNN over a log-mel patch: the fast default model.
+
+    Blocks of conv3x3 -> BatchNorm -> ReLU that halve both axes with a stride-2
+    convolution, which computes only the outputs that are kept; optionally the first
+    ``pooled_blocks`` blocks instead convolve at full resolution and max-pool 2x2 (the
+    original design). Then average pooling over time and into ``freq_bins`` frequency
+    bands, dropout and a linear layer. Works for any number of mel bands and frames.
+
+    Cost on a 64 x 201 patch (2 s at 16 kHz, 10 ms hop) with the default channels
+    (16, 32, 64, 128), 0.1 M parameters: 12 M multiply-adds with ``pooled_blocks=0``
+    (default), 47 M with -1 (all pooled; what bundles of format 1 hold). On a CPU the
+    pooled design is about 7x slower still than its multiply-adds suggest: its first
+    block (one input channel, 64 x 201 outputs per channel) is bound by memory traffic,
+    so even ``pooled_blocks=1`` costs most of that time.
 
     Args:
         n_labels: number of output classes.
         channels: output channels of each conv block (one block per entry).
         freq_bins: frequency bands kept after pooling (1 = global average pooling).
         dropout: dropout probability before the classifier.
+        pooled_blocks: leading blocks that max-pool instead of striding (-1: all).
     """
 
     def __init__(self, *, n_labels: int, channels: Sequence[int] = (16, 32, 64, 128),
-                 freq_bins: int = 4, dropout: float = 0.3) -> None:
+                 freq_bins: int = 4, dropout: float = 0.3, pooled_blocks: int = 0,
+                 block_convs: int | Sequence[int] = 1) -> None:
         super().__init__()
-        if not channels:
-            raise ValueError("small_cnn: channels must list at least one block")
-        if freq_bins < 1:
-            raise ValueError(f"small_cnn: freq_bins must be >= 1; got {freq_bins}")
+        _check_common("small_cnn", channels=channels, freq_bins=freq_bins, dropout=dropout)
+        if int(pooled_blocks) < -1:
+            raise ValueError(f"small_cnn: pooled_blocks must be >= 0, or -1 for all; got {pooled_blocks}")
+        convs = ([int(block_convs)] * len(channels) if isinstance(block_convs, int)
+                 else [int(n) for n in block_convs])
+        if len(convs) != len(channels) or min(convs) < 1:
+            raise ValueError(f"small_cnn: block_convs must be >= 1, one per block of channels="
+                             f"{list(channels)}; got {block_convs}")
+        self.config = {"channels": [int(c) for c in channels], "freq_bins": int(freq_bins),
+                       "dropout": float(dropout), "pooled_blocks": int(pooled_blocks),
+                       "block_convs": convs}
+        n_pooled = len(channels) if int(pooled_blocks) == -1 else int(pooled_blocks)
         blocks: list[nn.Module] = []
         c_in = 1
-        for c_out in channels:
-            blocks += [nn.Conv2d(c_in, int(c_out), 3, padding=1, bias=False),
-                       nn.BatchNorm2d(int(c_out)), nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=True)]
-            c_in = int(c_out)
+        for i, (c_out, n_convs) in enumerate(zip(self.config["channels"], convs)):
+            if i < n_pooled:
+                blocks += [*_conv_bn_relu(c_in, c_out), nn.MaxPool2d(2, ceil_mode=True)]
+            else:
+                blocks += _conv_bn_relu(c_in, c_out, stride=2)
+            for _ in range(n_convs - 1):
+                blocks += _conv_bn_relu(c_out, c_out)
+            c_in = c_out
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d((int(freq_bins), 1))
-        self.dropout = nn.Dropout(float(dropout))
-        self.head = nn.Linear(c_in * int(freq_bins), int(n_labels))
+        self._init_tail(c_in, n_labels=n_labels, freq_bins=freq_bins, dropout=dropout)
 
     def forward(self, spec: Tensor) -> Tensor:
         """``[B, n_mels, frames]`` -> logits ``[B, n_labels]``."""
-        x = self.pool(self.blocks(spec.unsqueeze(1))).flatten(1)  # [B, C * freq_bins]
-        return self.head(self.dropout(x))
+        return self._tail(self.blocks(spec.unsqueeze(1)))
+
+
+class _BasicBlock(nn.Module):
+    """ResNet basic block: two conv3x3 + BN, identity (or strided 1x1 conv) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, *, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*_conv_bn_relu(c_in, c_out, stride=stride),
+                                  nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut = (nn.Identity() if stride == 1 and c_in == c_out else
+                         nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
+                                       nn.BatchNorm2d(c_out)))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNetCNN(_FreqBandPooling):
+    """Small ResNet (He et al., 2016) over a log-mel patch.
+
+    A stride-2 conv3x3 stem, then one stage per entry of ``channels`` with ``blocks``
+    basic blocks each; the first block of every stage halves both axes (stride 2).
+    Head as in :class:`SmallCNN` (``freq_bins`` bands, dropout, linear).
+
+    Cost of the default (``channels=(32, 64, 128)``, one block per stage) on a
+    64 x 201 patch: 36 M multiply-adds, 0.3 M parameters.
+
+    Args:
+        n_labels: number of output classes.
+        channels: width of each stage (the stem has ``channels[0] // 2``).
+        blocks: basic blocks per stage (an int for all stages, or one per stage).
+        freq_bins: frequency bands kept after pooling.
+        dropout: dropout probability before the classifier.
+    """
+
+    def __init__(self, *, n_labels: int, channels: Sequence[int] = (32, 64, 128),
+                 blocks: int | Sequence[int] = 1, freq_bins: int = 4, dropout: float = 0.3) -> None:
+        super().__init__()
+        _check_common("resnet", channels=channels, freq_bins=freq_bins, dropout=dropout)
+        n_blocks = [int(blocks)] * len(channels) if isinstance(blocks, int) else [int(b) for b in blocks]
+        if len(n_blocks) != len(channels) or min(n_blocks) < 1:
+            raise ValueError(f"resnet: blocks must be >= 1, one per stage of channels={list(channels)}; "
+                             f"got {blocks}")
+        self.config = {"channels": [int(c) for c in channels], "blocks": n_blocks,
+                       "freq_bins": int(freq_bins), "dropout": float(dropout)}
+        stem = max(8, int(channels[0]) // 2)
+        layers: list[nn.Module] = _conv_bn_relu(1, stem, stride=2)
+        c_in = stem
+        for c_out, n in zip(self.config["channels"], n_blocks):
+            for k in range(n):
+                layers.append(_BasicBlock(c_in, c_out, stride=2 if k == 0 else 1))
+                c_in = c_out
+        self.blocks = nn.Sequential(*layers)
+        self._init_tail(c_in, n_labels=n_labels, freq_bins=freq_bins, dropout=dropout)
+
+    def forward(self, spec: Tensor) -> Tensor:
+        """``[B, n_mels, frames]`` -> logits ``[B, n_labels]``."""
+        return self._tail(self.blocks(spec.unsqueeze(1)))
+
+
+def _sinusoidal(n: int, dim: int, *, device: torch.device) -> Tensor:
+    """Sinusoidal position encoding ``[n, dim]`` (Vaswani et al., 2017)."""
+    pos = torch.arange(n, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(1e4) / dim))
+    enc = torch.zeros(n, dim, device=device)
+    enc[:, 0::2] = torch.sin(pos * freq)
+    enc[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
+    return enc
+
+
+class CRNN(nn.Module):
+    """Convolutional front end + sequence encoder over time + attention pooling.
+
+    1. ``len(channels)`` stride-2 conv3x3 blocks (as :class:`SmallCNN`) turn the patch
+       ``[n_mels, frames]`` into ``[C, n_mels / 2^k, frames / 2^k]``;
+    2. frequency is pooled to ``freq_bins`` bands and folded into the features, a
+       linear layer projects each frame to ``hidden`` units;
+    3. the sequence encoder: a bidirectional GRU (``encoder="gru"``, ``layers`` layers,
+       ``hidden // 2`` units per direction) or a Transformer encoder
+       (``encoder="transformer"``: pre-norm, ``heads`` heads, feed-forward ``2 * hidden``,
+       sinusoidal positions);
+    4. pooling over time: learned attention weights (``pooling="attention"``, softmax
+       over frames) or the mean (``"mean"``); dropout, linear.
+
+    Cost of the default on a 64 x 201 patch (51 frames of 40 ms): 9 M multiply-adds,
+    0.1 M parameters.
+
+    Args:
+        n_labels: number of output classes.
+        channels: conv front-end widths (one stride-2 block each).
+        freq_bins: frequency bands folded into each frame's features.
+        hidden: sequence model width (even).
+        encoder: ``"gru"`` or ``"transformer"``.
+        layers: encoder layers.
+        heads: attention heads (transformer only; must divide ``hidden``).
+        pooling: ``"attention"`` or ``"mean"``.
+        dropout: dropout in the encoder and before the classifier.
+    """
+
+    ENCODERS = ("gru", "transformer")
+    POOLINGS = ("attention", "mean")
+
+    def __init__(self, *, n_labels: int, channels: Sequence[int] = (16, 32), freq_bins: int = 4,
+                 hidden: int = 128, encoder: str = "gru", layers: int = 1, heads: int = 4,
+                 pooling: str = "attention", dropout: float = 0.3) -> None:
+        super().__init__()
+        _check_common("crnn", channels=channels, freq_bins=freq_bins, dropout=dropout)
+        if encoder not in self.ENCODERS:
+            raise ValueError(f"crnn: encoder must be one of {self.ENCODERS}; got {encoder!r}")
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"crnn: pooling must be one of {self.POOLINGS}; got {pooling!r}")
+        if int(hidden) < 2 or int(hidden) % 2 or int(layers) < 1:
+            raise ValueError(f"crnn: hidden must be even and >= 2, layers >= 1; got hidden={hidden}, "
+                             f"layers={layers}")
+        if encoder == "transformer" and int(hidden) % int(heads):
+            raise ValueError(f"crnn: heads={heads} must divide hidden={hidden}")
+        self.config = {"channels": [int(c) for c in channels], "freq_bins": int(freq_bins),
+                       "hidden": int(hidden), "encoder": encoder, "layers": int(layers),
+                       "heads": int(heads), "pooling": pooling, "dropout": float(dropout)}
+        conv: list[nn.Module] = []
+        c_in = 1
+        for c_out in self.config["channels"]:
+            conv += _conv_bn_relu(c_in, c_out, stride=2)
+            c_in = c_out
+        self.conv = nn.Sequential(*conv)
+        self.freq_pool = nn.AdaptiveAvgPool2d((int(freq_bins), None))
+        h = int(hidden)
+        self.proj = nn.Sequential(nn.Linear(c_in * int(freq_bins), h), nn.LayerNorm(h))
+        if encoder == "gru":
+            self.rnn = nn.GRU(h, h // 2, num_layers=int(layers), batch_first=True, bidirectional=True,
+                              dropout=float(dropout) if int(layers) > 1 else 0.0)
+        else:
+            layer = nn.TransformerEncoderLayer(h, int(heads), dim_feedforward=2 * h, dropout=float(dropout),
+                                               batch_first=True, norm_first=True)
+            self.transformer = nn.TransformerEncoder(layer, int(layers), enable_nested_tensor=False)
+        self.attention = nn.Linear(h, 1) if pooling == "attention" else None
+        self.dropout = nn.Dropout(float(dropout))
+        self.head = nn.Linear(h, int(n_labels))
+
+    def frames(self, spec: Tensor) -> Tensor:
+        """Encoded frame sequence ``[B, frames / 2^k, hidden]``."""
+        x = self.freq_pool(self.conv(spec.unsqueeze(1)))  # [B, C, freq_bins, T']
+        x = self.proj(x.flatten(1, 2).transpose(1, 2))  # [B, T', hidden]
+        if self.config["encoder"] == "gru":
+            return self.rnn(x)[0]
+        return self.transformer(x + _sinusoidal(x.shape[1], x.shape[2], device=x.device).to(x.dtype))
+
+    def forward(self, spec: Tensor) -> Tensor:
+        """``[B, n_mels, frames]`` -> logits ``[B, n_labels]``."""
+        h = self.frames(spec)
+        if self.attention is None:
+            pooled = h.mean(dim=1)
+        else:
+            w = torch.softmax(self.attention(h).float(), dim=1).to(h.dtype)  # [B, T', 1]
+            pooled = (w * h).sum(dim=1)
+        return self.head(self.dropout(pooled))
 
 
 class LogMelClassifier(nn.Module):
@@ -146,7 +376,8 @@ class LogMelClassifier(nn.Module):
 
     Args:
         frontend: the log-mel front end.
-        body: module mapping ``[B, n_mels, frames]`` to logits ``[B, n_labels]``.
+        body: module mapping ``[B, n_mels, frames]`` to logits ``[B, n_labels]``
+            (with a ``config`` dict of its constructor options).
     """
 
     def __init__(self, frontend: LogMel, body: nn.Module) -> None:
@@ -165,6 +396,10 @@ class LogMelClassifier(nn.Module):
             spec = spec_transform(spec)
         return self.body(spec)
 
+    def arch_params(self) -> dict[str, Any]:
+        """All options of the body, defaults included (what a bundle stores)."""
+        return copy.deepcopy(getattr(self.body, "config", {}))
+
 
 ArchBuilder = Callable[..., nn.Module]
 #: Registered architectures: name -> builder(n_labels=, sample_rate=, features=, **arch_params).
@@ -175,7 +410,9 @@ def register_arch(name: str) -> Callable[[ArchBuilder], ArchBuilder]:
     """Decorator registering a builder ``f(*, n_labels, sample_rate, features, **arch_params)``.
 
     The builder must return a module mapping waveforms ``[B, T]`` to logits and accepting
-    the keyword ``spec_transform`` in ``forward`` (it may ignore it).
+    the keyword ``spec_transform`` in ``forward`` (it may ignore it). If the module has
+    an ``arch_params()`` method, training stores its result (all options, resolved) in
+    the bundle instead of the options it was given.
     """
     def deco(fn: ArchBuilder) -> ArchBuilder:
         if name in ARCHITECTURES:
@@ -185,12 +422,34 @@ def register_arch(name: str) -> Callable[[ArchBuilder], ArchBuilder]:
     return deco
 
 
-@register_arch("small_cnn")
-def _build_small_cnn(*, n_labels: int, sample_rate: int, features: Mapping[str, Any],
-                     **arch_params: Any) -> nn.Module:
-    cfg = {k: v for k, v in features.items() if k not in ("kind", "normalization")}
-    return LogMelClassifier(LogMel(sample_rate=sample_rate, **cfg),
-                            SmallCNN(n_labels=n_labels, **arch_params))
+def _log_mel_builder(body_cls: type[nn.Module]) -> ArchBuilder:
+    def build(*, n_labels: int, sample_rate: int, features: Mapping[str, Any],
+              **arch_params: Any) -> nn.Module:
+        cfg = {k: v for k, v in features.items() if k not in ("kind", "normalization")}
+        return LogMelClassifier(LogMel(sample_rate=sample_rate, **cfg),
+                                body_cls(n_labels=n_labels, **arch_params))
+    build.__doc__ = f"Log-mel front end + :class:`{body_cls.__name__}`."
+    return build
+
+
+register_arch("small_cnn")(_log_mel_builder(SmallCNN))
+register_arch("resnet")(_log_mel_builder(ResNetCNN))
+register_arch("crnn")(_log_mel_builder(CRNN))
+
+
+@register_arch("hf")
+def _build_hf(*, n_labels: int, sample_rate: int, features: Mapping[str, Any],
+              **arch_params: Any) -> nn.Module:
+    """Hugging Face wav2vec2 / HuBERT / WavLM classifier (:mod:`ser.hf`; waveform input).
+
+    ``arch_params`` are those of :func:`ser.hf.hf_from_arch_params`: ``config`` (a stored
+    backbone config: random init, then the bundle's weights) or ``source`` (hub id or
+    folder of pretrained weights, for training). The log-mel ``features`` are not used.
+    """
+    del features
+    from ser import hf  # lazy: importing transformers takes seconds
+
+    return hf.hf_from_arch_params(arch_params, n_labels=n_labels, sample_rate=sample_rate)
 
 
 def build_model(arch: str, *, n_labels: int, sample_rate: int,
@@ -198,7 +457,9 @@ def build_model(arch: str, *, n_labels: int, sample_rate: int,
     """Build a registered architecture.
 
     Args:
-        arch: name in :data:`ARCHITECTURES` (e.g. ``"small_cnn"``).
+        arch: name in :data:`ARCHITECTURES`: ``"small_cnn"`` (:class:`SmallCNN`),
+            ``"resnet"`` (:class:`ResNetCNN`), ``"crnn"`` (:class:`CRNN`) or ``"hf"``
+            (:mod:`ser.hf`).
         n_labels: number of classes.
         sample_rate: input sampling rate in Hz.
         features: feature config (see :func:`features_config`; ``None``: defaults).
@@ -220,6 +481,17 @@ def build_model(arch: str, *, n_labels: int, sample_rate: int,
                                    features=feats, **arch_params)
     except TypeError as err:
         raise ValueError(f"arch_params {sorted(arch_params)} not accepted by arch {arch!r}: {err}") from err
+
+
+def resolved_arch_params(model: nn.Module, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``arch_params`` to store for ``model``: its own ``arch_params()`` when it has one.
+
+    This makes a bundle self-contained: every default is written out, and a Hugging
+    Face model trained from a hub id stores its backbone config instead of the id.
+    """
+    target = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    method = getattr(target, "arch_params", None)
+    return dict(method()) if callable(method) else dict(given)
 
 
 # --------------------------------------------------------------------------- bundle
@@ -395,6 +667,20 @@ def read_bundle_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+def bundle_arch_params(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``meta["arch_params"]`` completed with the defaults of the bundle's format.
+
+    A bundle written before an architecture's default changed is rebuilt as it was
+    trained (see :data:`LEGACY_ARCH_DEFAULTS`).
+    """
+    params = dict(meta["arch_params"])
+    for fmt, per_arch in LEGACY_ARCH_DEFAULTS.items():
+        if int(meta.get("format", 1)) <= fmt:
+            for key, value in per_arch.get(str(meta["arch"]), {}).items():
+                params.setdefault(key, value)
+    return params
+
+
 def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu") -> Bundle:
     """Load a model bundle for inference.
 
@@ -416,13 +702,13 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu") -> Bundle:
         raise FileNotFoundError(f"model bundle {folder} has model.json but no model.pt; retrain it")
     dev = resolve_device(device)
     model = build_model(meta["arch"], n_labels=len(meta["labels"]), sample_rate=meta["sample_rate"],
-                        features=meta["features"], **meta["arch_params"])
+                        features=meta["features"], **bundle_arch_params(meta))
     state = torch.load(weights, map_location="cpu", weights_only=True)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise ValueError(f"{weights} does not fit arch {meta['arch']!r} with arch_params "
-                         f"{meta['arch_params']}: {err}") from err
+                         f"{bundle_arch_params(meta)}: {err}") from err
     model.to(dev).eval()
     return Bundle(path=folder, meta=meta, model=model, device=dev)
 

@@ -14,11 +14,13 @@ filter matrix as a buffer) and its ``forward`` calls the pure function
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import librosa
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 #: Default log-mel configuration (32 ms frames, 10 ms hop at 16 kHz).
@@ -53,11 +55,41 @@ def mel_filterbank(
     return fb.astype(np.float32)
 
 
+def mel_bands(filterbank: Tensor, *, group: int = 16) -> list[tuple[int, int, Tensor]]:
+    """Split a mel matrix into groups of bands, each with the range of bins it touches.
+
+    A mel filter is non-zero on a few neighbouring FFT bins only, so multiplying each
+    group of ``group`` bands with its own bin range costs about a quarter of the dense
+    product (64 bands, 257 bins) and gives the same result.
+
+    Args:
+        filterbank: mel matrix ``[n_mels, n_bins]``.
+        group: bands per group.
+
+    Returns:
+        ``[(lo, hi, weight)]`` with ``weight`` float32 ``[2 * (hi - lo), n_group]``: each
+        bin's row repeated for the real and the imaginary part (see :func:`log_mel_from_filterbank`).
+    """
+    fb = filterbank.detach().float().cpu()
+    bands = []
+    for rows in torch.arange(fb.shape[0]).split(max(1, int(group))):
+        used = torch.nonzero(fb[rows].abs().sum(dim=0) > 0).flatten()
+        lo, hi = (int(used.min()), int(used.max()) + 1) if len(used) else (0, 1)
+        bands.append((lo, hi, fb[rows][:, lo:hi].t().repeat_interleave(2, dim=0).contiguous()))
+    return bands
+
+
 def log_mel_from_filterbank(
     wave: Tensor, filterbank: Tensor, *, n_fft: int, hop_length: int, window: Tensor,
-    top_db: float | None = 80.0,
+    top_db: float | None = 80.0, bands: Sequence[tuple[int, int, Tensor]] | None = None,
 ) -> Tensor:
     """Log-mel power spectrogram in dB from a precomputed filter matrix.
+
+    Same result as ``torch.stft(center=True, pad_mode="constant")`` followed by
+    ``|X|^2``, the mel product and ``10 log10``, computed frame-major (``[B, frames, ...]``)
+    so that each step is one contiguous pass: frames are strided views of the padded
+    waveform, the power of the real and imaginary parts is summed inside the
+    (band-grouped, :func:`mel_bands`) mel product, and the dB conversion is in place.
 
     Args:
         wave: waveforms ``[B, T]`` (or ``[T]``), any float dtype; computed in float32.
@@ -66,25 +98,32 @@ def log_mel_from_filterbank(
         hop_length: hop between frames in samples.
         window: analysis window ``[n_fft]`` (periodic Hann to match librosa).
         top_db: clip each example to ``max - top_db`` dB (``None``: no clipping).
+        bands: :func:`mel_bands` of ``filterbank`` (``None``: computed here).
 
     Returns:
-        ``[B, n_mels, frames]`` float32 in dB (ref = 1.0 power), ``frames = 1 + T // hop_length``.
+        ``[B, n_mels, frames]`` float32 in dB (ref = 1.0 power), ``frames = 1 + T // hop_length``
+        (a transposed view of a frame-major tensor).
     """
     squeeze = wave.ndim == 1
     if squeeze:
         wave = wave.unsqueeze(0)
     if wave.ndim != 2:
         raise ValueError(f"log-mel: expected waveforms [B, T]; got shape {tuple(wave.shape)}")
+    if bands is None:
+        bands = mel_bands(filterbank)
     with torch.autocast(device_type=wave.device.type, enabled=False):
         wave = wave.float()
-        spec = torch.stft(wave, n_fft=n_fft, hop_length=hop_length, window=window.to(wave.device),
-                          center=True, pad_mode="constant", return_complex=True)
-        power = spec.real.square() + spec.imag.square()  # [B, F, frames]
-        mel = torch.matmul(filterbank.to(wave.device), power)  # [B, n_mels, frames]
-        db = 10.0 * torch.log10(torch.clamp(mel, min=_AMIN))
+        half = n_fft // 2
+        frames = F.pad(wave, (half, half)).unfold(-1, n_fft, hop_length)  # [B, frames, n_fft] view
+        spec = torch.fft.rfft(frames * window.to(wave.device), dim=-1)  # [B, frames, n_bins]
+        power = torch.view_as_real(spec).square_().flatten(-2)  # [B, frames, 2 n_bins]: re^2, im^2
+        mel = torch.cat([torch.matmul(power[..., 2 * lo:2 * hi], w.to(wave.device))
+                         for lo, hi, w in bands], dim=-1)  # [B, frames, n_mels]
+        db = mel.clamp_min_(_AMIN).log10_().mul_(10.0)
         if top_db is not None:
             peak = db.amax(dim=(1, 2), keepdim=True)
             db = torch.maximum(db, peak - top_db)
+        db = db.transpose(1, 2)
     return db.squeeze(0) if squeeze else db
 
 
@@ -140,6 +179,10 @@ class LogMel(nn.Module):
         fb = mel_filterbank(sample_rate=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
         self.register_buffer("filterbank", torch.from_numpy(fb), persistent=False)
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
+        self._band_ranges: list[tuple[int, int]] = []
+        for i, (lo, hi, w) in enumerate(mel_bands(self.filterbank)):
+            self.register_buffer(f"band_{i}", w, persistent=False)
+            self._band_ranges.append((lo, hi))
 
     def config(self) -> dict[str, Any]:
         """The constructor keywords except ``sample_rate`` (stored in the model bundle)."""
@@ -151,9 +194,10 @@ class LogMel(nn.Module):
         return 1 + n_samples // self.hop_length
 
     def forward(self, wave: Tensor) -> Tensor:
+        bands = [(lo, hi, getattr(self, f"band_{i}")) for i, (lo, hi) in enumerate(self._band_ranges)]
         return log_mel_from_filterbank(wave, self.filterbank, n_fft=self.n_fft,
                                        hop_length=self.hop_length, window=self.window,
-                                       top_db=self.top_db)
+                                       top_db=self.top_db, bands=bands)
 
 
 def normalize_window(spec: Tensor, *, eps: float = 1e-5) -> Tensor:
@@ -170,9 +214,9 @@ def normalize_window(spec: Tensor, *, eps: float = 1e-5) -> Tensor:
     Returns:
         Tensor of the same shape.
     """
-    mean = spec.mean(dim=(-2, -1), keepdim=True)
-    std = spec.std(dim=(-2, -1), keepdim=True, unbiased=False)
-    return (spec - mean) / std.clamp_min(eps)
+    centred = spec - spec.mean(dim=(-2, -1), keepdim=True)  # two plain passes: faster than var_mean
+    std = centred.square().mean(dim=(-2, -1), keepdim=True).sqrt()
+    return centred * std.clamp_min(eps).reciprocal()
 
 
 def spec_augment(
@@ -253,3 +297,37 @@ def random_time_shift(
     shifts = torch.randint(-max_shift, max_shift + 1, (b, 1), generator=generator)
     idx = (torch.arange(t).view(1, t) - shifts) % t
     return torch.gather(wave, 1, idx.to(wave.device))
+
+
+def freq_warp(
+    spec: Tensor, *, max_warp: float = 0.1, generator: torch.Generator | None = None
+) -> Tensor:
+    """Stretch or squeeze each spectrogram along frequency by a random factor (VTLP-like).
+
+    Each example's mel axis is resampled linearly at ``bin / a`` with ``a`` drawn
+    uniformly in ``[1 - max_warp, 1 + max_warp]``: ``a > 1`` moves energy up (a shorter
+    vocal tract, a higher voice), ``a < 1`` down; bins that fall outside take the edge
+    value. This imitates speaker variation in formants and pitch (Jaitly & Hinton, 2013).
+
+    Args:
+        spec: ``[B, n_mels, frames]`` spectrograms (not modified).
+        max_warp: largest relative change of the frequency scale (0: identity).
+        generator: CPU random generator.
+
+    Returns:
+        Warped copy of ``spec``.
+    """
+    if spec.ndim != 3:
+        raise ValueError(f"freq_warp: expected [B, n_mels, frames]; got {tuple(spec.shape)}")
+    if not 0 <= max_warp < 1:
+        raise ValueError(f"freq_warp: max_warp must be in [0, 1); got {max_warp}")
+    b, n_freq, _ = spec.shape
+    if max_warp == 0 or n_freq < 2:
+        return spec.clone()
+    factor = 1.0 + (2.0 * torch.rand(b, 1, generator=generator) - 1.0) * max_warp  # [B, 1]
+    src = (torch.arange(n_freq, dtype=torch.float32)[None, :] / factor).clamp_(0, n_freq - 1)
+    lo = src.floor().long().clamp_(max=n_freq - 2)
+    frac = (src - lo).to(spec.device, spec.dtype)[:, :, None]  # [B, n_mels, 1]
+    lo = lo.to(spec.device)[:, :, None].expand(-1, -1, spec.shape[2])
+    below, above = torch.gather(spec, 1, lo), torch.gather(spec, 1, lo + 1)
+    return below + frac * (above - below)

@@ -1,79 +1,172 @@
 """Training loop: utterances table -> model bundle (weights, ``model.json``, ``history.csv``).
 
-Each utterance is read once (:func:`ser.audio.load`: mono, resampled) and kept in
-memory; every epoch cuts one window per utterance with :func:`ser.models.fit_window`
-(random position for training, centred for validation; utterances shorter than the
-window are zero-padded on both sides). Files that cannot be read are listed in
-``train_errors.csv`` (``path, reason``) and training goes on with the rest.
+Data. Each audio file is decoded and resampled once (:func:`ser.audio.load`: mono, at
+``sample_rate``) and cached on disk under ``paths.results_dir() / "cache" / "waveforms"``,
+keyed by the SHA-256 of the file's bytes, the sample rate and :data:`WAVE_CACHE_VERSION`,
+so a second run (another architecture, a resumed run) skips decoding. The waveforms
+stay in memory; every epoch cuts one window per utterance with
+:func:`ser.models.fit_window` and augments it on the fly (random position, white noise;
+on the batch's spectrograms an optional frequency warp and SpecAugment; optional
+mixup of waveforms and targets), so only the log-mel front end runs per step.
 
-Loss: class-weighted cross-entropy (weights ``n / (k * n_c)`` from the training
-counts). Optimiser: AdamW; the learning rate halves when the validation UAR stalls
-(ReduceLROnPlateau); training stops after ``patience`` epochs without a strictly
-better validation UAR, and the weights of the best epoch (highest UAR, ties broken
-by lower validation loss) are saved. All randomness comes from
-``seed`` (a forked torch RNG and explicit generators), so a run is repeatable on
-the same machine. On CUDA the forward pass runs under bf16 autocast.
+Bad input never stops a run mid-epoch, because all audio is read before the first one.
+What is set aside goes to ``train_errors.csv`` (``path, reason``) and is logged:
+
+- files that cannot be read (missing, truncated, not audio);
+- utterances shorter than ``min_duration_s`` (default 0.25 s): too little speech to
+  label. Longer utterances that are still shorter than the window are zero-padded on
+  both sides (centred for validation, at a random position for training);
+- rows whose label is not in ``labels`` (the file is named; training goes on).
+
+Loss and selection. Cross-entropy, class-weighted by ``n / (k * n_c)`` from the training
+counts (``class_weighting``). Optimiser: AdamW; the learning rate halves when the
+validation UAR stalls (ReduceLROnPlateau); training stops after ``patience`` epochs
+without a strictly better validation UAR, and the weights of the best epoch (highest
+UAR, ties broken by lower validation loss) go into the bundle. ``history.csv`` holds
+the loss and metric curves.
+
+Reproducibility and resuming. All randomness is derived from ``(seed, epoch, rank)``:
+weights from ``seed``; per epoch the shuffling (``DistributedSampler.set_epoch``),
+each window's crop and noise (keyed by ``(seed, epoch, index)``, so the number of
+loader workers does not matter), SpecAugment, mixup and dropout. After every epoch
+``checkpoint.pt`` (model, optimiser, scheduler, epoch, best weights, early-stopping
+state, history, RNG states) is written atomically; ``resume=True`` continues from it
+and ends with the same bundle as an uninterrupted run. A checkpoint written with
+other settings is refused (``epochs`` and ``patience`` may change between runs). The
+checkpoint is deleted once the bundle is written.
+
+Hardware. On CUDA the forward pass runs under bf16 autocast and a pinned-memory
+DataLoader with worker processes (``num_workers``; default 4 on CUDA, 0 on CPU)
+prepares the next batches while the GPU works. Several GPUs (or CPU processes) are
+used through PyTorch's own launcher, ``torchrun``; when ``WORLD_SIZE > 1`` the model is
+wrapped in DistributedDataParallel, each process reads its share of every epoch
+(DistributedSampler; ``batch_size`` is per process), and rank 0 alone writes files::
+
+    torchrun --standalone --nproc_per_node=4 -m ser.training \\
+        --utterances results/tables/utterances.csv --out results/models/ddp_cnn \\
+        --params params/02_train.yaml
+
+(the module's command line takes the stage-02 parameters file; see ``python -m
+ser.training --help``).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
-import functools
+import hashlib
+import inspect
+import json
+import logging
 import math
 import os
+import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from ser import audio, provenance
+from ser import paths as _paths
 from ser.evaluation import uar
-from ser.models import build_model, features_config, fit_window, resolve_device, save_bundle, window_samples
-from ser.spectrogram import add_noise, spec_augment
+from ser.models import (build_model, features_config, fit_window, resolve_device, resolved_arch_params,
+                        save_bundle, window_samples)
+from ser.spectrogram import freq_warp, spec_augment
 
-#: Augmentation used when ``augment=True`` (recorded in ``model.json``).
+log = logging.getLogger(__name__)
+
+#: Augmentation used when ``augment=True`` (recorded in ``model.json``); a mapping given
+#: as ``augment`` overrides some of these.
 DEFAULT_AUGMENT: dict[str, Any] = {
     "random_crop": True,          # always on in training, see fit_window
     "noise_prob": 0.5,            # share of training windows that get white noise
     "snr_db": [10.0, 30.0],       # SNR drawn uniformly in this range (dB)
     "freq_masks": 2, "max_freq": 8,    # SpecAugment frequency masks (mel bins)
     "time_masks": 2, "max_time": 20,   # SpecAugment time masks (frames)
+    "freq_warp": 0.0,             # random stretch of the mel axis by up to this share (0: off)
 }
 #: Columns the utterances table must have.
 REQUIRED_COLUMNS = ("path", "label", "speaker", "split")
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_uar", "lr", "seconds"]
+ERROR_COLUMNS = ["path", "reason"]
+#: Bump when the decoding of cached waveforms changes (invalidates the cache).
+WAVE_CACHE_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _cache_key(path: str, sample_rate: int) -> str:
+    h = hashlib.sha256(f"v{WAVE_CACHE_VERSION}:{int(sample_rate)}:".encode())
+    h.update(provenance.file_sha256(path).encode())
+    return h.hexdigest()
+
+
+def _save_npy_atomic(arr: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_waveforms(
     paths: Iterable[str | os.PathLike[str]], *, sample_rate: int, progress: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    """Read each distinct file once as mono float32 at ``sample_rate``.
+    """Read each distinct file once as mono float32 at ``sample_rate``, through a disk cache.
 
     Args:
         paths: audio files (duplicates are read once).
         sample_rate: target rate in Hz.
         progress: show a tqdm bar.
+        cache_dir: cache folder; decoded waveforms go to ``<cache_dir>/waveforms/<key>.npy``
+            with ``key`` = SHA-256 of (cache version, sample rate, file bytes), written
+            atomically. ``None``: no cache.
 
     Returns:
         ``(waves, errors)``: ``waves`` maps ``str(path)`` to a float32 ``[T]`` array;
         ``errors`` has columns ``path, reason`` for files that failed (never raised).
     """
     unique = list(dict.fromkeys(str(p) for p in paths))
+    folder = None if cache_dir is None else Path(cache_dir) / "waveforms"
     waves: dict[str, np.ndarray] = {}
     errors: list[dict[str, str]] = []
     for p in tqdm(unique, desc="load audio", unit="file", disable=not progress):
         try:
+            if folder is None:
+                waves[p] = audio.load(p, sample_rate=sample_rate)[0]
+                continue
+            if not Path(p).is_file():  # let audio.load word the error
+                audio.load(p, sample_rate=sample_rate)
+            cached = folder / f"{_cache_key(p, sample_rate)}.npy"
+            if cached.is_file():
+                try:
+                    waves[p] = np.load(cached)
+                    continue
+                except (OSError, ValueError):  # a damaged cache entry is rebuilt
+                    pass
             waves[p] = audio.load(p, sample_rate=sample_rate)[0]
+            _save_npy_atomic(waves[p], cached)
         except (audio.AudioError, OSError, ValueError, RuntimeError) as err:
             errors.append({"path": p, "reason": f"{type(err).__name__}: {err}"})
-    return waves, pd.DataFrame(errors, columns=["path", "reason"])
+    return waves, pd.DataFrame(errors, columns=ERROR_COLUMNS)
 
 
 def class_weights(y: np.ndarray, n_labels: int) -> np.ndarray:
@@ -88,20 +181,74 @@ def class_weights(y: np.ndarray, n_labels: int) -> np.ndarray:
     return (counts.sum() / (n_labels * counts)).astype(np.float32)
 
 
-class _WindowDataset(Dataset):
-    """One window per utterance; random position per (seed, epoch, index) when ``train``."""
+def add_noise_np(x: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """White Gaussian noise at ``snr_db`` dB SNR (a silent window stays silent)."""
+    power = float(np.mean(np.square(x, dtype=np.float64)))
+    scale = math.sqrt(power / 10.0 ** (snr_db / 10.0))
+    return (x + scale * rng.standard_normal(len(x))).astype(np.float32)
 
-    def __init__(self, waves: Sequence[np.ndarray], y: np.ndarray, n_samples: int, *,
-                 train: bool, seed: int) -> None:
-        self.waves, self.y, self.n, self.train, self.seed = list(waves), y, n_samples, train, seed
-        self.epoch = 0
+
+class WindowDataset(Dataset):
+    """One fixed-length window per utterance, augmented on the fly.
+
+    Indices are ``(epoch, i)`` pairs (see :class:`EpochSampler`) or plain ``i`` (epoch 0).
+    Training windows: random position (:func:`ser.models.fit_window`) and, with
+    ``augment``, white noise on a ``noise_prob`` share at an SNR drawn from ``snr_db``;
+    every draw comes from ``numpy.random.default_rng([seed, epoch, i])``, so a window
+    depends only on ``(seed, epoch, i)``, not on the worker that makes it.
+    Evaluation windows (``train=False``): the centre window, no augmentation.
+
+    Args:
+        waves: float32 waveforms ``[T_i]``.
+        y: class indices ``[n]``.
+        n_samples: window length in samples.
+        train: random windows and augmentation.
+        seed: run seed.
+        augment: :data:`DEFAULT_AUGMENT`-style options (``None``: no noise).
+    """
+
+    def __init__(self, waves: Sequence[np.ndarray], y: np.ndarray, n_samples: int, *, train: bool,
+                 seed: int, augment: Mapping[str, Any] | None = None) -> None:
+        self.waves, self.y, self.n = list(waves), np.asarray(y, dtype=np.int64), int(n_samples)
+        self.train, self.seed, self.augment = bool(train), int(seed), dict(augment or {})
 
     def __len__(self) -> int:
         return len(self.waves)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        rng = np.random.default_rng([self.seed, self.epoch, i]) if self.train else None
-        return fit_window(self.waves[i], self.n, rng=rng), int(self.y[i])
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[np.ndarray, int]:
+        epoch, i = index if isinstance(index, tuple) else (0, index)
+        if not self.train:
+            return fit_window(self.waves[i], self.n), int(self.y[i])
+        rng = np.random.default_rng([self.seed, int(epoch), int(i)])
+        x = fit_window(self.waves[i], self.n, rng=rng)
+        if self.augment.get("noise_prob", 0.0) > 0 and rng.random() < self.augment["noise_prob"]:
+            lo, hi = self.augment["snr_db"]
+            x = add_noise_np(x, rng.uniform(lo, hi), rng)
+        return x, int(self.y[i])
+
+
+class EpochSampler(Sampler):
+    """Wrap a :class:`~torch.utils.data.DistributedSampler` to yield ``(epoch, index)`` pairs.
+
+    DataLoader workers hold copies of the dataset, so the epoch travels with each index
+    instead of being set on the dataset.
+    """
+
+    def __init__(self, sampler: DistributedSampler) -> None:
+        self.sampler, self.epoch = sampler, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.sampler.set_epoch(int(epoch))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, int(i)) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+# --------------------------------------------------------------------------- checks
 
 
 def _check_inputs(utterances: pd.DataFrame, labels: Sequence[str], **opts: Any) -> None:
@@ -116,6 +263,10 @@ def _check_inputs(utterances: pd.DataFrame, labels: Sequence[str], **opts: Any) 
             raise ValueError(f"{name} must be >= 1; got {opts[name]}")
     if not opts["lr"] > 0:
         raise ValueError(f"lr must be > 0; got {opts['lr']}")
+    if not opts["mixup_alpha"] >= 0:
+        raise ValueError(f"mixup_alpha must be >= 0 (0: no mixup); got {opts['mixup_alpha']}")
+    if not opts["min_duration_s"] >= 0:
+        raise ValueError(f"min_duration_s must be >= 0 seconds; got {opts['min_duration_s']}")
 
 
 def _partition(utterances: pd.DataFrame, labels: Sequence[str], split: str) -> pd.DataFrame:
@@ -124,6 +275,125 @@ def _partition(utterances: pd.DataFrame, labels: Sequence[str], split: str) -> p
         raise ValueError(f"utterances table has no rows with split == {split!r} and a label in "
                          f"{list(labels)}; check the split in stage 01_preprocess")
     return part
+
+
+def _label_errors(utterances: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
+    """Rows of train/val whose label is not in ``labels``: named, then ignored."""
+    rows = utterances[utterances["split"].isin(["train", "val"]) & ~utterances["label"].isin(labels)]
+    reasons = [f"label {lab!r} is not in labels {list(labels)}; utterance ignored "
+               "(add the label or map it in stage 01_preprocess)" if isinstance(lab, str) and lab
+               else "no label; utterance ignored" for lab in rows["label"]]
+    return pd.DataFrame({"path": rows["path"].astype(str).tolist(), "reason": reasons}, columns=ERROR_COLUMNS)
+
+
+def _log_set_aside(errors: pd.DataFrame, table: Path, *, show: int = 10) -> None:
+    """Name each set-aside file in the log (the first ``show``; all are in ``table``)."""
+    for row in errors.head(show).itertuples(index=False):
+        log.warning("training goes on without %s: %s", row.path, row.reason)
+    if len(errors) > show:
+        log.warning("... and %d more set-aside utterances, listed in %s", len(errors) - show, table)
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int
+    world: int
+    local_rank: int
+    initialised_here: bool
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+@contextmanager
+def _distributed(device: str) -> Iterator[tuple[_Dist, torch.device]]:
+    """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1), else one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        yield _Dist(0, 1, 0, False), resolve_device(device)
+        return
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    try:
+        yield _Dist(rank, world, local_rank, created), dev
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _barrier(d: _Dist) -> None:
+    if d.world > 1:
+        dist.barrier()
+
+
+def _broadcast_flag(flag: bool, d: _Dist, dev: torch.device) -> bool:
+    if d.world == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=dev)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def _derived_seed(*keys: int) -> int:
+    """A 63-bit seed from integer keys (independent streams per epoch, rank and purpose)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> 1)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _fingerprint(settings: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _rng_state(dev: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if dev.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(dev)
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any], dev: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if dev.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], dev)
+
+
+def _save_checkpoint(path: Path, obj: Mapping[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(dict(obj), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
+        raise ValueError(f"{path} cannot be read ({type(err).__name__}: {err}); delete it or "
+                         "set resume=False") from err
+    if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("fingerprint") != fingerprint:
+        raise ValueError(f"{path} was written by a run with other settings or data "
+                         "(labels, arch, features, window, optimiser, seed, augmentation or "
+                         "utterances differ); delete it or set resume=False to start over")
+    return ckpt
+
+
+# --------------------------------------------------------------------------- training
 
 
 def train(
@@ -143,31 +413,48 @@ def train(
     patience: int = 5,
     seed: int = 0,
     device: str = "auto",
-    augment: bool = True,
-    num_workers: int = 0,
+    augment: bool | Mapping[str, Any] = True,
+    mixup_alpha: float = 0.0,
+    class_weighting: bool = True,
+    min_duration_s: float = 0.25,
+    resume: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache: bool = True,
+    num_workers: int | None = None,
     progress: bool = True,
 ) -> Path:
     """Train a model on the ``train`` split, select it on ``val``, write the bundle.
 
     Args:
         utterances: table with at least ``path, label, speaker, split`` (see
-            ``docs/architecture.md``); rows whose label is not in ``labels`` are ignored.
+            ``docs/architecture.md``); train/val rows whose label is not in ``labels``
+            are listed in ``train_errors.csv`` and ignored.
         out_dir: bundle folder, e.g. ``paths.models_dir() / "demo_cnn"``.
         labels: class names; output column order of the model.
         arch: registered architecture (:data:`ser.models.ARCHITECTURES`).
-        arch_params: architecture options (e.g. ``{"channels": [16, 32, 64, 128]}``).
+        arch_params: architecture options (e.g. ``{"channels": [16, 32, 64, 128]}``); the
+            bundle stores the model's resolved options (all defaults written out).
         features: log-mel overrides (:func:`ser.models.features_config`).
         window_s: model window in seconds.
         sample_rate: audio is resampled to this rate (Hz).
         epochs: maximum number of epochs.
-        batch_size: windows per optimisation step.
+        batch_size: windows per optimisation step (per process under ``torchrun``).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         patience: epochs without a better validation UAR before stopping.
         seed: seed for weights, crops, shuffling and augmentation.
         device: ``"auto"`` (cuda when available), ``"cpu"`` or ``"cuda"``.
-        augment: random noise and SpecAugment (:data:`DEFAULT_AUGMENT`); random crops always.
-        num_workers: DataLoader worker processes.
+        augment: random noise and SpecAugment (:data:`DEFAULT_AUGMENT`), or a mapping that
+            overrides some of its keys; random crops always.
+        mixup_alpha: mixup (Zhang et al., 2018) of training waveforms and targets with
+            a Beta(alpha, alpha) weight per batch; 0 turns it off.
+        class_weighting: weight the loss by inverse class frequency.
+        min_duration_s: utterances shorter than this (seconds) are set aside, listed in
+            ``train_errors.csv``.
+        resume: continue from ``out_dir / "checkpoint.pt"`` when it exists.
+        cache_dir: waveform cache folder (``None``: ``paths.results_dir() / "cache"``).
+        cache: use the waveform cache.
+        num_workers: DataLoader worker processes (``None`` or negative: 4 on CUDA, 0 on CPU).
         progress: show tqdm bars.
 
     Returns:
@@ -175,25 +462,61 @@ def train(
 
     Raises:
         ValueError: missing columns, no train/val rows, a label without training data,
-            or bad options.
+            bad options, or a checkpoint from a different run when resuming.
     """
-    _check_inputs(utterances, labels, epochs=epochs, batch_size=batch_size, patience=patience, lr=lr)
-    t_start = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    labels = list(labels)
-    arch_params = dict(arch_params or {})
+    _check_inputs(utterances, labels, epochs=epochs, batch_size=batch_size, patience=patience, lr=lr,
+                  mixup_alpha=mixup_alpha, min_duration_s=min_duration_s)
+    aug = _augment_options(augment)
     feats = features_config(**dict(features or {}))
-    n_win = window_samples(window_s, sample_rate)
-    dev = resolve_device(device)
+    folder = None if not cache else Path(cache_dir) if cache_dir is not None else _paths.results_dir() / "cache"
+    with _distributed(device) as (d, dev):
+        auto = num_workers is None or int(num_workers) < 0
+        workers = (4 if dev.type == "cuda" else 0) if auto else int(num_workers)  # type: ignore[arg-type]
+        return _train(utterances, d=d, dev=dev, out=Path(out_dir), labels=list(labels), arch=arch,
+                      arch_params=dict(arch_params or {}), feats=feats, window_s=window_s,
+                      sample_rate=sample_rate, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
+                      weight_decay=float(weight_decay), patience=int(patience), seed=int(seed), augment=aug,
+                      mixup_alpha=float(mixup_alpha), class_weighting=bool(class_weighting),
+                      min_duration_s=float(min_duration_s), resume=bool(resume), cache_dir=folder,
+                      num_workers=workers, progress=progress)
 
+
+def _train(utterances: pd.DataFrame, *, d: _Dist, dev: torch.device, out: Path, labels: list[str],
+           arch: str, arch_params: dict[str, Any], feats: dict[str, Any], window_s: float,
+           sample_rate: int, epochs: int, batch_size: int, lr: float, weight_decay: float,
+           patience: int, seed: int, augment: dict[str, Any] | None, mixup_alpha: float,
+           class_weighting: bool, min_duration_s: float, resume: bool, cache_dir: Path | None,
+           num_workers: int, progress: bool) -> Path:
+    t_start = time.perf_counter()
+    progress = progress and d.main
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+    n_win = window_samples(window_s, sample_rate)
+
+    # ---- data: read once (rank 0 fills the cache first), set aside what cannot be used
     train_df, val_df = _partition(utterances, labels, "train"), _partition(utterances, labels, "val")
-    waves, errors = load_waveforms(pd.concat([train_df["path"], val_df["path"]]),
-                                   sample_rate=sample_rate, progress=progress)
-    provenance.atomic_write_csv(out / "train_errors.csv", errors)
+    wanted = pd.concat([train_df["path"], val_df["path"]])
+    if d.world > 1 and not d.main:
+        _barrier(d)
+    waves, errors = load_waveforms(wanted, sample_rate=sample_rate, progress=progress, cache_dir=cache_dir)
+    if d.world > 1 and d.main:
+        _barrier(d)
+    min_samples = int(round(min_duration_s * sample_rate))
+    short = [p for p, w in waves.items() if len(w) < min_samples]
+    label_errors = _label_errors(utterances, labels)
+    counts = {"n_failed": len(errors), "n_too_short": len(short), "n_unknown_label": len(label_errors)}
+    errors = pd.concat([errors, pd.DataFrame(
+        {"path": short, "reason": [f"too short: {len(waves[p]) / sample_rate:.3f} s < min_duration_s="
+                                   f"{min_duration_s:g} s; utterance ignored" for p in short]}),
+        label_errors], ignore_index=True)[ERROR_COLUMNS]
+    for p in short:
+        del waves[p]
+    if d.main:
+        provenance.atomic_write_csv(out / "train_errors.csv", errors)
+        _log_set_aside(errors, out / "train_errors.csv")
     train_df, val_df = (df[df["path"].astype(str).isin(waves)] for df in (train_df, val_df))
     if train_df.empty or val_df.empty:
-        raise ValueError(f"no readable {'training' if train_df.empty else 'validation'} audio; "
+        raise ValueError(f"no usable {'training' if train_df.empty else 'validation'} audio; "
                          f"see {out / 'train_errors.csv'}")
     absent = sorted(set(labels) - set(train_df["label"]))
     if absent:
@@ -202,99 +525,156 @@ def train(
     index = {lab: i for i, lab in enumerate(labels)}
     y_train = train_df["label"].map(index).to_numpy(int)
     y_val = val_df["label"].map(index).to_numpy(int)
-    weights = class_weights(y_train, len(labels))
+    weights = class_weights(y_train, len(labels)) if class_weighting else np.ones(len(labels), np.float32)
+    aug = augment or {"random_crop": True}
 
-    train_ds = _WindowDataset([waves[str(p)] for p in train_df["path"]], y_train, n_win,
-                              train=True, seed=seed)
-    val_ds = _WindowDataset([waves[str(p)] for p in val_df["path"]], y_val, n_win,
-                            train=False, seed=seed)
-    shuffle_gen = torch.Generator().manual_seed(seed)
-    aug_gen = torch.Generator().manual_seed(seed + 1)
-    train_dl = DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=shuffle_gen,
-                          drop_last=len(train_ds) > batch_size, num_workers=num_workers,
-                          pin_memory=dev.type == "cuda", persistent_workers=num_workers > 0)
-    val_dl = DataLoader(val_ds, batch_size=batch_size * 2, shuffle=False, num_workers=num_workers)
-    aug = dict(DEFAULT_AUGMENT) if augment else {"random_crop": True}
-    spec_tf = (functools.partial(spec_augment, freq_masks=aug["freq_masks"], max_freq=aug["max_freq"],
-                                 time_masks=aug["time_masks"], max_time=aug["max_time"], generator=aug_gen)
-               if augment else None)
+    train_ds = WindowDataset([waves[str(p)] for p in train_df["path"]], y_train, n_win, train=True,
+                             seed=seed, augment=augment)
+    val_ds = WindowDataset([waves[str(p)] for p in val_df["path"]], y_val, n_win, train=False, seed=seed)
+    sampler = EpochSampler(DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True,
+                                              seed=seed, drop_last=False))
+    loader_kw: dict[str, Any] = dict(num_workers=num_workers, pin_memory=dev.type == "cuda",
+                                     persistent_workers=num_workers > 0)
+    train_dl = DataLoader(train_ds, batch_size=batch_size, sampler=sampler,
+                          drop_last=len(sampler) > batch_size, **loader_kw)
+    val_dl = DataLoader(val_ds, batch_size=batch_size * 2, shuffle=False, **loader_kw)
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
 
+    # ---- model, optimiser, resume
+    settings = {"labels": labels, "arch": arch, "arch_params": arch_params, "features": feats,
+                "window_s": window_s, "sample_rate": sample_rate, "batch_size": batch_size, "lr": lr,
+                "weight_decay": weight_decay, "seed": seed, "augment": aug, "mixup_alpha": mixup_alpha,
+                "class_weighting": class_weighting, "min_duration_s": min_duration_s, "world": d.world,
+                "train": sorted(zip(train_df["path"].astype(str), train_df["label"])),
+                "val": sorted(zip(val_df["path"].astype(str), val_df["label"]))}
+    fingerprint = _fingerprint(settings)
+    ckpt_path = out / CHECKPOINT_NAME
     cuda_devices = [dev.index or 0] if dev.type == "cuda" else []
-    history: list[dict[str, float]] = []
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         model = build_model(arch, n_labels=len(labels), sample_rate=sample_rate, features=feats,
                             **arch_params).to(dev)
         loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(weights).to(dev))
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5,
                                                            patience=max(1, patience // 2))
-        best = {"uar": -math.inf, "val_loss": math.inf, "epoch": 0}
+        state: dict[str, Any] = {"epoch": 0, "best": {"uar": -math.inf, "val_loss": math.inf, "epoch": 0},
+                                 "improved_at": 0, "history": [], "stopped": False}
         best_state = copy.deepcopy(model.state_dict())
-        improved_at = 0  # last epoch with a strictly better val UAR (early stopping)
-        bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not progress)
+        if resume and ckpt_path.is_file():
+            ckpt = _load_checkpoint(ckpt_path, fingerprint)
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            best_state = ckpt["best_state"]
+            state = ckpt["state"]
+            _set_rng_state(ckpt["rng"], dev)
+            log.warning("resuming %s after epoch %d", out, state["epoch"])
+        elif resume:
+            log.warning("resume=True but %s has no %s; training from epoch 1", out, CHECKPOINT_NAME)
+        net: nn.Module = model
+        if d.world > 1:
+            net = nn.parallel.DistributedDataParallel(  # LayerDrop skips layers in hf backbones
+                model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                find_unused_parameters=arch == "hf")
+
+        bar = tqdm(range(state["epoch"] + 1, epochs + 1), desc="train", unit="epoch", disable=not progress)
         for epoch in bar:
+            if state["stopped"]:
+                break
             t0 = time.perf_counter()
-            train_ds.epoch = epoch
-            model.train()
-            total, count = 0.0, 0
+            torch.manual_seed(_derived_seed(seed, epoch, d.rank, 0))  # dropout, stochastic layers
+            aug_gen = torch.Generator().manual_seed(_derived_seed(seed, epoch, d.rank, 1))
+            mix_rng = np.random.default_rng([seed, epoch, d.rank, 2])
+            spec_tf = _spec_transform(aug, aug_gen) if augment else None
+            sampler.set_epoch(epoch)
+            net.train()
+            total, count = torch.zeros((), device=dev), 0
             for x, y in train_dl:
                 x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                if augment:
-                    x = _noise(x, aug, aug_gen)
+                lam, perm = 1.0, None
+                if mixup_alpha > 0 and len(y) > 1:
+                    lam = float(mix_rng.beta(mixup_alpha, mixup_alpha))
+                    perm = torch.from_numpy(mix_rng.permutation(len(y))).to(dev)
+                    x = lam * x + (1.0 - lam) * x[perm]
                 with torch.autocast(**amp):
-                    logits = model(x, spec_transform=spec_tf)
+                    logits = net(x, spec_transform=spec_tf)
                 loss = loss_fn(logits.float(), y)
+                if perm is not None:
+                    loss = lam * loss + (1.0 - lam) * loss_fn(logits.float(), y[perm])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total, count = total + loss.item() * len(y), count + len(y)
+                total, count = total + loss.detach() * len(y), count + len(y)
             val_loss, val_uar = _validate(model, val_dl, loss_fn, dev, amp, n_labels=len(labels))
             sched.step(val_uar)
-            row = {"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss,
-                   "val_uar": val_uar, "lr": opt.param_groups[0]["lr"],
+            best = state["best"]
+            row = {"epoch": epoch, "train_loss": float(total) / max(count, 1), "val_loss": float(val_loss),
+                   "val_uar": float(val_uar), "lr": float(opt.param_groups[0]["lr"]),
                    "seconds": time.perf_counter() - t0}
-            history.append(row)
-            provenance.atomic_write_csv(out / "history.csv", pd.DataFrame(history, columns=HISTORY_COLUMNS))
+            state["history"].append(row)
             if val_uar > best["uar"]:
-                improved_at = epoch
+                state["improved_at"] = epoch
             if val_uar > best["uar"] or (val_uar == best["uar"] and val_loss < best["val_loss"]):
-                best = {"uar": val_uar, "val_loss": val_loss, "epoch": epoch}
+                state["best"] = {"uar": row["val_uar"], "val_loss": row["val_loss"], "epoch": epoch}
                 best_state = copy.deepcopy(model.state_dict())
+            state["epoch"] = epoch
+            state["stopped"] = _broadcast_flag(epoch - state["improved_at"] >= patience, d, dev)
+            if d.main:
+                provenance.atomic_write_csv(out / "history.csv",
+                                            pd.DataFrame(state["history"], columns=HISTORY_COLUMNS))
+                _save_checkpoint(ckpt_path, {
+                    "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "model": model.state_dict(),
+                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "best_state": best_state, "state": state, "rng": _rng_state(dev)})
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_uar=f"{val_uar:.3f}",
-                            best=f"{best['uar']:.3f}@{best['epoch']}")
-            if epoch - improved_at >= patience:
-                break
+                            best=f"{state['best']['uar']:.3f}@{state['best']['epoch']}")
     model.load_state_dict(best_state)
 
-    split = {str(part): sorted(map(str, grp["speaker"].unique()))
-             for part, grp in utterances.dropna(subset=["split"]).groupby("split")}
-    train_params = {
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-        "patience": patience, "seed": seed, "augment": aug, "device": dev.type,
-        "bf16_autocast": dev.type == "cuda", "num_workers": num_workers,
-        "best_epoch": best["epoch"], "epochs_run": len(history),
-        "n_train": len(train_df), "n_val": len(val_df), "n_failed": len(errors),
-        "n_ignored_labels": int((~utterances["label"].isin(labels)).sum()),
-        "class_weights": dict(zip(labels, weights.tolist())),
-        "seconds": round(time.perf_counter() - t_start, 2),
-    }
-    metrics = {"val": {"uar": best["uar"], "loss": best["val_loss"], "epoch": best["epoch"],
-                       "n_utterances": len(val_df)}}
-    save_bundle(out, model, labels=labels, sample_rate=sample_rate, window_s=window_s,
-                features=feats, arch=arch, arch_params=arch_params, train_params=train_params,
-                split=split, metrics=metrics)
+    if d.main:
+        history, best = state["history"], state["best"]
+        split = {str(part): sorted(map(str, grp["speaker"].unique()))
+                 for part, grp in utterances.dropna(subset=["split"]).groupby("split")}
+        train_params = {
+            "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+            "patience": patience, "seed": seed, "augment": aug, "mixup_alpha": mixup_alpha,
+            "class_weighting": class_weighting, "min_duration_s": min_duration_s, "device": dev.type,
+            "bf16_autocast": dev.type == "cuda", "num_workers": num_workers, "world_size": d.world,
+            "best_epoch": best["epoch"], "epochs_run": len(history), "resumed": bool(resume),
+            "n_train": len(train_df), "n_val": len(val_df), **counts,
+            "n_ignored_labels": int((~utterances["label"].isin(labels)).sum()),
+            "class_weights": dict(zip(labels, weights.tolist())),
+            "seconds": round(time.perf_counter() - t_start, 2),
+        }
+        metrics = {"val": {"uar": best["uar"], "loss": best["val_loss"], "epoch": best["epoch"],
+                           "n_utterances": len(val_df)}}
+        save_bundle(out, model, labels=labels, sample_rate=sample_rate, window_s=window_s,
+                    features=feats, arch=arch, arch_params=resolved_arch_params(model, arch_params),
+                    train_params=train_params, split=split, metrics=metrics)
+        ckpt_path.unlink(missing_ok=True)
+    _barrier(d)
     return out
 
 
-def _noise(x: torch.Tensor, aug: Mapping[str, Any], gen: torch.Generator) -> torch.Tensor:
-    """White noise on a random share of the batch at a random SNR (see DEFAULT_AUGMENT)."""
-    lo, hi = aug["snr_db"]
-    snr = lo + (hi - lo) * torch.rand(len(x), generator=gen)
-    keep = torch.rand(len(x), generator=gen) >= aug["noise_prob"]
-    snr = torch.where(keep, torch.full_like(snr, math.inf), snr)
-    return add_noise(x, snr_db=snr, generator=gen)
+def _augment_options(augment: bool | Mapping[str, Any]) -> dict[str, Any] | None:
+    """``True`` -> :data:`DEFAULT_AUGMENT`; a mapping -> the defaults it overrides; ``False`` -> None."""
+    if isinstance(augment, Mapping):
+        unknown = set(augment) - set(DEFAULT_AUGMENT)
+        if unknown:
+            raise ValueError(f"augment: unknown keys {sorted(unknown)}; allowed: {sorted(DEFAULT_AUGMENT)}")
+        return {**DEFAULT_AUGMENT, **augment}
+    return dict(DEFAULT_AUGMENT) if augment else None
+
+
+def _spec_transform(aug: Mapping[str, Any], gen: torch.Generator) -> Any:
+    """Batch spectrogram augmentation: frequency warp, then SpecAugment masks."""
+    def transform(spec: torch.Tensor) -> torch.Tensor:
+        if aug["freq_warp"] > 0:
+            spec = freq_warp(spec, max_warp=aug["freq_warp"], generator=gen)
+        return spec_augment(spec, freq_masks=aug["freq_masks"], max_freq=aug["max_freq"],
+                            time_masks=aug["time_masks"], max_time=aug["max_time"], generator=gen)
+    return transform
 
 
 def _validate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, dev: torch.device,
@@ -304,8 +684,33 @@ def _validate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, dev: tor
     logits, ys = [], []
     with torch.inference_mode(), torch.autocast(**amp):
         for x, y in loader:
-            logits.append(model(x.to(dev)).float().cpu())
+            logits.append(model(x.to(dev, non_blocking=True)).float().cpu())
             ys.append(y)
     all_logits, all_y = torch.cat(logits), torch.cat(ys)
     loss = loss_fn(all_logits.to(dev), all_y.to(dev)).item()
     return loss, uar(all_y.numpy(), all_logits.argmax(1).numpy(), labels=list(range(n_labels)))
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """``python -m ser.training`` (or under ``torchrun``): train from a stage-02 params file."""
+    import yaml
+
+    ap = argparse.ArgumentParser(prog="python -m ser.training", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--utterances", required=True, help="utterances.csv from stage 01_preprocess")
+    ap.add_argument("--out", required=True, help="bundle folder to write")
+    ap.add_argument("--params", default=str(_paths.PARAMS / "02_train.yaml"),
+                    help="stage-02 parameters (YAML); model_name and notebook-only keys are ignored")
+    ap.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    args = ap.parse_args(argv)
+    params = yaml.safe_load(Path(args.params).read_text(encoding="utf-8")) or {}
+    accepted = set(inspect.signature(train).parameters)
+    kwargs = {k: v for k, v in params.items() if k in accepted and k not in ("out_dir", "utterances")}
+    kwargs["resume"] = bool(args.resume or kwargs.get("resume", False))
+    return train(pd.read_csv(args.utterances), out_dir=args.out, **kwargs)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ser.spectrogram import (LogMel, add_noise, log_mel, mel_filterbank, normalize_window,
-                             random_time_shift, spec_augment)
+from ser.spectrogram import (LogMel, add_noise, freq_warp, log_mel, mel_bands, mel_filterbank,
+                             normalize_window, random_time_shift, spec_augment)
 
 
 def _signal(sr: int, seconds: float, seed: int = 0) -> np.ndarray:
@@ -117,3 +117,31 @@ def test_random_time_shift_is_a_circular_shift():
         assert abs(shift) <= 5
         assert torch.equal(torch.roll(row_in, shift), row_out)
     assert torch.equal(random_time_shift(x, max_shift=0), x)
+
+
+def test_mel_bands_cover_every_non_zero_weight():
+    fb = torch.from_numpy(mel_filterbank(sample_rate=16000, n_fft=512, n_mels=64, fmin=50.0))
+    bands = mel_bands(fb, group=16)
+    assert len(bands) == 4
+    rebuilt = torch.zeros_like(fb)
+    row = 0
+    for lo, hi, w in bands:
+        assert w.shape == (2 * (hi - lo), 16)
+        rebuilt[row:row + 16, lo:hi] = w[0::2].t()
+        torch.testing.assert_close(w[0::2], w[1::2])  # real and imaginary rows share weights
+        row += 16
+    torch.testing.assert_close(rebuilt, fb, atol=0, rtol=0)
+    assert sum((hi - lo) * 16 for lo, hi, _ in bands) < 0.3 * fb.numel()  # the point of grouping
+
+
+def test_freq_warp_moves_energy_up_or_down_and_keeps_shape():
+    spec = torch.zeros(64, 40, 5)
+    spec[:, 10] = 1.0  # a line at mel bin 10
+    out = freq_warp(spec, max_warp=0.3, generator=torch.Generator().manual_seed(0))
+    assert out.shape == spec.shape and torch.equal(spec[:, 10], torch.ones(64, 5))  # input untouched
+    peaks = out[:, :, 0].argmax(dim=1)
+    assert peaks.min() >= 7 and peaks.max() <= 14 and len(set(peaks.tolist())) > 3
+    torch.testing.assert_close(out.sum(dim=1), out.sum(dim=1)[:, :1].expand(-1, 5))  # same per frame
+    assert torch.equal(freq_warp(spec, max_warp=0.0), spec)
+    with pytest.raises(ValueError, match=r"max_warp must be in \[0, 1\)"):
+        freq_warp(spec, max_warp=1.0)
