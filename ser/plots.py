@@ -276,6 +276,78 @@ def plot_delta(
     return fig
 
 
+#: Readable names of the level classifiers and baselines.
+CLASSIFIER_NAMES: dict[str, str] = {"lda": "LDA", "knn": "k-NN", "logreg": "logistic regression",
+                                    "majority": "majority class", "chance": "chance"}
+
+
+def plot_level_classification(
+    summary: pd.DataFrame,
+    null: pd.DataFrame,
+    *,
+    alpha: float = 0.05,
+) -> Figure:
+    """Cross-validated level classification against baselines and its permutation null.
+
+    Two panels (balanced accuracy = UAR, and macro-F1), one row per model: the grey
+    points are the scores of the model rerun with the caregivers' levels permuted (the
+    null distribution), the coloured diamond is the real score, labelled with its
+    permutation p-value. Vertical lines mark the chance and majority-class baselines.
+
+    Args:
+        summary: :attr:`ser.level_classification.LevelClassification.summary`
+            (``level_classification.csv``).
+        null: :attr:`ser.level_classification.LevelClassification.null`.
+        alpha: p-value below which the diamond is filled.
+
+    Returns:
+        The figure.
+    """
+    _check(summary, ["model", "kind", "balanced_accuracy", "macro_f1", "p_perm",
+                     "p_perm_macro_f1"], what="plot_level_classification")
+    _check(null, ["model", "balanced_accuracy", "macro_f1"], what="plot_level_classification")
+    models = summary[summary["kind"] == "model"]
+    if models.empty:
+        raise ValueError("plot_level_classification: the summary has no model rows "
+                         "(classification skipped?)")
+    base = summary[summary["kind"] == "baseline"].set_index("model")
+    names = [CLASSIFIER_NAMES.get(m, m) for m in models["model"]]
+    y = np.arange(len(models))[::-1]
+    rng = np.random.default_rng(0)
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 1.0 + 0.9 * len(models)), sharey=True,
+                             layout="constrained")
+    panels = (("balanced_accuracy", "p_perm", "balanced accuracy (UAR, 0-1)"),
+              ("macro_f1", "p_perm_macro_f1", "macro-F1 (0-1)"))
+    for ax, (metric, pcol, xlabel) in zip(axes, panels, strict=True):
+        for yi, (_, row) in zip(y, models.iterrows(), strict=True):
+            nv = null.loc[null["model"] == row["model"], metric].to_numpy(float)
+            if len(nv):
+                ax.scatter(nv, yi + rng.uniform(-0.22, 0.22, len(nv)), s=8, color="0.6",
+                           alpha=0.45, lw=0, label="permutation null" if yi == y[0] else None)
+            p = row[pcol]
+            sig = bool(np.isfinite(p) and p < alpha)
+            ax.scatter([row[metric]], [yi], marker="D", s=70, zorder=3, edgecolor="#D55E00",
+                       facecolor="#D55E00" if sig else "white", lw=1.8,
+                       label="cross-validated score" if yi == y[0] else None)
+            ptxt = f"p = {p:.3f}" if np.isfinite(p) else "no test"
+            ax.annotate(f"{row[metric]:.2f} ({ptxt})", (row[metric], yi), xytext=(0, 10),
+                        textcoords="offset points", ha="center", fontsize=8, zorder=4,
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                              "alpha": 0.85})
+        for bname, ls in (("chance", "--"), ("majority", ":")):
+            if bname in base.index and np.isfinite(base.loc[bname, metric]):
+                ax.axvline(base.loc[bname, metric], color="0.25", ls=ls, lw=1.2,
+                           label=f"{CLASSIFIER_NAMES[bname]} ({base.loc[bname, metric]:.2f})")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel(xlabel)
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(loc="lower right", fontsize=7, frameon=True)
+    axes[0].set_yticks(y)
+    axes[0].set_yticklabels(names)
+    axes[0].set_ylim(y.min() - 0.6, y.max() + 0.6)
+    return fig
+
+
 def save_figure(fig: Figure, path: str, *, dpi: int = 150) -> None:
     """Save a figure as PNG (parents created)."""
     from pathlib import Path

@@ -15,9 +15,11 @@ Design (the notebooks 05–07 explain the same choices for a clinical reader):
   coefficient's p-value is an ML likelihood-ratio test of the full model against the
   model without that coefficient; terms with several coefficients (``level`` as
   categories) also get an omnibus LRT row with ``estimate`` empty. With 23 caregivers
-  the asymptotic chi² reference is liberal, so by default the LRT statistic is referred
-  to an F distribution with between-within denominator df and CIs use t quantiles
-  (``p_chi2`` keeps the asymptotic p-value). Convergence, boundary (singular) fits and
+  the asymptotic chi² reference is liberal, so by default the LRT statistic is turned
+  into an F statistic with between-within denominator df (the transformation that is
+  exact for linear models, ``F = ddf/k · (exp(chi2/n) − 1)`` with ``n`` the units of the
+  coefficient's stratum) and CIs use t quantiles (``p_chi2`` keeps the asymptotic
+  p-value). Convergence, boundary (singular) fits and
   every warning statsmodels raised are reported per row (``converged``, ``singular``,
   ``note``) rather than hidden. With a single observation per caregiver the random
   intercept is not identifiable: the model is fitted by OLS, p-values are exact t/F
@@ -26,6 +28,9 @@ Design (the notebooks 05–07 explain the same choices for a clinical reader):
   analysis × model × term.
 - **Delta** (:func:`delta_table`): ``care − control`` and ``(care − control)/|control|``
   with a near-zero-denominator rule that flags and blanks, never zero-fills.
+- **Problem data** (:func:`problem_report`): one table per notebook saying what was done
+  with caregivers lacking a phase, single-caregiver levels, constant or missing
+  features and fits that did not converge or hit a boundary.
 
 The module also holds :func:`simulate_windows`, a fast window-table simulator with
 planted effects used by the tests and the validation benchmarks.
@@ -69,7 +74,9 @@ DEFAULT_MODELS: dict[str, str] = {
 LEVEL_SCORE: dict[str, int] = {lv: i for i, lv in enumerate(LEVELS)}
 
 _SKIP_TERM = "(skipped)"
-_FIT_METHODS: tuple[str, ...] = ("bfgs", "lbfgs", "powell", "nm")
+#: Optimisers tried in turn. L-BFGS comes last: on boundary fits (a variance at 0) it
+#: can report convergence at a point whose likelihood Powell and Nelder–Mead beat.
+_FIT_METHODS: tuple[str, ...] = ("bfgs", "powell", "nm", "lbfgs")
 
 
 # --------------------------------------------------------------------------- simulator
@@ -409,8 +416,8 @@ def _start_from(res: Any, cols: list[str], keep: list[str]) -> Any:
 
 
 def _fit_once(y: np.ndarray, X: pd.DataFrame, frame: pd.DataFrame, *, group: str,
-              reml: bool, vc: Any = None,
-              start: Any = None) -> tuple[Any, str, list[str], list[str]]:
+              reml: bool, vc: Any = None, start: Any = None,
+              methods: Sequence[str] = _FIT_METHODS) -> tuple[Any, str, list[str], list[str]]:
     """Fit MixedLM (random intercept per ``group`` + optional variance components
     ``vc`` from :func:`_vc_spec`) trying optimisers in turn; ``start`` (from
     :func:`_start_from`) speeds up nested fits and is dropped if that fit fails.
@@ -432,8 +439,8 @@ def _fit_once(y: np.ndarray, X: pd.DataFrame, frame: pd.DataFrame, *, group: str
 
     failures: list[str] = []
     last = None
-    attempts = [(m, start) for m in _FIT_METHODS[:1]] if start is not None else []
-    attempts += [(m, None) for m in _FIT_METHODS]
+    attempts = [(m, start) for m in methods[:1]] if start is not None else []
+    attempts += [(m, None) for m in methods]
     for method, sp in attempts:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -522,14 +529,20 @@ def fit_mixed(
     coefficients (e.g. ``level`` as categories) gets an extra omnibus row (``estimate``
     empty). With 23 caregivers the asymptotic chi²/normal references are liberal, so by
     default (``reference="F"``) the LRT statistic is referred to ``F(df, ddf)`` as
-    ``chi2/df`` and the CI uses ``t(ddf)``, where ``ddf`` follows the between-within
-    rule: a coefficient constant within caregivers (level) gets ``n_caregivers −
-    #between-caregiver coefficients``; one constant within recordings (phase, with
-    ``nested``) ``n_recordings − n_caregivers − #such coefficients``; others
-    ``n_obs − n_clusters − #within coefficients``; with ``nested_slope`` the coefficients
-    involving the slope variable get ``n_recordings − #such coefficients`` (the
-    recordings' slopes are the replicates). The asymptotic chi² p-value is kept in
-    ``p_chi2``. The function never raises on bad data: it reports what it did.
+    ``F = ddf/df · (exp(chi2/n) − 1)`` and the CI uses ``t(ddf)``. ``ddf`` follows the
+    between-within rule: a coefficient constant within caregivers (level) gets
+    ``n_caregivers − #between-caregiver coefficients``; one constant within recordings
+    (phase, with ``nested``) ``n_recordings − n_caregivers − #such coefficients``;
+    others ``n_obs − n_clusters − #within coefficients``; with ``nested_slope`` the
+    coefficients involving the slope variable get ``n_recordings − #such coefficients``
+    (the recordings' slopes are the replicates); ``n`` is the same count before the
+    coefficients are subtracted (the stratum's units). In a linear model, and in a
+    random-intercept model whose caregivers all have the same number of observations,
+    the ML LRT is ``n·log(RSS0/RSS1)`` within its stratum, so this F is the exact F test;
+    ``chi2/df`` would keep ML's small-sample bias (about 2 points of false-positive rate
+    with the 8 coefficients of ``phase * level``; see ``benchmarks/bench_stats_validation.py``).
+    The asymptotic chi² p-value is kept in ``p_chi2``. The function never raises on bad
+    data: it reports what it did.
 
     Args:
         df: long data with ``feature``, ``group``, and the variables of the formula.
@@ -600,7 +613,11 @@ def fit_mixed(
               if nested else None)
         reml, method, reml_fail, reml_msgs = _fit_once(ys, X, frame, group=group, reml=True,
                                                        vc=vc)
+        # the ML fits meet the same likelihood surface: start with what worked for REML
+        # (saves the failing gradient optimisers when a variance sits on the boundary)
+        order = (method, *(m for m in _FIT_METHODS if m != method))
         full_ml, _, ml_fail, ml_msgs = _fit_once(ys, X, frame, group=group, reml=False, vc=vc,
+                                                 methods=order,
                                                  start=_start_from(reml, list(X.columns),
                                                                    list(X.columns)))
     except Exception as err:  # noqa: BLE001 — report, never crash a batch
@@ -631,7 +648,8 @@ def fit_mixed(
     if has_icpt:
         fe[cols.index("Intercept")] += y_mean
     bse = np.asarray(reml.bse_fe, float) * y_sd
-    ddf = _between_within_ddf(X, frame, group=group, nested=nested, nested_slope=nested_slope)
+    ddf, units = _between_within_ddf(X, frame, group=group, nested=nested,
+                                     nested_slope=nested_slope)
 
     def crit(c: str) -> float:
         return float(_st.t.ppf(0.975, ddf[c]) if reference == "F" else _st.norm.ppf(0.975))
@@ -640,16 +658,26 @@ def fit_mixed(
         keep = [c for c in cols if c not in drop]
         try:
             red, _, _, msgs = _fit_once(ys, X[keep], frame, group=group, reml=False, vc=vc,
+                                        methods=order,
                                         start=_start_from(full_ml, cols, keep))
         except Exception as err:  # noqa: BLE001
             return np.nan, np.nan, np.nan, "", f"LRT failed: {type(err).__name__}: {err}"
-        chi2 = max(0.0, 2.0 * (float(full_ml.llf) - float(red.llf)))
+        raw = 2.0 * (float(full_ml.llf) - float(red.llf))
+        chi2 = max(0.0, raw)
         bad = (not red.converged) or any("converge" in m.lower() for m in msgs)
-        k, d = len(drop), min(ddf[c] for c in drop)
+        if raw < -1e-2:  # impossible at the optimum: the full ML fit stopped short
+            return (np.nan, np.nan, np.nan, f"LRT(ML) chi2={raw:.3g}",
+                    "LRT failed: the reduced model fits better than the full one "
+                    "(ML optimiser stopped short); p left empty")
+        k = len(drop)
+        c_min = min(drop, key=lambda c: ddf[c])
+        d, n_units = ddf[c_min], units[c_min]
         p_chi2 = float(_st.chi2.sf(chi2, k))
-        p = float(_st.f.sf(chi2 / k, k, d)) if reference == "F" else p_chi2
+        f_stat = d / k * math.expm1(min(chi2 / n_units, 700.0))
+        p = float(_st.f.sf(f_stat, k, d)) if reference == "F" else p_chi2
         test = f"LRT(ML) chi2={chi2:.3g}, df={k}" + (
-            f"; p from F({k}, {d:g})" if reference == "F" else "; p from chi2")
+            f"; p from F({k}, {d:g}) = {f_stat:.3g} (n={n_units:g})" if reference == "F"
+            else "; p from chi2")
         return p, p_chi2, d, test, ("reduced ML fit did not converge" if bad else "")
 
     rows = []
@@ -673,8 +701,10 @@ def fit_mixed(
 
 
 def _between_within_ddf(X: pd.DataFrame, frame: pd.DataFrame, *, group: str,
-                        nested: str | None, nested_slope: str | None = None) -> dict[str, float]:
-    """Denominator df per design column by the between-within rule (at least 1)."""
+                        nested: str | None,
+                        nested_slope: str | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """Denominator df per design column by the between-within rule (at least 1), and
+    the number of units of each column's stratum (``ddf + #coefficients`` there)."""
     n_obs, n_cg = len(frame), frame[group].nunique()
     strata: dict[str, str] = {}
     for c in X.columns:
@@ -698,7 +728,8 @@ def _between_within_ddf(X: pd.DataFrame, frame: pd.DataFrame, *, group: str,
     else:
         base = {"between": n_cg - count["between"], "nested": np.nan, "slope": np.nan,
                 "within": n_obs - n_cg - count["within"]}
-    return {c: float(max(1, base[s])) for c, s in strata.items()}
+    ddf = {c: float(max(1, base[s])) for c, s in strata.items()}
+    return ddf, {c: ddf[c] + count[s] for c, s in strata.items()}
 
 
 def mixed_models_table(
@@ -712,6 +743,7 @@ def mixed_models_table(
     nested_slope: str | None = None,
     reference: str = "F",
     progress: bool = True,
+    n_jobs: int = 1,
 ) -> pd.DataFrame:
     """Fit every feature × model with :func:`fit_mixed` and add BH-FDR across features.
 
@@ -726,6 +758,7 @@ def mixed_models_table(
         nested_slope: optional random slope per nested unit (see :func:`fit_mixed`).
         reference: p-value/CI reference, ``"F"`` or ``"chi2"`` (see :func:`fit_mixed`).
         progress: show a tqdm progress bar.
+        n_jobs: joblib worker processes for the fits (results do not depend on it).
 
     Returns:
         Rows of all fits with :data:`MIXED_COLUMNS`; ``p_fdr`` is Benjamini–Hochberg
@@ -743,11 +776,24 @@ def mixed_models_table(
                          f"available: {list(data.columns)}")
     from tqdm import tqdm
 
+    if int(n_jobs) < 1:
+        raise ValueError(f"mixed_models_table: n_jobs must be >= 1, got {n_jobs}")
     jobs = [(f, m, fm) for f in features for m, fm in models.items()]
-    parts = [fit_mixed(data, feature=f, formula_fixed=fm, group=group, model=m,
-                       nested=nested, nested_slope=nested_slope, analysis=analysis,
-                       reference=reference)
-             for f, m, fm in tqdm(jobs, desc=f"mixed models ({analysis})", disable=not progress)]
+    kw = dict(group=group, nested=nested, nested_slope=nested_slope, analysis=analysis,
+              reference=reference)
+    it = tqdm(jobs, desc=f"mixed models ({analysis})", disable=not progress)
+    if int(n_jobs) == 1 or len(jobs) == 1:
+        parts = [fit_mixed(data, feature=f, formula_fixed=fm, model=m, **kw) for f, m, fm in it]
+    else:
+        from joblib import Parallel, delayed
+
+        cols = list(dict.fromkeys([*features, group, "phase", "level", "time"]
+                                  + ([nested] if nested else [])
+                                  + ([nested_slope] if nested_slope else [])))
+        small = data[[c for c in cols if c in data.columns]]  # ship only what the fits use
+        parts = Parallel(n_jobs=int(n_jobs))(
+            delayed(fit_mixed)(small, feature=f, formula_fixed=fm, model=m, **kw)
+            for f, m, fm in it)
     out = pd.concat(parts, ignore_index=True)
     return add_fdr(out)
 
@@ -788,6 +834,113 @@ def summarise_notes(table: pd.DataFrame) -> pd.DataFrame:
                          "note": "; ".join(text)})
     return pd.DataFrame(rows, columns=["feature", "model", "estimator", "converged",
                                        "singular", "note"])
+
+
+#: Columns of :func:`problem_report` (shared with :mod:`ser.level_classification`).
+PROBLEM_COLUMNS: tuple[str, ...] = ("analysis", "problem", "where", "action", "detail")
+
+
+def problem_report(
+    data: pd.DataFrame,
+    *,
+    features: Sequence[str],
+    analysis: str,
+    fits: pd.DataFrame | None = None,
+    delta: pd.DataFrame | None = None,
+    group: str = "caregiver",
+) -> pd.DataFrame:
+    """What was done with problem data, one row per problem, for the notebooks.
+
+    Looks for the problems the issue names and states the action the analysis took:
+
+    - caregiver with one phase: kept in the mixed models (informs level terms only);
+      dropped from the deltas (when ``delta`` is given);
+    - level with one caregiver: kept and flagged; level absent: no contrast;
+    - feature (descriptor) with zero variance: not modelled (fit skipped);
+    - missing values: those rows left out of that descriptor's models;
+    - from ``fits`` (rows of :func:`mixed_models_table`): fits that did not converge,
+      boundary (singular) fits, skipped fits, failed or non-converged likelihood-ratio tests;
+    - from ``delta``: relative changes not computed because ``|control|`` is near zero.
+
+    Args:
+        data: the analysed table (windows, bins or descriptors) with ``group``,
+            ``level`` and ``phase`` when present.
+        features: the analysed columns.
+        analysis: value of the ``analysis`` column (e.g. ``"time_invariant"``).
+        fits: mixed-model rows, optional.
+        delta: output of :func:`delta_table`, optional.
+        group: caregiver column.
+
+    Returns:
+        DataFrame with :data:`PROBLEM_COLUMNS` (empty when nothing was found).
+    """
+    rows: list[dict[str, str]] = []
+
+    def add(problem: str, where: str, action: str, detail: str = "") -> None:
+        rows.append({"analysis": analysis, "problem": problem, "where": where,
+                     "action": action, "detail": detail})
+
+    if {group, "phase"} <= set(data.columns):
+        phases = data.groupby(group)["phase"].agg(lambda v: sorted(set(v.astype(str))))
+        for cg, ph in phases.items():
+            if len(ph) < len(PHASES):
+                add("caregiver with one phase", str(cg),
+                    "kept in the mixed models (informs the level terms, not the phase "
+                    "contrast)", f"only {'/'.join(ph)}")
+    if {group, "level"} <= set(data.columns):
+        per_level = data.groupby("level")[group].nunique()
+        for lv in LEVELS:
+            n = int(per_level.get(lv, 0))
+            if n == 0:
+                add("level absent", lv, "no contrast estimated for it" + (
+                    "; the lowest present level becomes the reference"
+                    if lv == LEVELS[0] else ""))
+            elif n == 1:
+                add("level with one caregiver", lv, "kept and flagged in every fit's note "
+                    "(contrasts with it rest on one person)",
+                    f"caregiver {data.loc[data['level'] == lv, group].iloc[0]}")
+    for f in features:
+        if f not in data.columns:
+            continue
+        v = pd.to_numeric(data[f], errors="coerce")
+        if v.notna().sum() and v.nunique(dropna=True) < 2:
+            add("zero-variance feature", f, "not modelled (fit skipped, term '(skipped)')",
+                f"constant {v.dropna().iloc[0]:.6g}")
+        n_na = int(v.isna().sum())
+        if 0 < n_na:
+            add("missing values", f, "rows left out of this feature's models",
+                f"{n_na} of {len(v)} rows")
+    if fits is not None and len(fits):
+        for (f, m), g in fits.groupby(["feature", "model"], sort=False):
+            where = f"{f} · {m}"
+            skipped = g["term"].eq(_SKIP_TERM)
+            if skipped.any():
+                note = str(g.loc[skipped, "note"].iloc[0])
+                reason = [p for p in note.split("; ") if p.startswith("skipped")]
+                add("model skipped", where, "no estimates; reason in the note",
+                    reason[0] if reason else note)
+                continue
+            if not g["converged"].fillna(False).astype(bool).all():
+                add("model did not converge", where, "reported with converged False; "
+                    "estimates flagged unreliable")
+            if "singular" in g and g["singular"].fillna(False).astype(bool).any():
+                add("boundary (singular) fit", where, "reported with singular True "
+                    "(caregiver variance ~0); estimates kept")
+            notes = " ".join(g["note"].fillna("").astype(str))
+            if "LRT failed" in notes:
+                add("likelihood-ratio test failed", where, "p left empty for that term")
+            if "reduced ML fit did not converge" in notes or "ML fit did not converge" in notes:
+                add("ML fit for a test did not converge", where,
+                    "p-value reported and flagged in the note")
+    if delta is not None and len(delta):
+        for cg, g in delta[delta["status"] == "dropped"].groupby("caregiver", sort=False):
+            add("caregiver with one phase", str(cg), "dropped from the delta analysis",
+                str(g["note"].iloc[0]))
+        flagged = delta[delta["flag_small_denominator"].fillna(False).astype(bool)]
+        for f, g in flagged.groupby("feature", sort=False):
+            add("near-zero control value", f, "relative change left empty and flagged "
+                "(never 0)", f"{g['caregiver'].nunique()} caregiver(s)")
+    return pd.DataFrame(rows, columns=PROBLEM_COLUMNS)
 
 
 def update_mixed_models_table(path: str | Path, rows: pd.DataFrame, *, analysis: str) -> pd.DataFrame:

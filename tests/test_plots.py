@@ -103,3 +103,30 @@ def test_delta_figure(desc: pd.DataFrame) -> None:
     assert "fraction of |control|" in rel.axes[0].get_ylabel()
     with pytest.raises(ValueError, match="delta_abs"):
         P.plot_delta(dt, features=["f0_hz__median"], value="ratio")
+
+
+def test_level_classification_figure() -> None:
+    from ser import level_classification as L
+
+    d = D.recording_descriptors(S.simulate_windows(seed=3, duration_s=30.0),
+                                features=["f0_hz", "energy_db"], stats=("mean",))
+    ds = L.caregiver_dataset(d, features=["f0_hz__mean", "energy_db__mean"])
+    res = L.classify_levels(ds, n_permutations=12, progress=False)
+    fig = P.plot_level_classification(res.summary, res.null)
+    assert isinstance(fig, Figure)
+    ax0, ax1 = fig.axes[:2]
+    assert ax0.get_xlabel() == "balanced accuracy (UAR, 0-1)" and ax1.get_xlabel() == "macro-F1 (0-1)"
+    top_down = [t.get_text() for t in sorted(ax0.get_yticklabels(),
+                                             key=lambda t: -t.get_position()[1])]
+    assert top_down == ["LDA", "k-NN", "logistic regression"]
+    # 12 null points and one score per model; chance and majority lines
+    sizes = sorted(len(c.get_offsets()) for c in ax0.collections)
+    assert sizes == [1, 1, 1, 12, 12, 12]
+    labels = [t.get_text() for t in ax0.get_legend().get_texts()]
+    assert "chance (0.25)" in labels and any(t.startswith("majority class") for t in labels)
+    lda = res.summary.set_index("model").loc["lda"]
+    assert any(t.get_text().startswith(f"{lda['balanced_accuracy']:.2f} (p = ")
+               for t in ax0.texts)
+    skipped = res.summary.assign(kind="skipped")
+    with pytest.raises(ValueError, match="no model rows"):
+        P.plot_level_classification(skipped, res.null)

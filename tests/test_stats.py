@@ -409,3 +409,32 @@ def test_trajectory_summary_one_value_per_caregiver() -> None:
     assert not np.allclose(raw["mean"], s["mean"])
     with pytest.raises(ValueError, match="smooth_bins"):
         S.trajectory_summary(b, features=["f0_hz"], smooth_bins=0)
+
+
+# ------------------------------------------------------------------------ problem report
+
+def test_problem_report_names_each_problem_and_action(planted_desc: pd.DataFrame) -> None:
+    d = planted_desc[~((planted_desc["caregiver"] == "p005") & (planted_desc["phase"] == "care"))]
+    d = d[d["caregiver"] != "p001"].assign(constant=2.0)  # untrained: one caregiver left
+    d.loc[d["caregiver"] == "p010", "p_happy__mean"] = np.nan
+    feats = ["f0_hz__median", "constant", "p_happy__mean"]
+    fits = S.mixed_models_table(d, features=feats, models={"level_trend": "phase * level_trend"},
+                                analysis="x", progress=False)
+    fits.loc[fits["feature"] == "f0_hz__median", "converged"] = False  # as if it failed
+    delta = S.delta_table(d, eps_rule="abs:1e-9", features=feats)
+    rep = S.problem_report(d, features=feats, analysis="x", fits=fits, delta=delta)
+    assert list(rep.columns) == list(S.PROBLEM_COLUMNS)
+    by: dict[tuple[str, str], str] = {}
+    for r in rep.itertuples():
+        by[(r.problem, r.where)] = by.get((r.problem, r.where), "") + " | " + r.action
+    one_phase = by[("caregiver with one phase", "p005")]
+    assert "kept in the mixed models" in one_phase and "dropped from the delta" in one_phase
+    assert "kept and flagged" in by[("level with one caregiver", "untrained")]
+    assert "not modelled" in by[("zero-variance feature", "constant")]
+    assert "left out" in by[("missing values", "p_happy__mean")]
+    assert "no estimates" in by[("model skipped", "constant · level_trend")]
+    skipped = rep[rep["problem"] == "model skipped"]["detail"].iloc[0]
+    assert skipped.startswith("skipped: zero variance")
+    assert "unreliable" in by[("model did not converge", "f0_hz__median · level_trend")]
+    clean = S.problem_report(planted_desc, features=["f0_hz__median"], analysis="x")
+    assert clean.empty
