@@ -6,8 +6,8 @@ keyed by the SHA-256 of the file's bytes, the sample rate and :data:`WAVE_CACHE_
 so a second run (another architecture, a resumed run) skips decoding. The waveforms
 stay in memory; every epoch cuts one window per utterance with
 :func:`ser.models.fit_window` and augments it on the fly (random position, white noise;
-on the batch's spectrograms an optional frequency warp and SpecAugment; optional
-mixup of waveforms and targets), so only the log-mel front end runs per step.
+on the batch's spectrograms a random frequency warp and SpecAugment; optional mixup
+of waveforms and targets), so only the log-mel front end runs per step.
 
 Bad input never stops a run mid-epoch, because all audio is read before the first one.
 What is set aside goes to ``train_errors.csv`` (``path, reason``) and is logged:
@@ -40,7 +40,9 @@ DataLoader with worker processes (``num_workers``; default 4 on CUDA, 0 on CPU)
 prepares the next batches while the GPU works. Several GPUs (or CPU processes) are
 used through PyTorch's own launcher, ``torchrun``; when ``WORLD_SIZE > 1`` the model is
 wrapped in DistributedDataParallel, each process reads its share of every epoch
-(DistributedSampler; ``batch_size`` is per process), and rank 0 alone writes files::
+(DistributedSampler; ``batch_size`` is per process), every process validates on the
+whole validation set and follows rank 0's early-stopping decision, and rank 0 alone
+writes files (it also fills the waveform cache before the others read it)::
 
     torchrun --standalone --nproc_per_node=4 -m ser.training \\
         --utterances results/tables/utterances.csv --out results/models/ddp_cnn \\
@@ -93,7 +95,7 @@ DEFAULT_AUGMENT: dict[str, Any] = {
     "snr_db": [10.0, 30.0],       # SNR drawn uniformly in this range (dB)
     "freq_masks": 2, "max_freq": 8,    # SpecAugment frequency masks (mel bins)
     "time_masks": 2, "max_time": 20,   # SpecAugment time masks (frames)
-    "freq_warp": 0.0,             # random stretch of the mel axis by up to this share (0: off)
+    "freq_warp": 0.1,             # random stretch of the mel axis by up to +-10 % (0: off)
 }
 #: Columns the utterances table must have.
 REQUIRED_COLUMNS = ("path", "label", "speaker", "split")
@@ -444,8 +446,8 @@ def train(
         patience: epochs without a better validation UAR before stopping.
         seed: seed for weights, crops, shuffling and augmentation.
         device: ``"auto"`` (cuda when available), ``"cpu"`` or ``"cuda"``.
-        augment: random noise and SpecAugment (:data:`DEFAULT_AUGMENT`), or a mapping that
-            overrides some of its keys; random crops always.
+        augment: white noise, frequency warp and SpecAugment (:data:`DEFAULT_AUGMENT`), or a
+            mapping that overrides some of its keys; random crops always.
         mixup_alpha: mixup (Zhang et al., 2018) of training waveforms and targets with
             a Beta(alpha, alpha) weight per batch; 0 turns it off.
         class_weighting: weight the loss by inverse class frequency.

@@ -104,6 +104,9 @@ def test_strided_small_cnn_is_much_cheaper_than_the_pooled_one():
 def test_format_1_bundles_keep_their_pooled_small_cnn(tmp_path):
     params = {"channels": [4, 8], "dropout": 0.1}
     legacy = _build("small_cnn", {**params, "pooled_blocks": -1}).eval()
+    # the state-dict layout of format 1: conv, bn, relu, pool per block; pool/dropout/head on the body
+    assert {"body.blocks.0.weight", "body.blocks.4.weight", "body.blocks.5.running_mean", "body.head.weight",
+            "body.head.bias"} <= set(legacy.state_dict())
     _save(tmp_path / "old", legacy, "small_cnn", params)  # as the first format wrote it
     meta_path = tmp_path / "old" / "model.json"
     meta = json.loads(meta_path.read_text())
