@@ -1774,7 +1774,7 @@ def _inspect_page(conn: Any, page: Path, *, screenshot: str | os.PathLike[str] |
               new Promise(r => { i.onload = r; i.onerror = r; })));
           return {title: document.title,
                   height: Math.ceil(document.documentElement.scrollHeight),
-                  images: imgs.map(i => ({src: i.currentSrc.slice(0, 80), alt: i.alt,
+                  images: imgs.map(i => ({src: i.currentSrc.startsWith('data:') ? i.currentSrc.slice(0, 40) + '…' : i.currentSrc, alt: i.alt,
                                           natural_width: i.naturalWidth}))};
         })()""")["result"]["value"]
     console_errors = []
