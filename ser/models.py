@@ -681,8 +681,20 @@ def bundle_arch_params(meta: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
+def _is_classical_bundle(folder: Path) -> bool:
+    try:
+        arch = json.loads((folder / "model.json").read_text(encoding="utf-8")).get("arch", "")
+    except (OSError, ValueError, AttributeError):
+        return False  # read_bundle_meta gives the precise error
+    return isinstance(arch, str) and arch.startswith("classical:")
+
+
 def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu") -> Bundle:
     """Load a model bundle for inference.
+
+    A classical bundle (``arch`` ``classical:…``, weights in ``model.joblib``) is handed
+    to :func:`ser.classical.load_classical_bundle`, which returns an object with the
+    same ``labels / sample_rate / window_s / window_samples / predict_proba`` interface.
 
     Args:
         path: bundle folder holding ``model.json`` and ``model.pt``.
@@ -696,6 +708,10 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu") -> Bundle:
         ValueError: malformed ``model.json`` or weights that do not fit the architecture.
     """
     folder = Path(path)
+    if _is_classical_bundle(folder):
+        from ser.classical import load_classical_bundle  # sklearn/opensmile only when needed
+
+        return load_classical_bundle(folder)  # type: ignore[return-value]
     meta = read_bundle_meta(folder)
     weights = folder / "model.pt"
     if not weights.is_file():

@@ -314,6 +314,12 @@ def test_bundle_round_trip_predict_proba(tmp_path):
     direct = model.predict_proba(feats)  # columns in sorted order: angry, neutral, sad
     np.testing.assert_allclose(proba, direct[:, [2, 1, 0]], atol=1e-5)
     assert (np.array(order)[proba.argmax(axis=1)] == labels).mean() > 0.8
+    # the generic loader (used by stage 04 and `ser predict`) hands classical bundles over
+    from ser import models
+
+    generic = models.load_bundle(out)
+    assert type(generic).__name__ == "ClassicalBundle"
+    np.testing.assert_allclose(generic.predict_proba(windows), proba, atol=1e-6)
     assert bundle.predict_proba(windows[:0]).shape == (0, 3)
 
     with pytest.raises(ValueError, match=r"windows must be float32 \[n, 8000\].*0.5 s windows at 16000 Hz"):
