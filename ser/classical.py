@@ -46,7 +46,6 @@ import hashlib
 import itertools
 import json
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -187,15 +186,6 @@ def _cache_folder(cache_dir: Path, feature_set: str, sample_rate: int) -> Path:
     return cache_dir / f"{feature_set}_{sample_rate}hz_{digest}"
 
 
-def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _compute_file(path: str, feature_set: str, sample_rate: int,
@@ -306,7 +296,7 @@ def extract_features(
                     continue
                 vectors[p] = vec
                 if folder is not None:
-                    _atomic_save_npy(folder / f"{keys[p]}.npy", vec)
+                    provenance.atomic_save_npy(folder / f"{keys[p]}.npy", vec)
             bar.update(len(res))
         bar.close()
     ok = [p for p in paths if p in vectors]
@@ -1314,14 +1304,7 @@ def save_classical_bundle(
         "git_commit": provenance.git_commit(),
         "packages": provenance.package_versions(("scikit-learn", "opensmile", "librosa", "numpy")),
     }
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".model.joblib.", suffix=".tmp")
-    os.close(fd)
-    try:
-        joblib.dump(model, tmp)
-        os.replace(tmp, out / "model.joblib")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    provenance.atomic_write(out / "model.joblib", lambda f: joblib.dump(model, f))
     provenance.atomic_write_json(out / "model.json", meta)
     return out
 

@@ -15,10 +15,10 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 
@@ -32,20 +32,36 @@ TRACKED_PACKAGES: tuple[str, ...] = (
 )
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write text to ``path`` atomically (never leaves a half-written file)."""
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any]) -> Path:
+    """Create ``path`` atomically: ``write(f)`` fills a temp file that then replaces it.
+
+    A crash leaves either the old file or none, never a half-written one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 text to ``path`` atomically."""
+    data = text.encode("utf-8")
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_save_npy(path: str | os.PathLike[str], arr: Any) -> Path:
+    """Save a NumPy array (``.npy`` format) to ``path`` atomically."""
+    import numpy as np
+
+    return atomic_write(path, lambda f: np.save(f, arr))
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:

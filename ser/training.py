@@ -62,7 +62,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -116,16 +115,6 @@ def _cache_key(path: str, sample_rate: int) -> str:
     return h.hexdigest()
 
 
-def _save_npy_atomic(arr: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_waveforms(
@@ -165,7 +154,7 @@ def load_waveforms(
                 except (OSError, ValueError):  # a damaged cache entry is rebuilt
                     pass
             waves[p] = audio.load(p, sample_rate=sample_rate)[0]
-            _save_npy_atomic(waves[p], cached)
+            provenance.atomic_save_npy(cached, waves[p])
         except (audio.AudioError, OSError, ValueError, RuntimeError) as err:
             errors.append({"path": p, "reason": f"{type(err).__name__}: {err}"})
     return waves, pd.DataFrame(errors, columns=ERROR_COLUMNS)
@@ -372,14 +361,7 @@ def _set_rng_state(state: Mapping[str, Any], dev: torch.device) -> None:
 
 
 def _save_checkpoint(path: Path, obj: Mapping[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(dict(obj), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    provenance.atomic_write(path, lambda f: torch.save(dict(obj), f))
 
 
 def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any]:
