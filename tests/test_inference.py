@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from scipy.signal import lfilter
+
+from signals import voiced
 
 from ser import audio, features, inference
 
@@ -38,16 +39,6 @@ class FakeBundle:
         return (e / e.sum(1, keepdims=True)).astype(np.float32)
 
 
-def voiced(seconds: float, *, f0: float = 200.0, sr: int = SR, seed: int = 0) -> np.ndarray:
-    """Harmonic, formant-filtered bursts (1.2 s on / 0.8 s off) over faint noise."""
-    t = np.arange(int(round(seconds * sr))) / sr
-    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.1 * np.sin(2 * np.pi * 0.3 * t))) / sr
-    y = sum(np.sin(k * phase) / k for k in range(1, 30))
-    r, th = np.exp(-np.pi * 100 / sr), 2 * np.pi * 700 / sr
-    y = lfilter([1 - r], [1, -2 * r * np.cos(th), r * r], y)
-    y = 0.4 * y / np.abs(y).max() * ((t % 2.0) < 1.2)
-    y += 1e-3 * np.random.default_rng(seed).standard_normal(len(t))
-    return y.astype(np.float32)
 
 
 @pytest.fixture(scope="module")
