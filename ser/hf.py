@@ -315,6 +315,59 @@ class HFAudioClassifier(nn.Module):
         return hf_arch_params(self)
 
 
+class _Bf16Autocast(nn.Module):
+    """Runs ``inner`` under CPU bfloat16 autocast and hands float32 back."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = self.inner(*args, **kwargs)
+        return out.float()
+
+
+def cpu_bf16_is_fast() -> bool:
+    """Whether this CPU has native bfloat16 matrix/convolution kernels (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def quantize_for_cpu(model: HFAudioClassifier, *, bf16_convs: bool | None = None) -> HFAudioClassifier:
+    """An int8 copy of ``model`` for fast CPU inference (the model is not changed).
+
+    Every ``nn.Linear`` (attention, feed-forward, head) gets int8 weights with
+    activations quantised per batch (``torch.ao.quantization.quantize_dynamic``); the
+    convolutional feature encoder and the positional convolution, which int8 dynamic
+    quantisation does not cover, run in bfloat16 where the CPU has native bf16 kernels.
+    On a wav2vec2-base-sized model this is about 1.3x the speed of bf16 autocast and
+    3.5x fp32, with probabilities within about 0.002 of fp32
+    (``benchmarks/bench_inference_hf.py``).
+
+    Args:
+        model: a float32 classifier (eval mode is set on the copy).
+        bf16_convs: run the convolutions in bf16; ``None``: when :func:`cpu_bf16_is_fast`.
+
+    Returns:
+        The quantised copy, in eval mode, on the CPU.
+    """
+    import copy
+    import warnings
+
+    q = copy.deepcopy(model).cpu().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
+        q = torch.ao.quantization.quantize_dynamic(q, {nn.Linear}, dtype=torch.qint8)
+    if cpu_bf16_is_fast() if bf16_convs is None else bf16_convs:
+        bb = q.backbone
+        bb.feature_extractor = _Bf16Autocast(bb.feature_extractor)
+        bb.encoder.pos_conv_embed = _Bf16Autocast(bb.encoder.pos_conv_embed)
+    return q
+
+
 def build_hf_classifier(
     *,
     n_labels: int,

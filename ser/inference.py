@@ -52,7 +52,8 @@ Summary columns (:func:`summary_columns`): ``file, status`` (``ok``/``failed``),
 ``duration_s`` (native length, s), ``sample_rate`` (native, Hz), ``channels``,
 ``windows``, ``dominant_emotion`` (the label with the highest mean probability over
 the file's windows), ``p_<label>`` (mean probability), ``window_s``, ``hop_s``,
-``model`` (bundle folder name), ``error`` (the reason when failed).
+``model`` (bundle folder name, with ``@bf16`` or ``@int8`` for a reduced precision, so
+a resumed run never mixes precisions), ``error`` (the reason when failed).
 """
 
 from __future__ import annotations
@@ -107,6 +108,10 @@ class ModelBundle(Protocol):
     def predict_proba(self, windows: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
         """float32 ``[n, window_samples]`` → float32 ``[n, n_labels]``."""
         ...
+
+    # Optional: ``predict_proba_starts(signal, starts, *, batch_size)``, the probabilities of
+    # ``signal[s:s + window_samples]`` for each start (see ser.models.Bundle); used when
+    # present, so that a model can share work between overlapping windows.
 
 
 class ResumeError(ValueError):
@@ -234,14 +239,19 @@ def _check_run_options(batch_size: int, block_s: float) -> None:
         raise ValueError(f"block_s must be > 0 seconds; got {block_s!r}")
 
 
-def resolve_workers(workers: int | None) -> int:
-    """Feature worker processes: ``None`` or ``-1`` → one per usable CPU core, ``0`` → none.
+def resolve_workers(workers: int | None, *, heavy_model: bool = False) -> int:
+    """Feature worker processes: ``None`` or ``-1`` (auto) → one per usable CPU core, or
+    none for a ``heavy_model``; ``0`` → none.
+
+    A heavy model (a transformer backbone, ``Bundle.heavy``) keeps every core busy by
+    itself and the features cost about 2 % of its time, so they run inline rather than
+    in processes that would take cores from the model's threads.
 
     Raises:
         ValueError: another negative or a non-integer count.
     """
     if workers is None or (isinstance(workers, (int, np.integer)) and workers == -1):
-        return _usable_cores()
+        return 0 if heavy_model else _usable_cores()
     if not isinstance(workers, (int, np.integer)) or workers < 0:
         raise ValueError(f"workers must be an integer >= 0 (0 = compute features in this "
                          f"process), or -1 / None (one per CPU core); got {workers!r}")
@@ -267,7 +277,7 @@ def _usable_cores() -> int:
 
 
 @contextlib.contextmanager
-def _feature_workers(workers: int | None) -> Iterator[_Workers | None]:
+def _feature_workers(workers: int | None, *, heavy_model: bool = False) -> Iterator[_Workers | None]:
     """A pool of ``workers`` forked feature processes (None when 0).
 
     While the pool exists, torch (if loaded) runs the model with at most
@@ -275,7 +285,7 @@ def _feature_workers(workers: int | None) -> Iterator[_Workers | None]:
     processes do not oversubscribe the cores (OpenMP threads that wait for a core they
     share burn CPU); the previous setting is restored afterwards.
     """
-    n = resolve_workers(workers)
+    n = resolve_workers(workers, heavy_model=heavy_model)
     if n == 0:
         yield None
         return
@@ -361,7 +371,7 @@ def predict_recording(
     check_hop(hop_s, window_s=bundle.window_samples / bundle.sample_rate)
     _check_run_options(batch_size, block_s)
     opts = _feature_options(f0_method, voice_quality, egemaps)
-    with _feature_workers(workers) as pool:
+    with _feature_workers(workers, heavy_model=bool(getattr(bundle, "heavy", False))) as pool:
         df, _ = _predict_file(bundle, Path(path), hop_s=hop_s, batch_size=batch_size,
                               block_s=block_s, opts=opts, pool=pool, timings=timings)
     return df
@@ -440,11 +450,15 @@ def _predict_file(
                 t = time.perf_counter()
                 need = int(local[-1]) + win_n
                 ypad = audio.fix_length(y, max(need, len(y)))
-                frames_view = np.lib.stride_tricks.sliding_window_view(ypad, win_n)
-                for c0 in range(0, len(local), chunk):
-                    idx = local[c0:c0 + chunk]
-                    p = bundle.predict_proba(np.ascontiguousarray(frames_view[idx]), batch_size=batch_size)
-                    probs[i0 + c0:i0 + c0 + len(idx)] = p
+                shared = getattr(bundle, "predict_proba_starts", None)
+                if shared is not None:  # log-mel models share the frames of overlapping windows
+                    probs[i0:i1] = shared(ypad, local, batch_size=batch_size)
+                else:
+                    frames_view = np.lib.stride_tricks.sliding_window_view(ypad, win_n)
+                    for c0 in range(0, len(local), chunk):
+                        idx = local[c0:c0 + chunk]
+                        p = bundle.predict_proba(np.ascontiguousarray(frames_view[idx]), batch_size=batch_size)
+                        probs[i0 + c0:i0 + c0 + len(idx)] = p
                 _tick(timings, "log_mel_cnn", t)
                 while pool is not None and len(pending) > pool.n:
                     collect()
@@ -570,7 +584,7 @@ def predict_table(
         f0_method: ``"praat"`` or ``"pyin"``.
         voice_quality: add ``jitter_local, shimmer_local, hnr_db``.
         egemaps: add ``egemaps_<descriptor>_mean`` columns.
-        workers: feature processes (0: none, ``None`` or -1: one per CPU core).
+        workers: feature processes (0: none, ``None`` or -1: auto, see :func:`resolve_workers`).
 
     Returns:
         The window table written to ``out_csv``: ``recording, caregiver, level, phase``
@@ -612,7 +626,7 @@ def predict_table(
     todo = recs[~recs["recording"].isin(done)]
     bar = tqdm(todo.itertuples(index=False), total=len(todo), disable=not progress,
                desc="inference", unit="rec")
-    with _feature_workers(workers) as pool:
+    with _feature_workers(workers, heavy_model=bool(getattr(bundle, "heavy", False))) as pool:
         for row in bar:
             row = row._asdict()
             path = paths.resolve(str(row["path"]))
@@ -769,8 +783,11 @@ def _summary_row(file: str, df: pd.DataFrame, info: dict[str, Any], labels: list
 
 
 def _model_name(bundle: ModelBundle) -> str:
+    """Bundle folder name, with ``@bf16`` / ``@int8`` when not run in float32."""
     p = getattr(bundle, "path", None)
-    return Path(p).name if p is not None else ""
+    name = Path(p).name if p is not None else ""
+    precision = getattr(bundle, "precision", "fp32")
+    return name if precision == "fp32" else f"{name}@{precision}"
 
 
 def predict_paths(
@@ -813,7 +830,7 @@ def predict_paths(
         f0_method: ``"praat"`` or ``"pyin"``.
         voice_quality: add ``jitter_local, shimmer_local, hnr_db``.
         egemaps: add ``egemaps_<descriptor>_mean`` columns.
-        workers: feature processes (0: none, ``None`` or -1: one per CPU core).
+        workers: feature processes (0: none, ``None`` or -1: auto, see :func:`resolve_workers`).
         checkpoint_s: minimum seconds between two writes of ``output``.
         timings: if given, seconds per step are added (see :func:`predict_recording`),
             plus ``write``.
@@ -906,7 +923,7 @@ def predict_paths(
                file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio "
                                            "[{elapsed}<{remaining}]")
     try:
-        with _feature_workers(workers) as pool:
+        with _feature_workers(workers, heavy_model=bool(getattr(bundle, "heavy", False))) as pool:
             for f in todo:
                 k = str(f)
                 failures.pop(k, None)
@@ -948,6 +965,7 @@ def predict_cli(
     workers: int | None = None,
     batch_size: int = 64,
     device: str = "cpu",
+    precision: str = "fp32",
     resume: bool = True,
 ) -> int:
     """``ser predict MODEL PATH... [--hop S] [--format csv|json] [-o FILE]``.
@@ -967,9 +985,10 @@ def predict_cli(
         f0_method: ``"praat"`` (default) or ``"pyin"``.
         voice_quality: add jitter, shimmer, HNR.
         egemaps: add eGeMAPS descriptor means.
-        workers: feature processes (``None`` or -1: one per CPU core; 0: none).
+        workers: feature processes (``None`` or -1: auto, see :func:`resolve_workers`; 0: none).
         batch_size: windows per forward pass.
         device: torch device for the model (``"cpu"``, ``"cuda"``, ``"auto"``).
+        precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (see :func:`ser.models.load_bundle`).
         resume: keep files already finished in ``output``.
 
     Returns:
@@ -994,7 +1013,7 @@ def predict_cli(
         if not ok:
             return usage(f"--hop must be a number of seconds > 0; got --hop {hop_s}")
     try:
-        bundle = models.load_bundle(model, device=device)
+        bundle = models.load_bundle(model, device=device, precision=precision)
     except (FileNotFoundError, ValueError, OSError) as e:
         return usage(f"MODEL {model}: {e}")
     window_s = bundle.window_samples / bundle.sample_rate

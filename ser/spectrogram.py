@@ -1,7 +1,8 @@
 """Log-mel spectrograms and augmentation: the model's input features, in pure torch.
 
 Everything here works on batches on any device (no torchaudio). The mel filter
-matrix comes from :func:`librosa.filters.mel` (Slaney scale and norm), so
+matrix is librosa's (:func:`librosa.filters.mel`: Slaney scale and area norm), computed
+here in numpy so that loading a model does not import librosa (about 0.8 s), and
 :func:`log_mel` matches ``librosa.power_to_db(librosa.feature.melspectrogram(...))``.
 
 Shapes: waveforms are ``[B, T]`` float tensors (samples), spectrograms are
@@ -17,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -51,8 +51,36 @@ def mel_filterbank(
                          f"sample_rate={sample_rate}; lower fmax or leave it None")
     if not 0 <= fmin < top:
         raise ValueError(f"log-mel: need 0 <= fmin < fmax; got fmin={fmin}, fmax={top:g}")
-    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=top)
-    return fb.astype(np.float32)
+    fft_hz = np.linspace(0.0, nyquist, 1 + n_fft // 2)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(top), n_mels + 2))
+    width = np.diff(edges)
+    ramps = edges[:, None] - fft_hz[None, :]
+    rising = -ramps[:-2] / width[:-1, None]
+    falling = ramps[2:] / width[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]  # Slaney: constant area per band
+    return weights.astype(np.float32)
+
+
+# Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, log above.
+_F_SP = 200.0 / 3          # Hz per mel in the linear part
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOGSTEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: float | np.ndarray) -> np.ndarray:
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz / _F_SP
+    log = _MIN_LOG_MEL + np.log(np.maximum(hz, _MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOGSTEP
+    return np.where(hz >= _MIN_LOG_HZ, log, linear)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    linear = _F_SP * mel
+    log = _MIN_LOG_HZ * np.exp(_LOGSTEP * (np.maximum(mel, _MIN_LOG_MEL) - _MIN_LOG_MEL))
+    return np.where(mel >= _MIN_LOG_MEL, log, linear)
 
 
 def mel_bands(filterbank: Tensor, *, group: int = 16) -> list[tuple[int, int, Tensor]]:
@@ -77,6 +105,23 @@ def mel_bands(filterbank: Tensor, *, group: int = 16) -> list[tuple[int, int, Te
         lo, hi = (int(used.min()), int(used.max()) + 1) if len(used) else (0, 1)
         bands.append((lo, hi, fb[rows][:, lo:hi].t().repeat_interleave(2, dim=0).contiguous()))
     return bands
+
+
+def _mel_power(frames: Tensor, window: Tensor, bands: Sequence[tuple[int, int, Tensor]]) -> Tensor:
+    """Mel power ``[..., n, n_mels]`` of frames ``[..., n, n_fft]`` (float32)."""
+    spec = torch.fft.rfft(frames * window.to(frames.device), dim=-1)  # [..., n, n_bins]
+    power = torch.view_as_real(spec).square_().flatten(-2)  # [..., n, 2 n_bins]: re^2, im^2
+    return torch.cat([torch.matmul(power[..., 2 * lo:2 * hi], w.to(frames.device))
+                      for lo, hi, w in bands], dim=-1)
+
+
+def _to_db(mel: Tensor, top_db: float | None) -> Tensor:
+    """``10 log10`` in place on frame-major mel power ``[B, frames, n_mels]``, clipped per example."""
+    db = mel.clamp_min_(_AMIN).log10_().mul_(10.0)
+    if top_db is not None:
+        peak = db.amax(dim=(1, 2), keepdim=True)
+        db = torch.maximum(db, peak - top_db)
+    return db
 
 
 def log_mel_from_filterbank(
@@ -115,16 +160,84 @@ def log_mel_from_filterbank(
         wave = wave.float()
         half = n_fft // 2
         frames = F.pad(wave, (half, half)).unfold(-1, n_fft, hop_length)  # [B, frames, n_fft] view
-        spec = torch.fft.rfft(frames * window.to(wave.device), dim=-1)  # [B, frames, n_bins]
-        power = torch.view_as_real(spec).square_().flatten(-2)  # [B, frames, 2 n_bins]: re^2, im^2
-        mel = torch.cat([torch.matmul(power[..., 2 * lo:2 * hi], w.to(wave.device))
-                         for lo, hi, w in bands], dim=-1)  # [B, frames, n_mels]
-        db = mel.clamp_min_(_AMIN).log10_().mul_(10.0)
-        if top_db is not None:
-            peak = db.amax(dim=(1, 2), keepdim=True)
-            db = torch.maximum(db, peak - top_db)
-        db = db.transpose(1, 2)
+        db = _to_db(_mel_power(frames, window, bands), top_db).transpose(1, 2)
     return db.squeeze(0) if squeeze else db
+
+
+def log_mel_windows_from_filterbank(
+    wave: Tensor, starts: Tensor, *, window_n: int, filterbank: Tensor, n_fft: int,
+    hop_length: int, window: Tensor, top_db: float | None = 80.0,
+    bands: Sequence[tuple[int, int, Tensor]] | None = None,
+) -> Tensor:
+    """Log-mel of many overlapping windows of one signal, each frame computed once.
+
+    The result equals :func:`log_mel_from_filterbank` of the stacked windows
+    ``wave[s:s + window_n]`` (up to float rounding), but frames that lie wholly inside a
+    window are taken from one frame grid over the whole signal, so overlapping windows
+    share them (a 50 % hop halves the FFT work). Only the few frames at each window's
+    edges, which see the window's zero padding, are computed per window, and the
+    ``top_db`` clipping is applied per window as before.
+
+    Args:
+        wave: one waveform ``[T]``; every ``s + window_n <= T``.
+        starts: window start samples ``[N]`` (int64), each a multiple of ``hop_length``.
+        window_n: window length in samples.
+        filterbank, n_fft, hop_length, window, top_db, bands: as for
+            :func:`log_mel_from_filterbank`.
+
+    Returns:
+        ``[N, n_mels, frames]`` float32 dB, ``frames = 1 + window_n // hop_length`` (even
+        ``n_fft``).
+
+    Raises:
+        ValueError: a start that is not a multiple of ``hop_length`` or a window past
+            the end of ``wave``, or a window shorter than one FFT frame.
+    """
+    if wave.ndim != 1:
+        raise ValueError(f"log-mel windows: expected one waveform [T]; got shape {tuple(wave.shape)}")
+    starts = torch.as_tensor(starts, dtype=torch.long).flatten()
+    half = n_fft // 2
+    n_frames = (window_n + 2 * half - n_fft) // hop_length + 1
+    j_lo = -(-half // hop_length)  # first frame that needs no left padding
+    j_hi = (window_n + half - n_fft) // hop_length  # last frame that needs no right padding
+    if window_n < n_fft or j_lo > j_hi:
+        raise ValueError(f"log-mel windows: a window of {window_n} samples is too short for "
+                         f"frames of {n_fft} samples every {hop_length}")
+    if len(starts) and (bool((starts % hop_length != 0).any()) or int(starts.min()) < 0
+                        or int(starts.max()) + window_n > wave.shape[-1]):
+        raise ValueError(f"log-mel windows: starts must be multiples of hop_length={hop_length} "
+                         f"with every window inside the {wave.shape[-1]}-sample signal")
+    if bands is None:
+        bands = mel_bands(filterbank)
+    with torch.autocast(device_type=wave.device.type, enabled=False):
+        wave = wave.float()
+        starts = starts.to(wave.device)
+        # interior frames from one grid over the signal: grid frame k covers
+        # [k hop - half, k hop - half + n_fft), so window frame j of start s is k = s / hop + j
+        lo_k = int(starts.min()) // hop_length + j_lo if len(starts) else 0
+        hi_k = int(starts.max()) // hop_length + j_hi + 1 if len(starts) else 0
+        a = lo_k * hop_length - half
+        grid = wave[a:(hi_k - 1) * hop_length - half + n_fft].unfold(-1, n_fft, hop_length)
+        mel_grid = _mel_power(grid, window, bands)  # [hi_k - lo_k, n_mels]
+        k = (starts // hop_length + j_lo - lo_k)[:, None] + torch.arange(j_hi - j_lo + 1, device=wave.device)
+        inner = mel_grid[k]  # [N, interior frames, n_mels]
+        pos = torch.arange(window_n, device=wave.device)
+        # head frames 0..j_lo-1 and tail frames j_hi+1.. see the window's zero padding
+        head_n = min(window_n, (j_lo - 1) * hop_length - half + n_fft) if j_lo > 0 else 0
+        parts = []
+        if j_lo > 0:
+            head = wave[starts[:, None] + pos[:head_n]]
+            frames = F.pad(head, (half, n_fft)).unfold(-1, n_fft, hop_length)[:, :j_lo]
+            parts.append(_mel_power(frames, window, bands))
+        parts.append(inner)
+        n_tail = n_frames - 1 - j_hi
+        if n_tail > 0:
+            t0 = (j_hi + 1) * hop_length - half
+            tail = wave[starts[:, None] + pos[t0:]]
+            frames = F.pad(tail, (0, n_fft)).unfold(-1, n_fft, hop_length)[:, :n_tail]
+            parts.append(_mel_power(frames, window, bands))
+        mel = torch.cat(parts, dim=1) if len(parts) > 1 else inner.clone()
+        return _to_db(mel, top_db).transpose(1, 2)
 
 
 def log_mel(
@@ -193,11 +306,29 @@ class LogMel(nn.Module):
         """Number of frames for a waveform of ``n_samples`` samples."""
         return 1 + n_samples // self.hop_length
 
+    def _bands(self) -> list[tuple[int, int, Tensor]]:
+        return [(lo, hi, getattr(self, f"band_{i}")) for i, (lo, hi) in enumerate(self._band_ranges)]
+
     def forward(self, wave: Tensor) -> Tensor:
-        bands = [(lo, hi, getattr(self, f"band_{i}")) for i, (lo, hi) in enumerate(self._band_ranges)]
         return log_mel_from_filterbank(wave, self.filterbank, n_fft=self.n_fft,
                                        hop_length=self.hop_length, window=self.window,
-                                       top_db=self.top_db, bands=bands)
+                                       top_db=self.top_db, bands=self._bands())
+
+    def windows(self, wave: Tensor, starts: Tensor, *, window_n: int) -> Tensor:
+        """``forward`` of the windows ``wave[s:s + window_n]``, sharing overlapping frames.
+
+        See :func:`log_mel_windows_from_filterbank` (starts must be multiples of
+        ``hop_length``; :meth:`can_share_frames` says whether a hop allows it).
+        """
+        return log_mel_windows_from_filterbank(
+            wave, starts, window_n=window_n, filterbank=self.filterbank, n_fft=self.n_fft,
+            hop_length=self.hop_length, window=self.window, top_db=self.top_db, bands=self._bands())
+
+    def can_share_frames(self, *, window_n: int, hop_n: int) -> bool:
+        """Whether windows ``window_n`` long every ``hop_n`` samples can use :meth:`windows`."""
+        half = self.n_fft // 2
+        j_lo, j_hi = -(-half // self.hop_length), (window_n + half - self.n_fft) // self.hop_length
+        return hop_n % self.hop_length == 0 and window_n >= self.n_fft and j_lo <= j_hi
 
 
 def normalize_window(spec: Tensor, *, eps: float = 1e-5) -> Tensor:

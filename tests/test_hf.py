@@ -308,3 +308,33 @@ def test_flop_estimate_for_base_sized_model_and_training_rule() -> None:
                                                  freeze_feature_encoder=False)
     assert full == pytest.approx(3 * fwd)
     assert frozen == pytest.approx(3 * fwd - 2 * b["feature_encoder"] / 3.0)
+
+
+def test_int8_bundle_quantises_linears_and_stays_close(tmp_path) -> None:
+    model = _tiny("wav2vec2").eval()
+    models.save_bundle(tmp_path / "b", model, labels=["a", "b", "c", "d"], sample_rate=SR,
+                       window_s=0.25, features=models.features_config(), arch="hf",
+                       arch_params=hf.hf_arch_params(model), train_params={}, split={},
+                       metrics={})
+    ref_b = models.load_bundle(tmp_path / "b")
+    q_b = models.load_bundle(tmp_path / "b", precision="int8")
+    assert ref_b.heavy and q_b.heavy
+    x = _waves(3, ref_b.window_samples).numpy()
+    ref, got = ref_b.predict_proba(x), q_b.predict_proba(x)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+    assert np.abs(got - ref).max() < 0.05
+    linears = [type(m) for m in q_b.model.modules() if type(m).__name__ == "Linear"]
+    assert linears and all("quantized" in t.__module__ for t in linears)  # every Linear swapped
+
+
+def test_quantize_for_cpu_leaves_the_model_unchanged() -> None:
+    model = _tiny("hubert").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    q = hf.quantize_for_cpu(model, bf16_convs=True)
+    assert isinstance(model.backbone.feature_extractor, torch.nn.Module)
+    assert type(q.backbone.feature_extractor).__name__ == "_Bf16Autocast"
+    assert type(model.backbone.feature_extractor).__name__ != "_Bf16Autocast"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    x = _waves(2, 4000)
+    with torch.inference_mode():
+        assert q(x).dtype == torch.float32 and q(x).shape == (2, model.n_labels)

@@ -186,3 +186,32 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             models.resolve_device("cuda")
+
+
+@pytest.mark.parametrize("hop", [80, 200, 37])  # 37: not a multiple of the frame hop -> per window
+def test_predict_proba_starts_equals_predict_proba(tmp_path, hop):
+    bundle = models.load_bundle(_save(tmp_path / "b").parent)
+    y = _windows(1, length=SR * 3)[0]
+    starts = np.arange(0, len(y) - bundle.window_samples + 1, hop)
+    view = np.lib.stride_tricks.sliding_window_view(y, bundle.window_samples)
+    ref = bundle.predict_proba(np.ascontiguousarray(view[starts]), batch_size=7)
+    got = bundle.predict_proba_starts(y, starts, batch_size=7)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="window starts must lie in"):
+        bundle.predict_proba_starts(y, [len(y) - 10])
+
+
+def test_reduced_precisions_stay_close_to_fp32(tmp_path):
+    folder = _save(tmp_path / "b").parent
+    x = _windows(6)
+    ref = models.load_bundle(folder).predict_proba(x)
+    for precision in ("bf16", "int8"):
+        b = models.load_bundle(folder, precision=precision)
+        assert b.precision == precision
+        p = b.predict_proba(x)
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+        assert np.abs(p - ref).max() < 0.05, precision
+    int8 = models.load_bundle(folder, precision="int8")
+    assert any("quantized" in type(m).__module__ for m in int8.model.modules())
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, int8"):
+        models.load_bundle(folder, precision="half")

@@ -295,3 +295,24 @@ def test_failed_files_are_retried_on_resume(model_dir, tmp_path, monkeypatch):
     assert _run(model_dir, d, "-o", out) == 0  # the failure is gone; a.wav kept, b.wav added
     assert pd.read_csv(out)["file"].unique().tolist() == [str(d / "a.wav"), str(d / "b.wav")]
     assert pd.read_csv(tmp_path / "r.failures.csv").empty
+
+
+def test_precision_is_recorded_and_a_resume_never_mixes_precisions(model_dir, audio_dir, tmp_path, capsys):
+    out = tmp_path / "p.csv"
+    assert _run(model_dir, audio_dir / "a.wav", "-o", out, "--precision", "int8") == 0
+    summ = pd.read_csv(tmp_path / "p.summary.csv")
+    assert summ["model"].tolist() == ["tiny_cnn@int8"]
+    win = pd.read_csv(out)
+    np.testing.assert_allclose(win.filter(like="p_").sum(axis=1), 1.0, atol=1e-5)
+    assert _run(model_dir, audio_dir / "a.wav", "-o", out) == 2  # fp32 onto an int8 run
+    assert "tiny_cnn@int8" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", str(model_dir), str(audio_dir / "a.wav"), "--precision", "fp16"])
+    assert exc.value.code == 2 and "--precision" in capsys.readouterr().err
+
+
+def test_workers_auto_is_inline_for_heavy_models():
+    assert inference.resolve_workers(None, heavy_model=True) == 0
+    assert inference.resolve_workers(-1, heavy_model=True) == 0
+    assert inference.resolve_workers(2, heavy_model=True) == 2
+    assert inference.resolve_workers(None) == inference.resolve_workers(-1) >= 1

@@ -145,3 +145,58 @@ def test_freq_warp_moves_energy_up_or_down_and_keeps_shape():
     assert torch.equal(freq_warp(spec, max_warp=0.0), spec)
     with pytest.raises(ValueError, match=r"max_warp must be in \[0, 1\)"):
         freq_warp(spec, max_warp=1.0)
+
+
+@pytest.mark.parametrize("sr, n_fft, n_mels, fmin, fmax", [
+    (16000, 512, 64, 50.0, None), (16000, 400, 40, 0.0, 8000.0), (22050, 1024, 128, 20.0, None),
+    (8000, 256, 26, 300.0, 3000.0), (48000, 2048, 80, 0.0, 12000.0),
+])
+def test_mel_filterbank_equals_librosa(sr, n_fft, n_mels, fmin, fmax):
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin,
+                              fmax=sr / 2 if fmax is None else fmax)
+    got = mel_filterbank(sample_rate=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-7)
+
+
+def test_loading_a_log_mel_model_does_not_import_librosa():
+    """librosa (with scipy.signal) costs ~0.8 s of start-up for every ``ser predict``."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ser.spectrogram import LogMel; LogMel(sample_rate=16000); "
+            "print('librosa' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("n_fft, hop, window_n, top_db", [
+    (512, 160, 32000, 80.0),   # the default front end, 2 s windows
+    (400, 160, 16000, None),
+    (511, 100, 5000, 80.0),    # odd FFT size
+    (256, 80, 400, 80.0),      # short window: few interior frames
+    (1024, 256, 1024, 60.0),   # one interior frame
+])
+def test_windows_share_frames_and_equal_the_per_window_spectrogram(n_fft, hop, window_n, top_db):
+    m = LogMel(sample_rate=16000, n_fft=n_fft, hop_length=hop, top_db=top_db)
+    y = torch.from_numpy(_signal(16000, 3.0, seed=3))
+    y[5000:9000] = 0.0  # a silent stretch: the per-window top_db clip must still be per window
+    starts = torch.arange(0, len(y) - window_n + 1, hop * 3)
+    got = m.windows(y, starts, window_n=window_n)
+    ref = m(torch.stack([y[s:s + window_n] for s in starts.tolist()]))
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-4)
+    assert m.can_share_frames(window_n=window_n, hop_n=hop * 3)
+
+
+def test_windows_reject_bad_starts_and_short_windows():
+    m = LogMel(sample_rate=16000)
+    y = torch.zeros(40000)
+    with pytest.raises(ValueError, match="multiples of hop_length=160"):
+        m.windows(y, torch.tensor([0, 100]), window_n=32000)
+    with pytest.raises(ValueError, match="inside the 40000-sample signal"):
+        m.windows(y, torch.tensor([0, 16000]), window_n=32000)
+    with pytest.raises(ValueError, match="too short"):
+        m.windows(y, torch.tensor([0]), window_n=300)
+    assert not m.can_share_frames(window_n=32000, hop_n=100)
+    assert not m.can_share_frames(window_n=300, hop_n=160)
