@@ -190,13 +190,13 @@ def run(*, profile: str | None = "demo", from_stage: str | None = None,
     record["finished_utc"] = _now()
     save()
     if render:
-        from ser import report
+        from ser import browser, report
 
         try:
             index = report.render()
             record["report"] = str(Path(index).relative_to(paths.results_dir()))
             print(f"[ser] report: {index}", flush=True)
-            record["browser_check"] = _browser_check(report, Path(index))
+            record["browser_check"] = _browser_check(browser, Path(index))
         except Exception as err:  # noqa: BLE001
             print(f"[ser] report rendering failed: {type(err).__name__}: {err}", file=sys.stderr)
             record["report"] = None
@@ -216,14 +216,14 @@ def _add_python_warning_filter(spec: str) -> None:
         os.environ["PYTHONWARNINGS"] = ",".join([*current, spec])
 
 
-def _browser_check(report: Any, index: Path) -> dict[str, Any] | None:
+def _browser_check(browser: Any, index: Path) -> dict[str, Any] | None:
     """Open the rendered index in headless Chromium (when installed) and keep a screenshot."""
-    if report.find_chromium() is None:
+    if browser.find_chromium() is None:
         print("[ser] Chromium not found: skipping the browser check of the report", flush=True)
         return None
     shot = paths.results_dir() / "site_screenshot.png"
     try:
-        res = report.browser_check(index, screenshot=shot)
+        res = browser.browser_check(index, screenshot=shot)
     except Exception as err:  # noqa: BLE001 - a check, not a stage: report and go on
         print(f"[ser] browser check could not run: {type(err).__name__}: {err}", flush=True)
         return {"error": f"{type(err).__name__}: {err}"}

@@ -16,17 +16,16 @@ Both paths read the same sources, ``index.qmd`` and ``methods.qmd``. They are fi
 failed, was skipped or left a notebook from an older run (different params) becomes a
 visible "not available" callout, so a stale figure can never appear. Executed notebooks
 are copied to ``results/report/notebooks/`` with paths and audio file names scrubbed
-(privacy), and stages without a usable notebook get a placeholder page saying why.
+(:class:`ser.privacy.Scrubber`), and stages without a usable notebook get a placeholder
+page saying why.
 
 With the Quarto CLI on PATH the prepared sources are rendered by ``quarto render`` in a
 staging project (``results/report/quarto/``, a copy of ``_quarto.yml`` with its output
 redirected); without it the fallback renders the same text with mistune and nbconvert
 and says so in a banner at the top of every page. Every rendered file is then scanned
-for the recordings' paths and file names (``scan_for_identifiers``); a hit removes the
-page and raises ``PrivacyError``.
-
-``browser_check()`` opens a page in headless Chromium (DevTools protocol) and reports
-console errors, images that did not load and requests that left the machine.
+for the recordings' paths and file names (:func:`ser.privacy.check_site`); a hit removes
+the page and raises :class:`ser.privacy.PrivacyError`. The headless-browser check of
+the rendered site is :mod:`ser.browser`.
 """
 
 from __future__ import annotations
@@ -42,11 +41,8 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +51,7 @@ import nbformat
 import pandas as pd
 import yaml
 
-from ser import paths
+from ser import paths, privacy
 from ser.provenance import atomic_write_text, hash_inputs
 
 log = logging.getLogger(__name__)
@@ -78,16 +74,6 @@ REPORT_STATUSES: tuple[str, ...] = (*RUN_STATUSES, "missing", "stale", "not run"
 LEVEL_ORDER: tuple[str, ...] = ("untrained", "beginner", "intermediate", "expert")
 PHASE_ORDER: tuple[str, ...] = ("control", "care")
 
-AUDIO_EXTENSIONS: tuple[str, ...] = (
-    "wav", "wave", "flac", "mp3", "ogg", "oga", "opus", "m4a", "aac", "wma", "aif",
-    "aiff", "webm", "mp4", "m4v", "mov", "amr", "3gp",
-)
-_AUDIO_NAME = re.compile(
-    r"[^\s\"'<>()\[\]{}|,;=`]*\.(?:" + "|".join(AUDIO_EXTENSIONS) + r")\b", re.IGNORECASE)
-_DATA_PATH = re.compile(r"(?<![\w./\\-])data[/\\][^\s\"'<>()\[\]{},;|`]*")
-_WITHHELD_FILE = "[file withheld]"
-_WITHHELD_PATH = "[path withheld]"
-
 _INCLUDE = re.compile(r"^[ \t]*\{\{<\s*include\s+(\S+?)\s*>\}\}[ \t]*$", re.MULTILINE)
 _EMBED = re.compile(r"^[ \t]*\{\{<\s*embed\s+([^\s#>]+)#([\w.:-]+)[^>]*>\}\}[ \t]*$",
                     re.MULTILINE)
@@ -100,10 +86,6 @@ def _write_text(path: Path, text: str) -> Path:
     atomic_write_text(path, text)
     path.chmod(0o644)
     return path
-
-
-class PrivacyError(RuntimeError):
-    """A rendered page still contains a recording's path or file name."""
 
 
 class QuartoError(RuntimeError):
@@ -177,7 +159,8 @@ def load_run_record(results_dir: Path) -> dict[str, Any] | None:
         raise ValueError(f"{path} is not valid JSON ({exc}); rerun `ser run` to rewrite "
                          "it") from exc
     if not isinstance(run, dict) or not isinstance(run.get("stages", []), list):
-        raise ValueError(f"{path} must hold an object with a 'stages' list; rerun `ser run`")
+        raise ValueError(  # noqa: TRY004 - a bad file, not a bad argument
+            f"{path} must hold an object with a 'stages' list; rerun `ser run`")
     for rec in run.get("stages", []):
         if rec.get("status") not in RUN_STATUSES:
             raise ValueError(f"{path}: stage {rec.get('stage')!r} has status "
@@ -435,134 +418,6 @@ def _quarto_config() -> dict[str, Any]:
     return yaml.safe_load(QUARTO_CONFIG.read_text(encoding="utf-8")) or {}
 
 
-# ----------------------------------------------------------------------------- privacy
-
-
-class _Scrubber:
-    """Replaces recording paths, file names and data locations in text."""
-
-    def __init__(self, literals: Iterable[str], *, roots: Iterable[str] = (),
-                 renames: Mapping[str, str] | None = None) -> None:
-        self._renames = sorted((renames or {}).items(), key=lambda kv: len(kv[0]), reverse=True)
-        self._roots = sorted({r for r in roots if r and len(r) > 3}, key=len, reverse=True)
-        self._literals = sorted({s for s in literals if s and len(s) > 3}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        if not text:
-            return text
-        for old, new in self._renames:
-            text = text.replace(old, new)
-        for root in self._roots:
-            text = text.replace(root, _WITHHELD_PATH)
-        text = _DATA_PATH.sub(_WITHHELD_PATH, text)
-        for lit in self._literals:
-            text = text.replace(lit, _WITHHELD_FILE)
-        return _AUDIO_NAME.sub(_keep_wildcards, text)
-
-    def notebook(self, nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-        """A scrubbed deep copy: sources, text outputs, tracebacks; images untouched."""
-        nb = copy.deepcopy(nb)
-        meta = nb.get("metadata", {})
-        pm = meta.get("papermill")
-        if isinstance(pm, dict):  # input/output paths; keep only the parameters
-            meta["papermill"] = {"parameters": self.value(pm.get("parameters", {}))}
-        for cell in nb.cells:
-            cell.source = self(cell.source)
-            cell.get("metadata", {}).pop("papermill", None)
-            for out in cell.get("outputs", []):
-                if "text" in out:
-                    out["text"] = self(_joined(out["text"]))
-                if "traceback" in out:
-                    out["traceback"] = [self(line) for line in out["traceback"]]
-                if "evalue" in out:
-                    out["evalue"] = self(out["evalue"])
-                for mime, payload in list(out.get("data", {}).items()):
-                    if mime.startswith("image/") and mime != "image/svg+xml":
-                        continue
-                    out["data"][mime] = self.value(_joined(payload) if isinstance(payload, list)
-                                                   else payload)
-        return nb
-
-    def value(self, obj: Any) -> Any:
-        """Scrub every string inside a JSON-like value."""
-        if isinstance(obj, str):
-            return self(obj)
-        if isinstance(obj, Mapping):
-            return {k: self.value(v) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return [self.value(v) for v in obj]
-        return obj
-
-
-def _keep_wildcards(m: re.Match[str]) -> str:
-    stem = m.group(0).rsplit(".", 1)[0]
-    return m.group(0) if not re.search(r"[A-Za-z0-9]", stem) else _WITHHELD_FILE
-
-
-def _joined(text: Any) -> str:
-    return "".join(text) if isinstance(text, list) else str(text)
-
-
-def _manifest_identifiers(manifest: pd.DataFrame) -> list[str]:
-    """Paths (as written and with ``/``) and file names with extension of a manifest."""
-    if "path" not in manifest.columns:
-        raise ValueError("manifest has no 'path' column: pass the recordings manifest "
-                         "(manifest.csv or results/tables/recordings.csv)")
-    out: set[str] = set()
-    for raw in manifest["path"].dropna().astype(str):
-        raw = raw.strip()
-        if not raw:
-            continue
-        posix = raw.replace("\\", "/")
-        name = posix.rsplit("/", 1)[-1]
-        out.update({raw, posix, name})
-    return sorted(out)
-
-
-def scan_for_identifiers(site_dir: str | os.PathLike[str], manifest: pd.DataFrame, *,
-                         extra: Iterable[str] = ()) -> list[str]:
-    """Find recording paths and file names in a rendered site.
-
-    Every HTML (and JSON/XML/text) file under ``site_dir`` is searched for each
-    manifest ``path`` (as written, and with ``/`` separators) and each file name with
-    its extension (``p001_care.wav``). Stems alone are not searched: they may equal
-    the pseudonymous recording ids the report is allowed to show. Audio files inside
-    the site are reported too.
-
-    Args:
-        site_dir: the rendered site folder.
-        manifest: a table with a ``path`` column (``manifest.csv`` or
-            ``recordings.csv``).
-        extra: more strings that must not appear (e.g. the data folder's location).
-
-    Returns:
-        ``"<file relative to site_dir>: <identifier>"`` per hit, sorted; ``[]`` when clean.
-
-    Raises:
-        FileNotFoundError: ``site_dir`` does not exist.
-        ValueError: the manifest has no ``path`` column.
-    """
-    site = Path(site_dir)
-    if not site.is_dir():
-        raise FileNotFoundError(f"site folder {site} does not exist: render the report first")
-    needles = [s for s in {*_manifest_identifiers(manifest), *extra} if s]
-    needles += [html.escape(s) for s in needles if html.escape(s) != s]
-    hits: set[str] = set()
-    text_suffixes = {".html", ".htm", ".json", ".xml", ".txt", ".md", ".ipynb", ".csv", ".js"}
-    for f in sorted(p for p in site.rglob("*") if p.is_file()):
-        rel = f.relative_to(site).as_posix()
-        if f.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS:
-            hits.add(f"{rel}: audio file in the site")
-            continue
-        if f.suffix.lower() not in text_suffixes or "site_libs" in f.parts:
-            continue
-        text = f.read_text(encoding="utf-8", errors="replace")
-        for needle in needles:
-            if needle in text:
-                hits.add(f"{rel}: {html.unescape(needle)}")
-    return sorted(hits)
-
-
 # ------------------------------------------------------------------- generated inputs
 
 
@@ -793,7 +648,7 @@ def _when(iso: Any) -> str:
     except ValueError:
         return str(iso)
     if t.tzinfo is not None:
-        t = t.astimezone(datetime.timezone.utc)
+        t = t.astimezone(datetime.UTC)
     return t.strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -907,8 +762,8 @@ def _model_card(results_dir: Path, states: Sequence[StageState], ok: set[str]) -
         rows = [["Name", f"`{mj.parent.name}`"],
                 ["Architecture", f"`{card.get('arch', '–')}`"],
                 ["Emotions (labels)", ", ".join(map(str, card.get("labels", []))) or "–"],
-                ["Input", f"{_fmt(card.get('window_s'))} s windows at "
-                          f"{_int(card.get('sample_rate'))} Hz"]]
+                ["Input", (f"{_fmt(card.get('window_s'))} s windows at "
+                           f"{_int(card.get('sample_rate'))} Hz")]]
         for key, label in (("arch_params", "Architecture parameters"),
                            ("features", "Features (log-mel)"),
                            ("train_params", "Training parameters")):
@@ -925,8 +780,9 @@ def _model_card(results_dir: Path, states: Sequence[StageState], ok: set[str]) -
                 rows.append([f"Speakers: {part}", f"{len(sp)}: " + ", ".join(map(str, sp))])
         metrics = card.get("metrics") or {}
         if isinstance(metrics, Mapping):
-            flat = [(k, metrics)] if not any(isinstance(v, Mapping) for v in metrics.values()) \
-                else [(k, v) for k, v in metrics.items() if isinstance(v, Mapping)]
+            nested = any(isinstance(v, Mapping) for v in metrics.values())
+            flat = ([(k, v) for k, v in metrics.items() if isinstance(v, Mapping)] if nested
+                    else [("", metrics)])
             for part, values in flat:
                 shown = [f"{_METRIC_NAMES[m]} {_fmt(values[m])}" for m in _METRIC_NAMES
                          if isinstance(values.get(m), (int, float))]
@@ -962,7 +818,7 @@ def _df_markdown(df: pd.DataFrame, *, max_rows: int = 20, max_cols: int = 10) ->
 
 
 def write_generated_inputs(results_dir: Path, run: Mapping[str, Any] | None,
-                           states: Sequence[StageState], scrub: _Scrubber, *,
+                           states: Sequence[StageState], scrub: privacy.Scrubber, *,
                            self_contained: bool) -> Path:
     """Write the include files of ``index.qmd``/``methods.qmd`` to ``results/report/``.
 
@@ -1007,7 +863,7 @@ class _Context:
     results_dir: Path
     run: dict[str, Any] | None
     states: list[StageState]
-    scrub: _Scrubber
+    scrub: privacy.Scrubber
     notebooks: dict[str, nbformat.NotebookNode]  # staged (scrubbed) notebooks by stage
     figures: dict[str, dict[str, Figure]]  # of stages whose figures may be shown
 
@@ -1102,7 +958,7 @@ def _status_callout(state: StageState) -> str:
                     f"{_sentence(state.reason)}")
 
 
-def _stage_notebook(state: StageState, scrub: _Scrubber) -> nbformat.NotebookNode:
+def _stage_notebook(state: StageState, scrub: privacy.Scrubber) -> nbformat.NotebookNode:
     """The notebook the report shows for a stage, scrubbed of paths and file names."""
     nb = (_read_notebook(state.executed) if state.executed is not None else None)
     if nb is None:
@@ -1144,7 +1000,7 @@ def _build_context(results_dir: Path, *, self_contained: bool) -> _Context:
     literals: list[str] = []
     recordings = _read_csv(results_dir / "tables" / "recordings.csv")
     if recordings is not None and "path" in recordings.columns:
-        literals += _manifest_identifiers(recordings)
+        literals += privacy.manifest_identifiers(recordings)
     roots = {str(paths.data_dir()), str(paths.data_dir().as_posix())}
     for rec in (run or {}).get("stages", []):
         for v in (rec.get("params") or {}).values():
@@ -1152,7 +1008,7 @@ def _build_context(results_dir: Path, *, self_contained: bool) -> _Context:
                     and not v.startswith("results")):
                 roots.add(v)
     roots.add(str(paths.ROOT))
-    scrub = _Scrubber(literals, roots=roots, renames={str(results_dir): "results"})
+    scrub = privacy.Scrubber(literals, roots=roots, renames={str(results_dir): "results"})
     notebooks, figures = {}, {}
     for st in states:
         nb = _stage_notebook(st, scrub)
@@ -1203,7 +1059,7 @@ def find_quarto() -> str | None:
 def _run_quarto(quarto: str, args: Sequence[str], *, cwd: Path) -> None:
     env = {**os.environ, "QUARTO_PYTHON": sys.executable}
     proc = subprocess.run([quarto, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=1800)
+                          timeout=1800, check=False)
     if proc.returncode != 0:
         raise QuartoError(f"`quarto {' '.join(args)}` failed with exit code {proc.returncode} "
                           f"in {cwd}:\n{(proc.stderr or proc.stdout)[-6000:]}")
@@ -1375,8 +1231,8 @@ def _nav_html(ctx: _Context, *, page: str, self_contained: bool) -> str:
     cfg = _quarto_config()
     site = cfg.get("website", {})
     status = {s.page: s.status for s in ctx.states}
-    parts = [f'<a class="ser-brand" href="{_rel("index.html", page)}">'
-             f'{html.escape(str(site.get("title", "Report")))}</a>']
+    parts = [(f'<a class="ser-brand" href="{_rel("index.html", page)}">'
+              f'{html.escape(str(site.get("title", "Report")))}</a>')]
 
     def link(item: Mapping[str, Any]) -> str:
         href = str(item.get("href", ""))
@@ -1541,9 +1397,9 @@ def external_references(html_text: str) -> list[str]:
     Looks at ``src``/``href`` attributes and CSS ``url()``/``@import``; ``data:`` and
     in-page ``#`` links are local.
     """
-    found = re.findall(r'(?:src|href)\s*=\s*["\']\s*((?:https?:)?//[^"\']+)', html_text, re.I)
-    found += re.findall(r'url\(\s*["\']?\s*((?:https?:)?//[^)"\']+)', html_text, re.I)
-    found += re.findall(r'@import\s+["\']((?:https?:)?//[^"\']+)', html_text, re.I)
+    found = re.findall(r'(?:src|href)\s*=\s*["\']\s*((?:https?:)?//[^"\']+)', html_text, re.IGNORECASE)
+    found += re.findall(r'url\(\s*["\']?\s*((?:https?:)?//[^)"\']+)', html_text, re.IGNORECASE)
+    found += re.findall(r'@import\s+["\']((?:https?:)?//[^"\']+)', html_text, re.IGNORECASE)
     return sorted(set(found))
 
 
@@ -1569,7 +1425,8 @@ def render(*, results_dir: str | os.PathLike[str] | None = None, use_quarto: boo
             source (``_quarto.yml``, ``index.qmd``, ``methods.qmd``) is missing.
         QuartoError: ``quarto render`` failed; the fallback site was written first, so
             HTML exists, and the error carries Quarto's stderr.
-        PrivacyError: a rendered file still names a recording; it was deleted.
+        ser.privacy.PrivacyError: a rendered file still names a recording; it was
+            deleted.
     """
     results = Path(results_dir).resolve() if results_dir is not None else paths.results_dir()
     if not results.is_dir():
@@ -1617,196 +1474,4 @@ def _privacy_check(site: Path, results: Path) -> None:
     recordings = _read_csv(results / "tables" / "recordings.csv")
     manifest = (recordings if recordings is not None and "path" in recordings.columns
                 else pd.DataFrame({"path": []}))
-    hits = scan_for_identifiers(site, manifest, extra=[str(paths.data_dir())])
-    if not hits:
-        return
-    for f in {h.split(": ", 1)[0] for h in hits}:
-        (site / f).unlink(missing_ok=True)
-    raise PrivacyError("rendered pages named recordings and were deleted: "
-                       + "; ".join(hits[:20]) + ("; …" if len(hits) > 20 else ""))
-
-
-# ------------------------------------------------------------------------ browser check
-
-
-def find_chromium() -> str | None:
-    """Path of a Chromium/Chrome binary on PATH, or ``None``."""
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        if found := shutil.which(name):
-            return found
-    return None
-
-
-def browser_check(index_html: str | os.PathLike[str], *,
-                  screenshot: str | os.PathLike[str] | None,
-                  chromium: str | None = None, width: int = 1280,
-                  timeout_s: float = 60.0) -> dict[str, Any]:
-    """Open a page in headless Chromium and report what a reader's browser would see.
-
-    Uses the DevTools protocol over a websocket (``websocket-client``): the page is
-    loaded from ``file://``, console messages, uncaught exceptions, log entries and
-    network requests are recorded, and every ``<img>`` is checked for
-    ``naturalWidth > 0``.
-
-    Args:
-        index_html: the page to open.
-        screenshot: PNG path for a full-page screenshot (``None``: no screenshot).
-        chromium: browser binary (default: ``find_chromium()``).
-        width: viewport width in CSS pixels.
-        timeout_s: limit for start-up and page load, in seconds.
-
-    Returns:
-        ``{"url", "title", "console_errors": [str], "images": [{"src", "alt",
-        "natural_width"}], "broken_images": [str], "external_requests": [str],
-        "screenshot": str | None}``.
-
-    Raises:
-        FileNotFoundError: the page or the browser is missing.
-        TimeoutError: the browser did not start or the page did not load in time.
-    """
-    import websocket  # websocket-client
-
-    page = Path(index_html).resolve()
-    if not page.is_file():
-        raise FileNotFoundError(f"{page} does not exist: render the report first")
-    binary = chromium or find_chromium()
-    if binary is None:
-        raise FileNotFoundError("no Chromium on PATH: install it (`apt-get install chromium`)")
-    with tempfile.TemporaryDirectory(prefix="ser-chromium-") as profile:
-        cmd = [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-               "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--disable-extensions",
-               "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
-               f"--user-data-dir={profile}", "--remote-debugging-port=0",
-               f"--window-size={width},900", "about:blank"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            port = _devtools_port(Path(profile), proc, timeout_s)
-            ws_url = _page_websocket(port, timeout_s)
-            conn = websocket.create_connection(ws_url, timeout=timeout_s, suppress_origin=True)
-            try:
-                return _inspect_page(conn, page, screenshot=screenshot, width=width,
-                                     timeout_s=timeout_s)
-            finally:
-                conn.close()
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
-def _devtools_port(profile: Path, proc: subprocess.Popen[bytes], timeout_s: float) -> int:
-    deadline = time.monotonic() + timeout_s
-    marker = profile / "DevToolsActivePort"
-    while time.monotonic() < deadline:
-        if marker.is_file():
-            first = marker.read_text().splitlines()[:1]
-            if first and first[0].strip().isdigit():
-                return int(first[0])
-        if proc.poll() is not None:
-            raise RuntimeError(f"chromium exited with code {proc.returncode} before it opened "
-                               "its DevTools port")
-        time.sleep(0.05)
-    raise TimeoutError(f"chromium did not open its DevTools port within {timeout_s:.0f} s")
-
-
-def _page_websocket(port: int, timeout_s: float) -> str:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
-                targets = json.loads(r.read().decode())
-            for t in targets:
-                if t.get("type") == "page" and t.get("webSocketDebuggerUrl"):
-                    return str(t["webSocketDebuggerUrl"])
-        except (OSError, ValueError, socket.timeout):
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"no page target on DevTools port {port} within {timeout_s:.0f} s")
-
-
-def _inspect_page(conn: Any, page: Path, *, screenshot: str | os.PathLike[str] | None,
-                  width: int, timeout_s: float) -> dict[str, Any]:
-    import websocket
-
-    counter = iter(range(1, 1_000_000))
-    events: list[dict[str, Any]] = []
-
-    def recv() -> dict[str, Any]:
-        try:
-            return json.loads(conn.recv())
-        except websocket.WebSocketTimeoutException as exc:
-            raise TimeoutError(f"Chromium sent nothing for {timeout_s:.0f} s") from exc
-
-    def call(method: str, **params: Any) -> dict[str, Any]:
-        msg_id = next(counter)
-        conn.send(json.dumps({"id": msg_id, "method": method, "params": params}))
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            msg = recv()
-            if msg.get("id") == msg_id:
-                if "error" in msg:
-                    raise RuntimeError(f"DevTools {method} failed: {msg['error']}")
-                return msg.get("result", {})
-            events.append(msg)
-        raise TimeoutError(f"DevTools {method} got no answer within {timeout_s:.0f} s")
-
-    for domain in ("Page", "Runtime", "Log", "Network"):
-        call(f"{domain}.enable")
-    call("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1,
-         mobile=False)
-    url = page.as_uri()
-    call("Page.navigate", url=url)
-    deadline = time.monotonic() + timeout_s
-    while not any(e.get("method") == "Page.loadEventFired" for e in events):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not finish loading within {timeout_s:.0f} s")
-        events.append(recv())
-    state = call("Runtime.evaluate", returnByValue=True, awaitPromise=True, expression="""
-        (async () => {
-          const imgs = Array.from(document.images);
-          await Promise.all(imgs.map(i => i.complete ? null :
-              new Promise(r => { i.onload = r; i.onerror = r; })));
-          return {title: document.title,
-                  height: Math.ceil(document.documentElement.scrollHeight),
-                  images: imgs.map(i => ({src: i.currentSrc.startsWith('data:') ? i.currentSrc.slice(0, 40) + '…' : i.currentSrc, alt: i.alt,
-                                          natural_width: i.naturalWidth}))};
-        })()""")["result"]["value"]
-    console_errors = []
-    external = []
-    for e in events:
-        method, params = e.get("method"), e.get("params", {})
-        if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-            console_errors.append(" ".join(str(a.get("value", a.get("description", "")))
-                                           for a in params.get("args", [])))
-        elif method == "Runtime.exceptionThrown":
-            details = params.get("exceptionDetails", {})
-            console_errors.append(str(details.get("exception", {}).get("description")
-                                      or details.get("text")))
-        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
-            entry = params["entry"]
-            console_errors.append(f"{entry.get('text')} {entry.get('url', '')}".strip())
-        elif method == "Network.requestWillBeSent":
-            req_url = params.get("request", {}).get("url", "")
-            if not req_url.startswith(("file:", "data:", "about:", "blob:")):
-                external.append(req_url)
-    shot = None
-    if screenshot is not None:
-        height = max(900, min(int(state["height"]), 16000))
-        call("Emulation.setDeviceMetricsOverride", width=width, height=height,
-             deviceScaleFactor=1, mobile=False)
-        data = call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
-        shot_path = Path(screenshot)
-        shot_path.parent.mkdir(parents=True, exist_ok=True)
-        shot_path.write_bytes(base64.b64decode(data))
-        shot = str(shot_path)
-    images = state["images"]
-    return {"url": url, "title": state["title"], "console_errors": console_errors,
-            "images": images,
-            "broken_images": [i["src"] for i in images if not i["natural_width"]],
-            "external_requests": sorted(set(external)), "screenshot": shot}
+    privacy.check_site(site, manifest, extra=[str(paths.data_dir())])

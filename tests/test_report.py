@@ -1,4 +1,8 @@
-"""Tests of ser.report: fallback site, stale/failed stages, privacy scan, Quarto staging."""
+"""Tests of ser.report: fallback site, stale/failed stages, refusal to leak, Quarto staging.
+
+``build_results`` (a small fake run) is shared with ``test_privacy.py`` and
+``test_browser.py``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from ser import provenance, report
+from ser import privacy, provenance, report
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -97,9 +101,9 @@ def build_results(root: Path, *, with_run: bool = True) -> Path:
                                                 "data/demo/cohort/p002_care.wav\n"),
         "02_train": _notebook("02_train", "02 · Train", params["02_train"]),
         "03_evaluate": _notebook("03_evaluate", "03 · Evaluate", params["03_evaluate"],
-                                 figures={"fig-confusion": ("Confusion matrix on held-out "
-                                                            "speakers.", "A 4 by 4 grid",
-                                                            "tab:blue")}),
+                                 figures={"fig-confusion": (
+                                     "Confusion matrix on held-out speakers.", "A 4 by 4 grid",
+                                     "tab:blue")}),
         # executed by an older run with another seed: stale, its figure must not show
         "04_inference": _notebook("04_inference", "04 · Inference", params["04_inference"],
                                   figures={"fig-emotion-timeline": ("OLD timeline", "old",
@@ -254,35 +258,11 @@ def test_report_html_is_self_contained(site: Path) -> None:
         assert report.external_references(text) == [], page
 
 
-def test_privacy_scan_clean_and_planted(site: Path, tmp_path: Path) -> None:
-    assert report.scan_for_identifiers(site, RECORDINGS) == []
-    everything = "".join(_all_html(site).values())
-    assert PLANTED not in everything and "/srv/study" not in everything
-    assert "[file withheld]" in everything  # the notebook's print was scrubbed, not dropped
-    leaky = tmp_path / "leaky"
-    (leaky / "sub").mkdir(parents=True)
-    (leaky / "ok.html").write_text("<p>p001_care: pseudonymous id only</p>")
-    (leaky / "sub" / "page.html").write_text(f"<p>see /srv/study/audio/{PLANTED}</p>")
-    (leaky / "p003_care.wav").write_bytes(b"RIFF")
-    hits = report.scan_for_identifiers(leaky, RECORDINGS)
-    assert f"sub/page.html: /srv/study/audio/{PLANTED}" in hits
-    assert f"sub/page.html: {PLANTED}" in hits
-    assert "p003_care.wav: audio file in the site" in hits
-    assert not any(h.startswith("ok.html") for h in hits)
-
-
-def test_scan_rejects_bad_inputs(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="no 'path' column"):
-        report.scan_for_identifiers(tmp_path, RECORDINGS.drop(columns="path"))
-    with pytest.raises(FileNotFoundError, match="render the report first"):
-        report.scan_for_identifiers(tmp_path / "nope", RECORDINGS)
-
-
 def test_render_refuses_a_page_that_still_names_a_recording(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res = build_results(tmp_path)
-    monkeypatch.setattr(report._Scrubber, "__call__", lambda self, text: text)  # scrubbing off
-    with pytest.raises(report.PrivacyError, match=PLANTED):
+    monkeypatch.setattr(privacy.Scrubber, "__call__", lambda self, text: text)  # scrubbing off
+    with pytest.raises(privacy.PrivacyError, match=PLANTED):
         report.render(results_dir=res, use_quarto=False)
     assert not (res / "site" / "results" / "notebooks" / "01_preprocess.html").exists()
 
@@ -408,3 +388,17 @@ def test_cell_options_and_figures() -> None:
 def test_cohort_markdown_requires_columns() -> None:
     with pytest.raises(ValueError, match=r"recordings.csv lacks columns \['duration_s'\]"):
         report.cohort_markdown(RECORDINGS.drop(columns="duration_s"))
+
+
+@pytest.mark.parametrize("metrics, row", [({}, None), ({"uar": 0.5}, "| Scores | UAR 0.5 |"),
+                                          ({"test": {"uar": 0.61}},
+                                           "| Scores: test | UAR 0.61 |")])
+def test_model_card_reads_flat_nested_or_no_metrics(tmp_path: Path, metrics: dict,
+                                                    row: str | None) -> None:
+    res = build_results(tmp_path)
+    card_path = res / "models" / "cnn_small" / "model.json"
+    card_path.write_text(json.dumps({**json.loads(card_path.read_text()), "metrics": metrics}))
+    run = report.load_run_record(res)
+    text = report.methods_sections(res, run, report.stage_states(res, run))["_methods_model.md"]
+    assert "Model `cnn_small`" in text
+    assert (row in text) if row else "| Scores" not in text

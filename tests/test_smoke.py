@@ -95,6 +95,6 @@ def test_site_rendered_without_identifiers(smoke_run):
     site = root / "results/site"
     assert (site / "index.html").is_file() and (site / "report.html").is_file()
     manifest = pd.read_csv(root / "data/demo/cohort/manifest.csv")
-    from ser import report
+    from ser import privacy
 
-    assert report.scan_for_identifiers(site, manifest) == []
+    assert privacy.scan_for_identifiers(site, manifest) == []

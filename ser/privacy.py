@@ -1,0 +1,207 @@
+"""Keep recordings' identifiers out of the rendered report: scrub, then scan.
+
+The report shows caregivers only by pseudonymous id (``p001``); recording paths, audio
+file names and the data folder's location must never reach a rendered page. Two steps
+guard that:
+
+- :class:`Scrubber` rewrites text before rendering (notebook sources, printed output,
+  tracebacks, generated tables): recording paths and file names become
+  ``[file withheld]``, data locations ``[path withheld]``;
+- :func:`scan_for_identifiers` searches every rendered file for each manifest ``path``
+  and file name (and for audio files inside the site); :func:`check_site` deletes each
+  file with a hit and raises :class:`PrivacyError`, so a leak stops the release instead
+  of being published.
+
+Stems alone (``p001_care``) are neither scrubbed nor searched: they may equal the
+pseudonymous recording ids the report is allowed to show.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pandas as pd
+
+#: File extensions treated as audio: scrubbed from text, reported when found in a site.
+AUDIO_EXTENSIONS: tuple[str, ...] = (
+    "wav", "wave", "flac", "mp3", "ogg", "oga", "opus", "m4a", "aac", "wma", "aif",
+    "aiff", "webm", "mp4", "m4v", "mov", "amr", "3gp",
+)
+_AUDIO_NAME = re.compile(
+    r"[^\s\"'<>()\[\]{}|,;=`]*\.(?:" + "|".join(AUDIO_EXTENSIONS) + r")\b", re.IGNORECASE)
+_DATA_PATH = re.compile(r"(?<![\w./\\-])data[/\\][^\s\"'<>()\[\]{},;|`]*")
+_WITHHELD_FILE = "[file withheld]"
+_WITHHELD_PATH = "[path withheld]"
+
+
+class PrivacyError(RuntimeError):
+    """A rendered page still contains a recording's path or file name."""
+
+
+class Scrubber:
+    """Replaces recording paths, file names and data locations in text.
+
+    Calling the scrubber on a string applies, in this order: ``renames`` (longest
+    first), ``roots`` → ``[path withheld]``, any ``data/…`` path → ``[path withheld]``,
+    ``literals`` → ``[file withheld]``, then any remaining audio file name (``*.wav``,
+    ``*.flac``, …; wildcard patterns such as ``*.wav`` are kept) → ``[file withheld]``.
+    Strings of three characters or fewer are never treated as roots or literals.
+
+    Args:
+        literals: identifiers to withhold, e.g. :func:`manifest_identifiers`.
+        roots: folder locations to withhold (the data folder, the repository root).
+        renames: exact replacements applied first, e.g. ``{"/abs/results": "results"}``.
+    """
+
+    def __init__(self, literals: Iterable[str], *, roots: Iterable[str] = (),
+                 renames: Mapping[str, str] | None = None) -> None:
+        self._renames = sorted((renames or {}).items(), key=lambda kv: len(kv[0]), reverse=True)
+        self._roots = sorted({r for r in roots if r and len(r) > 3}, key=len, reverse=True)
+        self._literals = sorted({s for s in literals if s and len(s) > 3}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        if not text:
+            return text
+        for old, new in self._renames:
+            text = text.replace(old, new)
+        for root in self._roots:
+            text = text.replace(root, _WITHHELD_PATH)
+        text = _DATA_PATH.sub(_WITHHELD_PATH, text)
+        for lit in self._literals:
+            text = text.replace(lit, _WITHHELD_FILE)
+        return _AUDIO_NAME.sub(_keep_wildcards, text)
+
+    def notebook(self, nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+        """A scrubbed deep copy: sources, text outputs, tracebacks; images untouched."""
+        nb = copy.deepcopy(nb)
+        meta = nb.get("metadata", {})
+        pm = meta.get("papermill")
+        if isinstance(pm, dict):  # input/output paths; keep only the parameters
+            meta["papermill"] = {"parameters": self.value(pm.get("parameters", {}))}
+        for cell in nb.cells:
+            cell.source = self(cell.source)
+            cell.get("metadata", {}).pop("papermill", None)
+            for out in cell.get("outputs", []):
+                if "text" in out:
+                    out["text"] = self(_joined(out["text"]))
+                if "traceback" in out:
+                    out["traceback"] = [self(line) for line in out["traceback"]]
+                if "evalue" in out:
+                    out["evalue"] = self(out["evalue"])
+                for mime, payload in list(out.get("data", {}).items()):
+                    if mime.startswith("image/") and mime != "image/svg+xml":
+                        continue
+                    out["data"][mime] = self.value(_joined(payload) if isinstance(payload, list)
+                                                   else payload)
+        return nb
+
+    def value(self, obj: Any) -> Any:
+        """Scrub every string inside a JSON-like value."""
+        if isinstance(obj, str):
+            return self(obj)
+        if isinstance(obj, Mapping):
+            return {k: self.value(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [self.value(v) for v in obj]
+        return obj
+
+
+def _keep_wildcards(m: re.Match[str]) -> str:
+    stem = m.group(0).rsplit(".", 1)[0]
+    return m.group(0) if not re.search(r"[A-Za-z0-9]", stem) else _WITHHELD_FILE
+
+
+def _joined(text: Any) -> str:
+    return "".join(text) if isinstance(text, list) else str(text)
+
+
+def manifest_identifiers(manifest: pd.DataFrame) -> list[str]:
+    """Paths (as written and with ``/``) and file names with extension of a manifest."""
+    if "path" not in manifest.columns:
+        raise ValueError("manifest has no 'path' column: pass the recordings manifest "
+                         "(manifest.csv or results/tables/recordings.csv)")
+    out: set[str] = set()
+    for raw in manifest["path"].dropna().astype(str):
+        raw = raw.strip()
+        if not raw:
+            continue
+        posix = raw.replace("\\", "/")
+        name = posix.rsplit("/", 1)[-1]
+        out.update({raw, posix, name})
+    return sorted(out)
+
+
+def scan_for_identifiers(site_dir: str | os.PathLike[str], manifest: pd.DataFrame, *,
+                         extra: Iterable[str] = ()) -> list[str]:
+    """Find recording paths and file names in a rendered site.
+
+    Every HTML (and JSON/XML/text) file under ``site_dir`` is searched for each
+    manifest ``path`` (as written, and with ``/`` separators) and each file name with
+    its extension (``p001_care.wav``). Stems alone are not searched: they may equal
+    the pseudonymous recording ids the report is allowed to show. Audio files inside
+    the site are reported too.
+
+    Args:
+        site_dir: the rendered site folder.
+        manifest: a table with a ``path`` column (``manifest.csv`` or
+            ``recordings.csv``).
+        extra: more strings that must not appear (e.g. the data folder's location).
+
+    Returns:
+        ``"<file relative to site_dir>: <identifier>"`` per hit, sorted; ``[]`` when clean.
+
+    Raises:
+        FileNotFoundError: ``site_dir`` does not exist.
+        ValueError: the manifest has no ``path`` column.
+    """
+    site = Path(site_dir)
+    if not site.is_dir():
+        raise FileNotFoundError(f"site folder {site} does not exist: render the report first")
+    needles = [s for s in {*manifest_identifiers(manifest), *extra} if s]
+    needles += [html.escape(s) for s in needles if html.escape(s) != s]
+    hits: set[str] = set()
+    text_suffixes = {".html", ".htm", ".json", ".xml", ".txt", ".md", ".ipynb", ".csv", ".js"}
+    for f in sorted(p for p in site.rglob("*") if p.is_file()):
+        rel = f.relative_to(site).as_posix()
+        if f.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS:
+            hits.add(f"{rel}: audio file in the site")
+            continue
+        if f.suffix.lower() not in text_suffixes or "site_libs" in f.parts:
+            continue
+        text = f.read_text(encoding="utf-8", errors="replace")
+        for needle in needles:
+            if needle in text:
+                hits.add(f"{rel}: {html.unescape(needle)}")
+    return sorted(hits)
+
+
+def check_site(site_dir: str | os.PathLike[str], manifest: pd.DataFrame, *,
+               extra: Iterable[str] = ()) -> None:
+    """Scan a rendered site and delete every file that names a recording.
+
+    Args:
+        site_dir: the rendered site folder.
+        manifest: a table with a ``path`` column (see :func:`scan_for_identifiers`).
+        extra: more strings that must not appear (e.g. the data folder's location).
+
+    Raises:
+        PrivacyError: a file had a hit; each such file was deleted first, and the
+            message lists the hits (at most 20).
+        FileNotFoundError: ``site_dir`` does not exist.
+        ValueError: the manifest has no ``path`` column.
+    """
+    site = Path(site_dir)
+    hits = scan_for_identifiers(site, manifest, extra=extra)
+    if not hits:
+        return
+    for f in {h.split(": ", 1)[0] for h in hits}:
+        (site / f).unlink(missing_ok=True)
+    raise PrivacyError("rendered pages named recordings and were deleted: "
+                       + "; ".join(hits[:20]) + ("; …" if len(hits) > 20 else ""))
