@@ -1,45 +1,90 @@
 """Audio input/output: read, mix to mono, resample, stream in blocks, write WAV.
 
 Reading goes through :mod:`soundfile` (libsndfile: WAV in any PCM width, float WAV,
-FLAC, OGG/Vorbis, MP3 with libsndfile >= 1.1); anything libsndfile cannot open
-(M4A/AAC, exotic MP3) falls back to :func:`librosa.load`, which decodes through
-audioread and therefore needs ffmpeg (or GStreamer) on ``PATH``.
+FLAC, OGG/Vorbis, OGG/Opus). An ``ffmpeg`` subprocess decodes instead: M4A/AAC/MP4/WMA
+(:data:`FFMPEG_EXTENSIONS`), which libsndfile never reads and which therefore fail at
+once with "M4A needs ffmpeg on PATH" when ``ffmpeg`` is missing; MP3
+(:data:`FFMPEG_PREFERRED_EXTENSIONS`) whenever ``ffmpeg`` is on ``PATH``, because
+libsndfile's MP3 reader corrupts VBR files read in chunks (without ffmpeg an MP3 is
+read by libsndfile in one piece, so its memory grows with its length); and files with
+a :data:`FALLBACK_EXTENSIONS` extension that libsndfile cannot open.
+:func:`find_audio_files` expands folders (recursively) into the files with
+:data:`AUDIO_EXTENSIONS`.
 
-M4A/AAC (:data:`FFMPEG_EXTENSIONS`) always need ffmpeg: without ``ffmpeg`` on ``PATH``
-such a file fails at once with "M4A needs ffmpeg on PATH". :func:`find_audio_files`
-expands folders (recursively) into the files with :data:`AUDIO_EXTENSIONS`.
+Channels are mixed to mono by averaging them, and resampling uses soxr (``HQ``),
+whatever the decoder. The streaming reader feeds the same resampler in fixed-size
+chunks, so :func:`iter_blocks` and :func:`load` return the same samples (soxr's
+streaming output does not depend on how the input is chunked), and the resampled
+length is always ``round(frames * sample_rate / native_rate)``.
 
-Resampling uses soxr (``HQ``). The streaming reader feeds the same resampler in
-fixed-size chunks, so :func:`iter_blocks` and :func:`load` return the same samples
-(soxr's streaming output does not depend on how the input is chunked), and the
-resampled length is always ``round(frames * sample_rate / native_rate)``.
+Decoding with ffmpeg. ``ffmpeg -i FILE -map 0:a:0 -c:a pcm_f32le -f wav pipe:1``
+decodes the file's first audio stream at its native rate and channel count; its
+output is read :data:`READ_CHUNK` frames at a time, so memory stays bounded by a
+chunk whatever the file's length, as with soundfile, and the subprocess is killed
+when a consumer stops early (closing the generator). Only the ``ffmpeg`` executable
+is needed (``ffprobe`` is not used, so every machine gets the same lengths). The
+length in frames is fixed up front (:func:`info_frames`) by this rule:
+
+- ``round(duration * sample_rate)`` from the container duration that ``ffmpeg -i``
+  reports (to the centisecond; for an MP4 with video, the longer of the tracks);
+  the decoded stream is then trimmed or zero-padded at its end to exactly that
+  length, so :func:`info_frames`, :func:`load` and :func:`iter_blocks` always agree.
+  The decoders differ from the container by a few ms (AAC priming and padding, the
+  centisecond rounding); a difference beyond :data:`LENGTH_TOLERANCE_S` (or
+  :data:`LENGTH_TOLERANCE_REL` of the length, when larger) means a truncated or
+  inconsistent file and raises :class:`AudioError` rather than pad or cut audio.
+- When the container states no duration, or ffmpeg only estimates it from the bit
+  rate (raw ADTS ``.aac``, MP3 without a Xing/VBRI header), the file is decoded once
+  just to count its samples: exact, but each :func:`info_frames` call then costs a
+  full decode (:func:`load` counts while it decodes and needs no extra pass).
 
 Bad input raises :class:`AudioError` (a ``ValueError``) naming the file: missing,
-unreadable or non-audio files, files with no samples, and files holding NaN or
+unreadable or non-audio files (for ffmpeg: its exit status and the tail of its error
+output), files with no samples or no audio stream, and files holding NaN or
 infinite samples. A silent (all-zero) file is *valid* audio and loads normally.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-#: Frames read from disk per chunk by the streaming reader (native rate).
+#: Frames read per chunk by the streaming reader (native rate), from libsndfile or ffmpeg.
 READ_CHUNK: int = 1 << 16
-#: Extensions that may need the audioread/ffmpeg fallback when libsndfile fails.
+#: Extensions that may need the ffmpeg fallback when libsndfile fails.
 FALLBACK_EXTENSIONS: tuple[str, ...] = (".mp3", ".m4a", ".mp4", ".aac", ".wma", ".opus")
-#: Extensions that libsndfile never decodes: these need ffmpeg (through audioread).
+#: Extensions that libsndfile never decodes: these always go through ffmpeg.
 FFMPEG_EXTENSIONS: tuple[str, ...] = (".m4a", ".mp4", ".aac", ".wma")
+#: Extensions libsndfile reads but ffmpeg decodes instead whenever it is on ``PATH``:
+#: libsndfile 1.2's MP3 reader returns wrong samples at every read boundary of a VBR
+#: file (so it cannot be streamed) and misjudges the length of files without a Xing header.
+FFMPEG_PREFERRED_EXTENSIONS: tuple[str, ...] = (".mp3",)
 #: Extensions :func:`find_audio_files` picks up in folders (compared case-insensitively).
 AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus",
                                      ".aif", ".aiff", ".m4a", ".aac")
+#: Largest gap (s) between the container's duration and the length ffmpeg decodes that
+#: is absorbed by trimming or zero-padding the end; beyond it the file is rejected.
+LENGTH_TOLERANCE_S: float = 1.0
+#: The same gap as a fraction of the length, used when larger than :data:`LENGTH_TOLERANCE_S`.
+LENGTH_TOLERANCE_REL: float = 0.001
+#: Seconds ffmpeg may take to open a file and decode its first frame (:func:`info_frames`).
+PROBE_TIMEOUT_S: float = 120.0
+
+_DURATION_RE = re.compile(rb"Duration: (\d+):(\d{2}):(\d{2})(?:\.(\d+))?")
+_ESTIMATED = b"Estimating duration from bitrate"
 
 
 class AudioError(ValueError):
@@ -68,6 +113,12 @@ def _check_decoder(path: Path) -> None:
         kind = path.suffix.lower().lstrip(".").upper()
         raise AudioError(f"cannot decode audio file {path}: {kind} needs ffmpeg on PATH "
                          "(install ffmpeg, or convert the file to WAV or FLAC)")
+
+
+def _wants_ffmpeg(path: Path) -> bool:
+    """Whether ffmpeg decodes this file without trying libsndfile first."""
+    ext = path.suffix.lower()
+    return ext in FFMPEG_EXTENSIONS or (ext in FFMPEG_PREFERRED_EXTENSIONS and ffmpeg_path() is not None)
 
 
 def _check_rate(sample_rate: int | None) -> None:
@@ -143,22 +194,286 @@ def fix_length(y: np.ndarray, n_samples: int) -> np.ndarray:
     return np.pad(y, pad)
 
 
-def _librosa_load(path: Path, *, mono: bool) -> tuple[np.ndarray, int]:
-    """Fallback decoder (audioread/ffmpeg). Returns (frames, channels) float32 and rate."""
-    import warnings
+def _finite_chunk(chunk: np.ndarray, path: Path, done: int, sample_rate: int) -> None:
+    """Raise for NaN/inf in a chunk that starts ``done`` frames into the file."""
+    ok = np.isfinite(chunk)
+    if not np.all(ok):
+        first = done + int(np.argmin(ok.reshape(len(chunk), -1).all(axis=1)))
+        raise AudioError(f"audio file {path} contains NaN or infinite samples (first at sample "
+                         f"{first}, {first / sample_rate:.2f} s); re-export it or clean the float data")
 
-    import librosa
 
+# ---------------------------------------------------------------------------- ffmpeg
+
+@dataclass(frozen=True)
+class _Probe:
+    """What ffmpeg reports for a file: decoded rate and channels, container length."""
+
+    sample_rate: int
+    channels: int
+    frames: int | None  # round(container duration * rate); None: absent or estimated
+
+
+def _ffmpeg_exe(path: Path, cause: BaseException | None = None) -> str:
+    """The ffmpeg executable, or the "needs ffmpeg" error naming the file."""
+    exe = ffmpeg_path()
+    if exe is None:
+        if cause is None:
+            _check_decoder(path)
+            raise AudioError(f"cannot decode audio file {path}: it needs ffmpeg on PATH "
+                             "(install ffmpeg, or convert the file to WAV or FLAC)")
+        raise AudioError(f"cannot read audio file {path}: {cause}; decoding it needs ffmpeg on "
+                         "PATH (install ffmpeg, or convert the file to WAV or FLAC)")
+    return exe
+
+
+def _ffmpeg_cmd(exe: str, path: Path, *, loglevel: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """Decode the first audio stream to float32 WAV (native rate and channels) on stdout."""
+    return [exe, "-nostdin", "-hide_banner", "-nostats", "-v", loglevel,
+            "-i", f"file:{path}",  # file: so that a ':' in the name is no protocol
+            "-map", "0:a:0", "-vn", "-sn", "-dn", "-map_metadata", "-1", *extra,
+            "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"]
+
+
+def _stderr_tail(stderr: bytes, *, lines: int = 4, chars: int = 600) -> str:
+    text = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return " | ".join(text[-lines:])[-chars:]
+
+
+def _ffmpeg_failed(path: Path, returncode: int, stderr: bytes) -> AudioError:
+    if b"matches no streams" in stderr:
+        return AudioError(f"audio file {path} contains no samples: ffmpeg finds no audio stream in it")
+    return AudioError(f"cannot decode audio file {path} with ffmpeg (exit status {returncode}): "
+                      f"{_stderr_tail(stderr) or 'no error message'}")
+
+
+def _read_full(f: BinaryIO, n: int) -> bytes:
+    """Read ``n`` bytes, fewer only at end of file."""
+    parts, got = [], 0
+    while got < n:
+        b = f.read(n - got)
+        if not b:
+            break
+        parts.append(b)
+        got += len(b)
+    return b"".join(parts)
+
+
+def _wav_header(f: BinaryIO, path: Path) -> tuple[int, int] | None:
+    """Parse ffmpeg's streamed WAV header up to the data chunk: ``(rate, channels)``.
+
+    Returns ``None`` when the stream ends before the data chunk (nothing decoded).
+    The chunk sizes of a piped WAV are placeholders; the data runs to end of file.
+    """
+    head = _read_full(f, 12)
+    if len(head) < 12:
+        return None
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise AudioError(f"cannot decode audio file {path}: unexpected ffmpeg output {head[:12]!r}")
+    fmt = None
+    while True:
+        h = _read_full(f, 8)
+        if len(h) < 8:
+            return None
+        cid, size = h[:4], int.from_bytes(h[4:], "little")
+        if cid == b"data":
+            break
+        body = _read_full(f, size + (size & 1))
+        if cid == b"fmt ":
+            fmt = body
+    if fmt is None or len(fmt) < 16 or int.from_bytes(fmt[14:16], "little") != 32:
+        raise AudioError(f"cannot decode audio file {path}: ffmpeg wrote no float32 WAV format chunk")
+    channels, rate = int.from_bytes(fmt[2:4], "little"), int.from_bytes(fmt[4:8], "little")
+    if channels <= 0 or rate <= 0:
+        raise AudioError(f"audio file {path} contains no samples (ffmpeg reports {channels} "
+                         f"channels at {rate} Hz)")
+    return rate, channels
+
+
+def _ffmpeg_probe(path: Path) -> _Probe:
+    """Rate and channels as decoded (first frame only) and the container's duration."""
+    cmd = _ffmpeg_cmd(_ffmpeg_exe(path), path, loglevel="info", extra=("-frames:a", "1"))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # librosa's "PySoundFile failed" FutureWarning
-            y, sr = librosa.load(path, sr=None, mono=mono, dtype=np.float32)
-    except Exception as e:  # noqa: BLE001 - audioread raises many unrelated types
-        hint = (" (M4A/AAC and some MP3 need ffmpeg on PATH)"
-                if path.suffix.lower() in FALLBACK_EXTENSIONS else "")
-        raise AudioError(f"cannot decode audio file {path}: {type(e).__name__}: {e}{hint}") from e
-    y2d = y[:, None] if y.ndim == 1 else y.T
-    return np.ascontiguousarray(y2d, dtype=np.float32), int(sr)
+        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=PROBE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise AudioError(f"cannot decode audio file {path}: ffmpeg did not read its header "
+                         f"within {PROBE_TIMEOUT_S:g} s") from e
+    except OSError as e:
+        raise AudioError(f"cannot decode audio file {path}: cannot run ffmpeg: {e}") from e
+    if r.returncode != 0:
+        raise _ffmpeg_failed(path, r.returncode, r.stderr)
+    out = io.BytesIO(r.stdout)
+    hdr = _wav_header(out, path)
+    if hdr is None or not out.read(1):
+        raise AudioError(f"audio file {path} contains no samples (ffmpeg decodes nothing)")
+    rate, channels = hdr
+    frames = None
+    m = _DURATION_RE.search(r.stderr)
+    if m is not None and _ESTIMATED not in r.stderr:
+        h, mi, sec, frac = m.groups()
+        seconds = int(h) * 3600 + int(mi) * 60 + int(sec) + (
+            Fraction(int(frac), 10 ** len(frac)) if frac else 0)
+        frames = round(seconds * rate) or None
+    return _Probe(rate, channels, frames)
+
+
+def _length_tolerance(frames: int, sample_rate: int) -> int:
+    return max(round(LENGTH_TOLERANCE_S * sample_rate), int(LENGTH_TOLERANCE_REL * frames))
+
+
+def _ffmpeg_frames(path: Path, probe: _Probe, *, frames: int | None) -> Iterator[np.ndarray]:
+    """Decoded chunks, float32 ``(n, channels)`` at the native rate, read from a pipe.
+
+    With ``frames`` the total is exactly ``frames`` (trimmed or zero-padded at the end,
+    within the tolerance); with ``None`` it is whatever ffmpeg decodes. Every check
+    (exit status, length, NaN) is done before the last chunk is yielded, so a
+    consumer that stops once it has all the samples has seen every error. Closing
+    the generator early kills ffmpeg and reaps it.
+    """
+    sr, ch = probe.sample_rate, probe.channels
+    tol = None if frames is None else _length_tolerance(frames, sr)
+    cmd = _ffmpeg_cmd(_ffmpeg_exe(path), path, loglevel="error")
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a chatty ffmpeg cannot block on it
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        except OSError as e:
+            raise AudioError(f"cannot decode audio file {path}: cannot run ffmpeg: {e}") from e
+
+        def failed() -> AudioError:
+            err.seek(0)
+            return _ffmpeg_failed(path, proc.returncode, err.read())
+
+        assert proc.stdout is not None
+        try:
+            hdr = _wav_header(proc.stdout, path)
+            if hdr is not None and hdr != (sr, ch):
+                raise AudioError(f"cannot decode audio file {path}: ffmpeg decodes {hdr[1]} channel(s) "
+                                 f"at {hdr[0]} Hz, but reported {ch} at {sr} Hz when probed")
+            got = 0          # frames decoded
+            pending = None   # one chunk held back until the next read (see docstring)
+            while hdr is not None:
+                buf = np.empty((READ_CHUNK, ch), dtype="<f4")
+                view, n = memoryview(buf).cast("B"), 0
+                while n < len(view):
+                    k = proc.stdout.readinto(view[n:])
+                    if not k:
+                        break
+                    n += k
+                chunk = buf[:n // (4 * ch)].astype(np.float32, copy=False)
+                if len(chunk):
+                    _finite_chunk(chunk, path, got, sr)
+                    keep = chunk if frames is None else chunk[:max(0, frames - got)]
+                    got += len(chunk)
+                    if tol is not None and got - frames > tol:
+                        raise AudioError(
+                            f"audio file {path}: ffmpeg decodes more than {got / sr:.2f} s of audio "
+                            f"but the container reports {frames / sr:.2f} s (inconsistent file); "
+                            "re-export it, or extract the audio to WAV/FLAC")
+                    if len(keep):
+                        if pending is not None:
+                            yield pending
+                        pending = keep
+                if n < len(view):
+                    break
+            if proc.wait() != 0:
+                raise failed()
+            if got == 0:
+                raise AudioError(f"audio file {path} contains no samples (ffmpeg decodes nothing)")
+            if tol is not None and frames - got > tol:
+                err.seek(0)
+                tail = _stderr_tail(err.read())
+                raise AudioError(
+                    f"audio file {path}: ffmpeg decodes only {got / sr:.2f} s of audio but the "
+                    f"container reports {frames / sr:.2f} s (truncated file, or an audio track "
+                    "shorter than the video); repair or re-export it, or extract the audio to WAV/FLAC"
+                    + (f"; ffmpeg: {tail}" if tail else ""))
+            if pending is not None:
+                yield pending
+            end = got if frames is None else frames
+            for i in range(got, end, READ_CHUNK):  # zero-pad up to the container's length
+                yield np.zeros((min(READ_CHUNK, end - i), ch), dtype=np.float32)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+            proc.wait()
+
+
+def _ffmpeg_load(path: Path, *, mono: bool) -> tuple[np.ndarray, int]:
+    """Whole file via ffmpeg: ``(frames,)`` if ``mono`` else ``(frames, channels)``, and rate."""
+    probe = _ffmpeg_probe(path)
+    parts = [_to_mono(c) if mono else c for c in _ffmpeg_frames(path, probe, frames=probe.frames)]
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32), probe.sample_rate
+
+
+def _sf_frames(path: Path) -> Iterator[np.ndarray]:
+    """Chunks of a file libsndfile reads, float32 ``(n, channels)`` at the native rate."""
+    try:
+        f = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(f"cannot read audio file {path}: {e}; is it a WAV/FLAC/OGG/MP3 file?") from e
+    with f:
+        sr_in, read = int(f.samplerate), 0
+        if path.suffix.lower() in FFMPEG_PREFERRED_EXTENSIONS:
+            # MP3 without ffmpeg: one read, as chunked reads corrupt VBR files (see
+            # FFMPEG_PREFERRED_EXTENSIONS); memory then grows with the file.
+            try:
+                whole = f.read(dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as e:
+                raise AudioError(f"cannot read audio file {path}: {e}") from e
+            _finite_chunk(whole, path, 0, sr_in)
+            if len(whole) == 0:
+                raise AudioError(f"audio file {path} contains no samples")
+            for i in range(0, len(whole), READ_CHUNK):
+                yield whole[i:i + READ_CHUNK]
+            return
+        while True:
+            try:
+                chunk = f.read(READ_CHUNK, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as e:
+                raise AudioError(f"cannot read audio file {path} after {read / sr_in:.1f} s: {e}") from e
+            if len(chunk):
+                _finite_chunk(chunk, path, read, sr_in)
+                read += len(chunk)
+                yield chunk
+            if len(chunk) < READ_CHUNK:
+                break
+        if read == 0:
+            raise AudioError(f"audio file {path} contains no samples")
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A file's length and format, and how it is decoded."""
+
+    frames: int
+    sample_rate: int
+    channels: int
+    probe: _Probe | None  # set when ffmpeg decodes the file
+
+
+def _source(path: Path) -> _Source:
+    """Header of a file: libsndfile when it can, else ffmpeg (length rule in the module docstring)."""
+    _check_exists(path)
+    _check_decoder(path)
+    if not _wants_ffmpeg(path):
+        try:
+            i = sf.info(str(path))
+        except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+            if path.suffix.lower() not in FALLBACK_EXTENSIONS:
+                raise AudioError(f"cannot read audio file {path}: {e}; is it a WAV/FLAC/OGG/MP3 file?") from e
+            _ffmpeg_exe(path, e)
+        else:
+            frames, sr, ch = int(i.frames), int(i.samplerate), int(i.channels)
+            if frames <= 0 or sr <= 0:
+                raise AudioError(f"audio file {path} contains no samples")
+            return _Source(frames, sr, ch, None)
+    probe = _ffmpeg_probe(path)
+    frames = probe.frames
+    if frames is None:  # no trustworthy container duration: count by decoding
+        frames = sum(len(c) for c in _ffmpeg_frames(path, probe, frames=None))
+    return _Source(frames, probe.sample_rate, probe.channels, probe)
 
 
 # ---------------------------------------------------------------------------- public API
@@ -180,27 +495,14 @@ def info(path: str | os.PathLike[str]) -> tuple[float, int, int]:
 
 
 def info_frames(path: str | os.PathLike[str]) -> tuple[int, int, int]:
-    """Like :func:`info` but with the length in frames: ``(frames, sample_rate, channels)``."""
-    path = Path(path)
-    _check_exists(path)
-    _check_decoder(path)
-    try:
-        i = sf.info(str(path))
-        frames, sr, ch = int(i.frames), int(i.samplerate), int(i.channels)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        if path.suffix.lower() not in FALLBACK_EXTENSIONS:
-            raise AudioError(f"cannot read audio file {path}: {e}; is it a WAV/FLAC/OGG/MP3 file?") from e
-        try:
-            import audioread
+    """Like :func:`info` but with the length in frames: ``(frames, sample_rate, channels)``.
 
-            with audioread.audio_open(str(path)) as f:
-                sr, ch = int(f.samplerate), int(f.channels)
-                frames = int(round(f.duration * sr))
-        except Exception as e2:  # noqa: BLE001
-            raise AudioError(f"cannot read audio file {path}: {e2} (needs ffmpeg on PATH)") from e2
-    if frames <= 0 or sr <= 0:
-        raise AudioError(f"audio file {path} contains no samples")
-    return frames, sr, ch
+    For files decoded by ffmpeg the length follows the rule in the module docstring
+    (container duration, or one counting decode when the container has none); it is
+    always the length :func:`load` returns at the native rate.
+    """
+    src = _source(Path(path))
+    return src.frames, src.sample_rate, src.channels
 
 
 def load(
@@ -212,7 +514,8 @@ def load(
     """Read a whole audio file as float32 in [-1, 1].
 
     Args:
-        path: audio file (WAV 8/16/24/32-bit PCM or float, FLAC, OGG, MP3; M4A with ffmpeg).
+        path: audio file (WAV 8/16/24/32-bit PCM or float, FLAC, OGG, MP3; M4A/AAC/MP4/WMA
+            with ffmpeg).
         sample_rate: resample to this rate (Hz); ``None`` keeps the native rate.
         mono: average the channels.
 
@@ -229,16 +532,22 @@ def load(
     _check_rate(sample_rate)
     _check_exists(path)
     _check_decoder(path)
-    try:
-        y2d, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        if path.suffix.lower() not in FALLBACK_EXTENSIONS:
-            raise AudioError(f"cannot read audio file {path}: {e}; is it a WAV/FLAC/OGG/MP3 file?") from e
-        y2d, sr = _librosa_load(path, mono=False)
-    if y2d.shape[0] == 0:
-        raise AudioError(f"audio file {path} contains no samples")
-    _check_finite(y2d, path)
-    y = _to_mono(y2d) if mono else y2d
+    use_ffmpeg = _wants_ffmpeg(path)
+    if not use_ffmpeg:
+        try:
+            y2d, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+            if path.suffix.lower() not in FALLBACK_EXTENSIONS:
+                raise AudioError(f"cannot read audio file {path}: {e}; is it a WAV/FLAC/OGG/MP3 file?") from e
+            _ffmpeg_exe(path, e)
+            use_ffmpeg = True
+    if use_ffmpeg:
+        y, sr = _ffmpeg_load(path, mono=mono)  # checked chunk by chunk
+    else:
+        if y2d.shape[0] == 0:
+            raise AudioError(f"audio file {path} contains no samples")
+        _check_finite(y2d, path)
+        y = _to_mono(y2d) if mono else y2d
     if sample_rate is not None and sample_rate != sr:
         y = resample(y, orig_sr=sr, target_sr=sample_rate)
         sr = sample_rate
@@ -259,8 +568,8 @@ def iter_blocks(
     samples (``block_n = round(block_s * sample_rate)``, likewise ``overlap_n``), fewer
     at the end of the file. Concatenating the first ``block_n`` samples of every block
     gives exactly ``load(path, sample_rate=sample_rate)[0]``. Memory is bounded by one
-    block plus one read chunk, whatever the file's length. Formats that libsndfile
-    cannot open (M4A) are decoded whole by the fallback and then sliced.
+    block plus one read chunk, whatever the file's length, for every decoder (ffmpeg
+    formats are streamed from its pipe too).
 
     Args:
         path: audio file.
@@ -280,8 +589,8 @@ def iter_blocks(
         raise ValueError(f"block_s must be > 0 seconds; got {block_s!r}")
     if not (overlap_s >= 0):
         raise ValueError(f"overlap_s must be >= 0 seconds; got {overlap_s!r}")
-    block_n = max(1, int(round(block_s * sample_rate)))
-    overlap_n = int(round(overlap_s * sample_rate))
+    block_n = max(1, round(block_s * sample_rate))
+    overlap_n = round(overlap_s * sample_rate)
     yield from iter_blocks_n(path, sample_rate=sample_rate, block_n=block_n, overlap_n=overlap_n)
 
 
@@ -290,47 +599,33 @@ def iter_blocks_n(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """:func:`iter_blocks` with block and overlap given in samples at ``sample_rate``."""
     path = Path(path)
-    frames, sr_in, _ = info_frames(path)
-    n_total = resampled_length(frames, orig_sr=sr_in, target_sr=sample_rate)
-    yield from _blocks_from_stream(_mono_stream(path, sample_rate), n_total=n_total,
-                                   block_n=block_n, overlap_n=overlap_n)
-
-
-def _mono_stream(path: Path, sample_rate: int) -> Iterator[np.ndarray]:
-    """Resampled mono chunks of the whole file, in order."""
+    src = _source(path)
+    n_total = resampled_length(src.frames, orig_sr=src.sample_rate, target_sr=sample_rate)
+    stream = _mono_stream(path, src, sample_rate)
     try:
-        f = sf.SoundFile(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        if path.suffix.lower() not in FALLBACK_EXTENSIONS:
-            raise AudioError(f"cannot read audio file {path}: {e}; is it a WAV/FLAC/OGG/MP3 file?") from e
-        y, _ = load(path, sample_rate=sample_rate)
-        for i in range(0, len(y), READ_CHUNK):
-            yield y[i:i + READ_CHUNK]
-        return
-    with f:
-        sr_in = int(f.samplerate)
-        rs = None if sr_in == sample_rate else soxr.ResampleStream(
-            sr_in, sample_rate, 1, dtype="float32", quality="HQ")
-        read = 0
-        while True:
-            try:
-                chunk = f.read(READ_CHUNK, dtype="float32", always_2d=True)
-            except (sf.LibsndfileError, RuntimeError) as e:
-                raise AudioError(f"cannot read audio file {path} after {read / sr_in:.1f} s: {e}") from e
-            last = len(chunk) < READ_CHUNK
-            if len(chunk):
-                if not np.all(np.isfinite(chunk)):
-                    raise AudioError(f"audio file {path} contains NaN or infinite samples "
-                                     f"(near {read / sr_in:.1f} s); re-export it or clean the float data")
-                read += len(chunk)
-            mono = _to_mono(chunk) if len(chunk) else np.zeros(0, np.float32)
-            out = mono if rs is None else rs.resample_chunk(mono, last=last)
+        yield from _blocks_from_stream(stream, n_total=n_total, block_n=block_n, overlap_n=overlap_n)
+    finally:
+        stream.close()  # stops an ffmpeg decoder at once when the consumer stops early
+
+
+def _mono_stream(path: Path, src: _Source, sample_rate: int) -> Iterator[np.ndarray]:
+    """Resampled mono chunks of the whole file, in order (the native chunks, mixed and
+    fed to one soxr stream; the chunk after the last is read ahead to flag the end)."""
+    frames = (_sf_frames(path) if src.probe is None
+              else _ffmpeg_frames(path, src.probe, frames=src.frames))
+    rs = None if src.sample_rate == sample_rate else soxr.ResampleStream(
+        src.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
+    try:
+        chunk = next(frames, None)
+        while chunk is not None:
+            following = next(frames, None)
+            mono = _to_mono(chunk)
+            out = mono if rs is None else rs.resample_chunk(mono, last=following is None)
             if len(out):
                 yield np.asarray(out, dtype=np.float32)
-            if last:
-                break
-        if read == 0:
-            raise AudioError(f"audio file {path} contains no samples")
+            chunk = following
+    finally:
+        frames.close()
 
 
 def _blocks_from_stream(
@@ -396,8 +691,8 @@ def find_audio_files(
                 if q.suffix.lower() in AUDIO_EXTENSIONS and q.is_file()
                 and not any(part.startswith(".") for part in q.relative_to(p).parts))
             if not found:
-                problems.append((p, f"folder {p} holds no audio files "
-                                    f"({', '.join(AUDIO_EXTENSIONS)})"))
+                reason = f"folder {p} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})"
+                problems.append((p, reason))
             for q in found:
                 add(q)
         elif p.exists():

@@ -336,8 +336,9 @@ def cpu_bf16_is_fast() -> bool:
         return False
 
 
-def quantize_for_cpu(model: HFAudioClassifier, *, bf16_convs: bool | None = None) -> HFAudioClassifier:
-    """An int8 copy of ``model`` for fast CPU inference (the model is not changed).
+def quantize_for_cpu(model: HFAudioClassifier, *, bf16_convs: bool | None = None,
+                     inplace: bool = False) -> HFAudioClassifier:
+    """An int8 version of ``model`` for fast CPU inference.
 
     Every ``nn.Linear`` (attention, feed-forward, head) gets int8 weights with
     activations quantised per batch (``torch.ao.quantization.quantize_dynamic``); the
@@ -350,17 +351,19 @@ def quantize_for_cpu(model: HFAudioClassifier, *, bf16_convs: bool | None = None
     Args:
         model: a float32 classifier (eval mode is set on the copy).
         bf16_convs: run the convolutions in bf16; ``None``: when :func:`cpu_bf16_is_fast`.
+        inplace: modify ``model`` itself instead of a copy (saves memory and time when
+            the float model is not needed any more).
 
     Returns:
-        The quantised copy, in eval mode, on the CPU.
+        The quantised model (a copy unless ``inplace``), in eval mode, on the CPU.
     """
     import copy
     import warnings
 
-    q = copy.deepcopy(model).cpu().eval()
+    q = (model if inplace else copy.deepcopy(model)).cpu().eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
-        q = torch.ao.quantization.quantize_dynamic(q, {nn.Linear}, dtype=torch.qint8)
+        q = torch.ao.quantization.quantize_dynamic(q, {nn.Linear}, dtype=torch.qint8, inplace=True)
     if cpu_bf16_is_fast() if bf16_convs is None else bf16_convs:
         bb = q.backbone
         bb.feature_extractor = _Bf16Autocast(bb.feature_extractor)

@@ -467,6 +467,7 @@ def _predict_file(
         while pending:
             collect()
     finally:
+        blocks.close()  # an ffmpeg decoder subprocess ends now, not when the traceback is freed
         for *_, fut in pending:
             fut.cancel()
     if peak == 0.0:

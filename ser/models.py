@@ -801,11 +801,11 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
         if meta["arch"] == "hf":
             from ser import hf
 
-            model = hf.quantize_for_cpu(model)
+            model = hf.quantize_for_cpu(model, inplace=True)
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
-                model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+                model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
     return Bundle(path=folder, meta=meta, model=model, device=dev, precision=precision)
 
 
