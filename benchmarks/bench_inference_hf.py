@@ -9,19 +9,25 @@ with ``torch.set_num_threads(--threads)`` (default 2), once per precision mode:
 - ``bf16``: CPU autocast to bfloat16 (oneDNN; fast where the CPU has AVX512-BF16/AMX);
 - ``int8``: ``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear`` (int8
   weights, activations quantised per batch; the conv feature encoder stays float32);
-- ``int8+bf16``: int8 ``nn.Linear`` layers and the convolutions (feature encoder and
-  positional conv) in bfloat16 (quantised linears take float32 input, so autocast
-  cannot cover the whole model).
+- ``int8+bf16``: :func:`ser.hf.quantize_for_cpu`, what ``ser predict --precision int8``
+  runs: int8 ``nn.Linear`` layers and the convolutions (feature encoder and positional
+  conv) in bfloat16 (quantised linears take float32 input, so autocast cannot cover the
+  whole model).
 
 For each mode it prints × real time (audio seconds per wall second; the same figure
 holds for 1 hour since the work is linear in duration), the CPU seconds used (so
 contention from other processes can be told apart), the max |Δp| of the
-probabilities against fp32, and the analytic model FLOP rate achieved. With ``--e2e``
-the fastest mode also runs through :func:`ser.inference.predict_recording` (the code
-behind ``ser predict``: decoding, blocks, all default per-window features) on a WAV
-file. Target (issue 4, item 6): >= 15x real time on 2 cores.
+probabilities against fp32, and the analytic model FLOP rate achieved.
 
-    .venv/bin/python benchmarks/bench_inference_hf.py [--minutes 5] [--modes fp32,int8] [--e2e]
+With ``--e2e MINUTES`` it then saves the model as a bundle (``arch: hf``, 3 s windows)
+and times ``ser predict BUNDLE FILE -o OUT.csv --precision P --quiet`` in a subprocess
+on ``MINUTES`` of the speech-like audio of ``bench_inference.py`` (all default
+features, default hop = half the window, default workers), for each precision in
+``--e2e-precisions`` (default ``int8``). Target (issue 4, item 6): >= 15x real time on
+2 cores for 1 hour (``--e2e 60``).
+
+    .venv/bin/python benchmarks/bench_inference_hf.py [--minutes 5] [--modes fp32,int8] \
+        [--e2e 60] [--e2e-precisions int8,fp32]
 """
 
 from __future__ import annotations
@@ -34,7 +40,6 @@ import platform
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -62,18 +67,6 @@ def synthetic_audio(seconds: float, *, sr: int, seed: int) -> np.ndarray:
     return y.astype(np.float32)
 
 
-class _Bf16(nn.Module):
-    """Runs ``inner`` under CPU bf16 autocast and hands float32 back."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return self.inner(x).float()
-
-
 class _Runner:
     """A model in one precision mode with the ``ModelBundle`` interface of ser.inference."""
 
@@ -84,13 +77,7 @@ class _Runner:
         self.window_s = window_s
         self.window_samples = int(round(window_s * hf.SAMPLE_RATE))
         if "int8" in mode:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
-                model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
-        if mode == "int8+bf16":
-            bb = model.backbone
-            bb.feature_extractor = _Bf16(bb.feature_extractor)
-            bb.encoder.pos_conv_embed = _Bf16(bb.encoder.pos_conv_embed)
+            model = hf.quantize_for_cpu(model, bf16_convs=mode == "int8+bf16")
         self.model = model.eval()
         self.bf16 = mode == "bf16"
 
@@ -113,9 +100,12 @@ def main() -> int:
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {MODES}")
     ap.add_argument("--model-type", default="wav2vec2", choices=hf.MODEL_TYPES)
     ap.add_argument("--layer-pooling", default="weighted", choices=hf.LAYER_POOLINGS)
-    ap.add_argument("--e2e", action="store_true",
-                    help="also time ser.inference.predict_recording (all default features) "
-                         "with the fastest mode")
+    ap.add_argument("--e2e", type=float, default=0.0, metavar="MINUTES",
+                    help="also time `ser predict` end to end on this many minutes of audio (0: skip)")
+    ap.add_argument("--e2e-precisions", default="int8",
+                    help="comma-separated --precision values for the end-to-end runs")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "ser-bench-audio",
+                    help="folder caching the synthetic audio of the end-to-end run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     a = ap.parse_args()
@@ -164,23 +154,9 @@ def main() -> int:
         print(f"{mode:<11}{row['x_real_time']:>12.2f}{wall:>9.1f}{cpu:>8.1f}"
               f"{row['x_real_time_cpu_bound']:>13.2f}{row['gflop_per_s']:>9.1f}{dp:>9.4f}")
 
-    e2e = None
-    if a.e2e and results:
-        from ser import audio as ser_audio
-        from ser.inference import predict_recording
-
-        best = max(results, key=lambda r: r["x_real_time"])["mode"]
-        runner = _Runner(_copy(base), best, window_s=a.window_s)
-        with tempfile.TemporaryDirectory() as tmp:
-            wav = Path(tmp) / "synthetic.wav"
-            ser_audio.write_wav(wav, y, sr)
-            t0 = time.perf_counter()
-            df = predict_recording(runner, wav, hop_s=a.hop_s, batch_size=a.batch)
-            wall = time.perf_counter() - t0
-        e2e = {"mode": best, "x_real_time": audio_s / wall, "wall_s": wall, "windows": len(df)}
-        print(f"end to end (predict_recording, default features, {best}): "
-              f"{e2e['x_real_time']:.2f}x real time ({wall:.1f} s, {len(df)} windows)")
-
+    e2e = []
+    if a.e2e > 0:
+        e2e = _end_to_end(base, a)
     if a.json:
         atomic_write_json(a.json, {"machine": machine, "threads": a.threads, "audio_s": audio_s,
                                    "window_s": a.window_s, "hop_s": a.hop_s, "batch": a.batch,
@@ -188,6 +164,48 @@ def main() -> int:
                                    "e2e": e2e, "load_avg_1min": os.getloadavg()[0],
                                    "date_utc": dt.datetime.now(dt.timezone.utc).isoformat()})
     return 0
+
+
+def _end_to_end(model: nn.Module, a: argparse.Namespace) -> list[dict]:
+    """Time ``ser predict`` on ``a.e2e`` minutes for each of ``a.e2e_precisions``."""
+    import resource
+    import subprocess
+
+    from bench_inference import speech_wav
+
+    from ser import models
+
+    wav = speech_wav(a.e2e, cache=a.cache)
+    audio_s = a.e2e * 60
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ser-bench-hf-") as tmp:
+        bundle = Path(tmp) / "hf_base_random"
+        models.save_bundle(bundle, model, labels=LABELS, sample_rate=hf.SAMPLE_RATE,
+                           window_s=a.window_s, features=models.features_config(), arch="hf",
+                           arch_params=hf.hf_arch_params(model), train_params={}, split={},
+                           metrics={})
+        for precision in [p.strip() for p in a.e2e_precisions.split(",") if p.strip()]:
+            out = Path(tmp) / f"windows_{precision}.csv"
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "ser.cli", "predict", str(bundle), str(wav),
+                                   "-o", str(out), "--precision", precision, "--quiet"],
+                                  capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if proc.returncode != 0:
+                print(proc.stderr, file=sys.stderr)
+                raise SystemExit(proc.returncode)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            n = sum(1 for _ in out.open()) - 1
+            row = {"precision": precision, "minutes": a.e2e, "wall_s": wall, "cpu_s": cpu,
+                   "x_real_time": audio_s / wall, "windows": n}
+            rows.append(row)
+            print(f"ser predict --precision {precision} (end to end, default features, hop "
+                  f"{a.window_s / 2:g} s) on {a.e2e:g} min: {wall:.1f} s wall, "
+                  f"{row['x_real_time']:.1f}x real time (target >= 15x), CPU {cpu:.0f} s, {n} windows; "
+                  f"load average after {os.getloadavg()[0]:.1f}")
+    return rows
 
 
 def _copy(model: nn.Module) -> nn.Module:
