@@ -13,11 +13,21 @@ analysis window with ``recording, caregiver, level, phase, start_s, end_s``, one
 
 Missing values are skipped in every statistic, so F0 statistics are computed over
 voiced windows only (``f0_hz`` is empty for windows without voiced frames).
+
+Emotion probabilities are measured on speech: with ``min_speech_ratio`` > 0 a window
+whose voice-activity fraction (``speech_ratio``) is below it does not enter the
+``p_<label>`` summaries (:func:`mask_low_speech`), because what a classifier outputs on
+a window of pause or background is not an emotion of the speaker, and the share of such
+windows differs between recordings (a talkative caregiver has fewer). Prosody is not
+masked (F0 already uses voiced windows; energy and speech ratio describe the whole
+recording on purpose). ``n_emotion_windows`` counts the windows that do count.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -65,6 +75,8 @@ _SUMMARY_COLUMNS: dict[str, tuple[str, str]] = {
     "segment_end_s": ("end of the segment (end of its last window)", "s"),
     "n_windows": ("number of analysis windows in the segment", "count"),
     "n_voiced_windows": ("windows with an F0 value (at least one voiced frame)", "count"),
+    "n_emotion_windows": (("windows whose emotion probabilities enter the p_<label> "
+                           "descriptors (speech_ratio at least min_speech_ratio)"), "count"),
     "voiced_windows_ratio": ("fraction of windows with an F0 value", "fraction"),
     "voiced_ratio": ("mean of the windows' voiced-frame fraction", "fraction"),
     "speech_ratio": ("mean of the windows' speech-activity fraction", "fraction"),
@@ -146,6 +158,127 @@ def axis_label(column: str, *, prefix: str = "") -> str:
     return f"{label} ({unit})" if unit else label
 
 
+def _read_ids_as_text(path: str | os.PathLike[str], *, what: str, producer: str) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {what} is written by stage {producer} "
+                                f"(run `ser run --to {producer}`)")
+    return pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})
+
+
+def load_windows(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read ``windows.csv`` keeping the ids (recording, caregiver, level, phase) as text.
+
+    A plain ``pd.read_csv`` turns caregiver ``"003"`` into the number 3.
+
+    Raises:
+        FileNotFoundError: the file is missing (names stage 04_inference).
+    """
+    return _read_ids_as_text(path, what="windows.csv", producer="04_inference")
+
+
+def load_descriptors(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read ``descriptors.csv`` keeping the ids as text (see :func:`load_windows`).
+
+    Raises:
+        FileNotFoundError: the file is missing (names stage 06_time_invariant).
+    """
+    return _read_ids_as_text(path, what="descriptors.csv", producer="06_time_invariant")
+
+
+def _check_min_speech_ratio(min_speech_ratio: float, *, what: str) -> float:
+    try:
+        value = float(min_speech_ratio)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{what}: min_speech_ratio must be a fraction in [0, 1] (0: every "
+                         f"window counts), got {min_speech_ratio!r}")
+    return value
+
+
+def emotion_window_mask(windows: pd.DataFrame, *, min_speech_ratio: float) -> pd.Series:
+    """Which windows count for the emotion-probability descriptors.
+
+    Args:
+        windows: window table (``windows.csv``) with ``speech_ratio`` (the fraction of the
+            window that voice activity detection marks as speech, 0-1).
+        min_speech_ratio: least speech fraction of a counted window; 0 counts every window.
+            Windows with an empty ``speech_ratio`` count only when it is 0.
+
+    Returns:
+        Boolean Series aligned with ``windows``.
+
+    Raises:
+        ValueError: ``min_speech_ratio`` outside [0, 1], or > 0 and the table has no
+            ``speech_ratio`` column.
+    """
+    msr = _check_min_speech_ratio(min_speech_ratio, what="emotion_window_mask")
+    if msr == 0.0:
+        return pd.Series(True, index=windows.index)
+    if "speech_ratio" not in windows.columns:
+        raise ValueError(f"min_speech_ratio={msr:g} needs the speech_ratio column of windows.csv, "
+                         f"which this table lacks; rerun stage 04_inference with its default "
+                         f"features, or set min_speech_ratio: 0 (every window counts)")
+    return pd.to_numeric(windows["speech_ratio"], errors="coerce").ge(msr)
+
+
+def mask_low_speech(windows: pd.DataFrame, *, min_speech_ratio: float,
+                    columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Copy of ``windows`` with the emotion probabilities emptied where there is little speech.
+
+    Args:
+        windows: window table (``windows.csv``).
+        min_speech_ratio: windows whose ``speech_ratio`` is below this fraction get empty
+            ``columns``; 0 returns an unchanged copy.
+        columns: columns to empty; default every ``p_<label>`` column.
+
+    Returns:
+        The masked copy (rows and other columns unchanged).
+
+    Raises:
+        ValueError: see :func:`emotion_window_mask`.
+
+    Example:
+        >>> speech = mask_low_speech(windows, min_speech_ratio=0.5)  # doctest: +SKIP
+    """
+    keep = emotion_window_mask(windows, min_speech_ratio=min_speech_ratio)
+    out = windows.copy()
+    cols = list(probability_columns(windows) if columns is None else columns)
+    if cols and not keep.all():
+        out.loc[~keep, cols] = np.nan
+    return out
+
+
+def emotion_window_share(windows: pd.DataFrame, *, min_speech_ratio: float) -> pd.DataFrame:
+    """How many windows count for the emotion descriptors, per training level and phase.
+
+    Args:
+        windows: window table (``windows.csv``).
+        min_speech_ratio: see :func:`emotion_window_mask`.
+
+    Returns:
+        One row per level × phase present (natural order): ``level, phase, recordings,
+        windows, emotion_windows`` and ``share`` (emotion_windows / windows, 0-1).
+
+    Raises:
+        ValueError: see :func:`emotion_window_mask`; missing ``level``/``phase`` columns.
+    """
+    missing = [c for c in ("recording", "level", "phase") if c not in windows.columns]
+    if missing:
+        raise ValueError(f"emotion_window_share: windows.csv lacks columns {missing}")
+    w = windows.assign(_keep=emotion_window_mask(windows, min_speech_ratio=min_speech_ratio))
+    g = w.groupby(["level", "phase"], sort=False)
+    out = g.agg(recordings=("recording", "nunique"), windows=("_keep", "size"),
+                emotion_windows=("_keep", "sum")).reset_index()
+    out["emotion_windows"] = out["emotion_windows"].astype(int)
+    out["share"] = out["emotion_windows"] / out["windows"]
+    order = {lv: i for i, lv in enumerate(LEVELS)}
+    out["_k"] = out["level"].map(order).fillna(len(LEVELS)) * 10 + out["phase"].map(
+        {ph: i for i, ph in enumerate(PHASES)}).fillna(9)
+    return out.sort_values("_k").drop(columns="_k").reset_index(drop=True)
+
+
 def _check_windows(windows: pd.DataFrame, features: Sequence[str], *, what: str) -> None:
     if not isinstance(windows, pd.DataFrame):
         raise TypeError(f"{what}: windows must be a DataFrame (windows.csv), "
@@ -173,6 +306,21 @@ def _check_windows(windows: pd.DataFrame, features: Sequence[str], *, what: str)
                          f"expected {list(PHASES)}")
 
 
+def _masked_numeric(windows: pd.DataFrame, features: Sequence[str], probs: Sequence[str],
+                    min_speech_ratio: float, *, what: str) -> pd.DataFrame:
+    """Numeric copy of the features; ``probs`` emptied outside counted windows."""
+    msr = _check_min_speech_ratio(min_speech_ratio, what=what)
+    w = windows.copy()
+    for f in features:
+        w[f] = pd.to_numeric(w[f], errors="coerce")
+    keep = (emotion_window_mask(w, min_speech_ratio=msr) if probs
+            else pd.Series(True, index=w.index))
+    if probs and not keep.all():
+        w.loc[~keep, list(probs)] = np.nan
+    w["_emotion_window"] = keep.to_numpy()
+    return w
+
+
 def recording_descriptors(
     windows: pd.DataFrame,
     *,
@@ -180,6 +328,7 @@ def recording_descriptors(
     stats: Sequence[str] = ("mean", "std", "median", "iqr", "min", "max", "skew", "kurtosis"),
     segment_s: float | None = None,
     min_segment_fraction: float = 0.5,
+    min_speech_ratio: float = 0.0,
 ) -> pd.DataFrame:
     """Summarise windows into one tidy row per recording (or per recording segment).
 
@@ -193,17 +342,23 @@ def recording_descriptors(
             belongs to the segment its ``start_s`` falls in: ``[k*segment_s, (k+1)*segment_s)``.
         min_segment_fraction: a recording's last, incomplete segment is kept only when its
             windows span at least this fraction of ``segment_s``.
+        min_speech_ratio: windows whose ``speech_ratio`` is below this fraction (0-1) are
+            left out of the ``p_<label>`` statistics (:func:`mask_low_speech`); 0 uses
+            every window. Other features use every window.
 
     Returns:
         DataFrame, one row per recording × segment, with ``recording, caregiver, level,
         phase, segment, segment_start_s, segment_end_s, n_windows, n_voiced_windows,
-        voiced_windows_ratio`` (+ ``voiced_ratio``, ``speech_ratio`` when the window table
-        has them) and one ``<feature>__<stat>`` column per feature × stat. Rows are sorted
-        by level (natural order), caregiver, phase (control first) and segment. See
+        voiced_windows_ratio`` (+ ``n_emotion_windows`` when a ``p_<label>`` feature is
+        summarised; + ``voiced_ratio``, ``speech_ratio`` when the window table has them)
+        and one ``<feature>__<stat>`` column per feature × stat. Rows are sorted by level
+        (natural order), caregiver, phase (control first) and segment. A recording
+        without a counted window has empty ``p_<label>`` statistics. See
         :func:`describe_columns`.
 
     Raises:
-        ValueError: unknown stat, missing/unknown feature columns, bad ``segment_s``.
+        ValueError: unknown stat, missing/unknown feature columns, bad ``segment_s`` or
+            ``min_speech_ratio``, or ``min_speech_ratio`` > 0 without ``speech_ratio``.
 
     Example:
         >>> d = recording_descriptors(windows, features=["f0_hz"], stats=("median",))
@@ -217,9 +372,8 @@ def recording_descriptors(
     if segment_s is not None and (not np.isfinite(segment_s) or segment_s < 0):
         raise ValueError(f"recording_descriptors: segment_s must be 0/None (whole recording) "
                          f"or a positive number of seconds, got {segment_s}")
-    w = windows.copy()
-    for f in features:
-        w[f] = pd.to_numeric(w[f], errors="coerce")
+    probs = [f for f in features if f.startswith("p_")]
+    w = _masked_numeric(windows, features, probs, min_speech_ratio, what="recording_descriptors")
     start = pd.to_numeric(w["start_s"], errors="coerce")
     if segment_s:
         w["segment"] = np.floor(start / segment_s).astype(int)
@@ -235,6 +389,8 @@ def recording_descriptors(
     if "f0_hz" in w:
         out["n_voiced_windows"] = g["f0_hz"].count()
         out["voiced_windows_ratio"] = out["n_voiced_windows"] / out["n_windows"]
+    if probs:
+        out["n_emotion_windows"] = g["_emotion_window"].sum().astype(int)
     for col in ("voiced_ratio", "speech_ratio"):
         if col in w:
             out[col] = g[col].mean()
@@ -268,6 +424,7 @@ def time_binned(
     features: Sequence[str],
     time_bins: int = 10,
     normalise_time: bool = True,
+    min_speech_ratio: float = 0.0,
 ) -> pd.DataFrame:
     """Average windows into equal time bins per recording (input of trajectories).
 
@@ -279,19 +436,25 @@ def time_binned(
             equal stretches of absolute time (minutes) over the longest recording, so
             shorter recordings leave late bins empty.
         normalise_time: time as a fraction of the recording (0–1) or in minutes.
+        min_speech_ratio: windows whose ``speech_ratio`` is below this fraction (0-1) are
+            left out of the ``p_<label>`` means (:func:`mask_low_speech`); 0 uses every
+            window. Other features use every window.
 
     Returns:
         One row per recording × non-empty bin: ``recording, caregiver, level, phase,
         time_bin, time`` (bin centre: fraction 0–1, or minutes), ``time_unit``,
-        ``n_windows`` and the mean of each feature.
+        ``n_windows`` (+ ``n_emotion_windows`` when a ``p_<label>`` feature is averaged)
+        and the mean of each feature (empty ``p_<label>`` in a bin without a counted window).
 
     Raises:
-        ValueError: ``time_bins`` < 1 or missing/unknown feature columns.
+        ValueError: ``time_bins`` < 1, missing/unknown feature columns, bad
+            ``min_speech_ratio`` or ``min_speech_ratio`` > 0 without ``speech_ratio``.
     """
     _check_windows(windows, features, what="time_binned")
     if int(time_bins) != time_bins or time_bins < 1:
         raise ValueError(f"time_binned: time_bins must be a positive integer, got {time_bins}")
-    w = windows.copy()
+    probs = [f for f in features if f.startswith("p_")]
+    w = _masked_numeric(windows, features, probs, min_speech_ratio, what="time_binned")
     mid = (pd.to_numeric(w["start_s"]) + pd.to_numeric(w["end_s"])) / 2.0
     if normalise_time:
         lo = w.groupby("recording")["start_s"].transform("min")
@@ -308,6 +471,8 @@ def time_binned(
         unit = "min"
     g = w.groupby([*ID_COLUMNS, "time_bin"], sort=False)
     out = g[list(features)].mean()
+    if probs:
+        out.insert(0, "n_emotion_windows", g["_emotion_window"].sum().astype(int))
     out.insert(0, "n_windows", g.size())
     out = out.reset_index()
     out.insert(out.columns.get_loc("time_bin") + 1, "time", centre[out["time_bin"].to_numpy()])
@@ -315,11 +480,13 @@ def time_binned(
     return out.sort_values(["recording", "time_bin"]).reset_index(drop=True)
 
 
-def describe_columns(descriptors: pd.DataFrame) -> pd.DataFrame:
+def describe_columns(descriptors: pd.DataFrame, *, min_speech_ratio: float = 0.0) -> pd.DataFrame:
     """Column dictionary of a descriptor table: one row per column.
 
     Args:
         descriptors: output of :func:`recording_descriptors`.
+        min_speech_ratio: the value it was computed with (named in the meaning of the
+            ``p_<label>`` columns).
 
     Returns:
         DataFrame with ``column, meaning, unit``, in the table's column order.
@@ -341,6 +508,8 @@ def describe_columns(descriptors: pd.DataFrame) -> pd.DataFrame:
             else:
                 what = _FEATURE_MEANING.get(feature, (feature, ""))[0]
             scope = " (voiced windows only)" if feature.startswith("f0") else ""
+            if feature.startswith("p_") and min_speech_ratio > 0:
+                scope = f" (windows with speech_ratio >= {min_speech_ratio:g} only)"
             meaning = f"{STATS.get(stat, stat)} over windows of: {what}{scope}"
             unit = unit_of(col)
         else:

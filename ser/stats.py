@@ -858,6 +858,10 @@ def problem_report(
     - level with one caregiver: kept and flagged; level absent: no contrast;
     - feature (descriptor) with zero variance: not modelled (fit skipped);
     - missing values: those rows left out of that descriptor's models;
+    - windows with too little speech (``n_emotion_windows`` < ``n_windows`` in ``data``,
+      from ``min_speech_ratio`` in :func:`ser.descriptors.recording_descriptors` /
+      :func:`~ser.descriptors.time_binned`): left out of the emotion-probability
+      descriptors; rows (recordings, segments or bins) left without any counted window;
     - from ``fits`` (rows of :func:`mixed_models_table`): fits that did not converge,
       boundary (singular) fits, skipped fits, failed or non-converged likelihood-ratio tests;
     - from ``delta``: relative changes not computed because ``|control|`` is near zero.
@@ -899,6 +903,22 @@ def problem_report(
                 add("level with one caregiver", lv, "kept and flagged in every fit's note "
                     "(contrasts with it rest on one person)",
                     f"caregiver {data.loc[data['level'] == lv, group].iloc[0]}")
+    if {"n_windows", "n_emotion_windows"} <= set(data.columns):
+        n_all = pd.to_numeric(data["n_windows"], errors="coerce").fillna(0)
+        n_used = pd.to_numeric(data["n_emotion_windows"], errors="coerce").fillna(0)
+        left = int((n_all - n_used).sum())
+        if left > 0:
+            share = (n_all - n_used) / n_all.where(n_all > 0)
+            add("windows with too little speech", "p_<label> (emotion probabilities)",
+                "left out of the emotion-probability descriptors (min_speech_ratio)",
+                f"{left} of {int(n_all.sum())} windows ({100 * left / n_all.sum():.1f} %); "
+                f"per row {100 * share.min():.0f}-{100 * share.max():.0f} %")
+        empty = (n_used == 0) & (n_all > 0)
+        if empty.any():
+            where = data.loc[empty, "recording"] if "recording" in data else data.index[empty]
+            add("no window with enough speech", ", ".join(sorted(map(str, set(where))))[:200],
+                "emotion-probability descriptors left empty there (rows left out of those "
+                "models)", f"{int(empty.sum())} of {len(data)} rows")
     for f in features:
         if f not in data.columns:
             continue
@@ -991,7 +1011,7 @@ def update_mixed_models_table(path: str | Path, rows: pd.DataFrame, *, analysis:
 
 #: Descriptor-table columns that are bookkeeping, not descriptors.
 META_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, "segment", "segment_start_s", "segment_end_s",
-                                 "n_windows", "n_voiced_windows")
+                                 "n_windows", "n_voiced_windows", "n_emotion_windows")
 
 
 def descriptor_columns(descriptors: pd.DataFrame) -> list[str]:

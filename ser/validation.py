@@ -94,13 +94,14 @@ def recovery_table(
     *,
     alpha: float = 0.05,
     reference: str = "F",
+    min_speech_ratio: float = 0.0,
     n_jobs: int = 1,
 ) -> pd.DataFrame:
     """Fit ``descriptor ~ phase * level_trend + (1 | caregiver)`` and check the truth.
 
     Descriptors are computed per recording (whole recording), one per planted feature
     (:func:`descriptor_for`); BH-FDR runs across those descriptors within each term,
-    as in stage 06.
+    as in stage 06 (pass stage 06's ``min_speech_ratio`` to analyse the same windows).
 
     Verdicts: ``recovered`` (planted ±1: same sign and ``p_fdr < alpha``), ``missed``
     (not significant), ``wrong sign`` (significant, opposite sign); ``null kept``
@@ -111,6 +112,8 @@ def recovery_table(
         truth: from :func:`load_truth`.
         alpha: FDR level.
         reference: p-value reference of :func:`ser.stats.fit_mixed`.
+        min_speech_ratio: windows with a smaller ``speech_ratio`` are left out of the
+            ``p_<label>`` descriptors (:func:`ser.descriptors.recording_descriptors`).
         n_jobs: joblib workers for the fits.
 
     Returns:
@@ -123,7 +126,8 @@ def recovery_table(
     if missing:
         raise ValueError(f"recovery_table: windows.csv lacks the planted feature(s) {missing}")
     summarised = [f for f in feats if f not in ("speech_ratio", "voiced_ratio")]
-    desc = D.recording_descriptors(windows, features=summarised, stats=("mean", "median"))
+    desc = D.recording_descriptors(windows, features=summarised, stats=("mean", "median"),
+                                   min_speech_ratio=min_speech_ratio)
     fits = S.mixed_models_table(desc, features=sorted(set(truth["descriptor"])),
                                 models={"level_trend": "phase * level_trend"},
                                 analysis="validation", reference=reference, progress=False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -141,3 +143,84 @@ def test_time_binned(normalise: bool) -> None:
         assert (b["time_unit"] == "min").all()
     with pytest.raises(ValueError, match="time_bins"):
         D.time_binned(w, features=["energy_db"], time_bins=0)
+
+
+# ------------------------------------------------------------ emotion windows need speech
+
+def test_min_speech_ratio_leaves_quiet_windows_out_of_emotion_descriptors_only() -> None:
+    w = _windows(n=20)  # speech_ratio 0.75 on even windows, 0.25 on odd ones
+    d = D.recording_descriptors(w, features=["p_happy", "f0_hz", "energy_db"],
+                                stats=("mean", "max"), min_speech_ratio=0.5)
+    one = w[w["recording"] == "p001_care"]
+    row = d.set_index("recording").loc["p001_care"]
+    speech = one[one["speech_ratio"] >= 0.5]
+    assert row["n_emotion_windows"] == 10 and row["n_windows"] == 20
+    assert row["p_happy__mean"] == pytest.approx(speech["p_happy"].mean())
+    assert row["p_happy__mean"] != pytest.approx(one["p_happy"].mean())
+    assert row["p_happy__max"] == pytest.approx(speech["p_happy"].max())
+    assert row["energy_db__mean"] == pytest.approx(one["energy_db"].mean())  # not masked
+    assert row["f0_hz__mean"] == pytest.approx(one["f0_hz"].mean())
+    assert row["speech_ratio"] == pytest.approx(0.5)  # the recording's speech ratio: all windows
+    every = D.recording_descriptors(w, features=["p_happy"], stats=("mean",))
+    assert (every["n_emotion_windows"] == 20).all()
+    assert every.set_index("recording").loc["p001_care", "p_happy__mean"] == pytest.approx(
+        one["p_happy"].mean())
+    # no emotion feature: no count column; threshold above every window: empty, not 0
+    assert "n_emotion_windows" not in D.recording_descriptors(w, features=["f0_hz"]).columns
+    none = D.recording_descriptors(w, features=["p_happy"], stats=("mean",), min_speech_ratio=0.9)
+    assert none["p_happy__mean"].isna().all() and (none["n_emotion_windows"] == 0).all()
+
+
+def test_time_binned_masks_emotions_per_bin() -> None:
+    w = _windows(n=20)
+    b = D.time_binned(w, features=["p_happy", "energy_db"], time_bins=4, min_speech_ratio=0.5)
+    assert b["n_emotion_windows"].tolist() == [3, 2, 3, 2] * 2  # windows 0,2,4 | 6,8 | ...
+    first = w[(w["recording"] == "p001_care") & (w["start_s"] < 15.0)]
+    got = b[(b["recording"] == "p001_care") & (b["time_bin"] == 0)].iloc[0]
+    assert got["p_happy"] == pytest.approx(first.loc[first["speech_ratio"] >= 0.5, "p_happy"].mean())
+    assert got["energy_db"] == pytest.approx(first["energy_db"].mean())
+
+
+def test_mask_and_share_of_emotion_windows() -> None:
+    w = _windows(n=20)
+    m = D.mask_low_speech(w, min_speech_ratio=0.5)
+    quiet = w["speech_ratio"] < 0.5
+    assert m.loc[quiet, ["p_happy", "p_sad"]].isna().all().all()
+    assert m.loc[~quiet, "p_happy"].tolist() == w.loc[~quiet, "p_happy"].tolist()
+    assert m["f0_hz"].equals(w["f0_hz"]) and w["p_happy"].notna().all()  # input untouched
+    assert D.mask_low_speech(w, min_speech_ratio=0.0).equals(w)
+    share = D.emotion_window_share(w, min_speech_ratio=0.5)
+    assert share[["phase", "windows", "emotion_windows"]].values.tolist() == [
+        ["control", 20, 10], ["care", 20, 10]]
+    assert share["share"].tolist() == pytest.approx([0.5, 0.5])
+    doc = D.describe_columns(D.recording_descriptors(w, features=["p_happy"], stats=("mean",),
+                                                     min_speech_ratio=0.5),
+                             min_speech_ratio=0.5).set_index("column")
+    assert "speech_ratio >= 0.5" in doc.loc["p_happy__mean", "meaning"]
+    assert doc.loc["n_emotion_windows", "unit"] == "count"
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "half", float("nan")])
+def test_bad_min_speech_ratio_is_named(value: object) -> None:
+    with pytest.raises(ValueError, match="min_speech_ratio must be a fraction"):
+        D.recording_descriptors(_windows(), features=["p_happy"], min_speech_ratio=value)
+
+
+def test_min_speech_ratio_needs_the_speech_ratio_column() -> None:
+    w = _windows().drop(columns=["speech_ratio"])
+    with pytest.raises(ValueError, match="speech_ratio column.*min_speech_ratio: 0"):
+        D.time_binned(w, features=["p_happy"], min_speech_ratio=0.5)
+    assert len(D.time_binned(w, features=["p_happy"], min_speech_ratio=0.0))
+
+
+def test_load_windows_keeps_ids_as_text(tmp_path: Path) -> None:
+    w = _windows(n=6).assign(caregiver="003", recording="003_care")
+    w.to_csv(tmp_path / "windows.csv", index=False)
+    got = D.load_windows(tmp_path / "windows.csv")
+    assert got["caregiver"].iloc[0] == "003" and got["recording"].iloc[0] == "003_care"
+    w.to_csv(tmp_path / "descriptors.csv", index=False)
+    assert D.load_descriptors(tmp_path / "descriptors.csv")["caregiver"].iloc[0] == "003"
+    with pytest.raises(FileNotFoundError, match="04_inference"):
+        D.load_windows(tmp_path / "nope.csv")
+    with pytest.raises(FileNotFoundError, match="06_time_invariant"):
+        D.load_descriptors(tmp_path / "nope.csv")

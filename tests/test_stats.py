@@ -438,3 +438,20 @@ def test_problem_report_names_each_problem_and_action(planted_desc: pd.DataFrame
     assert "unreliable" in by[("model did not converge", "f0_hz__median · level_trend")]
     clean = S.problem_report(planted_desc, features=["f0_hz__median"], analysis="x")
     assert clean.empty
+
+
+def test_problem_report_counts_windows_left_out_of_emotion_descriptors() -> None:
+    d = pd.DataFrame({"recording": ["a_control", "a_care", "b_control"], "caregiver": ["a", "a", "b"],
+                      "level": "expert", "phase": ["control", "care", "control"],
+                      "n_windows": [10, 10, 8], "n_emotion_windows": [6, 10, 0],
+                      "p_happy__mean": [0.2, 0.3, np.nan]})
+    rep = S.problem_report(d, features=["p_happy__mean"], analysis="x").set_index("problem")
+    quiet = rep.loc["windows with too little speech"]
+    assert "left out of the emotion-probability descriptors" in quiet["action"]
+    assert quiet["detail"].startswith("12 of 28 windows (42.9 %)")
+    assert rep.loc["no window with enough speech", "where"] == "b_control"
+    assert "1 of 3 rows" in rep.loc["no window with enough speech", "detail"]
+    every = S.problem_report(d.assign(n_emotion_windows=d["n_windows"]).dropna(),
+                             features=["p_happy__mean"], analysis="x")
+    assert not every["problem"].str.contains("speech").any()
+    assert "n_emotion_windows" not in S.descriptor_columns(d)

@@ -8,6 +8,7 @@ random intercept) to show that its bounds are tight enough to fail."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -152,6 +153,23 @@ def test_recovery_flags_a_false_positive(tmp_path) -> None:  # noqa: ANN001
     truth = V.load_truth(_truth_json(tmp_path, [
         {"feature": "energy_db", "term": "phase", "value": 0.0, "unit": "dB", "sign": 0}]))
     assert V.recovery_table(w, truth)["verdict"].tolist() == ["false positive"]
+
+
+def test_recovery_leaves_quiet_windows_out_of_emotion_descriptors(tmp_path: Path) -> None:
+    """A classifier that calls pauses 'happy', with more pauses in care, plants a spurious
+    phase effect on p_happy; with min_speech_ratio those windows do not count."""
+    w = S.simulate_windows(seed=9, duration_s=60.0)
+    rng = np.random.default_rng(0)
+    quiet = rng.uniform(size=len(w)) < np.where(w["phase"] == "care", 0.5, 0.1)
+    w["speech_ratio"] = np.where(quiet, 0.1, 0.9)
+    w.loc[quiet, "p_happy"] = 0.95
+    truth = V.load_truth(_truth_json(tmp_path, [
+        {"feature": "p_happy", "term": "phase", "value": 0.0, "unit": "", "sign": 0}]))
+    assert V.recovery_table(w, truth)["verdict"].tolist() == ["false positive"]
+    kept = V.recovery_table(w, truth, min_speech_ratio=0.5)
+    assert kept["verdict"].tolist() == ["null kept"]
+    with pytest.raises(ValueError, match="min_speech_ratio"):
+        V.recovery_table(w, truth, min_speech_ratio=2.0)
 
 
 def test_load_truth_errors(tmp_path) -> None:  # noqa: ANN001
