@@ -55,7 +55,31 @@ def _cmd_render(a: argparse.Namespace) -> int:
     return 0
 
 
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed memory for reuse in this process (Linux only; no-op elsewhere).
+
+    By default glibc hands every freed block above its mmap threshold back to the
+    kernel, so the arrays of each audio block (a few MB each, every 2 minutes of audio)
+    are page-faulted in afresh: ``ser predict`` spent 1.8 s of system time per hour of
+    audio on that. Raising the mmap threshold to its maximum (32 MiB) and the trim
+    threshold to 512 MiB keeps such blocks on the heap: 0.5 s, about 10 % of the wall
+    time, with the same peak memory (``benchmarks/RESULTS.md``). Results are unchanged.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl)
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    libc.mallopt(m_mmap_threshold, 32 * 2**20)
+    libc.mallopt(m_trim_threshold, 512 * 2**20)
+
+
 def _cmd_predict(a: argparse.Namespace) -> int:
+    _keep_freed_memory()
     from ser import inference
 
     return inference.predict_cli(model=a.model, inputs=a.paths, hop_s=a.hop, fmt=a.format,

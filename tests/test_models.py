@@ -215,3 +215,36 @@ def test_reduced_precisions_stay_close_to_fp32(tmp_path):
     assert any("quantized" in type(m).__module__ for m in int8.model.modules())
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, int8"):
         models.load_bundle(folder, precision="half")
+
+
+@pytest.mark.parametrize("arch, params", [("small_cnn", ARCH_PARAMS), ("resnet", {"channels": [4, 8]}),
+                                          ("crnn", {"channels": [4, 8]})])
+def test_fuse_conv_bn_keeps_outputs_and_removes_every_batch_norm(arch, params):
+    torch.manual_seed(1)
+    m = models.build_model(arch, n_labels=len(LABELS), sample_rate=SR, features=FEATURES, **params)
+    for bn in (x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)):  # trained-like stats
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    x = torch.from_numpy(_windows(4))
+    with torch.no_grad():
+        ref = m.eval()(x)
+        got = models.fuse_conv_bn(m)(x)
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_loaded_bundle_is_prepared_for_inference_with_the_same_outputs(tmp_path):
+    net = _model(seed=3)
+    for bn in (x for x in net.modules() if isinstance(x, torch.nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-1, 1)
+    folder = _save(tmp_path / "b", model=net).parent
+    bundle = models.load_bundle(folder)
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in bundle.model.modules())
+    convs = [x for x in bundle.model.modules() if isinstance(x, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    x = _windows(5)
+    with torch.no_grad():
+        ref = torch.softmax(net.eval()(torch.from_numpy(x)), dim=1).numpy()
+    np.testing.assert_allclose(bundle.predict_proba(x), ref, rtol=0, atol=1e-5)
