@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="feature processes (default: one per CPU core, none for transformer "
                         "models; 0: none)")
-    p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="windows per forward pass (default: 64, or 4 for transformer models on CPU)")
     p.add_argument("--device", default="cpu", help="model device: cpu, cuda or auto")
     p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
                    help="model arithmetic (default fp32); bf16 autocast, or int8 linear layers "

@@ -232,9 +232,21 @@ def _feature_options(f0_method: str, voice_quality: bool, egemaps: bool) -> dict
     return {"f0_method": f0_method, "voice_quality": bool(voice_quality), "egemaps": bool(egemaps)}
 
 
-def _check_run_options(batch_size: int, block_s: float) -> None:
+def resolve_batch_size(bundle: ModelBundle, batch_size: int | None) -> int:
+    """``batch_size``, or for ``None`` the bundle's ``preferred_batch_size`` (64 if it has none).
+
+    Raises:
+        ValueError: not a positive integer (or None).
+    """
+    if batch_size is None:
+        return int(getattr(bundle, "preferred_batch_size", 64))
     if not (isinstance(batch_size, (int, np.integer)) and batch_size > 0):
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        raise ValueError(f"batch_size must be a positive integer (or None: the model's "
+                         f"preferred size); got {batch_size!r}")
+    return int(batch_size)
+
+
+def _check_run_options(block_s: float) -> None:
     if not (isinstance(block_s, (int, float)) and block_s > 0):
         raise ValueError(f"block_s must be > 0 seconds; got {block_s!r}")
 
@@ -333,7 +345,7 @@ def predict_recording(
     path: str | os.PathLike[str],
     *,
     hop_s: float,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     block_s: float = BLOCK_S,
     f0_method: str = "praat",
     voice_quality: bool = False,
@@ -348,7 +360,8 @@ def predict_recording(
             ``window_samples``, ``predict_proba``); see :func:`ser.models.load_bundle`.
         path: audio file (any format/rate/channels :func:`ser.audio.load` reads).
         hop_s: step between window starts (s), ``0 < hop_s <= bundle.window_s``.
-        batch_size: windows per forward pass.
+        batch_size: windows per forward pass (``None``: the model's preferred size,
+            see :func:`resolve_batch_size`).
         block_s: audio processed at once (s); bounds memory (see module docstring).
         f0_method: ``"praat"`` or ``"pyin"`` (see :func:`ser.features.f0_track`).
         voice_quality: add jitter, shimmer and HNR per window.
@@ -369,7 +382,8 @@ def predict_recording(
         ValueError: bad ``hop_s``, ``batch_size``, ``block_s``, ``f0_method`` or ``workers``.
     """
     check_hop(hop_s, window_s=bundle.window_samples / bundle.sample_rate)
-    _check_run_options(batch_size, block_s)
+    batch_size = resolve_batch_size(bundle, batch_size)
+    _check_run_options(block_s)
     opts = _feature_options(f0_method, voice_quality, egemaps)
     with _feature_workers(workers, heavy_model=bool(getattr(bundle, "heavy", False))) as pool:
         df, _ = _predict_file(bundle, Path(path), hop_s=hop_s, batch_size=batch_size,
@@ -556,7 +570,7 @@ def predict_table(
     failures_csv: str | os.PathLike[str],
     resume: bool = True,
     progress: bool = True,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     block_s: float = BLOCK_S,
     f0_method: str = "praat",
     voice_quality: bool = False,
@@ -580,7 +594,8 @@ def predict_table(
         failures_csv: failure table to write (``inference_failures.csv``).
         resume: reuse finished recordings from an existing ``out_csv``.
         progress: show a tqdm progress bar.
-        batch_size: windows per forward pass.
+        batch_size: windows per forward pass (``None``: the model's preferred size,
+            see :func:`resolve_batch_size`).
         block_s: audio processed at once (s).
         f0_method: ``"praat"`` or ``"pyin"``.
         voice_quality: add ``jitter_local, shimmer_local, hnr_db``.
@@ -599,7 +614,8 @@ def predict_table(
     from ser import paths
 
     check_hop(hop_s, window_s=bundle.window_samples / bundle.sample_rate)
-    _check_run_options(batch_size, block_s)
+    batch_size = resolve_batch_size(bundle, batch_size)
+    _check_run_options(block_s)
     opts = _feature_options(f0_method, voice_quality, egemaps)
     resolve_workers(workers)
     _check_recordings(recordings)
@@ -800,7 +816,7 @@ def predict_paths(
     fmt: str = "csv",
     resume: bool = True,
     progress: bool = True,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     block_s: float = BLOCK_S,
     f0_method: str = "praat",
     voice_quality: bool = False,
@@ -826,7 +842,8 @@ def predict_paths(
         fmt: ``"csv"`` or ``"json"``.
         resume: keep files finished in an existing ``output``.
         progress: tqdm progress bar (seconds of audio) on stderr.
-        batch_size: windows per forward pass.
+        batch_size: windows per forward pass (``None``: the model's preferred size,
+            see :func:`resolve_batch_size`).
         block_s: audio processed at once (s).
         f0_method: ``"praat"`` or ``"pyin"``.
         voice_quality: add ``jitter_local, shimmer_local, hnr_db``.
@@ -849,7 +866,8 @@ def predict_paths(
     hop = default_hop(bundle) if hop_s is None else hop_s
     window_s = bundle.window_samples / bundle.sample_rate
     check_hop(hop, window_s=window_s)
-    _check_run_options(batch_size, block_s)
+    batch_size = resolve_batch_size(bundle, batch_size)
+    _check_run_options(block_s)
     opts = _feature_options(f0_method, voice_quality, egemaps)
     resolve_workers(workers)
     if fmt not in FORMATS:
@@ -964,7 +982,7 @@ def predict_cli(
     voice_quality: bool = False,
     egemaps: bool = False,
     workers: int | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     device: str = "cpu",
     precision: str = "fp32",
     resume: bool = True,
@@ -987,7 +1005,8 @@ def predict_cli(
         voice_quality: add jitter, shimmer, HNR.
         egemaps: add eGeMAPS descriptor means.
         workers: feature processes (``None`` or -1: auto, see :func:`resolve_workers`; 0: none).
-        batch_size: windows per forward pass.
+        batch_size: windows per forward pass (``None``: the model's preferred size,
+            see :func:`resolve_batch_size`).
         device: torch device for the model (``"cpu"``, ``"cuda"``, ``"auto"``).
         precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (see :func:`ser.models.load_bundle`).
         resume: keep files already finished in ``output``.

@@ -550,6 +550,14 @@ class Bundle:
         """True for transformer backbones, which need every core for the model itself."""
         return str(self.meta.get("arch")) == "hf"
 
+    @property
+    def preferred_batch_size(self) -> int:
+        """Windows per forward pass that run fastest here: 4 for a transformer on the CPU
+        (bigger batches spill the feed-forward activations out of the CPU caches: 24x
+        real time at 4 against 15x at 64 for a wav2vec2-base-sized model in int8,
+        ``benchmarks/RESULTS.md``), else 64."""
+        return 4 if self.heavy and self.device.type == "cpu" else 64
+
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 

@@ -318,7 +318,7 @@ def test_int8_bundle_quantises_linears_and_stays_close(tmp_path) -> None:
                        metrics={})
     ref_b = models.load_bundle(tmp_path / "b")
     q_b = models.load_bundle(tmp_path / "b", precision="int8")
-    assert ref_b.heavy and q_b.heavy
+    assert ref_b.heavy and q_b.heavy and q_b.preferred_batch_size == 4
     x = _waves(3, ref_b.window_samples).numpy()
     ref, got = ref_b.predict_proba(x), q_b.predict_proba(x)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)

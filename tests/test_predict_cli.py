@@ -316,3 +316,12 @@ def test_workers_auto_is_inline_for_heavy_models():
     assert inference.resolve_workers(-1, heavy_model=True) == 0
     assert inference.resolve_workers(2, heavy_model=True) == 2
     assert inference.resolve_workers(None) == inference.resolve_workers(-1) >= 1
+
+
+def test_batch_size_default_is_the_models_preferred_size(model_dir):
+    bundle = models.load_bundle(model_dir)
+    assert not bundle.heavy and bundle.preferred_batch_size == 64
+    assert inference.resolve_batch_size(bundle, None) == 64
+    assert inference.resolve_batch_size(bundle, 5) == 5
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        inference.resolve_batch_size(bundle, 0)
