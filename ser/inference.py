@@ -516,6 +516,32 @@ def _check_recordings(recordings: pd.DataFrame) -> None:
                          "each recording must appear once")
 
 
+def model_stamp_path(out_csv: str | os.PathLike[str]) -> Path:
+    """The file beside a window table that names the model which computed it
+    (``windows.csv`` → ``windows.model.json``)."""
+    out_csv = Path(out_csv)
+    return out_csv.with_name(f"{out_csv.stem}.model.json")
+
+
+def _model_stamp(bundle: ModelBundle) -> dict[str, Any]:
+    """Model name, precision and :func:`ser.models.bundle_fingerprint` (None without a folder)."""
+    from ser import models
+
+    folder = getattr(bundle, "path", None)
+    try:
+        fingerprint = models.bundle_fingerprint(folder) if folder is not None else None
+    except (FileNotFoundError, ValueError):
+        fingerprint = None
+    return {"model": _model_name(bundle), "fingerprint": fingerprint}
+
+
+def _read_stamp(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def _read_previous(out_csv: Path, columns: list[str], hop_s: float,
                    wanted: set[str]) -> pd.DataFrame:
     """Rows of recordings already complete in ``out_csv`` (empty when none)."""
@@ -582,7 +608,10 @@ def predict_table(
     After each recording, ``out_csv`` (all finished rows, in table order) and
     ``failures_csv`` (``recording, path, reason`` of this run's failures) are rewritten
     atomically, so an interrupted run leaves complete recordings only. With ``resume``,
-    recordings already in ``out_csv`` are skipped; failed ones are tried again.
+    recordings already in ``out_csv`` are skipped; failed ones are tried again. The model
+    that computed ``out_csv`` is named beside it (:func:`model_stamp_path`: bundle name,
+    precision and :func:`ser.models.bundle_fingerprint`); when the bundle has changed
+    since (retrained, recalibrated), nothing is reused and every recording is recomputed.
     Rows of recordings no longer in ``recordings`` are dropped.
 
     Args:
@@ -625,8 +654,14 @@ def predict_table(
     recs = recordings.assign(**{c: recordings[c].astype(str) for c in ID_COLUMNS})
     order = {r: i for i, r in enumerate(recs["recording"])}
 
+    stamp_path = model_stamp_path(out_csv)
+    stamp = _model_stamp(bundle)
     done: dict[str, pd.DataFrame] = {}
-    if resume:
+    if resume and out_csv.is_file() and _read_stamp(stamp_path) != stamp:
+        print(f"{out_csv.name} was computed with another model than {stamp['model']} "
+              f"({stamp_path.name} differs or is missing): recomputing every recording",
+              file=sys.stderr)
+    elif resume:
         prev = _read_previous(out_csv, columns, hop_s, set(order))
         done = {r: g for r, g in prev.groupby("recording", sort=False)}
     failures: list[dict[str, Any]] = []
@@ -636,6 +671,8 @@ def predict_table(
         table = (pd.concat(parts, ignore_index=True) if parts
                  else pd.DataFrame(columns=columns))[columns]
         provenance.atomic_write_csv(out_csv, table)
+        # after the rows: a crash in between leaves an old stamp, so the rows are redone
+        provenance.atomic_write_json(stamp_path, stamp)
         provenance.atomic_write_csv(failures_csv,
                                     pd.DataFrame(failures, columns=list(FAILURE_COLUMNS)))
         return table

@@ -784,6 +784,37 @@ def bundle_arch_params(meta: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
+#: ``model.json`` keys that decide what a bundle computes (timestamps and metrics excluded).
+_FINGERPRINT_KEYS = ("labels", "sample_rate", "window_s", "features", "arch", "arch_params",
+                     "calibration", "format")
+
+
+def bundle_fingerprint(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of what a bundle computes: its weights file and the ``model.json`` keys that
+    shape its outputs (labels, window, features, architecture, calibration).
+
+    Retraining with other data or options, or recalibrating, changes it; re-saving the same
+    weights (a deterministic retrain) does not. Outputs computed by one bundle can thus be
+    told from those of another bundle of the same name.
+
+    Raises:
+        FileNotFoundError: no ``model.json``, or no ``model.pt`` / ``model.joblib``.
+    """
+    import hashlib
+
+    folder = Path(path)
+    meta = read_bundle_meta(folder)
+    weights = next((folder / n for n in ("model.pt", "model.joblib") if (folder / n).is_file()), None)
+    if weights is None:
+        raise FileNotFoundError(f"model bundle {folder} has no model.pt or model.joblib")
+    h = hashlib.sha256(json.dumps({k: meta.get(k) for k in _FINGERPRINT_KEYS},
+                                  sort_keys=True, default=str).encode())
+    with weights.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _is_classical_bundle(folder: Path) -> bool:
     try:
         arch = json.loads((folder / "model.json").read_text(encoding="utf-8")).get("arch", "")

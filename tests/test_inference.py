@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from fractions import Fraction
 
 import numpy as np
@@ -311,3 +313,33 @@ def test_model_threads_limited_while_workers_run_then_restored(rec_dir):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_resume_recomputes_when_the_model_bundle_changed(rec_dir, tmp_path):
+    """A retrained bundle of the same name must not inherit the old bundle's windows."""
+    from ser import models
+
+    def save(seed: int) -> models.Bundle:
+        torch = pytest.importorskip("torch")
+        torch.manual_seed(seed)
+        net = models.build_model("small_cnn", n_labels=3, sample_rate=SR, channels=[4, 8])
+        models.save_bundle(tmp_path / "demo_cnn", net, labels=["angry", "happy", "neutral"],
+                           sample_rate=SR, window_s=1.0, features=models.features_config(),
+                           arch="small_cnn", arch_params={"channels": [4, 8]}, train_params={},
+                           split={}, metrics={})
+        return models.load_bundle(tmp_path / "demo_cnn")
+
+    out, fail = tmp_path / "windows.csv", tmp_path / "failures.csv"
+    table = _table(rec_dir).iloc[:1]
+    kw = dict(hop_s=0.5, out_csv=out, failures_csv=fail, progress=False)
+    first = inference.predict_table(save(0), table, **kw)
+    stamp = json.loads(inference.model_stamp_path(out).read_text())
+    assert stamp["model"] == "demo_cnn" and len(stamp["fingerprint"]) == 64
+    again = inference.predict_table(save(0), table, **kw)  # same weights: reused as they are
+    pd.testing.assert_frame_equal(again, first)
+    retrained = save(1)
+    fresh = inference.predict_table(retrained, table, **{**kw, "out_csv": tmp_path / "ref.csv"})
+    resumed = inference.predict_table(retrained, table, **kw)
+    pd.testing.assert_frame_equal(resumed, fresh)
+    assert not np.allclose(resumed["p_angry"], first["p_angry"])
+    assert json.loads(inference.model_stamp_path(out).read_text())["fingerprint"] != stamp["fingerprint"]
