@@ -44,7 +44,9 @@ the result has no duplicate or missing rows.
   ``.summary.csv`` (``results.csv`` → ``results.summary.csv``; ``.summary.csv`` is
   appended when ``FILE`` has another suffix); the failures (``file, reason``) in
   ``.failures.csv`` likewise. Without ``-o`` the windows go to stdout and the summary
-  and failures to stderr.
+  and failures to stderr. Beside ``FILE``, ``<stem>.model.json`` names the model that
+  computed it (:func:`model_stamp_path`); a resume with another model, or with a
+  retrained or recalibrated bundle of the same name, is refused.
 - JSON: one object ``{"windows": [...], "summary": [...], "failures": [...]}`` (lists
   of row objects, NaN written as ``null``) in ``FILE`` or on stdout.
 
@@ -796,6 +798,10 @@ class _Outputs:
                 + '], "failures": [' + _json_rows(failures) + "]}\n")
         provenance.atomic_write_text(self.paths["windows"], text)
 
+    def write_stamp(self, stamp: dict[str, Any]) -> None:
+        """Name the model beside the tables (after them: a crash in between is refused on resume)."""
+        provenance.atomic_write_json(model_stamp_path(self.paths["windows"]), stamp)
+
     def read(self) -> tuple[pd.DataFrame, pd.DataFrame] | None:
         """Previous windows and summary, or None when there is nothing to resume."""
         main = self.paths["windows"]
@@ -913,6 +919,7 @@ def predict_paths(
     wcols = window_columns(labels, voice_quality=voice_quality, egemaps=egemaps)
     scols = summary_columns(labels)
     model = _model_name(bundle)
+    stamp = _model_stamp(bundle)
     files, problems = audio.find_audio_files(inputs)
     keys = [str(f) for f in files]
     writer = _Outputs(Path(output), fmt=fmt, window_cols=wcols, summary_cols=scols) if output else None
@@ -921,6 +928,16 @@ def predict_paths(
     summary: dict[str, dict[str, Any]] = {}
     if writer is not None and resume:
         prev = writer.read()
+        old_stamp = _read_stamp(model_stamp_path(writer.paths["windows"]))
+        if prev is not None and old_stamp != stamp:
+            old = (old_stamp or {}).get("model")
+            what = ("no recorded model" if old is None else
+                    f"another version of {old!r} (retrained or recalibrated)" if old == model else
+                    f"model {old!r}")
+            raise ResumeError(
+                f"cannot resume from {writer.paths['windows']}: it was computed with {what} "
+                f"({model_stamp_path(writer.paths['windows']).name}); this run uses {model!r}. "
+                "Delete it, write to another file (-o), or use --no-resume")
         if prev is not None:
             win, summ = prev
             groups = {k: g for k, g in win.groupby("file", sort=False)}
@@ -966,6 +983,7 @@ def predict_paths(
             return
         t = time.perf_counter()
         writer.write(*tables())
+        writer.write_stamp(stamp)
         _tick(timings, "write", t)
         written_state[0], written_state[1] = time.perf_counter(), state
 

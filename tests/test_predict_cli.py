@@ -325,3 +325,23 @@ def test_batch_size_default_is_the_models_preferred_size(model_dir):
     assert inference.resolve_batch_size(bundle, 5) == 5
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         inference.resolve_batch_size(bundle, 0)
+
+
+def test_resume_refuses_a_retrained_bundle_of_the_same_name(model_dir, audio_dir, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    out = tmp_path / "s.csv"
+    assert _run(model_dir, audio_dir / "a.wav", "-o", out) == 0
+    assert (tmp_path / "s.model.json").is_file()
+    assert _run(model_dir, audio_dir / "a.wav", "-o", out) == 0  # same bundle: resumes
+    retrained = tmp_path / "m" / model_dir.name
+    shutil.copytree(model_dir, retrained)
+    state = torch.load(retrained / "model.pt", weights_only=True)
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()},
+               retrained / "model.pt")
+    capsys.readouterr()
+    assert _run(retrained, audio_dir / "a.wav", "-o", out) == 2
+    assert "another version of 'tiny_cnn'" in capsys.readouterr().err
+    assert _run(retrained, audio_dir / "a.wav", "-o", out, "--no-resume") == 0
