@@ -341,7 +341,7 @@ def quantize_for_cpu(model: HFAudioClassifier, *, bf16_convs: bool | None = None
     """An int8 version of ``model`` for fast CPU inference.
 
     Every ``nn.Linear`` (attention, feed-forward, head) gets int8 weights with
-    activations quantised per batch (``torch.ao.quantization.quantize_dynamic``); the
+    activations quantised per batch (:func:`ser.models.quantize_linears`); the
     convolutional feature encoder and the positional convolution, which int8 dynamic
     quantisation does not cover, run in bfloat16 where the CPU has native bf16 kernels.
     On a wav2vec2-base-sized model this is about 1.3x the speed of bf16 autocast and
@@ -358,12 +358,10 @@ def quantize_for_cpu(model: HFAudioClassifier, *, bf16_convs: bool | None = None
         The quantised model (a copy unless ``inplace``), in eval mode, on the CPU.
     """
     import copy
-    import warnings
 
-    q = (model if inplace else copy.deepcopy(model)).cpu().eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
-        q = torch.ao.quantization.quantize_dynamic(q, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    from ser.models import quantize_linears
+
+    q = quantize_linears((model if inplace else copy.deepcopy(model)).cpu().eval())
     if cpu_bf16_is_fast() if bf16_convs is None else bf16_convs:
         bb = q.backbone
         bb.feature_extractor = _Bf16Autocast(bb.feature_extractor)

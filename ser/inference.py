@@ -248,9 +248,17 @@ def resolve_batch_size(bundle: ModelBundle, batch_size: int | None) -> int:
     return int(batch_size)
 
 
-def _check_run_options(block_s: float) -> None:
+def _run_options(bundle: ModelBundle, *, hop_s: float, batch_size: int | None, block_s: float,
+                 f0_method: str, voice_quality: bool, egemaps: bool,
+                 workers: int | None) -> tuple[int, dict[str, Any]]:
+    """Check the options shared by every entry point; returns the batch size and feature options."""
+    check_hop(hop_s, window_s=bundle.window_samples / bundle.sample_rate)
+    batch_size = resolve_batch_size(bundle, batch_size)
     if not (isinstance(block_s, (int, float)) and block_s > 0):
         raise ValueError(f"block_s must be > 0 seconds; got {block_s!r}")
+    opts = _feature_options(f0_method, voice_quality, egemaps)
+    resolve_workers(workers)
+    return batch_size, opts
 
 
 def resolve_workers(workers: int | None, *, heavy_model: bool = False) -> int:
@@ -383,10 +391,9 @@ def predict_recording(
         ser.audio.AudioError: missing, unreadable, empty, non-finite or silent audio.
         ValueError: bad ``hop_s``, ``batch_size``, ``block_s``, ``f0_method`` or ``workers``.
     """
-    check_hop(hop_s, window_s=bundle.window_samples / bundle.sample_rate)
-    batch_size = resolve_batch_size(bundle, batch_size)
-    _check_run_options(block_s)
-    opts = _feature_options(f0_method, voice_quality, egemaps)
+    batch_size, opts = _run_options(bundle, hop_s=hop_s, batch_size=batch_size, block_s=block_s,
+                                    f0_method=f0_method, voice_quality=voice_quality,
+                                    egemaps=egemaps, workers=workers)
     with _feature_workers(workers, heavy_model=bool(getattr(bundle, "heavy", False))) as pool:
         df, _ = _predict_file(bundle, Path(path), hop_s=hop_s, batch_size=batch_size,
                               block_s=block_s, opts=opts, pool=pool, timings=timings)
@@ -644,11 +651,9 @@ def predict_table(
 
     from ser import paths
 
-    check_hop(hop_s, window_s=bundle.window_samples / bundle.sample_rate)
-    batch_size = resolve_batch_size(bundle, batch_size)
-    _check_run_options(block_s)
-    opts = _feature_options(f0_method, voice_quality, egemaps)
-    resolve_workers(workers)
+    batch_size, opts = _run_options(bundle, hop_s=hop_s, batch_size=batch_size, block_s=block_s,
+                                    f0_method=f0_method, voice_quality=voice_quality,
+                                    egemaps=egemaps, workers=workers)
     _check_recordings(recordings)
     out_csv, failures_csv = Path(out_csv), Path(failures_csv)
     columns = [*ID_COLUMNS, *window_columns(bundle.labels, voice_quality=voice_quality,
@@ -908,11 +913,9 @@ def predict_paths(
 
     hop = default_hop(bundle) if hop_s is None else hop_s
     window_s = bundle.window_samples / bundle.sample_rate
-    check_hop(hop, window_s=window_s)
-    batch_size = resolve_batch_size(bundle, batch_size)
-    _check_run_options(block_s)
-    opts = _feature_options(f0_method, voice_quality, egemaps)
-    resolve_workers(workers)
+    batch_size, opts = _run_options(bundle, hop_s=hop, batch_size=batch_size, block_s=block_s,
+                                    f0_method=f0_method, voice_quality=voice_quality,
+                                    egemaps=egemaps, workers=workers)
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}; got {fmt!r}")
     labels = list(bundle.labels)

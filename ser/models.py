@@ -680,6 +680,19 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
     return model
 
 
+def quantize_linears(model: nn.Module) -> nn.Module:
+    """Give every ``nn.Linear`` int8 weights, activations quantised per batch (CPU only;
+    ``torch.ao.quantization.quantize_dynamic``, in place).
+
+    Returns:
+        ``model`` with its linear layers swapped.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8,
+                                                      inplace=True)
+
+
 def prepare_for_inference(model: nn.Module) -> nn.Module:
     """Make a network faster for inference without changing what it computes.
 
@@ -879,9 +892,7 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
 
             model = hf.quantize_for_cpu(model, inplace=True)
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
-                model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+            model = quantize_linears(model)
     return Bundle(path=folder, meta=meta, model=model, device=dev, precision=precision)
 
 

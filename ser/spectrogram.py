@@ -164,6 +164,12 @@ def log_mel_from_filterbank(
     return db.squeeze(0) if squeeze else db
 
 
+def _interior_frames(*, window_n: int, n_fft: int, hop_length: int) -> tuple[int, int]:
+    """First and last centred frame of a window that need none of its zero padding."""
+    half = n_fft // 2
+    return -(-half // hop_length), (window_n + half - n_fft) // hop_length
+
+
 def log_mel_windows_from_filterbank(
     wave: Tensor, starts: Tensor, *, window_n: int, filterbank: Tensor, n_fft: int,
     hop_length: int, window: Tensor, top_db: float | None = 80.0,
@@ -198,8 +204,7 @@ def log_mel_windows_from_filterbank(
     starts = torch.as_tensor(starts, dtype=torch.long).flatten()
     half = n_fft // 2
     n_frames = (window_n + 2 * half - n_fft) // hop_length + 1
-    j_lo = -(-half // hop_length)  # first frame that needs no left padding
-    j_hi = (window_n + half - n_fft) // hop_length  # last frame that needs no right padding
+    j_lo, j_hi = _interior_frames(window_n=window_n, n_fft=n_fft, hop_length=hop_length)
     if window_n < n_fft or j_lo > j_hi:
         raise ValueError(f"log-mel windows: a window of {window_n} samples is too short for "
                          f"frames of {n_fft} samples every {hop_length}")
@@ -223,9 +228,9 @@ def log_mel_windows_from_filterbank(
         inner = mel_grid[k]  # [N, interior frames, n_mels]
         pos = torch.arange(window_n, device=wave.device)
         # head frames 0..j_lo-1 and tail frames j_hi+1.. see the window's zero padding
-        head_n = min(window_n, (j_lo - 1) * hop_length - half + n_fft) if j_lo > 0 else 0
         parts = []
         if j_lo > 0:
+            head_n = min(window_n, (j_lo - 1) * hop_length - half + n_fft)
             head = wave[starts[:, None] + pos[:head_n]]
             frames = F.pad(head, (half, n_fft)).unfold(-1, n_fft, hop_length)[:, :j_lo]
             parts.append(_mel_power(frames, window, bands))
@@ -236,8 +241,7 @@ def log_mel_windows_from_filterbank(
             tail = wave[starts[:, None] + pos[t0:]]
             frames = F.pad(tail, (0, n_fft)).unfold(-1, n_fft, hop_length)[:, :n_tail]
             parts.append(_mel_power(frames, window, bands))
-        mel = torch.cat(parts, dim=1) if len(parts) > 1 else inner.clone()
-        return _to_db(mel, top_db).transpose(1, 2)
+        return _to_db(torch.cat(parts, dim=1), top_db).transpose(1, 2)
 
 
 def log_mel(
@@ -326,8 +330,7 @@ class LogMel(nn.Module):
 
     def can_share_frames(self, *, window_n: int, hop_n: int) -> bool:
         """Whether windows ``window_n`` long every ``hop_n`` samples can use :meth:`windows`."""
-        half = self.n_fft // 2
-        j_lo, j_hi = -(-half // self.hop_length), (window_n + half - self.n_fft) // self.hop_length
+        j_lo, j_hi = _interior_frames(window_n=window_n, n_fft=self.n_fft, hop_length=self.hop_length)
         return hop_n % self.hop_length == 0 and window_n >= self.n_fft and j_lo <= j_hi
 
 
