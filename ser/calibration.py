@@ -36,7 +36,7 @@ import pandas as pd
 from scipy import optimize, special
 from tqdm import tqdm
 
-from ser import audio, provenance
+from ser import audio, pitchnorm, provenance
 from ser.models import Bundle, fit_window, read_bundle_meta
 
 if TYPE_CHECKING:
@@ -267,10 +267,12 @@ def utterance_logits(bundle: Bundle, utterances: pd.DataFrame, *, split: str, ba
     labels = bundle.labels
     rows = utterances[(utterances["split"] == split) & utterances["label"].isin(labels)]
     windows, kept, n_failed = [], [], 0
+    load = pitchnorm.SpeakerLoader(rows, sample_rate=bundle.sample_rate,
+                                   target_hz=float(getattr(bundle, "pitch_norm_hz", 0.0)))
     for r in tqdm(rows.itertuples(index=False), total=len(rows), desc=f"logits {split}", unit="utt",
                   disable=not progress):
         try:
-            wave = audio.load(r.path, sample_rate=bundle.sample_rate)[0]
+            wave = load(r.path, r.speaker)
         except (audio.AudioError, OSError, ValueError):
             n_failed += 1
             continue

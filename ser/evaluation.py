@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import signal
 from tqdm import tqdm
 
-from ser import audio, corpora, provenance
+from ser import audio, corpora, pitchnorm, provenance
 from ser.labels import resolve_label_map
 from ser.models import Bundle, fit_window
 
@@ -193,8 +193,9 @@ def evaluate_bundle(
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Predict every utterance of one partition and score the predictions.
 
-    Each utterance is read at the bundle's sample rate; by default the model sees its
-    centre window (:func:`ser.models.fit_window`, as in validation). With ``sliding``
+    Each utterance is read at the bundle's sample rate (and pitch-normalised per speaker
+    when the bundle was trained so, :class:`ser.pitchnorm.SpeakerLoader`); by default the
+    model sees its centre window (:func:`ser.models.fit_window`, as in validation). With ``sliding``
     the class probabilities are averaged over windows every ``hop_s`` seconds (default
     half a window). Rows whose label is not one of the model's labels are ignored;
     unreadable files are kept in the predictions with their ``error`` and left out of
@@ -236,6 +237,8 @@ def evaluate_bundle(
     n, hop = bundle.window_samples, int(round((hop_s or bundle.window_s / 2) * bundle.sample_rate))
     records: list[dict[str, Any]] = []
     pending: list[tuple[dict[str, Any], np.ndarray]] = []  # utterances whose windows await a forward pass
+    load = pitchnorm.SpeakerLoader(rows, sample_rate=bundle.sample_rate,
+                                   target_hz=float(getattr(bundle, "pitch_norm_hz", 0.0)))
 
     def flush() -> None:  # one batched forward pass over the windows of several utterances
         if not pending:
@@ -253,7 +256,7 @@ def evaluate_bundle(
                                desc=f"evaluate {split or 'all'}", unit="utt", disable=not progress)):
         rec: dict[str, Any] = {"_row": i, "path": str(r.path), "speaker": r.speaker, "label": r.label}
         try:
-            wave = audio.load(r.path, sample_rate=bundle.sample_rate)[0]
+            wave = load(r.path, r.speaker)
         except (audio.AudioError, OSError, ValueError) as err:
             records.append({**rec, "pred": None, "n_windows": 0, "error": f"{type(err).__name__}: {err}"})
             continue

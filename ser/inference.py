@@ -30,6 +30,14 @@ the main process decodes and runs the model on the next blocks (at most
 analyses (2 minutes by default), not of the whole file, so one loud event does not
 mute the rest of a long recording.
 
+Pitch normalisation. A bundle trained with ``pitch_norm_hz`` (:mod:`ser.pitchnorm`)
+hears every recording at that register: a first pass over the file finds the
+recording's register (voice F0 mean, another voice an octave away left out), then each
+block is shifted by one constant amount (PSOLA, formants kept) before the model. The
+prosody columns (``f0_hz`` ...) are always measured on the original audio. The extra
+pass and the shift cost about two more Praat pitch analyses per hour of audio
+(``benchmarks/RESULTS.md``).
+
 Batch runs. :func:`predict_table` (stage 04: a table of cohort recordings) and
 :func:`predict_paths` / :func:`predict_cli` (``ser predict``: files and folders) record
 per-file failures and carry on, rewrite their outputs atomically as files finish
@@ -79,7 +87,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from ser import audio, features, provenance
+from ser import audio, features, pitchnorm, provenance
 
 #: Identifier columns :func:`predict_table` prepends to every window row.
 ID_COLUMNS: tuple[str, ...] = ("recording", "caregiver", "level", "phase")
@@ -448,6 +456,16 @@ def _predict_file(
         feats[i0:i1] = arr
         _merge(timings, tm)
 
+    # speaker pitch normalisation (bundles trained with it): one register for the recording,
+    # from a first pass over it; the model hears the shifted audio, the features the original
+    target_hz = float(getattr(bundle, "pitch_norm_hz", 0.0) or 0.0)
+    shift_st = 0.0
+    if target_hz > 0:
+        t = time.perf_counter()
+        shift_st = pitchnorm.semitones_to(target_hz, pitchnorm.recording_register_hz(path, sample_rate=sr,
+                                                                                      block_s=block_s))
+        _tick(timings, "pitch_norm", t)
+
     blocks = audio.iter_blocks_n(path, sample_rate=sr, block_n=block_n, overlap_n=win_n + 2 * ctx_n)
     try:
         while True:
@@ -472,7 +490,11 @@ def _predict_file(
                     pending.append((i0, i1, pool.executor.submit(_features_job, *job)))
                 t = time.perf_counter()
                 need = int(local[-1]) + win_n
-                ypad = audio.fix_length(y, max(need, len(y)))
+                ymodel = y
+                if shift_st:
+                    ymodel = pitchnorm.shift_pitch(y, sr, semitones=shift_st)
+                    t = _tick(timings, "pitch_norm", t)
+                ypad = audio.fix_length(ymodel, max(need, len(ymodel)))
                 shared = getattr(bundle, "predict_proba_starts", None)
                 if shared is not None:  # log-mel models share the frames of overlapping windows
                     probs[i0:i1] = shared(ypad, local, batch_size=batch_size)

@@ -546,6 +546,12 @@ class Bundle:
         return window_samples(self.window_s, self.sample_rate)
 
     @property
+    def pitch_norm_hz(self) -> float:
+        """Register (Hz) every speaker/recording is pitch-normalised to before the model
+        (:mod:`ser.pitchnorm`); 0 when the model was trained without normalisation."""
+        return float(self.meta.get("pitch_norm_hz") or 0.0)
+
+    @property
     def heavy(self) -> bool:
         """True for transformer backbones, which need every core for the model itself."""
         return str(self.meta.get("arch")) == "hf"
@@ -714,7 +720,7 @@ def save_bundle(
     path: str | os.PathLike[str], model: nn.Module, *, labels: Sequence[str], sample_rate: int,
     window_s: float, features: Mapping[str, Any], arch: str, arch_params: Mapping[str, Any],
     train_params: Mapping[str, Any], split: Mapping[str, Sequence[str]],
-    metrics: Mapping[str, Any],
+    metrics: Mapping[str, Any], pitch_norm_hz: float = 0.0,
 ) -> Path:
     """Write a model bundle: ``model.pt`` (state dict) then ``model.json``, both atomically.
 
@@ -730,6 +736,9 @@ def save_bundle(
         train_params: training settings and outcomes worth keeping.
         split: speakers per partition, e.g. ``{"train": [...], "val": [...], "test": [...]}``.
         metrics: metrics so far, e.g. ``{"val": {"uar": 0.61}}``.
+        pitch_norm_hz: register (Hz) each speaker was pitch-normalised to in training
+            (:mod:`ser.pitchnorm`); written as ``model.json["pitch_norm_hz"]`` when > 0, so
+            evaluation and inference normalise the same way. 0: off.
 
     Returns:
         Path of ``model.json``.
@@ -751,6 +760,7 @@ def save_bundle(
         "train_params": dict(train_params),
         "split": {k: list(v) for k, v in split.items()},
         "metrics": dict(metrics),
+        **({"pitch_norm_hz": float(pitch_norm_hz)} if pitch_norm_hz else {}),
         "git_commit": provenance.git_commit(),
         "torch_version": torch.__version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -800,6 +810,8 @@ def bundle_arch_params(meta: Mapping[str, Any]) -> dict[str, Any]:
 #: ``model.json`` keys that decide what a bundle computes (timestamps and metrics excluded).
 _FINGERPRINT_KEYS = ("labels", "sample_rate", "window_s", "features", "arch", "arch_params",
                      "calibration", "format")
+#: Fingerprinted only when present, so bundles written before the key existed keep their fingerprint.
+_FINGERPRINT_OPTIONAL_KEYS = ("pitch_norm_hz",)
 
 
 def bundle_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -820,8 +832,9 @@ def bundle_fingerprint(path: str | os.PathLike[str]) -> str:
     weights = next((folder / n for n in ("model.pt", "model.joblib") if (folder / n).is_file()), None)
     if weights is None:
         raise FileNotFoundError(f"model bundle {folder} has no model.pt or model.joblib")
-    h = hashlib.sha256(json.dumps({k: meta.get(k) for k in _FINGERPRINT_KEYS},
-                                  sort_keys=True, default=str).encode())
+    keyed = {k: meta.get(k) for k in _FINGERPRINT_KEYS}
+    keyed.update({k: meta[k] for k in _FINGERPRINT_OPTIONAL_KEYS if meta.get(k)})
+    h = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode())
     with weights.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)

@@ -77,7 +77,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from ser import audio, provenance
+from ser import audio, pitchnorm, provenance
 from ser import paths as _paths
 from ser.evaluation import uar
 from ser.models import (build_model, features_config, fit_window, resolve_device, resolved_arch_params,
@@ -405,6 +405,7 @@ def train(
     cache_dir: str | os.PathLike[str] | None = None,
     cache: bool = True,
     num_workers: int | None = None,
+    pitch_norm_hz: float = 0.0,
     progress: bool = True,
 ) -> Path:
     """Train a model on the ``train`` split, select it on ``val``, write the bundle.
@@ -439,6 +440,10 @@ def train(
         cache_dir: waveform cache folder (``None``: ``paths.results_dir() / "cache"``).
         cache: use the waveform cache.
         num_workers: DataLoader worker processes (``None`` or negative: 4 on CUDA, 0 on CPU).
+        pitch_norm_hz: speaker pitch normalisation (:mod:`ser.pitchnorm`): each speaker's
+            utterances are shifted (PSOLA, formants kept) so the speaker's register is this
+            many Hz; the bundle stores it and evaluation and inference shift each speaker or
+            recording the same way. 0 (default): off.
         progress: show tqdm bars.
 
     Returns:
@@ -451,6 +456,7 @@ def train(
     _check_inputs(utterances, labels, epochs=epochs, batch_size=batch_size, patience=patience, lr=lr,
                   mixup_alpha=mixup_alpha, min_duration_s=min_duration_s)
     aug = _augment_options(augment)
+    pitch_norm_hz = pitchnorm.check_target(pitch_norm_hz)
     feats = features_config(**dict(features or {}))
     folder = None if not cache else Path(cache_dir) if cache_dir is not None else _paths.results_dir() / "cache"
     with _distributed(device) as (d, dev):
@@ -462,7 +468,7 @@ def train(
                       weight_decay=float(weight_decay), patience=int(patience), seed=int(seed), augment=aug,
                       mixup_alpha=float(mixup_alpha), class_weighting=bool(class_weighting),
                       min_duration_s=float(min_duration_s), resume=bool(resume), cache_dir=folder,
-                      num_workers=workers, progress=progress)
+                      num_workers=workers, pitch_norm_hz=pitch_norm_hz, progress=progress)
 
 
 def _train(utterances: pd.DataFrame, *, d: _Dist, dev: torch.device, out: Path, labels: list[str],
@@ -470,7 +476,7 @@ def _train(utterances: pd.DataFrame, *, d: _Dist, dev: torch.device, out: Path, 
            sample_rate: int, epochs: int, batch_size: int, lr: float, weight_decay: float,
            patience: int, seed: int, augment: dict[str, Any] | None, mixup_alpha: float,
            class_weighting: bool, min_duration_s: float, resume: bool, cache_dir: Path | None,
-           num_workers: int, progress: bool) -> Path:
+           num_workers: int, pitch_norm_hz: float, progress: bool) -> Path:
     t_start = time.perf_counter()
     progress = progress and d.main
     if d.main:
@@ -499,6 +505,13 @@ def _train(utterances: pd.DataFrame, *, d: _Dist, dev: torch.device, out: Path, 
         provenance.atomic_write_csv(out / "train_errors.csv", errors)
         _log_set_aside(errors, out / "train_errors.csv")
     train_df, val_df = (df[df["path"].astype(str).isin(waves)] for df in (train_df, val_df))
+    pitch_shifts: dict[str, float] = {}
+    if pitch_norm_hz > 0:
+        used = pd.concat([train_df, val_df])
+        waves, pitch_shifts = pitchnorm.normalise_by_group(
+            {p: waves[p] for p in used["path"].astype(str)},
+            dict(zip(used["path"].astype(str), used["speaker"].astype(str))), sample_rate,
+            target_hz=pitch_norm_hz, progress=progress)
     if train_df.empty or val_df.empty:
         raise ValueError(f"no usable {'training' if train_df.empty else 'validation'} audio; "
                          f"see {out / 'train_errors.csv'}")
@@ -529,6 +542,7 @@ def _train(utterances: pd.DataFrame, *, d: _Dist, dev: torch.device, out: Path, 
                 "window_s": window_s, "sample_rate": sample_rate, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "seed": seed, "augment": aug, "mixup_alpha": mixup_alpha,
                 "class_weighting": class_weighting, "min_duration_s": min_duration_s, "world": d.world,
+                "pitch_norm_hz": pitch_norm_hz,
                 "train": sorted(zip(train_df["path"].astype(str), train_df["label"])),
                 "val": sorted(zip(val_df["path"].astype(str), val_df["label"]))}
     fingerprint = _fingerprint(settings)
@@ -629,13 +643,14 @@ def _train(utterances: pd.DataFrame, *, d: _Dist, dev: torch.device, out: Path, 
             "n_train": len(train_df), "n_val": len(val_df), **counts,
             "n_ignored_labels": int((~utterances["label"].isin(labels)).sum()),
             "class_weights": dict(zip(labels, weights.tolist())),
+            "pitch_shift_st": {k: round(v, 3) for k, v in pitch_shifts.items()},
             "seconds": round(time.perf_counter() - t_start, 2),
         }
         metrics = {"val": {"uar": best["uar"], "loss": best["val_loss"], "epoch": best["epoch"],
                            "n_utterances": len(val_df)}}
         save_bundle(out, model, labels=labels, sample_rate=sample_rate, window_s=window_s,
                     features=feats, arch=arch, arch_params=resolved_arch_params(model, arch_params),
-                    train_params=train_params, split=split, metrics=metrics)
+                    train_params=train_params, split=split, metrics=metrics, pitch_norm_hz=pitch_norm_hz)
         ckpt_path.unlink(missing_ok=True)
     _barrier(d)
     return out

@@ -1,0 +1,181 @@
+"""Tests for ser.pitchnorm: register, PSOLA shift, per-speaker and per-recording normalisation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from signals import voiced
+
+from ser import audio, evaluation, inference, models, pitchnorm, training
+
+SR = 16000
+
+
+def _register_st(y: np.ndarray) -> float:
+    return 12 * math.log2(pitchnorm.register_hz([y], SR))
+
+
+# ------------------------------------------------------------------- register and shift
+
+def test_register_is_the_voice_f0():
+    assert pitchnorm.register_hz([voiced(3.0, f0=200.0)], SR) == pytest.approx(200.0, rel=0.02)
+    assert math.isnan(pitchnorm.register_hz([np.zeros(SR, np.float32)], SR))  # nothing voiced
+    assert math.isnan(pitchnorm.register_hz([], SR))
+
+
+def test_register_ignores_a_second_voice_an_octave_away():
+    woman = 12 * np.log2(210.0) + np.random.default_rng(0).normal(0, 1.5, 800)
+    man = 12 * np.log2(100.0) + np.random.default_rng(1).normal(0, 1.0, 200)  # 20 % of the frames
+    ref = pitchnorm.register_from_semitones(np.concatenate([woman, man]))
+    assert ref == pytest.approx(210.0, rel=0.02)
+    plain_mean = 2 ** (np.mean(np.concatenate([woman, man])) / 12)
+    assert plain_mean < 185.0  # what the band protects against (-2.3 st)
+
+
+@pytest.mark.parametrize("semitones", [-3.0, 2.0, 5.0])
+def test_shift_moves_f0_by_the_semitones_and_keeps_the_length(semitones):
+    y = voiced(3.0, f0=200.0)
+    z = pitchnorm.shift_pitch(y, SR, semitones=semitones)
+    assert z.dtype == np.float32 and z.shape == y.shape
+    assert _register_st(z) - _register_st(y) == pytest.approx(semitones, abs=0.15)
+    # timing kept: the voiced bursts stay where they were (energy envelope correlates)
+    env = lambda x: np.abs(x).reshape(-1, 160).mean(1)  # noqa: E731
+    assert np.corrcoef(env(y), env(z))[0, 1] > 0.9
+
+
+def test_tiny_shift_and_short_signal_are_left_alone():
+    y = voiced(1.0, f0=200.0)
+    np.testing.assert_array_equal(pitchnorm.shift_pitch(y, SR, semitones=0.001), y)
+    short = y[:100]
+    np.testing.assert_array_equal(pitchnorm.shift_pitch(short, SR, semitones=3.0), short)
+    with pytest.raises(ValueError, match="mono"):
+        pitchnorm.shift_pitch(np.zeros((2, 100)), SR, semitones=1.0)
+    with pytest.raises(ValueError, match="finite"):
+        pitchnorm.shift_pitch(y, SR, semitones=float("nan"))
+
+
+def test_semitones_to_rules():
+    assert pitchnorm.semitones_to(200.0, 100.0) == pytest.approx(12.0)
+    assert pitchnorm.semitones_to(200.0, 20.0) == pitchnorm.MAX_SHIFT_ST  # clipped
+    assert pitchnorm.semitones_to(200.0, float("nan")) == 0.0  # nothing voiced: no shift
+    with pytest.raises(ValueError, match="target_hz"):
+        pitchnorm.semitones_to(0.0, 100.0)
+
+
+@pytest.mark.parametrize("bad", [30.0, 1000.0, -1.0, True, "200"])
+def test_check_target_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="pitch_norm_hz"):
+        pitchnorm.check_target(bad)
+    assert pitchnorm.check_target(0) == 0.0 and pitchnorm.check_target(200) == 200.0
+
+
+def test_normalise_by_group_brings_every_speaker_to_the_target():
+    waves = {"a1": voiced(2.0, f0=170.0), "a2": voiced(2.0, f0=170.0, seed=1),
+             "b1": voiced(2.0, f0=250.0, seed=2)}
+    out, shifts = pitchnorm.normalise_by_group(waves, {"a1": "A", "a2": "A", "b1": "B"}, SR, target_hz=210.0)
+    assert set(out) == set(waves) and set(shifts) == {"A", "B"}
+    # one shift per speaker, from the register of all their signals together
+    assert shifts["A"] == pitchnorm.semitones_to(210.0, pitchnorm.register_hz([waves["a1"], waves["a2"]], SR))
+    assert shifts["A"] > 1.5 and shifts["B"] < -1.5
+    for k in out:
+        assert pitchnorm.register_hz([out[k]], SR) == pytest.approx(210.0, rel=0.03), k
+    with pytest.raises(KeyError, match="b1"):
+        pitchnorm.normalise_by_group(waves, {"a1": "A", "a2": "A"}, SR, target_hz=210.0)
+
+
+def test_recording_register_streams_blocks(tmp_path):
+    y = np.concatenate([voiced(4.0, f0=180.0), voiced(4.0, f0=180.0, seed=3)])
+    audio.write_wav(tmp_path / "r.wav", y, SR)
+    whole = pitchnorm.register_hz([y], SR)
+    blocked = pitchnorm.recording_register_hz(tmp_path / "r.wav", sample_rate=SR, block_s=3.0)
+    assert blocked == pytest.approx(whole, rel=0.01)
+    assert blocked == pytest.approx(180.0, rel=0.02)
+
+
+# ------------------------------------------------------------------- model bundles
+
+
+class PitchBundle:
+    """Test double: predicts "high" when the window's F0 is above 220 Hz, else "low"."""
+
+    labels = ["high", "low"]
+    sample_rate = SR
+    window_s = 1.0
+    window_samples = SR
+
+    def __init__(self, pitch_norm_hz: float = 0.0):
+        self.pitch_norm_hz = pitch_norm_hz
+
+    def predict_proba(self, windows: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+        out = []
+        for w in windows:
+            st = pitchnorm.voiced_semitones(w, SR)
+            high = st.size > 0 and 2 ** (np.median(st) / 12) > 220.0
+            out.append([1.0, 0.0] if high else [0.0, 1.0])
+        return np.asarray(out, np.float32)
+
+
+def test_predict_recording_normalises_for_the_model_but_measures_f0_on_the_original(tmp_path):
+    audio.write_wav(tmp_path / "low.wav", voiced(6.0, f0=180.0), SR)
+    plain = inference.predict_recording(PitchBundle(), tmp_path / "low.wav", hop_s=1.0)
+    normed = inference.predict_recording(PitchBundle(250.0), tmp_path / "low.wav", hop_s=1.0)
+    voiced_rows = plain["f0_hz"].notna()
+    assert voiced_rows.sum() >= 3
+    assert (plain.loc[voiced_rows, "p_low"] == 1.0).all()   # heard at 180 Hz
+    assert (normed.loc[voiced_rows, "p_high"] == 1.0).all()  # heard at 250 Hz
+    pd.testing.assert_series_equal(plain["f0_hz"], normed["f0_hz"])  # features: original audio
+
+
+def test_evaluate_bundle_normalises_each_speaker(tmp_path):
+    rows = []
+    for spk, f0 in (("lowvoice", 170.0), ("highvoice", 260.0)):
+        for k in range(2):
+            p = tmp_path / f"{spk}_{k}.wav"
+            audio.write_wav(p, voiced(1.5, f0=f0, seed=k), SR)
+            rows.append({"path": str(p), "speaker": spk, "label": "low", "split": "test"})
+    table = pd.DataFrame(rows)
+    _, plain = evaluation.evaluate_bundle(PitchBundle(), table, progress=False)
+    _, normed = evaluation.evaluate_bundle(PitchBundle(200.0), table, progress=False)
+    assert plain.groupby("speaker")["pred"].agg(set).to_dict() == {"lowvoice": {"low"}, "highvoice": {"high"}}
+    assert set(normed["pred"]) == {"low"}  # both voices heard at 200 Hz
+
+
+def test_training_with_pitch_norm_writes_it_into_the_bundle(tmp_path, monkeypatch):
+    monkeypatch.setenv("SER_RESULTS_DIR", str(tmp_path / "results"))
+    rows = []
+    for spk, part, f0 in (("s1", "train", 130.0), ("s2", "train", 280.0), ("s3", "val", 200.0)):
+        for lab, mult in (("a", 1.0), ("b", 1.3)):
+            for k in range(3):
+                p = tmp_path / f"{spk}_{lab}_{k}.wav"
+                audio.write_wav(p, voiced(0.8, f0=f0 * mult, seed=k), SR)
+                rows.append({"path": str(p), "speaker": spk, "label": lab, "split": part})
+    out = training.train(pd.DataFrame(rows), out_dir=tmp_path / "m", labels=["a", "b"], epochs=1,
+                         arch_params={"channels": [4, 8], "freq_bins": 2},
+                         features={"n_mels": 16, "n_fft": 256, "hop_length": 160}, window_s=0.5,
+                         sample_rate=SR, batch_size=8, device="cpu", progress=False, pitch_norm_hz=200.0)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["pitch_norm_hz"] == 200.0
+    shifts = meta["train_params"]["pitch_shift_st"]
+    assert set(shifts) == {"s1", "s2", "s3"}
+    assert shifts["s1"] > 2.0 and shifts["s2"] < -2.0  # the low voice goes up, the high one down
+    assert models.load_bundle(out).pitch_norm_hz == 200.0
+    with pytest.raises(ValueError, match="pitch_norm_hz"):
+        training.train(pd.DataFrame(rows), out_dir=tmp_path / "m2", labels=["a", "b"], epochs=1,
+                       device="cpu", progress=False, pitch_norm_hz=20.0)
+
+
+def test_pitch_norm_changes_the_bundle_fingerprint_only_when_set(tmp_path):
+    folder = tmp_path / "b"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(b"weights")
+    meta = {k: None for k in models.REQUIRED_KEYS}
+    (folder / "model.json").write_text(json.dumps(meta))
+    before = models.bundle_fingerprint(folder)
+    (folder / "model.json").write_text(json.dumps({**meta, "pitch_norm_hz": 0.0}))
+    assert models.bundle_fingerprint(folder) == before  # off: same as a bundle without the key
+    (folder / "model.json").write_text(json.dumps({**meta, "pitch_norm_hz": 200.0}))
+    assert models.bundle_fingerprint(folder) != before
