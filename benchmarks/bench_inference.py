@@ -82,8 +82,9 @@ def speech_wav(minutes: float, *, cache: Path, seed: int = 0) -> Path:
     return path
 
 
-def small_cnn_bundle(folder: Path) -> Path:
-    """Save an untrained small-CNN bundle with the stage-02 defaults into ``folder``."""
+def small_cnn_bundle(folder: Path, *, pitch_norm_hz: float = 0.0) -> Path:
+    """Save an untrained small-CNN bundle with the stage-02 defaults into ``folder``
+    (``pitch_norm_hz`` > 0: a bundle that pitch-normalises each recording, ``ser.pitchnorm``)."""
     import yaml
 
     from ser import models
@@ -94,7 +95,7 @@ def small_cnn_bundle(folder: Path) -> Path:
     models.save_bundle(folder, net, labels=p["labels"], sample_rate=p["sample_rate"],
                        window_s=p["window_s"], features=models.features_config(**(p["features"] or {})),
                        arch=p["arch"], arch_params=p["arch_params"], train_params={}, split={},
-                       metrics={})
+                       metrics={}, pitch_norm_hz=pitch_norm_hz)
     return folder
 
 
@@ -123,6 +124,9 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "ser-bench-audio",
                     help="folder caching the synthetic audio")
     ap.add_argument("--skip-split", action="store_true", help="only the end-to-end run")
+    ap.add_argument("--pitch-norm-hz", type=float, default=0.0,
+                    help="bundle trained with speaker pitch normalisation to this register (Hz); "
+                         "0 (default): off, as in params/02_train.yaml")
     a = ap.parse_args()
 
     cores = pin_cores(a.cores)
@@ -141,12 +145,13 @@ def main() -> int:
     print(f"audio: {a.minutes:g} min synthetic speech, 16 kHz PCM16 ({wav.stat().st_size / 2**20:.0f} MiB)")
 
     with tempfile.TemporaryDirectory(prefix="ser-bench-inf-") as tmp:
-        bundle_dir = small_cnn_bundle(Path(tmp) / "small_cnn")
+        bundle_dir = small_cnn_bundle(Path(tmp) / "small_cnn", pitch_norm_hz=a.pitch_norm_hz)
         bundle = models.load_bundle(bundle_dir)
         hop = inference.default_hop(bundle)
         n_win = len(inference.window_starts(audio_s, window_s=bundle.window_s, hop_s=hop))
         print(f"model: untrained small_cnn {bundle.meta['arch_params']}, window {bundle.window_s:g} s, "
-              f"hop {hop:g} s (default) -> {n_win} windows")
+              f"hop {hop:g} s (default) -> {n_win} windows; pitch normalisation: "
+              f"{f'{bundle.pitch_norm_hz:g} Hz' if bundle.pitch_norm_hz else 'off'}")
 
         # 1. end to end through the command line
         out = Path(tmp) / "windows.csv"

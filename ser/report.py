@@ -763,7 +763,8 @@ def _model_card(results_dir: Path, states: Sequence[StageState], ok: set[str]) -
                 ["Architecture", f"`{card.get('arch', '–')}`"],
                 ["Emotions (labels)", ", ".join(map(str, card.get("labels", []))) or "–"],
                 ["Input", (f"{_fmt(card.get('window_s'))} s windows at "
-                           f"{_int(card.get('sample_rate'))} Hz")]]
+                           f"{_int(card.get('sample_rate'))} Hz")],
+                ["Pitch normalisation", _pitch_norm_text(card.get("pitch_norm_hz"))]]
         for key, label in (("arch_params", "Architecture parameters"),
                            ("features", "Features (log-mel)"),
                            ("train_params", "Training parameters")):
@@ -804,6 +805,14 @@ def _model_card(results_dir: Path, states: Sequence[StageState], ok: set[str]) -
         if runs is not None and not runs.empty:
             text += "\n#### Training runs\n\n" + _df_markdown(runs)
     return text
+
+
+def _pitch_norm_text(target_hz: Any) -> str:
+    if not isinstance(target_hz, (int, float)) or not target_hz > 0:
+        return "off: the model hears each voice at its own pitch"
+    return (f"each training speaker, and each recording in the analysis, is moved to a "
+            f"{_fmt(float(target_hz))} Hz voice register before the model (formants and timing kept), so a "
+            "change of voice pitch alone is not read as emotion; pitch (F0) is measured on the original audio")
 
 
 def _stage_params(states: Sequence[StageState], stage: str) -> dict[str, Any]:

@@ -402,3 +402,16 @@ def test_model_card_reads_flat_nested_or_no_metrics(tmp_path: Path, metrics: dic
     text = report.methods_sections(res, run, report.stage_states(res, run))["_methods_model.md"]
     assert "Model `cnn_small`" in text
     assert (row in text) if row else "| Scores" not in text
+
+
+@pytest.mark.parametrize("target, expected", [(None, "| Pitch normalisation | off"),
+                                              (200.0, "moved to a 200 Hz voice register")])
+def test_model_card_says_whether_pitch_was_normalised(tmp_path: Path, target: float | None,
+                                                       expected: str) -> None:
+    res = build_results(tmp_path)
+    card_path = res / "models" / "cnn_small" / "model.json"
+    card = {**json.loads(card_path.read_text()), **({"pitch_norm_hz": target} if target else {})}
+    card_path.write_text(json.dumps(card))
+    run = report.load_run_record(res)
+    text = report.methods_sections(res, run, report.stage_states(res, run))["_methods_model.md"]
+    assert expected in text
