@@ -232,6 +232,13 @@ def main() -> int:
                            index=False)
             if name == "oracle":
                 verdicts_ok &= bool(checked["ok"].all())
+        if seg.is_file():
+            pure = V.pure_window_outputs(windows, pd.read_csv(seg), min_share=0.9)
+            print("\n-- model output on windows that are >= 90 % caregiver speech of one true emotion "
+                  "(mean p per phase; a classifier that hears the phases alike gives equal rows)")
+            print(pure.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+            if out:
+                pure.to_csv(out / "pure_window_outputs.csv", index=False)
         print(f"(a) took {time.perf_counter() - t0:.1f} s")
     else:
         print(f"skipped: {wpath} or {tpath} missing (run `ser run --profile demo --to 04`)")

@@ -197,6 +197,59 @@ def oracle_windows(windows: pd.DataFrame, segments: pd.DataFrame, *,
     return out
 
 
+def pure_window_outputs(windows: pd.DataFrame, segments: pd.DataFrame, *, min_share: float = 0.9,
+                        role: str = "caregiver") -> pd.DataFrame:
+    """Mean model output on windows that hold one true emotion, by emotion and phase.
+
+    A window counts for emotion ``e`` when at least ``min_share`` of its duration is
+    ``role`` speech with ground-truth emotion ``e``. Comparing the phases row by row shows
+    whether the classifier hears the same emotion alike in control and care (a voice
+    pitch change between phases, for instance, should not move these means).
+
+    Args:
+        windows: window table with ``recording, phase, start_s, end_s, p_<label>``.
+        segments: ground truth ``recording, start_s, end_s, role, emotion``.
+        min_share: share of the window (0..1] that must be that one emotion.
+        role: speaker role whose emotions count.
+
+    Returns:
+        One row per (``emotion``, ``phase``) present: ``n_windows`` and the mean of each
+        ``p_<label>``.
+
+    Raises:
+        ValueError: missing columns or ``min_share`` outside (0, 1].
+    """
+    if not 0 < min_share <= 1:
+        raise ValueError(f"pure_window_outputs: min_share must be in (0, 1]; got {min_share!r}")
+    missing = [c for c in ("recording", "phase", "start_s", "end_s") if c not in windows.columns]
+    missing += [c for c in ("recording", "start_s", "end_s", "role", "emotion") if c not in segments.columns]
+    if missing:
+        raise ValueError(f"pure_window_outputs: missing columns {sorted(set(missing))}")
+    pcols = D.probability_columns(windows)
+    labels = [c[2:] for c in pcols]
+    by_rec = {r: g for r, g in segments[segments["role"] == role].groupby("recording")}
+    rows = []
+    for rec, w in windows.groupby("recording"):
+        g = by_rec.get(rec)
+        if g is None:
+            continue
+        ws, we = w["start_s"].to_numpy(float)[:, None], w["end_s"].to_numpy(float)[:, None]
+        overlap = np.clip(np.minimum(we, g["end_s"].to_numpy(float)[None])
+                          - np.maximum(ws, g["start_s"].to_numpy(float)[None]), 0.0, None)
+        emo = g["emotion"].astype(str).to_numpy()
+        for lb in labels:
+            share = overlap[:, emo == lb].sum(1) / (we[:, 0] - ws[:, 0])
+            hit = w[share >= min_share - 1e-9]
+            if len(hit):
+                rows.append(hit[["phase", *pcols]].assign(emotion=lb))
+    if not rows:
+        return pd.DataFrame(columns=["emotion", "phase", "n_windows", *pcols])
+    allw = pd.concat(rows, ignore_index=True)
+    out = allw.groupby(["emotion", "phase"], sort=True)[pcols].mean()
+    out.insert(0, "n_windows", allw.groupby(["emotion", "phase"], sort=True).size())
+    return out.reset_index()
+
+
 def binomial_ci(k: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
     """Exact (Clopper–Pearson) confidence interval of a proportion ``k / n``."""
     if n <= 0:

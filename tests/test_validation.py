@@ -206,3 +206,22 @@ def test_binomial_ci_and_rates_on_hand_table() -> None:
     assert r.loc[("b", "p"), "rate"] == 0.5 and r.loc[("a", "p_chi2"), "n"] == 4
     with pytest.raises(ValueError, match="n_replicates"):
         V.simulate_fits(n_replicates=0, seed=0)
+
+
+def test_pure_window_outputs_groups_one_emotion_windows_by_phase():
+    windows = pd.DataFrame({
+        "recording": ["r1", "r1", "r1", "r2", "r2"], "phase": ["control"] * 3 + ["care"] * 2,
+        "start_s": [0.0, 1.0, 2.0, 0.0, 1.0], "end_s": [2.0, 3.0, 4.0, 2.0, 3.0],
+        "p_happy": [0.9, 0.5, 0.2, 0.7, 0.1], "p_sad": [0.1, 0.5, 0.8, 0.3, 0.9]})
+    segments = pd.DataFrame({
+        "recording": ["r1", "r1", "r2", "r2"], "start_s": [0.0, 2.0, 0.0, 2.1],
+        "end_s": [2.0, 4.0, 2.1, 3.0], "role": ["caregiver", "caregiver", "caregiver", "patient"],
+        "emotion": ["happy", "sad", "happy", "sad"]})
+    out = V.pure_window_outputs(windows, segments, min_share=0.9)
+    got = {(r.emotion, r.phase): (r.n_windows, round(r.p_happy, 3)) for r in out.itertuples()}
+    # r1 [1, 3] is half happy, half sad: in neither; r2 [1, 3] is 55 % happy: left out
+    assert got == {("happy", "control"): (1, 0.9), ("sad", "control"): (1, 0.2), ("happy", "care"): (1, 0.7)}
+    with pytest.raises(ValueError, match="min_share"):
+        V.pure_window_outputs(windows, segments, min_share=0.0)
+    with pytest.raises(ValueError, match="missing columns"):
+        V.pure_window_outputs(windows.drop(columns="phase"), segments)
