@@ -32,7 +32,7 @@ mute the rest of a long recording.
 
 Pitch normalisation. A bundle trained with ``pitch_norm_hz`` (:mod:`ser.pitchnorm`)
 hears every recording at that register: a first pass over the file finds the
-recording's register (voice F0 mean, another voice an octave away left out), then each
+recording's register (baseline pitch of the voice, another voice an octave away left out), then each
 block is shifted by one constant amount (PSOLA, formants kept) before the model. The
 prosody columns (``f0_hz`` ...) are always measured on the original audio. The extra
 pass and the shift cost about two more Praat pitch analyses per hour of audio

@@ -3,19 +3,24 @@
 Why: an emotion classifier that hears absolute pitch reads a speaker's register as
 emotion. A caregiver who talks 2 semitones higher to a patient than in the control
 phase then sounds "happier" or "angrier" to it, although nothing but the register
-changed (on the synthetic demo: neutral speech read as p_sad 0.66 in control and 0.41
+changed (on the synthetic demo: neutral speech read as p_sad 0.78 in control and 0.55
 in care). With normalisation the model hears every voice at the same register and has
 to use *relative* pitch (contour, range) and the other cues (loudness, tempo, voice
 quality); the register itself stays measured on the original audio (``f0_hz``).
 
 What it does:
 
-- **Reference** (:func:`register_hz`): the voice's register is the geometric mean F0 of
-  the voiced frames within half an octave (:data:`BAND_ST` = 6 semitones) of their
-  median. The band keeps a second voice an octave away (a man's ~100 Hz voice in a
-  woman's recording) from pulling the reference; inside it, the mean rather than the
-  median is used, so a change in the mix of high and low utterances moves it smoothly.
-  F0 is Praat's autocorrelation pitch (``To Pitch (ac)``, 75-600 Hz, 10 ms).
+- **Reference** (:func:`register_hz`): the voice's baseline pitch, the
+  :data:`BASELINE_PERCENTILE` (20th) percentile of the log-F0 of the voiced frames within
+  half an octave (:data:`BAND_ST` = 6 semitones) of their median. The band keeps a second
+  voice an octave away (a man's ~100 Hz voice in a woman's recording) out. A low
+  percentile rather than the mean is used because aroused speech raises the upper part
+  of a speaker's F0 distribution much more than its lower part: the baseline of the voice
+  moves less with the emotion mix (cf. Traunmüller & Eriksson 1995 on the F0 baseline).
+  On the demo, with the mean, a recording holding more happy speech had a higher
+  reference and its neutral speech was heard as sadder; with the 20th percentile the
+  model heard each emotion alike in both phases (``benchmarks/RESULTS.md``). F0 is
+  Praat's autocorrelation pitch (``To Pitch (ac)``, 75-600 Hz, 10 ms).
 - **Shift** (:func:`shift_pitch`): Praat's PSOLA manipulation (``To Manipulation``,
   pitch tier multiplied by one constant ratio, ``Get resynthesis (overlap-add)``)
   changes F0 and keeps the formants and the timing, so the signal keeps its length.
@@ -45,6 +50,8 @@ from ser import audio
 
 #: Half-width of the band around the median log-F0 that counts as the voice's register, semitones.
 BAND_ST: float = 6.0
+#: Percentile of the in-band log-F0 taken as the voice's register (its baseline pitch).
+BASELINE_PERCENTILE: float = 20.0
 #: Pitch search range, Hz (Praat's default floor; a ceiling above high female speech).
 F0_MIN_HZ: float = 75.0
 F0_MAX_HZ: float = 600.0
@@ -88,7 +95,8 @@ def voiced_semitones(y: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def register_from_semitones(semitones: np.ndarray) -> float:
-    """The register (Hz) from voiced-frame semitones: mean within :data:`BAND_ST` of the median.
+    """The register (Hz) from voiced-frame semitones: the :data:`BASELINE_PERCENTILE`
+    percentile of those within :data:`BAND_ST` of the median.
 
     Returns NaN when there are no voiced frames.
     """
@@ -98,7 +106,7 @@ def register_from_semitones(semitones: np.ndarray) -> float:
         return math.nan
     med = float(np.median(st))
     core = st[np.abs(st - med) <= BAND_ST]
-    return float(2.0 ** (np.mean(core) / 12.0))
+    return float(2.0 ** (np.percentile(core, BASELINE_PERCENTILE) / 12.0))
 
 
 def register_hz(waves: Iterable[np.ndarray], sample_rate: int) -> float:
@@ -109,8 +117,8 @@ def register_hz(waves: Iterable[np.ndarray], sample_rate: int) -> float:
         sample_rate: Hz.
 
     Returns:
-        Geometric mean F0 of the voiced frames within :data:`BAND_ST` semitones of their
-        median, Hz; NaN when no frame is voiced.
+        The baseline F0 (:func:`register_from_semitones`) of all the voiced frames
+        together, Hz; NaN when no frame is voiced.
     """
     parts = [voiced_semitones(y, sample_rate) for y in waves]
     return register_from_semitones(np.concatenate(parts) if parts else np.zeros(0))
