@@ -335,12 +335,57 @@ def _feature_workers(workers: int | None, *, heavy_model: bool = False) -> Itera
 
 
 def _features_job(y: np.ndarray, sr: int, starts_s: np.ndarray, window_s: float,
-                  opts: dict[str, Any]) -> tuple[np.ndarray, dict[str, float]]:
-    """Features of one block (runs in a worker process or inline)."""
+                  opts: dict[str, Any], shift_st: float = 0.0,
+                  ) -> tuple[np.ndarray, dict[str, float], np.ndarray | None]:
+    """Features of one block and, for a pitch-normalised model, the block shifted by
+    ``shift_st`` semitones (runs in a worker process or inline)."""
     timings: dict[str, float] = {}
     df = features.window_features(y, sr, starts_s=starts_s, window_s=window_s,
                                   timings=timings, **opts)
-    return df.to_numpy(dtype=np.float64), timings
+    shifted = None
+    if shift_st:
+        t = time.perf_counter()
+        shifted = pitchnorm.shift_pitch(y, sr, semitones=shift_st)
+        _tick(timings, "pitch_norm", t)
+    return df.to_numpy(dtype=np.float64), timings, shifted
+
+
+def _voiced_semitones_job(y: np.ndarray, sr: int) -> tuple[np.ndarray, float]:
+    t = time.perf_counter()
+    return pitchnorm.voiced_semitones(y, sr), time.perf_counter() - t
+
+
+def _recording_shift(path: Path, *, sr: int, target_hz: float, block_n: int, pool: _Workers | None,
+                     timings: MutableMapping[str, float] | None) -> float:
+    """The shift (semitones) that moves this recording's register to ``target_hz``: one
+    pass over the file, its blocks' pitch analyses spread over the feature workers."""
+    parts: list[np.ndarray] = []
+    pending: deque[Future] = deque()
+
+    def take(fut: Future) -> None:
+        st, sec = fut.result()
+        parts.append(st)
+        _merge(timings, {"pitch_norm": sec})
+
+    blocks = audio.iter_blocks_n(path, sample_rate=sr, block_n=block_n, overlap_n=0)
+    try:
+        for _, y in blocks:
+            if pool is None:
+                st, sec = _voiced_semitones_job(y, sr)
+                parts.append(st)
+                _merge(timings, {"pitch_norm": sec})
+                continue
+            pending.append(pool.executor.submit(_voiced_semitones_job, y, sr))
+            while len(pending) > pool.n:  # bounded: at most n + 1 blocks in memory
+                take(pending.popleft())
+        while pending:
+            take(pending.popleft())
+    finally:
+        blocks.close()
+        for fut in pending:
+            fut.cancel()
+    register = pitchnorm.register_from_semitones(np.concatenate(parts) if parts else np.zeros(0))
+    return pitchnorm.semitones_to(target_hz, register)
 
 
 def _merge(timings: MutableMapping[str, float] | None, add: dict[str, float]) -> None:
@@ -445,26 +490,41 @@ def _predict_file(
     probs = np.empty((n_win, len(labels)), dtype=np.float32)
     feats = np.full((n_win, n_feat), np.nan)
     chunk = max(1, batch_size) * 4
-    pending: deque[tuple[int, int, Future]] = deque()
+    pending: deque[tuple[int, int, Future, np.ndarray]] = deque()
     peak = 0.0
 
-    def collect() -> None:
-        i0, i1, fut = pending.popleft()
+    def run_model(i0: int, i1: int, local: np.ndarray, ymodel: np.ndarray) -> None:
         t = time.perf_counter()
-        arr, tm = fut.result()
+        need = int(local[-1]) + win_n
+        ypad = audio.fix_length(ymodel, max(need, len(ymodel)))
+        shared = getattr(bundle, "predict_proba_starts", None)
+        if shared is not None:  # log-mel models share the frames of overlapping windows
+            probs[i0:i1] = shared(ypad, local, batch_size=batch_size)
+        else:
+            frames_view = np.lib.stride_tricks.sliding_window_view(ypad, win_n)
+            for c0 in range(0, len(local), chunk):
+                idx = local[c0:c0 + chunk]
+                p = bundle.predict_proba(np.ascontiguousarray(frames_view[idx]), batch_size=batch_size)
+                probs[i0 + c0:i0 + c0 + len(idx)] = p
+        _tick(timings, "log_mel_cnn", t)
+
+    def collect() -> None:
+        i0, i1, fut, local = pending.popleft()
+        t = time.perf_counter()
+        arr, tm, shifted = fut.result()
         _tick(timings, "wait_features", t)
         feats[i0:i1] = arr
         _merge(timings, tm)
+        if shifted is not None:  # pitch-normalised model: it runs once the shifted block is back
+            run_model(i0, i1, local, shifted)
 
     # speaker pitch normalisation (bundles trained with it): one register for the recording,
     # from a first pass over it; the model hears the shifted audio, the features the original
     target_hz = float(getattr(bundle, "pitch_norm_hz", 0.0) or 0.0)
     shift_st = 0.0
     if target_hz > 0:
-        t = time.perf_counter()
-        shift_st = pitchnorm.semitones_to(target_hz, pitchnorm.recording_register_hz(path, sample_rate=sr,
-                                                                                      block_s=block_s))
-        _tick(timings, "pitch_norm", t)
+        shift_st = _recording_shift(path, sr=sr, target_hz=target_hz, block_n=block_n, pool=pool,
+                                    timings=timings)
 
     blocks = audio.iter_blocks_n(path, sample_rate=sr, block_n=block_n, overlap_n=win_n + 2 * ctx_n)
     try:
@@ -481,30 +541,16 @@ def _predict_file(
             i0, i1 = (int(i) for i in np.searchsorted(start_n, [lo, off + block_n + ctx_n], side="left"))
             if i1 > i0:
                 local = start_n[i0:i1] - off
-                job = (y, sr, local / sr, win_n / sr, opts)
+                job = (y, sr, local / sr, win_n / sr, opts, shift_st)
                 if pool is None:
-                    arr, tm = _features_job(*job)
+                    arr, tm, shifted = _features_job(*job)
                     feats[i0:i1] = arr
                     _merge(timings, tm)
+                    run_model(i0, i1, local, y if shifted is None else shifted)
                 else:
-                    pending.append((i0, i1, pool.executor.submit(_features_job, *job)))
-                t = time.perf_counter()
-                need = int(local[-1]) + win_n
-                ymodel = y
-                if shift_st:
-                    ymodel = pitchnorm.shift_pitch(y, sr, semitones=shift_st)
-                    t = _tick(timings, "pitch_norm", t)
-                ypad = audio.fix_length(ymodel, max(need, len(ymodel)))
-                shared = getattr(bundle, "predict_proba_starts", None)
-                if shared is not None:  # log-mel models share the frames of overlapping windows
-                    probs[i0:i1] = shared(ypad, local, batch_size=batch_size)
-                else:
-                    frames_view = np.lib.stride_tricks.sliding_window_view(ypad, win_n)
-                    for c0 in range(0, len(local), chunk):
-                        idx = local[c0:c0 + chunk]
-                        p = bundle.predict_proba(np.ascontiguousarray(frames_view[idx]), batch_size=batch_size)
-                        probs[i0 + c0:i0 + c0 + len(idx)] = p
-                _tick(timings, "log_mel_cnn", t)
+                    pending.append((i0, i1, pool.executor.submit(_features_job, *job), local))
+                    if not shift_st:  # the model reads the block as decoded, while the workers run
+                        run_model(i0, i1, local, y)
                 while pool is not None and len(pending) > pool.n:
                     collect()
             if on_progress is not None:

@@ -195,3 +195,17 @@ def test_pitch_norm_changes_the_bundle_fingerprint_only_when_set(tmp_path):
     assert models.bundle_fingerprint(folder) == before  # off: same as a bundle without the key
     (folder / "model.json").write_text(json.dumps({**meta, "pitch_norm_hz": 200.0}))
     assert models.bundle_fingerprint(folder) != before
+
+
+def test_pitch_normalised_inference_is_the_same_with_feature_workers_and_small_blocks(tmp_path):
+    y = np.concatenate([voiced(5.0, f0=180.0), voiced(5.0, f0=190.0, seed=4)])
+    audio.write_wav(tmp_path / "r.wav", y, SR)
+    inline = inference.predict_recording(PitchBundle(250.0), tmp_path / "r.wav", hop_s=1.0, workers=0)
+    timings: dict[str, float] = {}
+    pooled = inference.predict_recording(PitchBundle(250.0), tmp_path / "r.wav", hop_s=1.0, workers=2,
+                                         block_s=4.0, timings=timings)
+    assert timings["pitch_norm"] > 0
+    pd.testing.assert_frame_equal(inline.drop(columns=["p_high", "p_low"]),
+                                  pooled.drop(columns=["p_high", "p_low"]), check_exact=False, atol=1e-6)
+    voiced_rows = inline["f0_hz"].notna()
+    assert (pooled.loc[voiced_rows, "p_high"] == 1.0).all()  # every block heard at 250 Hz
