@@ -195,8 +195,8 @@ def evaluate_bundle(
 
     Each utterance is read at the bundle's sample rate (and pitch-normalised per speaker
     when the bundle was trained so, :class:`ser.pitchnorm.SpeakerLoader`); by default the
-    model sees its centre window (:func:`ser.models.fit_window`, as in validation). With ``sliding``
-    the class probabilities are averaged over windows every ``hop_s`` seconds (default
+    model sees its centre window (:func:`ser.models.fit_window`, as in validation). With
+    ``sliding`` the class probabilities are averaged over windows every ``hop_s`` seconds (default
     half a window). Rows whose label is not one of the model's labels are ignored;
     unreadable files are kept in the predictions with their ``error`` and left out of
     the metrics.

@@ -32,11 +32,12 @@ mute the rest of a long recording.
 
 Pitch normalisation. A bundle trained with ``pitch_norm_hz`` (:mod:`ser.pitchnorm`)
 hears every recording at that register: a first pass over the file finds the
-recording's register (baseline pitch of the voice, another voice an octave away left out), then each
-block is shifted by one constant amount (PSOLA, formants kept) before the model. The
+recording's register (the voice's baseline pitch; another voice an octave away is left
+out), then each block is shifted by one constant amount (PSOLA, formants kept) in the
+feature workers, and the model runs on the shifted block when it comes back. The
 prosody columns (``f0_hz`` ...) are always measured on the original audio. The extra
-pass and the shift cost about two more Praat pitch analyses per hour of audio
-(``benchmarks/RESULTS.md``).
+pass and the shift cost about two more Praat pitch analyses per hour of audio (318x
+real time instead of 622x for the small CNN, ``benchmarks/RESULTS.md``).
 
 Batch runs. :func:`predict_table` (stage 04: a table of cohort recordings) and
 :func:`predict_paths` / :func:`predict_cli` (``ser predict``: files and folders) record
