@@ -359,7 +359,13 @@ def _voiced_semitones_job(y: np.ndarray, sr: int) -> tuple[np.ndarray, float]:
 def _recording_shift(path: Path, *, sr: int, target_hz: float, block_n: int, pool: _Workers | None,
                      timings: MutableMapping[str, float] | None) -> float:
     """The shift (semitones) that moves this recording's register to ``target_hz``: one
-    pass over the file, its blocks' pitch analyses spread over the feature workers."""
+    pass over the file (:func:`ser.pitchnorm.recording_register_hz`), its blocks' pitch
+    analyses spread over the feature workers when there are any."""
+    if pool is None:
+        t = time.perf_counter()
+        register = pitchnorm.recording_register_hz(path, sample_rate=sr, block_s=block_n / sr)
+        _tick(timings, "pitch_norm", t)
+        return pitchnorm.semitones_to(target_hz, register)
     parts: list[np.ndarray] = []
     pending: deque[Future] = deque()
 
@@ -371,11 +377,6 @@ def _recording_shift(path: Path, *, sr: int, target_hz: float, block_n: int, poo
     blocks = audio.iter_blocks_n(path, sample_rate=sr, block_n=block_n, overlap_n=0)
     try:
         for _, y in blocks:
-            if pool is None:
-                st, sec = _voiced_semitones_job(y, sr)
-                parts.append(st)
-                _merge(timings, {"pitch_norm": sec})
-                continue
             pending.append(pool.executor.submit(_voiced_semitones_job, y, sr))
             while len(pending) > pool.n:  # bounded: at most n + 1 blocks in memory
                 take(pending.popleft())

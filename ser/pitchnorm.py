@@ -40,7 +40,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,11 @@ MAX_SHIFT_ST: float = 12.0
 BLOCK_S: float = 120.0
 
 
+def _too_short(n: int, sr: int) -> bool:
+    """Shorter than Praat's pitch analysis window (3 periods of :data:`F0_MIN_HZ`)."""
+    return n < int(3.0 / F0_MIN_HZ * sr) + 1
+
+
 def _sound(y: np.ndarray, sr: int):
     import parselmouth
 
@@ -87,7 +92,7 @@ def voiced_semitones(y: np.ndarray, sample_rate: int) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 1:
         raise ValueError(f"voiced_semitones needs a mono signal [T]; got shape {y.shape}")
-    if len(y) < int(3.0 / F0_MIN_HZ * sample_rate) + 1:
+    if _too_short(len(y), sample_rate):
         return np.zeros(0)
     pitch = _sound(y, sample_rate).to_pitch_ac(time_step=HOP_S, pitch_floor=F0_MIN_HZ,
                                                  pitch_ceiling=F0_MAX_HZ)
@@ -133,9 +138,11 @@ def recording_register_hz(path: str | Path, *, sample_rate: int, block_s: float 
         ser.audio.AudioError: the file is missing or unreadable.
     """
     block_n = max(1, int(round(block_s * sample_rate)))
-    parts = [voiced_semitones(y, sample_rate)
-             for _, y in audio.iter_blocks_n(path, sample_rate=sample_rate, block_n=block_n, overlap_n=0)]
-    return register_from_semitones(np.concatenate(parts) if parts else np.zeros(0))
+    blocks = audio.iter_blocks_n(path, sample_rate=sample_rate, block_n=block_n, overlap_n=0)
+    try:
+        return register_hz((y for _, y in blocks), sample_rate)
+    finally:
+        blocks.close()  # an ffmpeg decoder stops at once if the analysis fails
 
 
 def semitones_to(target_hz: float, register: float) -> float:
@@ -168,7 +175,7 @@ def shift_pitch(y: np.ndarray, sample_rate: int, *, semitones: float) -> np.ndar
         raise ValueError(f"shift_pitch needs a mono signal [T]; got shape {y.shape}")
     if not math.isfinite(semitones):
         raise ValueError(f"semitones must be finite; got {semitones!r}")
-    if abs(semitones) < MIN_SHIFT_ST or len(y) < int(3.0 / F0_MIN_HZ * sample_rate) + 1:
+    if abs(semitones) < MIN_SHIFT_ST or _too_short(len(y), sample_rate):
         return y.astype(np.float32, copy=True)
     from parselmouth.praat import call
 
@@ -274,16 +281,16 @@ class SpeakerLoader:
         if self.target_hz <= 0:
             return 0.0
         if speaker not in self.shifts:
-            parts = []
-            for p in self._files.get(speaker, []):
-                try:
-                    parts.append(voiced_semitones(audio.load(p, sample_rate=self.sample_rate)[0],
-                                                  self.sample_rate))
-                except (audio.AudioError, OSError, ValueError):
-                    continue  # the caller meets (and reports) the unreadable file itself
-            ref = register_from_semitones(np.concatenate(parts) if parts else np.zeros(0))
+            ref = register_hz(self._readable(self._files.get(speaker, [])), self.sample_rate)
             self.shifts[speaker] = semitones_to(self.target_hz, ref)
         return self.shifts[speaker]
+
+    def _readable(self, files: Iterable[str]) -> Iterator[np.ndarray]:
+        for p in files:
+            try:
+                yield audio.load(p, sample_rate=self.sample_rate)[0]
+            except (audio.AudioError, OSError, ValueError):
+                continue  # the caller meets (and reports) the unreadable file itself
 
     def __call__(self, path: str | Path, speaker: str) -> np.ndarray:
         y = audio.load(path, sample_rate=self.sample_rate)[0]

@@ -149,6 +149,14 @@ def recovery_table(
     return out.drop(columns=["description"])
 
 
+def _segment_overlap(w: pd.DataFrame, g: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds of each ground-truth segment ``g`` inside each window ``w`` (one recording):
+    ``(overlap [n_windows, n_segments], segment emotions [n_segments])``."""
+    ws, we = w["start_s"].to_numpy(float)[:, None], w["end_s"].to_numpy(float)[:, None]
+    ss, se = g["start_s"].to_numpy(float)[None], g["end_s"].to_numpy(float)[None]
+    return np.clip(np.minimum(we, se) - np.maximum(ws, ss), 0.0, None), g["emotion"].astype(str).to_numpy()
+
+
 def oracle_windows(windows: pd.DataFrame, segments: pd.DataFrame, *,
                    role: str = "caregiver") -> pd.DataFrame:
     """Replace the model's ``p_<label>`` with the true emotion shares of each window.
@@ -185,11 +193,8 @@ def oracle_windows(windows: pd.DataFrame, segments: pd.DataFrame, *,
         if g is None:
             out.loc[idx, [f"p_{lb}" for lb in labels]] = np.nan
             continue
-        ws, we = w["start_s"].to_numpy(float)[:, None], w["end_s"].to_numpy(float)[:, None]
-        ss, se = g["start_s"].to_numpy(float)[None], g["end_s"].to_numpy(float)[None]
-        overlap = np.clip(np.minimum(we, se) - np.maximum(ws, ss), 0.0, None)  # (n_w, n_s)
+        overlap, emo = _segment_overlap(w, g)
         total = overlap.sum(1)
-        emo = g["emotion"].astype(str).to_numpy()
         for lb in labels:
             share = overlap[:, emo == lb].sum(1)
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -233,12 +238,10 @@ def pure_window_outputs(windows: pd.DataFrame, segments: pd.DataFrame, *, min_sh
         g = by_rec.get(rec)
         if g is None:
             continue
-        ws, we = w["start_s"].to_numpy(float)[:, None], w["end_s"].to_numpy(float)[:, None]
-        overlap = np.clip(np.minimum(we, g["end_s"].to_numpy(float)[None])
-                          - np.maximum(ws, g["start_s"].to_numpy(float)[None]), 0.0, None)
-        emo = g["emotion"].astype(str).to_numpy()
+        overlap, emo = _segment_overlap(w, g)
+        duration = (w["end_s"] - w["start_s"]).to_numpy(float)
         for lb in labels:
-            share = overlap[:, emo == lb].sum(1) / (we[:, 0] - ws[:, 0])
+            share = overlap[:, emo == lb].sum(1) / duration
             hit = w[share >= min_share - 1e-9]
             if len(hit):
                 rows.append(hit[["phase", *pcols]].assign(emotion=lb))
