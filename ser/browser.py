@@ -16,6 +16,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -66,30 +67,72 @@ def browser_check(index_html: str | os.PathLike[str], *,
     binary = chromium or find_chromium()
     if binary is None:
         raise FileNotFoundError("no Chromium on PATH: install it (`apt-get install chromium`)")
-    with tempfile.TemporaryDirectory(prefix="ser-chromium-") as profile:
-        cmd = [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-               "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--disable-extensions",
-               "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
-               f"--user-data-dir={profile}", "--remote-debugging-port=0",
-               f"--window-size={width},900", "about:blank"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    profile = tempfile.mkdtemp(prefix="ser-chromium-")
+    cmd = [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--disable-extensions",
+           "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
+           f"--user-data-dir={profile}", "--remote-debugging-port=0",
+           f"--window-size={width},900", "about:blank"]
+    # Own process group, so that the renderer, GPU and crash-handler children are stopped
+    # with the browser: one of them still writing to the profile made its removal fail.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=os.name == "posix")
+    try:
+        port = _devtools_port(Path(profile), proc, timeout_s)
+        ws_url = _page_websocket(port, timeout_s)
+        conn = websocket.create_connection(ws_url, timeout=timeout_s, suppress_origin=True)
         try:
-            port = _devtools_port(Path(profile), proc, timeout_s)
-            ws_url = _page_websocket(port, timeout_s)
-            conn = websocket.create_connection(ws_url, timeout=timeout_s, suppress_origin=True)
-            try:
-                return _inspect_page(conn, page, screenshot=screenshot, width=width,
-                                     timeout_s=timeout_s)
-            finally:
-                conn.close()
+            return _inspect_page(conn, page, screenshot=screenshot, width=width,
+                                 timeout_s=timeout_s)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            conn.close()
+    finally:
+        _stop_browser(proc)
+        _remove_profile(Path(profile))
+
+
+def _stop_browser(proc: subprocess.Popen[bytes], *, grace_s: float = 10.0) -> None:
+    """Stop Chromium and, on POSIX, every process of its group (it was started as a
+    session leader): SIGTERM, then SIGKILL for whatever is left after ``grace_s``."""
+    if os.name != "posix":
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=grace_s)
+        return
+
+    def signal_group(sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    signal_group(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        signal_group(signal.SIGKILL)
+        proc.wait(timeout=grace_s)
+    signal_group(signal.SIGKILL)  # children that outlived the browser process
+
+
+def _remove_profile(profile: Path, *, attempts: int = 20, pause_s: float = 0.1) -> None:
+    """Remove the throw-away profile, retrying while exiting children still write to it.
+
+    A profile that cannot be removed is left in the temp folder: it is not a finding
+    about the page, so it never fails the check."""
+    for _ in range(attempts):
+        try:
+            shutil.rmtree(profile)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(pause_s)
+    shutil.rmtree(profile, ignore_errors=True)
 
 
 def _devtools_port(profile: Path, proc: subprocess.Popen[bytes], timeout_s: float) -> int:

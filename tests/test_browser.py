@@ -53,3 +53,85 @@ def test_check_reports_errors_and_broken_images(tmp_path: Path) -> None:
 def test_missing_page_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="render the report first"):
         browser.browser_check(tmp_path / "nope.html", screenshot=None)
+
+
+def test_check_leaves_no_profile_and_no_browser_process(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The throw-away profile is removed and every process of Chromium's group is gone
+    when the check returns (a child still writing to the profile once failed CI)."""
+    import subprocess
+    import tempfile
+
+    made: list[str] = []
+    started: list[subprocess.Popen[bytes]] = []
+    real_mkdtemp, real_popen = tempfile.mkdtemp, subprocess.Popen
+
+    def mkdtemp(*args, **kwargs):  # type: ignore[no-untyped-def]
+        made.append(real_mkdtemp(*args, **kwargs))
+        return made[-1]
+
+    def popen(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(browser.tempfile, "mkdtemp", mkdtemp)
+    monkeypatch.setattr(browser.subprocess, "Popen", popen)
+    page = tmp_path / "p.html"
+    page.write_text("<!DOCTYPE html><html><head><title>p</title></head><body>hi</body></html>")
+    for _ in range(3):
+        browser.browser_check(page, screenshot=tmp_path / "p.png")
+    assert len(made) == 3 and len(started) == 3
+    for profile, proc in zip(made, started):
+        assert not Path(profile).exists(), profile
+        assert proc.returncode is not None
+        assert _live_group_members(proc.pid) == []
+
+
+def _live_group_members(pgid: int) -> list[str]:
+    """Processes of group ``pgid`` that are still running (zombies are dead: a container's
+    PID 1 may never reap the children Chromium leaves to it). Empty without ``/proc``."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name_end = (text := stat.read_text()).rindex(")")
+        except OSError:
+            continue  # exited meanwhile
+        state, _ppid, group = text[name_end + 2:].split()[:3]
+        if int(group) == pgid and state not in ("Z", "X"):
+            live.append(f"{stat.parent.name} {text[:name_end + 1]} {state}")
+    return live
+
+
+def test_profile_removal_retries_while_children_still_write(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import shutil
+
+    profile = tmp_path / "ser-chromium-x"
+    (profile / "Default").mkdir(parents=True)
+    (profile / "Default" / "Cookies").write_text("x")
+    calls = []
+    real_rmtree = shutil.rmtree  # browser.shutil is the shutil module: patched for everyone
+
+    def flaky_rmtree(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(path)
+        if len(calls) <= 2:  # what CI saw: a child wrote into Default during removal
+            raise OSError(errno.ENOTEMPTY, "Directory not empty", "Default")
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(browser.shutil, "rmtree", flaky_rmtree)
+    browser._remove_profile(profile, pause_s=0.0)
+    assert len(calls) == 3 and not profile.exists()
+
+    calls.clear()
+    (profile / "Default").mkdir(parents=True)
+
+    def busy_rmtree(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(path)
+        if not kwargs.get("ignore_errors"):
+            raise OSError(errno.EBUSY, "Device or resource busy", str(path))
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(browser.shutil, "rmtree", busy_rmtree)
+    browser._remove_profile(profile, attempts=3, pause_s=0.0)  # gives up without raising
+    assert len(calls) == 4 and not profile.exists()  # 3 tries, then a best-effort sweep
