@@ -76,7 +76,12 @@ def browser_check(index_html: str | os.PathLike[str], *,
            f"--window-size={width},900", "about:blank"]
     # Own process group, so that the renderer, GPU and crash-handler children are stopped
     # with the browser: one of them still writing to the profile made its removal fail.
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    # Its temp files (with --disable-dev-shm-usage, shared memory as
+    # /tmp/org.chromium.Chromium.*) go inside the profile, so they are removed with it.
+    tmp = Path(profile) / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             start_new_session=os.name == "posix")
     try:
         port = _devtools_port(Path(profile), proc, timeout_s)

@@ -78,8 +78,11 @@ def test_check_leaves_no_profile_and_no_browser_process(tmp_path: Path,
     monkeypatch.setattr(browser.subprocess, "Popen", popen)
     page = tmp_path / "p.html"
     page.write_text("<!DOCTYPE html><html><head><title>p</title></head><body>hi</body></html>")
+    system_tmp = Path(tempfile.gettempdir())
+    before = set(system_tmp.glob("org.chromium.Chromium.*"))
     for _ in range(3):
         browser.browser_check(page, screenshot=tmp_path / "p.png")
+    assert set(system_tmp.glob("org.chromium.Chromium.*")) - before == set()  # its temp files
     assert len(made) == 3 and len(started) == 3
     for profile, proc in zip(made, started):
         assert not Path(profile).exists(), profile
