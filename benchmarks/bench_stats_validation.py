@@ -211,8 +211,9 @@ def main() -> int:
             variants["oracle"] = (V.oracle_windows(windows, pd.read_csv(seg)), msr)
         kept = float(windows["speech_ratio"].ge(msr).mean()) if "speech_ratio" in windows else 1.0
         print(f"windows with speech_ratio >= {msr:g}: {100 * kept:.1f} % of {len(windows)}")
+        recs = {}
         for name, (w, m) in variants.items():
-            rec = V.recovery_table(w, truth, n_jobs=a.n_jobs, min_speech_ratio=m)
+            rec = recs[name] = V.recovery_table(w, truth, n_jobs=a.n_jobs, min_speech_ratio=m)
             what = ("true emotion shares per window (segments.csv)" if name == "oracle"
                     else "emotion probabilities from the trained model")
             print(f"\n-- {name}: {what}; min_speech_ratio {m:g}; {wpath}")
@@ -239,6 +240,15 @@ def main() -> int:
             print(pure.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
             if out:
                 pure.to_csv(out / "pure_window_outputs.csv", index=False)
+            exp = V.expected_through_model(truth, pure).merge(
+                recs["model"][["feature", "term", "estimate", "verdict"]], on=["feature", "term"])
+            print("\n-- planted emotion effects through the classifier's confusions: expected "
+                  "= planted share changes x the mean p on pure windows above (pauses and the "
+                  "patient's voice left out); an expected value near 0 cannot be recovered "
+                  "through this classifier")
+            print(exp.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+            if out:
+                exp.to_csv(out / "expected_through_model.csv", index=False)
         print(f"(a) took {time.perf_counter() - t0:.1f} s")
     else:
         print(f"skipped: {wpath} or {tpath} missing (run `ser run --profile demo --to 04`)")

@@ -253,6 +253,42 @@ def pure_window_outputs(windows: pd.DataFrame, segments: pd.DataFrame, *, min_sh
     return out.reset_index()
 
 
+def expected_through_model(truth: pd.DataFrame, pure: pd.DataFrame) -> pd.DataFrame:
+    """What a planted emotion effect should look like through the classifier's confusions.
+
+    With ``C[i, j]`` the classifier's mean ``p_j`` on speech of true emotion ``i`` (from
+    :func:`pure_window_outputs`, pooled over the phases weighted by window count), a
+    planted change ``d_i`` in the share of each emotion becomes a change
+    ``sum_i d_i * C[i, j]`` in the mean of ``p_j``. A planted effect whose expected value is
+    near 0 cannot be recovered through this classifier, whatever the statistics do (e.g.
+    happy heard as angry cancelling a planted fall in angry). Pauses and other voices in
+    the windows are left out of this first-order account.
+
+    Args:
+        truth: from :func:`load_truth`; every ``p_<label>`` of ``pure`` needs its planted
+            value for a term to be computed (indirect terms count with their value).
+        pure: from :func:`pure_window_outputs`.
+
+    Returns:
+        The ``p_<label>`` rows of ``truth`` (``feature, term, value``) with
+        ``expected_through_model``; NaN where a label has no pure windows or a label's
+        planted value for that term is missing.
+    """
+    pcols = [c for c in pure.columns if c.startswith("p_")]
+    labels = [c[2:] for c in pcols]
+    n = pure["n_windows"].astype(float)
+    sums = pure[pcols].mul(n, axis=0).assign(n=n).groupby(pure["emotion"]).sum()
+    conf = sums[pcols].div(sums["n"], axis=0).reindex(labels)  # rows: true, columns: heard
+    rows = truth[truth["feature"].isin(pcols)][["feature", "term", "value"]].copy()
+    expected = []
+    for _, r in rows.iterrows():
+        planted = truth[(truth["term"] == r["term"]) & truth["feature"].isin(pcols)]
+        d = planted.set_index(planted["feature"].str[2:])["value"].reindex(labels).to_numpy(float)
+        expected.append(float(d @ conf[r["feature"]].to_numpy(float)))
+    rows["expected_through_model"] = expected
+    return rows.reset_index(drop=True)
+
+
 def binomial_ci(k: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
     """Exact (Clopper–Pearson) confidence interval of a proportion ``k / n``."""
     if n <= 0:

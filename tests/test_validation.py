@@ -225,3 +225,29 @@ def test_pure_window_outputs_groups_one_emotion_windows_by_phase():
         V.pure_window_outputs(windows, segments, min_share=0.0)
     with pytest.raises(ValueError, match="missing columns"):
         V.pure_window_outputs(windows.drop(columns="phase"), segments)
+
+
+def test_expected_through_model_applies_the_confusions_to_the_planted_shares():
+    truth = pd.DataFrame({
+        "feature": ["p_angry", "p_happy", "p_neutral", "p_angry", "p_happy", "p_neutral", "f0_hz"],
+        "term": ["phase:level"] * 3 + ["phase"] * 3 + ["phase"],
+        "value": [-0.04, 0.10, -0.06, 0.05, 0.05, -0.10, 2.0]})
+    # happy heard as angry 40 % of the time; phases pooled by window count
+    pure = pd.DataFrame({
+        "emotion": ["angry", "happy", "happy", "neutral"], "phase": ["care", "care", "control", "care"],
+        "n_windows": [10, 30, 10, 20],
+        "p_angry": [0.8, 0.4, 0.4, 0.0], "p_happy": [0.2, 0.5, 0.3, 0.1], "p_neutral": [0.0, 0.1, 0.3, 0.9]})
+    out = V.expected_through_model(truth, pure).set_index(["feature", "term"])["expected_through_model"]
+    assert list(out.index.get_level_values(0)).count("f0_hz") == 0
+    happy = np.array([0.4, (30 * 0.5 + 10 * 0.3) / 40, (30 * 0.1 + 10 * 0.3) / 40])
+    conf = np.array([[0.8, 0.2, 0.0], happy, [0.0, 0.1, 0.9]])
+    d = np.array([-0.04, 0.10, -0.06])
+    np.testing.assert_allclose(out.xs("phase:level", level=1)[["p_angry", "p_happy", "p_neutral"]],
+                               d @ conf, atol=1e-12)
+    # the fall in angry is cancelled by happy heard as angry: -0.04 * 0.8 + 0.10 * 0.4 > 0
+    assert out[("p_angry", "phase:level")] == pytest.approx(0.008)
+    # a perfect classifier passes the planted values through
+    ident = pure.assign(p_angry=[1.0, 0.0, 0.0, 0.0], p_happy=[0.0, 1.0, 1.0, 0.0],
+                        p_neutral=[0.0, 0.0, 0.0, 1.0])
+    exact = V.expected_through_model(truth, ident)
+    np.testing.assert_allclose(exact["expected_through_model"], exact["value"], atol=1e-12)
