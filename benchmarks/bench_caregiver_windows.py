@@ -46,7 +46,7 @@ def caregiver_mask(y: np.ndarray, sr: int, *, register_hz: float, band_st: float
     hop = sr * FRAME_MS // 1000
     speech = features.speech_activity(y, sr, frame_ms=FRAME_MS)
     pitch = parselmouth.Sound(y.astype(np.float64), sr).to_pitch_ac(
-        time_step=0.01, pitch_floor=75.0, pitch_ceiling=600.0)
+        time_step=0.01, pitch_floor=pitchnorm.F0_MIN_HZ, pitch_ceiling=pitchnorm.F0_MAX_HZ)
     f0, t = pitch.selected_array["frequency"], pitch.xs()
     with np.errstate(divide="ignore", invalid="ignore"):
         st = 12 * np.log2(np.where(f0 > 0, f0, np.nan) / register_hz)
@@ -60,8 +60,9 @@ def caregiver_mask(y: np.ndarray, sr: int, *, register_hz: float, band_st: float
     return np.concatenate([mask, np.zeros(max(0, len(y) - len(mask)), bool)])[:len(y)]
 
 
-def caregiver_windows(results: Path, *, band_st: float, min_kept_s: float) -> pd.DataFrame:
-    windows = pd.read_csv(results / "tables" / "windows.csv", dtype={"caregiver": str})
+def caregiver_windows(windows: pd.DataFrame, results: Path, *, band_st: float,
+                      min_kept_s: float) -> pd.DataFrame:
+    """``windows`` with its ``p_<label>`` recomputed on the caregiver's speech alone."""
     recs = pd.read_csv(results / "tables" / "recordings.csv", dtype={"caregiver": str})
     stamp = json.loads((results / "tables" / "windows.model.json").read_text())
     bundle = models.load_bundle(results / "models" / stamp["model"])
@@ -93,7 +94,7 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", default=str(paths.results_dir()))
     ap.add_argument("--truth", default=str(paths.demo_dir() / "truth.json"))
-    ap.add_argument("--band-st", type=float, default=6.0,
+    ap.add_argument("--band-st", type=float, default=pitchnorm.BAND_ST,
                     help="speech runs mostly this many semitones below the register are another voice")
     ap.add_argument("--min-kept-s", type=float, default=0.5,
                     help="windows with less caregiver speech than this (s) get no emotion")
@@ -106,17 +107,17 @@ def main() -> int:
     results, truth = Path(a.results), V.load_truth(a.truth)
     msr = float(P.load_stage_params("06_time_invariant")["min_speech_ratio"])
     t0 = time.perf_counter()
-    gated = caregiver_windows(results, band_st=a.band_st, min_kept_s=a.min_kept_s)
+    original = pd.read_csv(results / "tables" / "windows.csv", dtype={"caregiver": str})
+    gated = caregiver_windows(original, results, band_st=a.band_st, min_kept_s=a.min_kept_s)
     print(f"caregiver-only windows: {time.perf_counter() - t0:.1f} s; "
           f"{gated.filter(like='p_').notna().all(axis=1).mean():.1%} of windows get an emotion")
     if a.out:
         gated.to_csv(a.out, index=False)
-    original = pd.read_csv(results / "tables" / "windows.csv", dtype={"caregiver": str})
     seg = pd.read_csv(Path(a.truth).parent / "cohort" / "segments.csv")
+    exp = V.expected_through_model(truth, V.pure_window_outputs(original, seg))
     for name, w in (("model on the whole window", original), ("model on caregiver speech only", gated)):
         rec = V.recovery_table(w, truth, n_jobs=a.n_jobs, min_speech_ratio=msr)
         rec = rec[rec["feature"].str.startswith("p_")]
-        exp = V.expected_through_model(truth, V.pure_window_outputs(original, seg))
         rec = rec.merge(exp[["feature", "term", "expected_through_model"]], on=["feature", "term"])
         print(f"\n-- {name}")
         print(rec[["feature", "term", "value", "expected_through_model", "estimate", "ci_low",

@@ -204,11 +204,12 @@ def main() -> int:
         truth = V.load_truth(tpath)
         windows = pd.read_csv(wpath)
         seg = Path(a.segments) if a.segments else tpath.parent / "cohort" / "segments.csv"
+        segments = pd.read_csv(seg) if seg.is_file() else None
         variants = {"model": (windows, msr)}
         if msr > 0:
             variants["model, every window"] = (windows, 0.0)
-        if seg.is_file():
-            variants["oracle"] = (V.oracle_windows(windows, pd.read_csv(seg)), msr)
+        if segments is not None:
+            variants["oracle"] = (V.oracle_windows(windows, segments), msr)
         kept = float(windows["speech_ratio"].ge(msr).mean()) if "speech_ratio" in windows else 1.0
         print(f"windows with speech_ratio >= {msr:g}: {100 * kept:.1f} % of {len(windows)}")
         recs = {}
@@ -233,8 +234,8 @@ def main() -> int:
                            index=False)
             if name == "oracle":
                 verdicts_ok &= bool(checked["ok"].all())
-        if seg.is_file():
-            pure = V.pure_window_outputs(windows, pd.read_csv(seg), min_share=0.9)
+        if segments is not None:
+            pure = V.pure_window_outputs(windows, segments, min_share=0.9)
             print("\n-- model output on windows that are >= 90 % caregiver speech of one true emotion "
                   "(mean p per phase; a classifier that hears the phases alike gives equal rows)")
             print(pure.to_string(index=False, float_format=lambda v: f"{v:.2f}"))

@@ -274,19 +274,15 @@ def expected_through_model(truth: pd.DataFrame, pure: pd.DataFrame) -> pd.DataFr
         ``expected_through_model``; NaN where a label has no pure windows or a label's
         planted value for that term is missing.
     """
-    pcols = [c for c in pure.columns if c.startswith("p_")]
-    labels = [c[2:] for c in pcols]
+    pcols = D.probability_columns(pure)
     n = pure["n_windows"].astype(float)
     sums = pure[pcols].mul(n, axis=0).assign(n=n).groupby(pure["emotion"]).sum()
-    conf = sums[pcols].div(sums["n"], axis=0).reindex(labels)  # rows: true, columns: heard
-    rows = truth[truth["feature"].isin(pcols)][["feature", "term", "value"]].copy()
-    expected = []
-    for _, r in rows.iterrows():
-        planted = truth[(truth["term"] == r["term"]) & truth["feature"].isin(pcols)]
-        d = planted.set_index(planted["feature"].str[2:])["value"].reindex(labels).to_numpy(float)
-        expected.append(float(d @ conf[r["feature"]].to_numpy(float)))
-    rows["expected_through_model"] = expected
-    return rows.reset_index(drop=True)
+    conf = sums[pcols].div(sums["n"], axis=0).reindex([c[2:] for c in pcols])  # rows: true, columns: heard
+    rows = truth[truth["feature"].isin(pcols)][["feature", "term", "value"]].reset_index(drop=True)
+    planted = rows.pivot(index="term", columns="feature", values="value").reindex(columns=pcols)
+    heard = pd.DataFrame(planted.to_numpy(float) @ conf.to_numpy(float), index=planted.index, columns=pcols)
+    rows["expected_through_model"] = [heard.at[t, f] for f, t in zip(rows["feature"], rows["term"])]
+    return rows
 
 
 def binomial_ci(k: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
