@@ -100,28 +100,24 @@ def browser_check(index_html: str | os.PathLike[str], *,
 def _stop_browser(proc: subprocess.Popen[bytes], *, grace_s: float = 10.0) -> None:
     """Stop Chromium and, on POSIX, every process of its group (it was started as a
     session leader): SIGTERM, then SIGKILL for whatever is left after ``grace_s``."""
-    if os.name != "posix":
-        proc.terminate()
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=grace_s)
-        return
+    if os.name == "posix":
+        def signal_group(sig: int) -> None:
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
-    def signal_group(sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    signal_group(signal.SIGTERM)
+        terminate, kill = (lambda: signal_group(signal.SIGTERM)), (lambda: signal_group(signal.SIGKILL))
+    else:
+        terminate, kill = proc.terminate, proc.kill
+    terminate()
     try:
         proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
-        signal_group(signal.SIGKILL)
+        kill()
         proc.wait(timeout=grace_s)
-    signal_group(signal.SIGKILL)  # children that outlived the browser process
+    if os.name == "posix":
+        kill()  # children that outlived the browser process
 
 
 def _remove_profile(profile: Path, *, attempts: int = 20, pause_s: float = 0.1) -> None:
