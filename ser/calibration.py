@@ -267,8 +267,7 @@ def utterance_logits(bundle: Bundle, utterances: pd.DataFrame, *, split: str, ba
     labels = bundle.labels
     rows = utterances[(utterances["split"] == split) & utterances["label"].isin(labels)]
     windows, kept, n_failed = [], [], 0
-    load = pitchnorm.SpeakerLoader(rows, sample_rate=bundle.sample_rate,
-                                   target_hz=float(getattr(bundle, "pitch_norm_hz", 0.0)))
+    load = pitchnorm.SpeakerLoader.for_bundle(rows, bundle)
     for r in tqdm(rows.itertuples(index=False), total=len(rows), desc=f"logits {split}", unit="utt",
                   disable=not progress):
         try:

@@ -237,8 +237,7 @@ def evaluate_bundle(
     n, hop = bundle.window_samples, int(round((hop_s or bundle.window_s / 2) * bundle.sample_rate))
     records: list[dict[str, Any]] = []
     pending: list[tuple[dict[str, Any], np.ndarray]] = []  # utterances whose windows await a forward pass
-    load = pitchnorm.SpeakerLoader(rows, sample_rate=bundle.sample_rate,
-                                   target_hz=float(getattr(bundle, "pitch_norm_hz", 0.0)))
+    load = pitchnorm.SpeakerLoader.for_bundle(rows, bundle)
 
     def flush() -> None:  # one batched forward pass over the windows of several utterances
         if not pending:

@@ -522,7 +522,7 @@ def _predict_file(
 
     # speaker pitch normalisation (bundles trained with it): one register for the recording,
     # from a first pass over it; the model hears the shifted audio, the features the original
-    target_hz = float(getattr(bundle, "pitch_norm_hz", 0.0) or 0.0)
+    target_hz = pitchnorm.bundle_target(bundle)
     shift_st = 0.0
     if target_hz > 0:
         shift_st = _recording_shift(path, sr=sr, target_hz=target_hz, block_n=block_n, pool=pool,
