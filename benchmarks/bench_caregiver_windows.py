@@ -4,7 +4,7 @@ On a finished demo run (``windows.csv``, the trained bundle, the cohort recordin
 model is run a second time on every window with only the caregiver's speech in it:
 
 1. the recording is moved to the bundle's pitch-normalisation target (as stage 04 does);
-2. WebRTC speech frames (:func:`ser.features.speech_activity`, 30 ms) are kept, and a
+2. WebRTC speech frames (:func:`ser.signal.features.speech_activity`, 30 ms) are kept, and a
    speech run is dropped as another voice when most of its voiced Praat frames lie more
    than ``--band-st`` semitones below the recording's register (the demo patient is an
    older man an octave below the caregivers);
@@ -34,9 +34,11 @@ import pandas as pd
 import parselmouth
 from tqdm.auto import tqdm
 
-from ser import audio, features, models, paths, pitchnorm
-from ser import params as P
-from ser import validation as V
+from ser.core import paths
+from ser.models import bundle as models
+from ser.run import params as P
+from ser.signal import audio, features, pitchnorm
+from ser.stats import validation as V
 
 FRAME_MS = 30
 

@@ -1,14 +1,14 @@
 """Fine-tuning throughput of a wav2vec2-base-sized emotion classifier (random weights).
 
-Times full training steps (forward, backward, AdamW) of :class:`ser.hf.HFAudioClassifier`
+Times full training steps (forward, backward, AdamW) of :class:`ser.models.transformer.HFAudioClassifier`
 on batches of ``--batch`` random windows of ``--window-s`` seconds, after ``--warmup``
-untimed steps. On CUDA the forward runs under bf16 autocast (as ``ser.training`` does)
+untimed steps. On CUDA the forward runs under bf16 autocast (as ``ser.train.loop`` does)
 and the optimizer is fused AdamW; on CPU everything is float32.
 
 Reports audio-seconds trained per wall second, the median step time, peak memory
 (CUDA: ``max_memory_allocated``; CPU: peak resident set size of the process) and the
 model-FLOP utilisation (MFU) = achieved model FLOP/s / peak FLOP/s, where the model
-FLOPs are counted analytically (:func:`ser.hf.estimate_flops_per_second_of_audio`,
+FLOPs are counted analytically (:func:`ser.models.transformer.estimate_flops_per_second_of_audio`,
 training = 3x forward for the trainable part, 1x for a frozen conv encoder) and the
 peak comes from ``--peak-tflops`` (default 989: H100 SXM dense bf16). Input batches
 are made on the device once, so the figure excludes data loading (issue 3, item 9:
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import resource
@@ -35,8 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ser import hf  # noqa: E402
-from ser.provenance import atomic_write_json  # noqa: E402
+from ser.core.atomic import atomic_write_json  # noqa: E402
+from ser.models import transformer  # noqa: E402
 
 
 def _peak_memory_gib(device: torch.device) -> float:
@@ -53,7 +52,7 @@ def _sync(device: torch.device) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-type", default="wav2vec2", choices=hf.MODEL_TYPES)
+    ap.add_argument("--model-type", default="wav2vec2", choices=transformer.MODEL_TYPES)
     ap.add_argument("--batch", type=int, default=64, help="windows per step")
     ap.add_argument("--window-s", type=float, default=3.0, help="window length (s)")
     ap.add_argument("--steps", type=int, default=20, help="timed steps")
@@ -64,7 +63,7 @@ def main() -> int:
                          "dense bf16; none on CPU, so no MFU unless given)")
     ap.add_argument("--train-feature-encoder", action="store_true",
                     help="also train the conv feature encoder (default: frozen)")
-    ap.add_argument("--layer-pooling", default="weighted", choices=hf.LAYER_POOLINGS)
+    ap.add_argument("--layer-pooling", default="weighted", choices=transformer.LAYER_POOLINGS)
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
@@ -85,16 +84,16 @@ def main() -> int:
         torch.backends.cudnn.benchmark = True
 
     torch.manual_seed(a.seed)
-    cfg = hf.base_sized_config(a.model_type)
+    cfg = transformer.base_sized_config(a.model_type)
     freeze = not a.train_feature_encoder
-    model = hf.build_hf_classifier(n_labels=7, config=cfg, freeze_feature_encoder=freeze,
+    model = transformer.build_hf_classifier(n_labels=7, config=cfg, freeze_feature_encoder=freeze,
                                    layer_pooling=a.layer_pooling).to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     step_model = torch.compile(model) if a.compile else model
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5,
                             fused=cuda)
-    n = int(round(a.window_s * hf.SAMPLE_RATE))
+    n = int(round(a.window_s * transformer.SAMPLE_RATE))
     gen = torch.Generator(device=device).manual_seed(a.seed)
     x = 0.1 * torch.randn(a.batch, n, device=device, generator=gen)
     y = torch.randint(0, 7, (a.batch,), device=device, generator=gen)
@@ -124,7 +123,7 @@ def main() -> int:
 
     step_s = statistics.median(times)
     audio_per_s = a.batch * a.window_s / step_s
-    flops_audio_s = hf.estimate_flops_per_second_of_audio(cfg, window_s=a.window_s, training=True,
+    flops_audio_s = transformer.estimate_flops_per_second_of_audio(cfg, window_s=a.window_s, training=True,
                                                           freeze_feature_encoder=freeze)
     achieved = flops_audio_s * audio_per_s
     mfu = achieved / (peak_tflops * 1e12) if peak_tflops else None

@@ -2,7 +2,7 @@
 
 Builds an untrained small-CNN bundle (the architecture and options of
 ``params/02_train.yaml``; random weights time the same as trained ones) in a temp dir,
-synthesises ``--minutes`` of speech-like audio once (:func:`speech_wav`: ser.demo
+synthesises ``--minutes`` of speech-like audio once (:func:`speech_wav`: ser.data.demo
 utterances of four emotions and several voices with pauses over a -60 dBFS noise floor,
 cached under ``--cache``), pins itself to ``--cores`` CPU cores (children inherit it)
 and then:
@@ -55,7 +55,7 @@ def speech_wav(minutes: float, *, cache: Path, seed: int = 0) -> Path:
     """
     import soundfile as sf
 
-    from ser import demo
+    from ser.data import demo
 
     path = cache / f"speech_{minutes:g}min_seed{seed}.wav"
     if path.is_file():
@@ -84,10 +84,10 @@ def speech_wav(minutes: float, *, cache: Path, seed: int = 0) -> Path:
 
 def small_cnn_bundle(folder: Path, *, pitch_norm_hz: float = 0.0) -> Path:
     """Save an untrained small-CNN bundle with the stage-02 defaults into ``folder``
-    (``pitch_norm_hz`` > 0: a bundle that pitch-normalises each recording, ``ser.pitchnorm``)."""
+    (``pitch_norm_hz`` > 0: a bundle that pitch-normalises each recording, ``ser.signal.pitchnorm``)."""
     import yaml
 
-    from ser import models
+    from ser.models import bundle as models
 
     p = yaml.safe_load((ROOT / "params" / "02_train.yaml").read_text())
     net = models.build_model(p["arch"], n_labels=len(p["labels"]), sample_rate=p["sample_rate"],
@@ -133,7 +133,8 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(len(cores))
-    from ser import inference, models
+    from ser.inference import predict
+    from ser.models import bundle as models
 
     wav = speech_wav(a.minutes, cache=a.cache)
     audio_s = a.minutes * 60
@@ -147,8 +148,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ser-bench-inf-") as tmp:
         bundle_dir = small_cnn_bundle(Path(tmp) / "small_cnn", pitch_norm_hz=a.pitch_norm_hz)
         bundle = models.load_bundle(bundle_dir)
-        hop = inference.default_hop(bundle)
-        n_win = len(inference.window_starts(audio_s, window_s=bundle.window_s, hop_s=hop))
+        hop = predict.default_hop(bundle)
+        n_win = len(predict.window_starts(audio_s, window_s=bundle.window_s, hop_s=hop))
         print(f"model: untrained small_cnn {bundle.meta['arch_params']}, window {bundle.window_s:g} s, "
               f"hop {hop:g} s (default) -> {n_win} windows; pitch normalisation: "
               f"{f'{bundle.pitch_norm_hz:g} Hz' if bundle.pitch_norm_hz else 'off'}")
@@ -157,7 +158,7 @@ def main() -> int:
         out = Path(tmp) / "windows.csv"
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "ser.cli", "predict", str(bundle_dir), str(wav),
+        proc = subprocess.run([sys.executable, "-m", "ser.run.cli", "predict", str(bundle_dir), str(wav),
                                "-o", str(out), "--quiet"], cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -175,7 +176,7 @@ def main() -> int:
         torch.set_num_threads(1)
         timings: dict[str, float] = {}
         c0, t0 = time.process_time(), time.perf_counter()
-        inference.predict_paths(bundle, [wav], output=Path(tmp) / "serial.csv", progress=False,
+        predict.predict_paths(bundle, [wav], output=Path(tmp) / "serial.csv", progress=False,
                                 workers=0, timings=timings)
         wall0, cpu0 = time.perf_counter() - t0, time.process_time() - c0
         print(f"\nsame in one process (workers=0, 1 torch thread): {wall0:.1f} s wall, "
@@ -193,7 +194,7 @@ def main() -> int:
         if hasattr(model, "frontend") and hasattr(model, "body"):
             import soundfile as sf
 
-            from ser.spectrogram import normalize_window
+            from ser.signal.spectrogram import normalize_window
 
             y = sf.read(wav, frames=int(300 * SR), dtype="float32")[0]
             hop_n = int(round(hop * SR))

@@ -2,14 +2,14 @@
 
 Cuts ``--minutes`` of synthetic 16 kHz audio into ``--window-s`` windows every
 ``--hop-s`` seconds (defaults: 3 s windows, 50 % hop, as the study uses), runs
-:class:`ser.hf.HFAudioClassifier` over them in batches under ``torch.inference_mode``
+:class:`ser.models.transformer.HFAudioClassifier` over them in batches under ``torch.inference_mode``
 with ``torch.set_num_threads(--threads)`` (default 2), once per precision mode:
 
 - ``fp32``: the float32 model;
 - ``bf16``: CPU autocast to bfloat16 (oneDNN; fast where the CPU has AVX512-BF16/AMX);
 - ``int8``: ``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear`` (int8
   weights, activations quantised per batch; the conv feature encoder stays float32);
-- ``int8+bf16``: :func:`ser.hf.quantize_for_cpu`, what ``ser predict --precision int8``
+- ``int8+bf16``: :func:`ser.models.transformer.quantize_for_cpu`, what ``ser predict --precision int8``
   runs: int8 ``nn.Linear`` layers and the convolutions (feature encoder and positional
   conv) in bfloat16 (quantised linears take float32 input, so autocast cannot cover the
   whole model).
@@ -48,8 +48,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ser import hf  # noqa: E402
-from ser.provenance import atomic_write_json  # noqa: E402
+from ser.core.atomic import atomic_write_json  # noqa: E402
+from ser.models import transformer  # noqa: E402
 
 MODES = ("fp32", "bf16", "int8", "int8+bf16")
 LABELS = ["angry", "happy", "neutral", "sad"]
@@ -68,16 +68,16 @@ def synthetic_audio(seconds: float, *, sr: int, seed: int) -> np.ndarray:
 
 
 class _Runner:
-    """A model in one precision mode with the ``ModelBundle`` interface of ser.inference."""
+    """A model in one precision mode with the ``ModelBundle`` interface of ser.inference.predict."""
 
     def __init__(self, model: nn.Module, mode: str, *, window_s: float) -> None:
         self.mode = mode
         self.labels = LABELS
-        self.sample_rate = hf.SAMPLE_RATE
+        self.sample_rate = transformer.SAMPLE_RATE
         self.window_s = window_s
-        self.window_samples = int(round(window_s * hf.SAMPLE_RATE))
+        self.window_samples = int(round(window_s * transformer.SAMPLE_RATE))
         if "int8" in mode:
-            model = hf.quantize_for_cpu(model, bf16_convs=mode == "int8+bf16")
+            model = transformer.quantize_for_cpu(model, bf16_convs=mode == "int8+bf16")
         self.model = model.eval()
         self.bf16 = mode == "bf16"
 
@@ -98,8 +98,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=16, help="windows per forward pass")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {MODES}")
-    ap.add_argument("--model-type", default="wav2vec2", choices=hf.MODEL_TYPES)
-    ap.add_argument("--layer-pooling", default="weighted", choices=hf.LAYER_POOLINGS)
+    ap.add_argument("--model-type", default="wav2vec2", choices=transformer.MODEL_TYPES)
+    ap.add_argument("--layer-pooling", default="weighted", choices=transformer.LAYER_POOLINGS)
     ap.add_argument("--e2e", type=float, default=0.0, metavar="MINUTES",
                     help="also time `ser predict` end to end on this many minutes of audio (0: skip)")
     ap.add_argument("--e2e-precisions", default="int8",
@@ -117,17 +117,17 @@ def main() -> int:
         ap.error(f"--hop-s must be in (0, window_s={a.window_s}]; got {a.hop_s}")
     torch.set_num_threads(a.threads)
 
-    sr = hf.SAMPLE_RATE
+    sr = transformer.SAMPLE_RATE
     y = synthetic_audio(a.minutes * 60, sr=sr, seed=a.seed)
     win, hop = int(round(a.window_s * sr)), int(round(a.hop_s * sr))
     starts = np.arange(0, len(y) - win + 1, hop)
     windows = np.lib.stride_tricks.sliding_window_view(y, win)[starts]
     audio_s = len(y) / sr
-    cfg = hf.base_sized_config(a.model_type)
-    flops_window = hf.flops_breakdown(cfg, window_s=a.window_s)["total"]
+    cfg = transformer.base_sized_config(a.model_type)
+    flops_window = transformer.flops_breakdown(cfg, window_s=a.window_s)["total"]
 
     torch.manual_seed(a.seed)
-    base = hf.build_hf_classifier(n_labels=len(LABELS), config=cfg, layer_pooling=a.layer_pooling).eval()
+    base = transformer.build_hf_classifier(n_labels=len(LABELS), config=cfg, layer_pooling=a.layer_pooling).eval()
     machine = (f"{platform.node()} {platform.machine()} {platform.processor()}, "
                f"{os.cpu_count()} cpus, torch {torch.__version__}")
     print(f"machine: {machine}, threads {torch.get_num_threads()}, "
@@ -173,22 +173,22 @@ def _end_to_end(model: nn.Module, a: argparse.Namespace) -> list[dict]:
 
     from bench_inference import speech_wav
 
-    from ser import models
+    from ser.models import bundle as models
 
     wav = speech_wav(a.e2e, cache=a.cache)
     audio_s = a.e2e * 60
     rows = []
     with tempfile.TemporaryDirectory(prefix="ser-bench-hf-") as tmp:
         bundle = Path(tmp) / "hf_base_random"
-        models.save_bundle(bundle, model, labels=LABELS, sample_rate=hf.SAMPLE_RATE,
+        models.save_bundle(bundle, model, labels=LABELS, sample_rate=transformer.SAMPLE_RATE,
                            window_s=a.window_s, features=models.features_config(), arch="hf",
-                           arch_params=hf.hf_arch_params(model), train_params={}, split={},
+                           arch_params=transformer.hf_arch_params(model), train_params={}, split={},
                            metrics={})
         for precision in [p.strip() for p in a.e2e_precisions.split(",") if p.strip()]:
             out = Path(tmp) / f"windows_{precision}.csv"
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "ser.cli", "predict", str(bundle), str(wav),
+            proc = subprocess.run([sys.executable, "-m", "ser.run.cli", "predict", str(bundle), str(wav),
                                    "-o", str(out), "--precision", precision, "--quiet"],
                                   capture_output=True, text=True)
             wall = time.perf_counter() - t0

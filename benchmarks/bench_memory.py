@@ -2,7 +2,7 @@
 
 For each length, a fresh subprocess loads an untrained small-CNN bundle (stage-02
 defaults), notes its resident memory, predicts the whole file with all default
-features (``ser.inference.predict_paths``, as ``ser predict`` does, writing a CSV) and
+features (``ser.inference.predict.predict_paths``, as ``ser predict`` does, writing a CSV) and
 reports its peak RSS (``resource.getrusage``: the main process, and the largest
 feature worker) and the growth over the loaded-model baseline. The audio is the
 cached synthetic speech of ``bench_inference.py`` (written one minute at a time, so
@@ -10,7 +10,7 @@ generating it is memory-flat too). Flat peaks mean blocks and batches bound memo
 not the file's length (issue 4, item 2).
 
 ``--format m4a`` encodes that audio to AAC (64 kb/s, cached next to the WAV) and
-measures the same through ser.audio's ffmpeg decoder; it needs ``ffmpeg`` on PATH or
+measures the same through ser.signal.audio's ffmpeg decoder; it needs ``ffmpeg`` on PATH or
 the ``imageio-ffmpeg`` package (its static binary is then put on the child's PATH).
 
     .venv/bin/python benchmarks/bench_memory.py [--minutes 15 30 60 120] [--workers N] [--format m4a]
@@ -97,7 +97,7 @@ def main() -> int:
           f"{os.cpu_count()} cores; workers={a.workers}; format={a.format}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="ser-bench-mem-") as tmp:
-        if ffmpeg is not None:  # the child finds it as `ffmpeg` on PATH, as ser.audio expects
+        if ffmpeg is not None:  # the child finds it as `ffmpeg` on PATH, as ser.signal.audio expects
             (Path(tmp) / "bin").mkdir()
             (Path(tmp) / "bin" / "ffmpeg").symlink_to(ffmpeg)
             env["PATH"] = f"{Path(tmp) / 'bin'}{os.pathsep}{env.get('PATH', '')}"

@@ -30,7 +30,7 @@ def main() -> int:
     a = ap.parse_args()
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="ser-bench-"))
     env = dict(os.environ, SER_DATA_DIR=str(work / "data"), SER_RESULTS_DIR=str(work / "results"))
-    ser = [sys.executable, "-m", "ser.cli"]
+    ser = [sys.executable, "-m", "ser.run.cli"]
 
     t0 = time.perf_counter()
     subprocess.run([*ser, "demo-data", "--profile", a.profile, "--quiet"], env=env, check=True, cwd=ROOT)

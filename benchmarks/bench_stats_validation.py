@@ -9,7 +9,7 @@
     ``speech_ratio >= --min-speech-ratio`` (default: stage 06's ``min_speech_ratio``);
     with a positive value the model is also shown on every window, for contrast.
 (b) Null cohorts: ``--n-null`` cohorts simulated at the window-table level without any
-    effect (``ser.stats.simulate_windows``, the study's 2/9/4/8 design, 120 windows per
+    effect (``ser.stats.mixed.simulate_windows``, the study's 2/9/4/8 design, 120 windows per
     recording), three independent descriptors each, both models of stage 06; the
     false-positive rate of the phase and level tests must lie in 5 % ± 2 %. Shown with
     exact binomial 95 % CIs, next to the asymptotic chi² reference and a window-level
@@ -39,10 +39,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ser import params as P
-from ser import paths
-from ser import stats as S
-from ser import validation as V
+from ser.core import paths
+from ser.run import params as P
+from ser.stats import mixed as S
+from ser.stats import validation as V
 
 #: Planted effects of the coverage cohorts (Hz and dB; level_trend per level step).
 COVERAGE_EFFECTS: dict[str, dict[str, float]] = {

@@ -1,4 +1,4 @@
-"""Tests for ser.audio: reading, resampling, streaming blocks, writing, bad input."""
+"""Tests for ser.signal.audio: reading, resampling, streaming blocks, writing, bad input."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ser import audio
+from ser.signal import audio
 
 SR = 16000
 

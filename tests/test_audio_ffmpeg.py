@@ -1,4 +1,4 @@
-"""Tests for ser.audio's ffmpeg decoder: M4A/AAC/MP4 (and MP3) streamed from an ffmpeg pipe.
+"""Tests for ser.signal.audio's ffmpeg decoder: M4A/AAC/MP4 (and MP3) streamed from an ffmpeg pipe.
 
 ffmpeg comes from the ``imageio-ffmpeg`` wheel (a static binary, linked onto ``PATH`` as
 ``ffmpeg`` in a temp folder) or from ``PATH``; without either the module is skipped.
@@ -17,7 +17,8 @@ import pytest
 import soundfile as sf
 from signals import voiced
 
-from ser import audio, inference
+from ser.inference import predict
+from ser.signal import audio
 
 SR = 16000
 
@@ -303,8 +304,8 @@ class _Bundle:
 
 def test_predict_recording_on_m4a_matches_wav(speech_m4a):
     wav, m4a = speech_m4a
-    ref = inference.predict_recording(_Bundle(), wav, hop_s=0.5, f0_method="pyin")
-    got = inference.predict_recording(_Bundle(), m4a, hop_s=0.5, f0_method="pyin")
+    ref = predict.predict_recording(_Bundle(), wav, hop_s=0.5, f0_method="pyin")
+    got = predict.predict_recording(_Bundle(), m4a, hop_s=0.5, f0_method="pyin")
     assert len(got) == len(ref) == 11
     np.testing.assert_array_equal(got["start_s"], ref["start_s"])
     labels = [f"p_{lab}" for lab in _Bundle.labels]

@@ -1,4 +1,4 @@
-"""Tests of ser.browser: the rendered report in headless Chromium (DevTools protocol)."""
+"""Tests of ser.report.browser: the rendered report in headless Chromium (DevTools protocol)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from test_report import build_results  # tests/ is on sys.path under pytest
 
-from ser import browser, report
+from ser.report import browser, render
 
 pytestmark = [
     pytest.mark.browser,
@@ -21,7 +21,7 @@ pytest.importorskip("websocket", reason="websocket-client is needed to talk to C
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     res = build_results(tmp_path_factory.mktemp("run"))
-    return report.render(results_dir=res, use_quarto=False).parent
+    return render.render(results_dir=res, use_quarto=False).parent
 
 
 @pytest.mark.parametrize("page, n_images", [("index.html", 2), ("report.html", 2),

@@ -15,8 +15,9 @@ import pytest  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
-from ser import calibration, models  # noqa: E402
-from ser.models import Bundle  # noqa: E402
+from ser.models import bundle as models  # noqa: E402
+from ser.models.bundle import Bundle  # noqa: E402
+from ser.train import calibration
 
 
 def _calibrated_sample(seed: int, n: int = 4000, k: int = 4, scale: float = 1.5):

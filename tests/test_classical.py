@@ -1,4 +1,4 @@
-"""Tests of ser.classical: cached functionals, grouped tuning, LOSO, ensembles, bundles."""
+"""Tests of ser.models.classical.model: cached functionals, grouped tuning, LOSO, ensembles, bundles."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 from threadpoolctl import threadpool_limits
 
-from ser import classical
-from ser.classical import ClassicalModel, Member
+from ser.models.classical import model as classical
+from ser.models.classical.model import ClassicalModel, Member
 
 SR = 16000
 
@@ -315,7 +315,7 @@ def test_bundle_round_trip_predict_proba(tmp_path):
     np.testing.assert_allclose(proba, direct[:, [2, 1, 0]], atol=1e-5)
     assert (np.array(order)[proba.argmax(axis=1)] == labels).mean() > 0.8
     # the generic loader (used by stage 04 and `ser predict`) hands classical bundles over
-    from ser import models
+    from ser.models import bundle as models
 
     generic = models.load_bundle(out)
     assert type(generic).__name__ == "ClassicalBundle"

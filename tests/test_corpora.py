@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from ser import corpora, paths
-from ser.labels import DEFAULT_LABEL_MAPS, resolve_label_map
+from ser.core import paths
+from ser.data import corpora, schema
+from ser.data.labels import DEFAULT_LABEL_MAPS, resolve_label_map
 
 SR = 16000
 EMODB = paths.ROOT.parent / "shared" / "data" / "emodb" / "wav"
@@ -241,7 +242,7 @@ def make_cohort(root: Path) -> Path:
 def test_index_recordings_resolves_and_orders(tmp_path):
     rec, err = corpora.index_recordings(make_cohort(tmp_path))
     assert err.empty
-    assert list(rec.columns) == list(corpora.RECORDING_COLUMNS)
+    assert list(rec.columns) == list(schema.RECORDING_COLUMNS)
     assert rec["level"].tolist() == ["untrained"] * 2 + ["beginner"] * 2 + ["expert"] * 2
     assert rec["phase"].tolist() == ["control", "care"] * 3
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in rec["path"])
@@ -257,7 +258,7 @@ def test_cohort_summary_counts_levels_in_order(tmp_path):
     assert summary["recordings"].tolist() == [2, 2, 0, 2]
     assert summary["control (min)"].tolist() == pytest.approx([0.5 / 60, 0.5 / 60, 0, 0.5 / 60])
     assert summary["care (min)"].sum() == pytest.approx(3 * 0.5 / 60)
-    empty = corpora.cohort_summary(pd.DataFrame(columns=list(corpora.RECORDING_COLUMNS)))
+    empty = corpora.cohort_summary(pd.DataFrame(columns=list(schema.RECORDING_COLUMNS)))
     assert empty["caregivers"].tolist() == [0, 0, 0, 0]
 
 

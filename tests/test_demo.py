@@ -1,4 +1,4 @@
-"""Tests of the synthetic demo data (ser.demo): layout, determinism, planted truth, prosody."""
+"""Tests of the synthetic demo data (ser.data.demo): layout, determinism, planted truth, prosody."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import parselmouth
 import pytest
 import soundfile as sf
 
-from ser import demo
+from ser.data import demo, schema
 
 SR = 16000
 TINY = dict(seed=3, speakers_per_gender=1, utterances_per_emotion=2, recording_s=30.0, n_caregivers=5,
@@ -66,7 +66,7 @@ def test_corpus_layout(tiny):
 def test_cohort_manifest(tiny):
     out, truth = tiny
     man = pd.read_csv(out / "cohort" / "manifest.csv")
-    assert list(man.columns) == list(demo.MANIFEST_COLUMNS)
+    assert list(man.columns) == list(schema.MANIFEST_COLUMNS)
     assert len(man) == 2 * TINY["n_caregivers"]
     assert (man["recording"] == man["path"].str.removesuffix(".wav")).all()
     assert (man["recording"] == man["caregiver"] + "_" + man["phase"]).all()
@@ -335,7 +335,7 @@ def test_care_raises_caregiver_f0(tiny):
     diffs = []
     for cg in truth["caregivers"]:
         f0 = {}
-        for phase in demo.PHASES:
+        for phase in schema.PHASES:
             rec = f"{cg}_{phase}"
             x, sr = sf.read(out / "cohort" / f"{rec}.wav")
             s = seg[(seg["recording"] == rec) & (seg["role"] == "caregiver")]
@@ -407,7 +407,7 @@ def test_realised_f0_compensation_cancels_the_mix(tiny):
     seg = pd.read_csv(out / "cohort" / "segments.csv", keep_default_na=False)
     seg = seg[seg["role"] == "caregiver"]
     for cg, info in truth["caregivers"].items():
-        for phase in demo.PHASES:
+        for phase in schema.PHASES:
             s = seg[seg["recording"] == f"{cg}_{phase}"]
             w = s["end_s"] - s["start_s"]
             shift = (w * s["emotion"].map(lambda e: demo.PROSODY[e].f0_shift_st)).sum() / w.sum()

@@ -1,4 +1,4 @@
-"""Tests of ser.descriptors: per-recording/segment descriptors and time bins."""
+"""Tests of ser.stats.descriptors: per-recording/segment descriptors and time bins."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from ser import descriptors as D
+from ser.data import schema
+from ser.stats import descriptors as D
 
 
 def _windows(n: int = 20, *, hop: float = 3.0, f0_nan: tuple[int, ...] = (1, 4)) -> pd.DataFrame:
@@ -81,7 +82,7 @@ def test_natural_level_order() -> None:
                    for c, lv in [("a", "expert"), ("b", "untrained"), ("c", "intermediate"),
                                  ("d", "beginner")]])
     d = D.recording_descriptors(w, features=["p_happy"], stats=("mean",))
-    assert list(dict.fromkeys(d["level"])) == list(D.LEVELS)
+    assert list(dict.fromkeys(d["level"])) == list(schema.LEVELS)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ser import corpora, params, paths, pipeline, splits
+from ser.core import paths
+from ser.data import corpora, splits
+from ser.run import params, pipeline
 
 EMODB = paths.ROOT.parent / "shared" / "data" / "emodb"
 pytestmark = [

@@ -14,8 +14,8 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
-from ser import evaluation  # noqa: E402
-from ser.models import Bundle  # noqa: E402
+from ser.models.bundle import Bundle  # noqa: E402
+from ser.train import evaluation  # noqa: E402
 
 LABELS = ["angry", "happy", "neutral", "sad"]
 

@@ -1,4 +1,4 @@
-"""Accuracy and contract tests for ser.features (F0, energy, speech activity per window)."""
+"""Accuracy and contract tests for ser.signal.features (F0, energy, speech activity per window)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-from ser import features
+from ser.signal import features
 
 SR = 16000
 

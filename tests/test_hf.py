@@ -1,6 +1,6 @@
-"""Tests for ser.hf: tiny randomly initialised wav2vec2 / HuBERT / WavLM classifiers.
+"""Tests for ser.models.transformer: tiny randomly initialised wav2vec2 / HuBERT / WavLM classifiers.
 
-Nothing here downloads anything: backbones come from :func:`ser.hf.tiny_config`, or
+Nothing here downloads anything: backbones come from :func:`ser.models.transformer.tiny_config`, or
 are written with ``save_pretrained`` to tmp_path and loaded back from that folder.
 """
 
@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from ser import hf, models
+from ser.models import bundle as models
+from ser.models import transformer
 
 N_LABELS = 4
-SR = hf.SAMPLE_RATE
+SR = transformer.SAMPLE_RATE
 
 
 def _waves(batch: int = 3, n: int = 3200, seed: int = 0) -> torch.Tensor:
@@ -24,12 +25,12 @@ def _waves(batch: int = 3, n: int = 3200, seed: int = 0) -> torch.Tensor:
     return 0.1 * torch.randn(batch, n, generator=g)
 
 
-def _tiny(model_type: str = "wav2vec2", *, seed: int = 0, **kw) -> hf.HFAudioClassifier:
+def _tiny(model_type: str = "wav2vec2", *, seed: int = 0, **kw) -> transformer.HFAudioClassifier:
     torch.manual_seed(seed)
-    return hf.build_hf_classifier(n_labels=N_LABELS, config=hf.tiny_config(model_type), **kw)
+    return transformer.build_hf_classifier(n_labels=N_LABELS, config=transformer.tiny_config(model_type), **kw)
 
 
-def _conv_params(model: hf.HFAudioClassifier) -> list[torch.nn.Parameter]:
+def _conv_params(model: transformer.HFAudioClassifier) -> list[torch.nn.Parameter]:
     return list(model.backbone.feature_extractor.parameters())
 
 
@@ -37,7 +38,7 @@ def _conv_params(model: hf.HFAudioClassifier) -> list[torch.nn.Parameter]:
 
 
 @pytest.mark.parametrize(("model_type", "layer_pooling"),
-                         [(t, "weighted") for t in hf.MODEL_TYPES] + [("wav2vec2", "last")])
+                         [(t, "weighted") for t in transformer.MODEL_TYPES] + [("wav2vec2", "last")])
 def test_forward_shape_and_gradients_reach_backbone(model_type: str, layer_pooling: str) -> None:
     model = _tiny(model_type, freeze_feature_encoder=False, layer_pooling=layer_pooling)
     model.train()
@@ -54,7 +55,7 @@ def test_forward_shape_and_gradients_reach_backbone(model_type: str, layer_pooli
     assert conv[0].grad is not None and conv[0].grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("model_type", hf.MODEL_TYPES)
+@pytest.mark.parametrize("model_type", transformer.MODEL_TYPES)
 def test_frozen_feature_encoder_is_unchanged_by_an_optimizer_step(model_type: str) -> None:
     model = _tiny(model_type, freeze_feature_encoder=True)
     conv = _conv_params(model)
@@ -95,7 +96,7 @@ def test_weighted_layer_pooling_weights_are_learnable_and_used() -> None:
     model.eval()
     x = _waves()
     with torch.no_grad():
-        states = model.backbone(hf.normalize_waveform(x), output_hidden_states=True).hidden_states
+        states = model.backbone(transformer.normalize_waveform(x), output_hidden_states=True).hidden_states
         for k in (0, n_states - 1):
             model.layer_weights.copy_(torch.full((n_states,), -1e4))
             model.layer_weights[k] = 0.0
@@ -112,7 +113,7 @@ def test_last_layer_pooling_has_no_layer_weights() -> None:
 # --------------------------------------------------------------------------- masking / normalisation
 
 
-@pytest.mark.parametrize("model_type", hf.MODEL_TYPES)
+@pytest.mark.parametrize("model_type", transformer.MODEL_TYPES)
 def test_padded_batch_matches_unpadded_items(model_type: str) -> None:
     model = _tiny(model_type).eval()
     lengths = [3200, 2500, 1601]
@@ -139,7 +140,7 @@ def test_normalize_waveform_matches_wav2vec2_feature_extractor() -> None:
     b = (0.05 * rng.standard_normal(600) - 0.1).astype(np.float32)
     fe = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True, sampling_rate=SR)
     ref = fe([a, b], sampling_rate=SR, padding=True, return_tensors="pt")
-    out = hf.normalize_waveform(torch.from_numpy(np.stack([a, np.pad(b, (0, 400))])),
+    out = transformer.normalize_waveform(torch.from_numpy(np.stack([a, np.pad(b, (0, 400))])),
                                 ref["attention_mask"])
     torch.testing.assert_close(out, ref["input_values"].float(), atol=1e-5, rtol=1e-5)
     assert out[1, 600:].abs().max() == 0
@@ -155,12 +156,12 @@ def test_output_does_not_depend_on_input_gain() -> None:
 # --------------------------------------------------------------------------- save / load
 
 
-@pytest.mark.parametrize("model_type", hf.MODEL_TYPES)
+@pytest.mark.parametrize("model_type", transformer.MODEL_TYPES)
 def test_save_pretrained_then_load_from_local_folder(model_type: str, tmp_path) -> None:
     model = _tiny(model_type).eval()
     folder = tmp_path / f"tiny-{model_type}"
     model.backbone.save_pretrained(folder)
-    loaded = hf.build_hf_classifier(n_labels=N_LABELS, source=folder).eval()
+    loaded = transformer.build_hf_classifier(n_labels=N_LABELS, source=folder).eval()
     assert loaded.source == str(folder)
     assert loaded.config.model_type == model_type
     x = _waves()
@@ -172,18 +173,18 @@ def test_save_pretrained_then_load_from_local_folder(model_type: str, tmp_path) 
         torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("model_type", hf.MODEL_TYPES)
+@pytest.mark.parametrize("model_type", transformer.MODEL_TYPES)
 def test_arch_params_round_trip_reproduces_outputs(model_type: str) -> None:
     model = _tiny(model_type, layer_pooling="weighted", head_hidden=16, dropout=0.2,
                   freeze_feature_encoder=True)
     with torch.no_grad():
         model.layer_weights.copy_(torch.linspace(-1, 1, model.layer_weights.numel()))
-    params = json.loads(json.dumps(hf_params := hf.hf_arch_params(model)))  # JSON-serialisable
+    params = json.loads(json.dumps(hf_params := transformer.hf_arch_params(model)))  # JSON-serialisable
     assert params == hf_params == model.arch_params()
     assert params["config"]["model_type"] == model_type
     assert params["head_hidden"] == 16 and params["freeze_feature_encoder"] is True
     torch.manual_seed(123)  # a different random init: equality must come from the state dict
-    rebuilt = hf.hf_from_arch_params(params, n_labels=N_LABELS)
+    rebuilt = transformer.hf_from_arch_params(params, n_labels=N_LABELS)
     assert not all(p.requires_grad for p in _conv_params(rebuilt))
     x = _waves()
     model.eval(), rebuilt.eval()
@@ -195,11 +196,11 @@ def test_arch_params_round_trip_reproduces_outputs(model_type: str) -> None:
 
 def test_bundle_round_trip_through_models_registry(tmp_path) -> None:
     if "hf" not in models.ARCHITECTURES:
-        pytest.skip("ser.models has no 'hf' architecture registered yet")
+        pytest.skip("ser.models.bundle has no 'hf' architecture registered yet")
     model = _tiny("wav2vec2").eval()
     models.save_bundle(tmp_path / "b", model, labels=["a", "b", "c", "d"], sample_rate=SR,
                        window_s=0.25, features=models.features_config(), arch="hf",
-                       arch_params=hf.hf_arch_params(model), train_params={}, split={},
+                       arch_params=transformer.hf_arch_params(model), train_params={}, split={},
                        metrics={})
     bundle = models.load_bundle(tmp_path / "b")
     x = _waves(2, bundle.window_samples).numpy()
@@ -223,15 +224,15 @@ def test_missing_hub_id_offline_raises_clear_error_without_network(monkeypatch, 
     monkeypatch.setattr(socket.socket, "connect", no_connect)
     repo = "no-such-org/no-such-ser-model"
     with pytest.raises(FileNotFoundError, match=rf"{repo}.*huggingface-cli download {repo}"):
-        hf.build_hf_classifier(n_labels=N_LABELS, source=repo)
+        transformer.build_hf_classifier(n_labels=N_LABELS, source=repo)
     assert attempts == []
 
 
 def test_missing_or_empty_local_folder_raises(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="no such folder"):
-        hf.build_hf_classifier(n_labels=N_LABELS, source=tmp_path / "absent")
+        transformer.build_hf_classifier(n_labels=N_LABELS, source=tmp_path / "absent")
     with pytest.raises(FileNotFoundError, match="has no config.json"):
-        hf.build_hf_classifier(n_labels=N_LABELS, source=tmp_path)
+        transformer.build_hf_classifier(n_labels=N_LABELS, source=tmp_path)
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
@@ -243,7 +244,7 @@ def test_missing_or_empty_local_folder_raises(tmp_path) -> None:
 ])
 def test_build_rejects_bad_sources(kwargs, match) -> None:
     with pytest.raises((ValueError, TypeError), match=match):
-        hf.build_hf_classifier(n_labels=N_LABELS, **kwargs)
+        transformer.build_hf_classifier(n_labels=N_LABELS, **kwargs)
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
@@ -265,13 +266,13 @@ def test_forward_rejects_bad_shapes() -> None:
 
 
 def test_from_arch_params_rejects_bad_params() -> None:
-    params = hf.hf_arch_params(_tiny("wav2vec2"))
+    params = transformer.hf_arch_params(_tiny("wav2vec2"))
     with pytest.raises(ValueError, match="take 16000 Hz audio"):
-        hf.hf_from_arch_params(params, n_labels=N_LABELS, sample_rate=8000)
+        transformer.hf_from_arch_params(params, n_labels=N_LABELS, sample_rate=8000)
     with pytest.raises(ValueError, match=r"unknown keys \['channels'\]"):
-        hf.hf_from_arch_params({**params, "channels": [8]}, n_labels=N_LABELS)
+        transformer.hf_from_arch_params({**params, "channels": [8]}, n_labels=N_LABELS)
     with pytest.raises(ValueError, match="need 'config'"):
-        hf.hf_from_arch_params({"layer_pooling": "last"}, n_labels=N_LABELS)
+        transformer.hf_from_arch_params({"layer_pooling": "last"}, n_labels=N_LABELS)
 
 
 # --------------------------------------------------------------------------- FLOPs
@@ -279,32 +280,31 @@ def test_from_arch_params_rejects_bad_params() -> None:
 
 def test_flop_estimate_matches_torch_flop_counter() -> None:
     from torch.utils.flop_counter import FlopCounterMode
-
     from transformers import AutoModel
 
-    cfg = hf.tiny_config("wav2vec2")
+    cfg = transformer.tiny_config("wav2vec2")
     # eager attention: torch's FLOP counter does not see the CPU SDPA kernel
     backbone = AutoModel.from_config(cfg, attn_implementation="eager")
-    model = hf.HFAudioClassifier(backbone, n_labels=N_LABELS, layer_pooling="last",
+    model = transformer.HFAudioClassifier(backbone, n_labels=N_LABELS, layer_pooling="last",
                                  head_hidden=None).eval()
     window_s = 0.5
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, int(window_s * SR)))
     counted = counter.get_total_flops()
-    estimate = hf.flops_breakdown(cfg, window_s=window_s)["total"]
+    estimate = transformer.flops_breakdown(cfg, window_s=window_s)["total"]
     assert estimate == pytest.approx(counted, rel=0.05)
-    per_s = hf.estimate_flops_per_second_of_audio(cfg, window_s=window_s)
+    per_s = transformer.estimate_flops_per_second_of_audio(cfg, window_s=window_s)
     assert per_s == pytest.approx(estimate / window_s)
 
 
 def test_flop_estimate_for_base_sized_model_and_training_rule() -> None:
-    cfg = hf.base_sized_config("wav2vec2")
-    b = hf.flops_breakdown(cfg, window_s=3.0)
+    cfg = transformer.base_sized_config("wav2vec2")
+    b = transformer.flops_breakdown(cfg, window_s=3.0)
     assert b["frames"] == 149  # 20 ms frames, receptive field 25 ms
-    fwd = hf.estimate_flops_per_second_of_audio(cfg, window_s=3.0)
+    fwd = transformer.estimate_flops_per_second_of_audio(cfg, window_s=3.0)
     assert 1.2e10 < fwd < 1.6e10  # ~95 M params x 2 x 50 frames/s + conv encoder
-    frozen = hf.estimate_flops_per_second_of_audio(cfg, window_s=3.0, training=True)
-    full = hf.estimate_flops_per_second_of_audio(cfg, window_s=3.0, training=True,
+    frozen = transformer.estimate_flops_per_second_of_audio(cfg, window_s=3.0, training=True)
+    full = transformer.estimate_flops_per_second_of_audio(cfg, window_s=3.0, training=True,
                                                  freeze_feature_encoder=False)
     assert full == pytest.approx(3 * fwd)
     assert frozen == pytest.approx(3 * fwd - 2 * b["feature_encoder"] / 3.0)
@@ -314,7 +314,7 @@ def test_int8_bundle_quantises_linears_and_stays_close(tmp_path) -> None:
     model = _tiny("wav2vec2").eval()
     models.save_bundle(tmp_path / "b", model, labels=["a", "b", "c", "d"], sample_rate=SR,
                        window_s=0.25, features=models.features_config(), arch="hf",
-                       arch_params=hf.hf_arch_params(model), train_params={}, split={},
+                       arch_params=transformer.hf_arch_params(model), train_params={}, split={},
                        metrics={})
     ref_b = models.load_bundle(tmp_path / "b")
     q_b = models.load_bundle(tmp_path / "b", precision="int8")
@@ -330,7 +330,7 @@ def test_int8_bundle_quantises_linears_and_stays_close(tmp_path) -> None:
 def test_quantize_for_cpu_leaves_the_model_unchanged() -> None:
     model = _tiny("hubert").eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    q = hf.quantize_for_cpu(model, bf16_convs=True)
+    q = transformer.quantize_for_cpu(model, bf16_convs=True)
     assert isinstance(model.backbone.feature_extractor, torch.nn.Module)
     assert type(q.backbone.feature_extractor).__name__ == "_Bf16Autocast"
     assert type(model.backbone.feature_extractor).__name__ != "_Bf16Autocast"

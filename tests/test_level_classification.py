@@ -1,4 +1,4 @@
-"""Tests of ser.level_classification: grouped CV, the NumPy classifiers against
+"""Tests of ser.stats.level_classification: grouped CV, the NumPy classifiers against
 scikit-learn, baselines, the permutation test across caregivers, problem data."""
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
-from ser import descriptors as D
-from ser import level_classification as L
-from ser import stats as S
+from ser.data import schema
+from ser.stats import descriptors as D
+from ser.stats import level_classification as L
+from ser.stats import mixed as S
 
 FEATURES = ["p_happy__mean", "f0_hz__median", "energy_db__mean", "speech_ratio"]
 
@@ -43,7 +44,7 @@ def level_desc() -> pd.DataFrame:
 
 
 def _xy(ds: L.LevelDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    code = {lv: i for i, lv in enumerate(D.LEVELS)}
+    code = {lv: i for i, lv in enumerate(schema.LEVELS)}
     return ds.X.to_numpy(float), ds.y.map(code).to_numpy(int), ds.groups.to_numpy(str)
 
 
@@ -54,7 +55,7 @@ def test_dataset_both_and_delta(null_desc: pd.DataFrame) -> None:
     assert both.X.shape == (23, 8) and list(both.X.columns[:2]) == [
         "p_happy__mean@control", "p_happy__mean@care"]
     assert list(both.groups) == list(both.X.index) and both.problems.empty
-    assert list(dict.fromkeys(both.y)) == list(D.LEVELS)  # natural order
+    assert list(dict.fromkeys(both.y)) == list(schema.LEVELS)  # natural order
     delta = L.caregiver_dataset(null_desc, features=FEATURES, input="delta")
     assert list(delta.X.columns) == [f"{f}@delta" for f in FEATURES]
     cg = "p007"
@@ -250,7 +251,7 @@ def test_planted_level_differences_are_found(level_desc: pd.DataFrame) -> None:
     assert len(res.chosen_c) == 23 and res.chosen_c["C"].isin([0.01, 0.1, 1.0, 10.0]).all()
     assert "C chosen per fold" in s.loc["logreg", "note"]
     conf = L.confusion(res.predictions, model="lda")
-    assert conf.to_numpy().sum() == 23 and list(conf.index) == list(D.LEVELS)
+    assert conf.to_numpy().sum() == 23 and list(conf.index) == list(schema.LEVELS)
     assert conf.sum(axis=1).tolist() == [2, 9, 4, 8]
 
 
@@ -273,7 +274,7 @@ def test_grouped_cv_prevents_twin_leakage() -> None:
     X = pd.DataFrame(np.repeat(base, 2, axis=0) + 1e-3 * rng.standard_normal((2 * n, 4)),
                      columns=list("abcd"))
     cg = np.repeat([f"c{i:02d}" for i in range(n)], 2)
-    lv = np.repeat(np.array(D.LEVELS)[np.repeat(np.arange(4), [2, 9, 4, 8])], 2)
+    lv = np.repeat(np.array(schema.LEVELS)[np.repeat(np.arange(4), [2, 9, 4, 8])], 2)
     X.index = cg
     ds = L.LevelDataset(X=X, y=pd.Series(lv, index=cg), groups=pd.Series(cg, index=cg),
                         input="both")

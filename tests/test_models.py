@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ser import models
+from ser.models import bundle as models
 
 SR, WINDOW_S = 8000, 0.5
 FEATURES = {"n_mels": 24, "n_fft": 256, "hop_length": 80}

@@ -11,7 +11,8 @@ import papermill
 import pytest
 import yaml
 
-from ser import params, paths
+from ser.core import paths
+from ser.run import params
 
 STAGES = params.stages()
 EXPECTED = ["01_preprocess", "02_train", "03_evaluate", "04_inference",

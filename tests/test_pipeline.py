@@ -7,7 +7,8 @@ import json
 import nbformat
 import pytest
 
-from ser import params, paths, pipeline
+from ser.core import paths
+from ser.run import params, pipeline
 
 
 def _write_nb(path, params_src, body_src):

@@ -1,4 +1,4 @@
-"""Tests for ser.pitchnorm: register, PSOLA shift, per-speaker and per-recording normalisation."""
+"""Tests for ser.signal.pitchnorm: register, PSOLA shift, per-speaker and per-recording normalisation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 from signals import voiced
 
-from ser import audio, evaluation, inference, models, pitchnorm, training
+from ser.inference import predict
+from ser.models import bundle
+from ser.signal import audio, pitchnorm
+from ser.train import evaluation, loop
 
 SR = 16000
 
@@ -138,8 +141,8 @@ class PitchBundle:
 
 def test_predict_recording_normalises_for_the_model_but_measures_f0_on_the_original(tmp_path):
     audio.write_wav(tmp_path / "low.wav", voiced(6.0, f0=180.0), SR)
-    plain = inference.predict_recording(PitchBundle(), tmp_path / "low.wav", hop_s=1.0)
-    normed = inference.predict_recording(PitchBundle(250.0), tmp_path / "low.wav", hop_s=1.0)
+    plain = predict.predict_recording(PitchBundle(), tmp_path / "low.wav", hop_s=1.0)
+    normed = predict.predict_recording(PitchBundle(250.0), tmp_path / "low.wav", hop_s=1.0)
     voiced_rows = plain["f0_hz"].notna()
     assert voiced_rows.sum() >= 3
     assert (plain.loc[voiced_rows, "p_low"] == 1.0).all()   # heard at 180 Hz
@@ -170,7 +173,7 @@ def test_training_with_pitch_norm_writes_it_into_the_bundle(tmp_path, monkeypatc
                 p = tmp_path / f"{spk}_{lab}_{k}.wav"
                 audio.write_wav(p, voiced(0.8, f0=f0 * mult, seed=k), SR)
                 rows.append({"path": str(p), "speaker": spk, "label": lab, "split": part})
-    out = training.train(pd.DataFrame(rows), out_dir=tmp_path / "m", labels=["a", "b"], epochs=1,
+    out = loop.train(pd.DataFrame(rows), out_dir=tmp_path / "m", labels=["a", "b"], epochs=1,
                          arch_params={"channels": [4, 8], "freq_bins": 2},
                          features={"n_mels": 16, "n_fft": 256, "hop_length": 160}, window_s=0.5,
                          sample_rate=SR, batch_size=8, device="cpu", progress=False, pitch_norm_hz=200.0)
@@ -179,9 +182,9 @@ def test_training_with_pitch_norm_writes_it_into_the_bundle(tmp_path, monkeypatc
     shifts = meta["train_params"]["pitch_shift_st"]
     assert set(shifts) == {"s1", "s2", "s3"}
     assert shifts["s1"] > 2.0 and shifts["s2"] < -2.0  # the low voice goes up, the high one down
-    assert models.load_bundle(out).pitch_norm_hz == 200.0
+    assert bundle.load_bundle(out).pitch_norm_hz == 200.0
     with pytest.raises(ValueError, match="pitch_norm_hz"):
-        training.train(pd.DataFrame(rows), out_dir=tmp_path / "m2", labels=["a", "b"], epochs=1,
+        loop.train(pd.DataFrame(rows), out_dir=tmp_path / "m2", labels=["a", "b"], epochs=1,
                        device="cpu", progress=False, pitch_norm_hz=20.0)
 
 
@@ -189,21 +192,21 @@ def test_pitch_norm_changes_the_bundle_fingerprint_only_when_set(tmp_path):
     folder = tmp_path / "b"
     folder.mkdir()
     (folder / "model.pt").write_bytes(b"weights")
-    meta = {k: None for k in models.REQUIRED_KEYS}
+    meta = {k: None for k in bundle.REQUIRED_KEYS}
     (folder / "model.json").write_text(json.dumps(meta))
-    before = models.bundle_fingerprint(folder)
+    before = bundle.bundle_fingerprint(folder)
     (folder / "model.json").write_text(json.dumps({**meta, "pitch_norm_hz": 0.0}))
-    assert models.bundle_fingerprint(folder) == before  # off: same as a bundle without the key
+    assert bundle.bundle_fingerprint(folder) == before  # off: same as a bundle without the key
     (folder / "model.json").write_text(json.dumps({**meta, "pitch_norm_hz": 200.0}))
-    assert models.bundle_fingerprint(folder) != before
+    assert bundle.bundle_fingerprint(folder) != before
 
 
 def test_pitch_normalised_inference_is_the_same_with_feature_workers_and_small_blocks(tmp_path):
     y = np.concatenate([voiced(5.0, f0=180.0), voiced(5.0, f0=190.0, seed=4)])
     audio.write_wav(tmp_path / "r.wav", y, SR)
-    inline = inference.predict_recording(PitchBundle(250.0), tmp_path / "r.wav", hop_s=1.0, workers=0)
+    inline = predict.predict_recording(PitchBundle(250.0), tmp_path / "r.wav", hop_s=1.0, workers=0)
     timings: dict[str, float] = {}
-    pooled = inference.predict_recording(PitchBundle(250.0), tmp_path / "r.wav", hop_s=1.0, workers=2,
+    pooled = predict.predict_recording(PitchBundle(250.0), tmp_path / "r.wav", hop_s=1.0, workers=2,
                                          block_s=4.0, timings=timings)
     assert timings["pitch_norm"] > 0
     pd.testing.assert_frame_equal(inline.drop(columns=["p_high", "p_low"]),

@@ -1,4 +1,4 @@
-"""Tests of ser.plots: figures exist, axes carry units, levels keep their natural order."""
+"""Tests of ser.report.plots: figures exist, axes carry units, levels keep their natural order."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ser import descriptors as D  # noqa: E402
-from ser import plots as P  # noqa: E402
-from ser import stats as S  # noqa: E402
+from ser.data import schema
+from ser.report import plots as P  # noqa: E402
+from ser.stats import descriptors as D  # noqa: E402
+from ser.stats import mixed as S  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_trajectories_units_and_level_order(windows: pd.DataFrame) -> None:
     assert axes[2].get_ylabel() == "P(happy) (probability)"
     assert axes[-1].get_xlabel() == "time (fraction of recording)"
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert [t.split(" ")[0] for t in texts] == list(D.LEVELS)
+    assert [t.split(" ")[0] for t in texts] == list(schema.LEVELS)
     assert texts[0] == "untrained (n=2, no band)" and texts[1] == "beginner (n=3)"
     lines = axes[0].get_lines()
     assert lines[0].get_linestyle() == "--" and lines[1].get_linestyle() == "-"
@@ -66,7 +67,7 @@ def test_descriptors_figure(desc: pd.DataFrame) -> None:
     assert ax0.get_ylabel() == "F0, median (Hz)"
     assert ax1.get_ylabel() == "P(happy), mean (probability)"
     assert ax0.get_xlabel() == "training level"
-    assert _level_ticks(ax0) == list(D.LEVELS)
+    assert _level_ticks(ax0) == list(schema.LEVELS)
     assert ax0.get_xticklabels()[1].get_text() == "beginner\n(n=3)"
     # one point per caregiver and phase: 10 caregivers x 2 phases
     n_points = sum(len(c.get_offsets()) for c in ax0.collections)
@@ -97,7 +98,7 @@ def test_delta_figure(desc: pd.DataFrame) -> None:
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     assert ax.get_ylabel() == "Δ care − control: F0, median (Hz)"
-    assert _level_ticks(ax) == list(D.LEVELS)
+    assert _level_ticks(ax) == list(schema.LEVELS)
     assert sum(len(c.get_offsets()) for c in ax.collections) == 10  # one per caregiver
     rel = P.plot_delta(dt, features=["f0_hz__median"], value="delta_rel")
     assert "fraction of |control|" in rel.axes[0].get_ylabel()
@@ -106,7 +107,7 @@ def test_delta_figure(desc: pd.DataFrame) -> None:
 
 
 def test_level_classification_figure() -> None:
-    from ser import level_classification as L
+    from ser.stats import level_classification as L
 
     d = D.recording_descriptors(S.simulate_windows(seed=3, duration_s=30.0),
                                 features=["f0_hz", "energy_db"], stats=("mean",))

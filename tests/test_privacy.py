@@ -1,4 +1,4 @@
-"""Tests of ser.privacy: the rendered report is scrubbed, and the scan finds planted leaks."""
+"""Tests of ser.report.privacy: the rendered report is scrubbed, and the scan finds planted leaks."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import pytest
 # tests/ is on sys.path under pytest
 from test_report import PLANTED, RECORDINGS, _all_html, build_results
 
-from ser import privacy, report
+from ser.report import privacy, render
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     res = build_results(tmp_path_factory.mktemp("run"))
-    return report.render(results_dir=res, use_quarto=False).parent
+    return render.render(results_dir=res, use_quarto=False).parent
 
 
 def _leaky_site(root: Path) -> Path:

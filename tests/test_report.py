@@ -1,4 +1,4 @@
-"""Tests of ser.report: fallback site, stale/failed stages, refusal to leak, Quarto staging.
+"""Tests of ser.report.render: fallback site, stale/failed stages, refusal to leak, Quarto staging.
 
 ``build_results`` (a small fake run) is shared with ``test_privacy.py`` and
 ``test_browser.py``.
@@ -17,7 +17,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from ser import privacy, provenance, report
+from ser.core import provenance
+from ser.report import privacy, render
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -183,7 +184,7 @@ def build_results(root: Path, *, with_run: bool = True) -> Path:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     res = build_results(tmp_path_factory.mktemp("run"))
-    index = report.render(results_dir=res, use_quarto=False)
+    index = render.render(results_dir=res, use_quarto=False)
     return index.parent
 
 
@@ -197,7 +198,7 @@ def _all_html(site: Path) -> dict[str, str]:
 
 def test_index_has_notice_figure_boxes_and_cohort(site: Path) -> None:
     html = (site / "index.html").read_text(encoding="utf-8")
-    assert report.FALLBACK_NOTICE in html
+    assert render.FALLBACK_NOTICE in html
     # the available figure, inlined, with its caption and alt text
     fig = re.search(r'<figure class="ser-figure" id="fig-confusion">(.*?)</figure>', html)
     assert fig and 'src="data:image/png;base64,' in fig.group(1)
@@ -225,7 +226,7 @@ def test_every_stage_has_a_page_with_folded_code(site: Path) -> None:
     for stage in STAGES:
         assert f"results/notebooks/{stage}.html" in pages, stage
     ok = pages["results/notebooks/03_evaluate.html"]
-    assert '<details class="code-fold">' in ok and report.FALLBACK_NOTICE in ok
+    assert '<details class="code-fold">' in ok and render.FALLBACK_NOTICE in ok
     assert "#| label" not in ok  # Quarto cell options are not shown as code
     failed = pages["results/notebooks/05_time_dependent.html"]
     assert "This stage failed" in failed and "singular matrix in MixedLM" in failed
@@ -248,14 +249,14 @@ def test_methods_page_shows_hashes_not_locations(site: Path) -> None:
 
 def test_report_html_is_self_contained(site: Path) -> None:
     html = (site / "report.html").read_text(encoding="utf-8")
-    assert report.external_references(html) == []
+    assert render.external_references(html) == []
     srcs = re.findall(r'<img[^>]*\ssrc="([^"]*)"', html)
     assert len(srcs) == 2 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert not re.search(r'<(?:link|script)[^>]+(?:href|src)=', html)
     assert re.search(r'id="methods"', html)  # methods are part of the single file
     assert 'href="#methods"' in html and "report.html" not in html
     for page, text in _all_html(site).items():
-        assert report.external_references(text) == [], page
+        assert render.external_references(text) == [], page
 
 
 def test_render_refuses_a_page_that_still_names_a_recording(
@@ -263,7 +264,7 @@ def test_render_refuses_a_page_that_still_names_a_recording(
     res = build_results(tmp_path)
     monkeypatch.setattr(privacy.Scrubber, "__call__", lambda self, text: text)  # scrubbing off
     with pytest.raises(privacy.PrivacyError, match=PLANTED):
-        report.render(results_dir=res, use_quarto=False)
+        render.render(results_dir=res, use_quarto=False)
     assert not (res / "site" / "results" / "notebooks" / "01_preprocess.html").exists()
 
 
@@ -272,7 +273,7 @@ def test_render_refuses_a_page_that_still_names_a_recording(
 
 def test_without_run_record_nothing_is_shown(tmp_path: Path) -> None:
     res = build_results(tmp_path, with_run=False)
-    html = report.render(results_dir=res, use_quarto=False, self_contained=False) \
+    html = render.render(results_dir=res, use_quarto=False, self_contained=False) \
         .read_text(encoding="utf-8")
     assert "No run record" in html and "<img" not in html
     assert not (res / "site" / "report.html").exists()
@@ -284,7 +285,7 @@ def test_bad_run_record_is_named(tmp_path: Path) -> None:
     run["stages"][0]["status"] = "done"
     (res / "run.json").write_text(json.dumps(run))
     with pytest.raises(ValueError, match=r"run.json: stage '01_preprocess' has status 'done'"):
-        report.render(results_dir=res, use_quarto=False)
+        render.render(results_dir=res, use_quarto=False)
 
 
 def test_params_hash_mismatch_marks_stale(tmp_path: Path) -> None:
@@ -292,7 +293,7 @@ def test_params_hash_mismatch_marks_stale(tmp_path: Path) -> None:
     nb = nbformat.read(res / "notebooks" / "03_evaluate.ipynb", as_version=4)
     nb.metadata["ser"] = {"params_hash": "older-run"}
     nbformat.write(nb, res / "notebooks" / "03_evaluate.ipynb")
-    states = {s.stage: s for s in report.stage_states(res, report.load_run_record(res))}
+    states = {s.stage: s for s in render.stage_states(res, render.load_run_record(res))}
     assert states["03_evaluate"].status == "stale" and "older-run" in states["03_evaluate"].reason
     assert states["06_time_invariant"].status == "ok"
     assert states["05_time_dependent"].executed is not None  # failed, but from this run
@@ -300,10 +301,10 @@ def test_params_hash_mismatch_marks_stale(tmp_path: Path) -> None:
 
 def test_changed_upstream_output_marks_downstream_stale(tmp_path: Path) -> None:
     res = build_results(tmp_path)
-    states = {s.stage: s for s in report.stage_states(res, report.load_run_record(res))}
+    states = {s.stage: s for s in render.stage_states(res, render.load_run_record(res))}
     assert states["06_time_invariant"].status == "ok"
     (res / "tables" / "windows.csv").write_text("recording,start_s\np001_care,3.0\n")  # re-run 04
-    states = {s.stage: s for s in report.stage_states(res, report.load_run_record(res))}
+    states = {s.stage: s for s in render.stage_states(res, render.load_run_record(res))}
     assert states["06_time_invariant"].status == "stale"
     assert "windows.csv" in states["06_time_invariant"].reason
     assert states["06_time_invariant"].executed is None
@@ -311,14 +312,14 @@ def test_changed_upstream_output_marks_downstream_stale(tmp_path: Path) -> None:
 
 def test_use_quarto_without_quarto_is_an_error(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report, "find_quarto", lambda: None)
+    monkeypatch.setattr(render, "find_quarto", lambda: None)
     with pytest.raises(FileNotFoundError, match="Quarto CLI is not on PATH"):
-        report.render(results_dir=build_results(tmp_path), use_quarto=True)
+        render.render(results_dir=build_results(tmp_path), use_quarto=True)
 
 
 def test_missing_results_dir_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="run `ser run` first"):
-        report.render(results_dir=tmp_path / "missing", use_quarto=False)
+        render.render(results_dir=tmp_path / "missing", use_quarto=False)
 
 
 # ------------------------------------------------------------------------- quarto path
@@ -340,8 +341,8 @@ else mkdir -p _out && echo '<html>single</html>' > _out/report.html; fi
 
 def test_quarto_path_stages_the_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res = build_results(tmp_path)
-    monkeypatch.setattr(report, "find_quarto", lambda: _fake_quarto(tmp_path, fail=False))
-    index = report.render(results_dir=res)  # auto: the fake quarto is "on PATH"
+    monkeypatch.setattr(render, "find_quarto", lambda: _fake_quarto(tmp_path, fail=False))
+    index = render.render(results_dir=res)  # auto: the fake quarto is "on PATH"
     assert index.read_text() == "<html>quarto site</html>\n"
     assert (index.parent / "report.html").read_text() == "<html>single</html>\n"
     calls = (tmp_path / "quarto.log").read_text().splitlines()
@@ -365,9 +366,9 @@ def test_quarto_path_stages_the_project(tmp_path: Path, monkeypatch: pytest.Monk
 def test_quarto_failure_raises_with_stderr_after_writing_fallback(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res = build_results(tmp_path)
-    monkeypatch.setattr(report, "find_quarto", lambda: _fake_quarto(tmp_path, fail=True))
-    with pytest.raises(report.QuartoError, match="boom"):
-        report.render(results_dir=res, use_quarto=True)
+    monkeypatch.setattr(render, "find_quarto", lambda: _fake_quarto(tmp_path, fail=True))
+    with pytest.raises(render.QuartoError, match="boom"):
+        render.render(results_dir=res, use_quarto=True)
     index = (res / "site" / "index.html").read_text(encoding="utf-8")
     assert "quarto render failed" in index
 
@@ -377,17 +378,17 @@ def test_quarto_failure_raises_with_stderr_after_writing_fallback(
 
 def test_cell_options_and_figures() -> None:
     nb = _notebook("x", "X", {"a": 1}, figures={"fig-a": ("Cap", "Alt", "k")})
-    figs = report.notebook_figures(nb)
+    figs = render.notebook_figures(nb)
     assert list(figs) == ["fig-a"] and figs["fig-a"].alt == "Alt"
     assert figs["fig-a"].images[0][0] == "image/png"
-    assert report.cell_options('#| label: fig-b\n#| fig-cap: "A: b"\nx = 1') == \
+    assert render.cell_options('#| label: fig-b\n#| fig-cap: "A: b"\nx = 1') == \
         {"label": "fig-b", "fig-cap": "A: b"}
-    assert report.cell_options("x = 1\n#| label: late") == {}
+    assert render.cell_options("x = 1\n#| label: late") == {}
 
 
 def test_cohort_markdown_requires_columns() -> None:
     with pytest.raises(ValueError, match=r"recordings.csv lacks columns \['duration_s'\]"):
-        report.cohort_markdown(RECORDINGS.drop(columns="duration_s"))
+        render.cohort_markdown(RECORDINGS.drop(columns="duration_s"))
 
 
 @pytest.mark.parametrize("metrics, row", [({}, None), ({"uar": 0.5}, "| Scores | UAR 0.5 |"),
@@ -398,8 +399,8 @@ def test_model_card_reads_flat_nested_or_no_metrics(tmp_path: Path, metrics: dic
     res = build_results(tmp_path)
     card_path = res / "models" / "cnn_small" / "model.json"
     card_path.write_text(json.dumps({**json.loads(card_path.read_text()), "metrics": metrics}))
-    run = report.load_run_record(res)
-    text = report.methods_sections(res, run, report.stage_states(res, run))["_methods_model.md"]
+    run = render.load_run_record(res)
+    text = render.methods_sections(res, run, render.stage_states(res, run))["_methods_model.md"]
     assert "Model `cnn_small`" in text
     assert (row in text) if row else "| Scores" not in text
 
@@ -412,6 +413,6 @@ def test_model_card_says_whether_pitch_was_normalised(tmp_path: Path, target: fl
     card_path = res / "models" / "cnn_small" / "model.json"
     card = {**json.loads(card_path.read_text()), **({"pitch_norm_hz": target} if target else {})}
     card_path.write_text(json.dumps(card))
-    run = report.load_run_record(res)
-    text = report.methods_sections(res, run, report.stage_states(res, run))["_methods_model.md"]
+    run = render.load_run_record(res)
+    text = render.methods_sections(res, run, render.stage_states(res, run))["_methods_model.md"]
     assert expected in text

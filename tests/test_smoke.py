@@ -10,7 +10,7 @@ import math
 import pandas as pd
 import pytest
 
-from ser import pipeline
+from ser.run import pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +95,6 @@ def test_site_rendered_without_identifiers(smoke_run):
     site = root / "results/site"
     assert (site / "index.html").is_file() and (site / "report.html").is_file()
     manifest = pd.read_csv(root / "data/demo/cohort/manifest.csv")
-    from ser import privacy
+    from ser.report import privacy
 
     assert privacy.scan_for_identifiers(site, manifest) == []

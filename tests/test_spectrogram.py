@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from ser.spectrogram import (LogMel, add_noise, freq_warp, log_mel, mel_bands, mel_filterbank,
-                             normalize_window, random_time_shift, spec_augment)
+from ser.signal.spectrogram import (
+    LogMel,
+    add_noise,
+    freq_warp,
+    log_mel,
+    mel_bands,
+    mel_filterbank,
+    normalize_window,
+    random_time_shift,
+    spec_augment,
+)
 
 
 def _signal(sr: int, seconds: float, seed: int = 0) -> np.ndarray:
@@ -164,7 +173,7 @@ def test_loading_a_log_mel_model_does_not_import_librosa():
     import subprocess
     import sys
 
-    code = ("import sys; from ser.spectrogram import LogMel; LogMel(sample_rate=16000); "
+    code = ("import sys; from ser.signal.spectrogram import LogMel; LogMel(sample_rate=16000); "
             "print('librosa' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

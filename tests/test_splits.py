@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ser import splits
+from ser.data import splits
 
 
 def make_table(n_female: int = 5, n_male: int = 5, per_speaker: int = 4,

@@ -1,4 +1,4 @@
-"""Tests of ser.stats: simulator, mixed models, FDR, delta, paired and level tests."""
+"""Tests of ser.stats.mixed: simulator, mixed models, FDR, delta, paired and level tests."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from statsmodels.stats.multitest import multipletests
 
-from ser import descriptors as D
-from ser import stats as S
+from ser.data import schema
+from ser.stats import descriptors as D
+from ser.stats import mixed as S
 
 PLANTED = {"f0_hz": {"phase": 14.0, "level_trend": 20.0},
            "p_happy": {"phase:level_trend": 0.35}}
@@ -423,7 +424,7 @@ def test_problem_report_names_each_problem_and_action(planted_desc: pd.DataFrame
     fits.loc[fits["feature"] == "f0_hz__median", "converged"] = False  # as if it failed
     delta = S.delta_table(d, eps_rule="abs:1e-9", features=feats)
     rep = S.problem_report(d, features=feats, analysis="x", fits=fits, delta=delta)
-    assert list(rep.columns) == list(S.PROBLEM_COLUMNS)
+    assert list(rep.columns) == list(schema.PROBLEM_COLUMNS)
     by: dict[tuple[str, str], str] = {}
     for r in rep.itertuples():
         by[(r.problem, r.where)] = by.get((r.problem, r.where), "") + " | " + r.action

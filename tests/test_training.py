@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from ser import evaluation, models, training
+from ser.models import bundle as models
+from ser.train import evaluation, loop
 
 SR = 8000
 LABELS = ["angry", "happy", "neutral", "sad"]
@@ -63,7 +64,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "tiny"
-    return training.train(corpus, out_dir=out, epochs=2, **TINY)
+    return loop.train(corpus, out_dir=out, epochs=2, **TINY)
 
 
 def test_two_epochs_beat_chance_on_a_held_out_speaker(trained, corpus):
@@ -85,10 +86,10 @@ def test_bundle_and_history_are_written(trained):
     assert tp["n_too_short"] == 1 and tp["n_unknown_label"] == 1 and tp["class_weighting"]
     assert meta["arch_params"] == {"channels": [8, 16], "dropout": 0.0, "freq_bins": 4, "pooled_blocks": 0,
                                    "block_convs": [1, 1]}
-    assert not (trained / training.CHECKPOINT_NAME).exists()  # removed once the bundle is written
+    assert not (trained / loop.CHECKPOINT_NAME).exists()  # removed once the bundle is written
     assert tp["epochs_run"] == 2 and tp["best_epoch"] in (1, 2)
     history = pd.read_csv(trained / "history.csv")
-    assert list(history.columns) == training.HISTORY_COLUMNS
+    assert list(history.columns) == loop.HISTORY_COLUMNS
     assert history["epoch"].tolist() == [1, 2]
     assert meta["metrics"]["val"]["uar"] == pytest.approx(history["val_uar"].max())
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
@@ -105,16 +106,16 @@ def test_set_aside_files_are_named_and_training_continues(trained):
 
 
 def test_set_aside_files_are_logged(corpus, tmp_path, caplog):
-    with caplog.at_level("WARNING", logger="ser.training"):
-        training.train(corpus, out_dir=tmp_path / "m", **{**TINY, "epochs": 1, "arch_params": {"channels": [4]}})
+    with caplog.at_level("WARNING", logger="ser.train.loop"):
+        loop.train(corpus, out_dir=tmp_path / "m", **{**TINY, "epochs": 1, "arch_params": {"channels": [4]}})
     text = caplog.text
     assert "truncated.wav" in text and "blip.wav" in text and "'boredom'" in text
 
 
 def test_same_seed_same_run(corpus, tmp_path):
     kw = {**TINY, "arch_params": {"channels": [4], "dropout": 0.2}}
-    a = training.train(corpus, out_dir=tmp_path / "a", epochs=1, **kw)
-    b = training.train(corpus, out_dir=tmp_path / "b", epochs=1, **kw)
+    a = loop.train(corpus, out_dir=tmp_path / "a", epochs=1, **kw)
+    b = loop.train(corpus, out_dir=tmp_path / "b", epochs=1, **kw)
     cols = ["train_loss", "val_loss", "val_uar"]
     pd.testing.assert_frame_equal(pd.read_csv(a / "history.csv")[cols],
                                   pd.read_csv(b / "history.csv")[cols])
@@ -125,7 +126,7 @@ def test_same_seed_same_run(corpus, tmp_path):
 
 def test_early_stopping_stops_after_patience(corpus, tmp_path):
     kw = {**TINY, "arch_params": {"channels": [4], "dropout": 0.0}, "patience": 1, "lr": 1e-9}
-    out = training.train(corpus, out_dir=tmp_path / "m", epochs=6, **kw)
+    out = loop.train(corpus, out_dir=tmp_path / "m", epochs=6, **kw)
     history = pd.read_csv(out / "history.csv")
     assert len(history) < 6  # a learning rate of 1e-9 cannot keep improving the UAR
 
@@ -133,26 +134,26 @@ def test_early_stopping_stops_after_patience(corpus, tmp_path):
 def test_bad_inputs_are_rejected(corpus, tmp_path):
     kw = {**TINY, "epochs": 1}
     with pytest.raises(ValueError, match=r"lacks columns \['split'\]"):
-        training.train(corpus.drop(columns="split"), out_dir=tmp_path / "x", **kw)
+        loop.train(corpus.drop(columns="split"), out_dir=tmp_path / "x", **kw)
     with pytest.raises(ValueError, match=r"no rows with split == 'val'"):
-        training.train(corpus[corpus["split"] != "val"], out_dir=tmp_path / "x", **kw)
+        loop.train(corpus[corpus["split"] != "val"], out_dir=tmp_path / "x", **kw)
     with pytest.raises(ValueError, match=r"labels \['fear'\] have no readable training utterances"):
-        training.train(corpus, out_dir=tmp_path / "x", **{**kw, "labels": [*LABELS, "fear"]})
+        loop.train(corpus, out_dir=tmp_path / "x", **{**kw, "labels": [*LABELS, "fear"]})
     with pytest.raises(ValueError, match="epochs must be >= 1"):
-        training.train(corpus, out_dir=tmp_path / "x", **{**kw, "epochs": 0})
+        loop.train(corpus, out_dir=tmp_path / "x", **{**kw, "epochs": 0})
 
 
 def test_class_weights_are_inverse_frequency():
-    w = training.class_weights(np.array([0, 0, 0, 1]), 2)
+    w = loop.class_weights(np.array([0, 0, 0, 1]), 2)
     np.testing.assert_allclose(w, [4 / (2 * 3), 4 / (2 * 1)])
     with pytest.raises(ValueError, match=r"class indices \[2\] have no training samples"):
-        training.class_weights(np.array([0, 1]), 3)
+        loop.class_weights(np.array([0, 1]), 3)
 
 
 def _interrupt_after_validations(monkeypatch, n: int) -> None:
     """Make the n-th validation raise, as if the process died in that epoch."""
     calls = {"n": 0}
-    real = training._validate
+    real = loop._validate
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -160,22 +161,22 @@ def _interrupt_after_validations(monkeypatch, n: int) -> None:
             raise KeyboardInterrupt("simulated crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "_validate", flaky)
+    monkeypatch.setattr(loop, "_validate", flaky)
 
 
 def test_resume_after_a_crash_gives_the_uninterrupted_result(corpus, tmp_path, monkeypatch):
     kw = {**TINY, "arch_params": {"channels": [4, 8], "dropout": 0.2}, "epochs": 3, "mixup_alpha": 0.4}
-    whole = training.train(corpus, out_dir=tmp_path / "whole", **kw)
+    whole = loop.train(corpus, out_dir=tmp_path / "whole", **kw)
     _interrupt_after_validations(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
-        training.train(corpus, out_dir=tmp_path / "part", **kw)
-    ckpt = tmp_path / "part" / training.CHECKPOINT_NAME
+        loop.train(corpus, out_dir=tmp_path / "part", **kw)
+    ckpt = tmp_path / "part" / loop.CHECKPOINT_NAME
     assert ckpt.is_file() and not (tmp_path / "part" / "model.json").exists()
     assert len(pd.read_csv(tmp_path / "part" / "history.csv")) == 1
     monkeypatch.undo()
     with pytest.raises(ValueError, match="other settings or data.*resume=False"):
-        training.train(corpus, out_dir=tmp_path / "part", resume=True, **{**kw, "lr": 1e-4})
-    part = training.train(corpus, out_dir=tmp_path / "part", resume=True, **kw)
+        loop.train(corpus, out_dir=tmp_path / "part", resume=True, **{**kw, "lr": 1e-4})
+    part = loop.train(corpus, out_dir=tmp_path / "part", resume=True, **kw)
     cols = ["epoch", "train_loss", "val_loss", "val_uar", "lr"]
     pd.testing.assert_frame_equal(pd.read_csv(part / "history.csv")[cols],
                                   pd.read_csv(whole / "history.csv")[cols])
@@ -187,48 +188,48 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(corpus, tmp_path, m
 
 def test_window_dataset_depends_only_on_seed_epoch_and_index():
     wave = np.linspace(-0.5, 0.5, 6000, dtype=np.float32)
-    ds = training.WindowDataset([wave, wave[:1000]], np.array([0, 1]), 4000, train=True, seed=3,
+    ds = loop.WindowDataset([wave, wave[:1000]], np.array([0, 1]), 4000, train=True, seed=3,
                                 augment={"noise_prob": 1.0, "snr_db": [10.0, 10.0]})
     a, ya = ds[(2, 0)]
     assert np.array_equal(a, ds[(2, 0)][0]) and ya == 0
     assert not np.array_equal(a, ds[(3, 0)][0])
-    clean = training.WindowDataset([wave], np.array([0]), 4000, train=True, seed=3)[(2, 0)][0]
+    clean = loop.WindowDataset([wave], np.array([0]), 4000, train=True, seed=3)[(2, 0)][0]
     noise = a - clean  # same crop, plus white noise at 10 dB SNR
     assert 10 * np.log10(np.mean(clean ** 2) / np.mean(noise ** 2)) == pytest.approx(10.0, abs=0.5)
-    plain = training.WindowDataset([wave[:1000]], np.array([1]), 4000, train=True, seed=3)
+    plain = loop.WindowDataset([wave[:1000]], np.array([1]), 4000, train=True, seed=3)
     short = plain[(1, 0)][0]
     assert len(short) == 4000 and np.count_nonzero(short) == 1000  # zero-padded, not stretched
-    centre = training.WindowDataset([wave], np.array([0]), 4000, train=False, seed=3)[0][0]
+    centre = loop.WindowDataset([wave], np.array([0]), 4000, train=False, seed=3)[0][0]
     np.testing.assert_array_equal(centre, wave[1000:5000])
 
 
 def test_waveform_cache_is_used_on_the_second_read(corpus, tmp_path, monkeypatch):
     files = corpus["path"].iloc[:3].tolist()
-    first, errors = training.load_waveforms(files, sample_rate=SR, progress=False, cache_dir=tmp_path)
+    first, errors = loop.load_waveforms(files, sample_rate=SR, progress=False, cache_dir=tmp_path)
     assert errors.empty and len(list((tmp_path / "waveforms").glob("*.npy"))) == 3
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded")
 
-    monkeypatch.setattr(training.audio, "load", no_decoding)
-    again, _ = training.load_waveforms(files, sample_rate=SR, progress=False, cache_dir=tmp_path)
+    monkeypatch.setattr(loop.audio, "load", no_decoding)
+    again, _ = loop.load_waveforms(files, sample_rate=SR, progress=False, cache_dir=tmp_path)
     for p in files:
         np.testing.assert_array_equal(again[p], first[p])
     with pytest.raises(AssertionError, match="decoded"):  # another rate is another key
-        training.load_waveforms(files[:1], sample_rate=SR // 2, progress=False, cache_dir=tmp_path)
+        loop.load_waveforms(files[:1], sample_rate=SR // 2, progress=False, cache_dir=tmp_path)
 
 
 def test_bad_new_options_are_rejected(corpus, tmp_path):
     with pytest.raises(ValueError, match="mixup_alpha must be >= 0"):
-        training.train(corpus, out_dir=tmp_path / "x", **{**TINY, "mixup_alpha": -1.0})
+        loop.train(corpus, out_dir=tmp_path / "x", **{**TINY, "mixup_alpha": -1.0})
     with pytest.raises(ValueError, match="min_duration_s must be >= 0"):
-        training.train(corpus, out_dir=tmp_path / "x", **{**TINY, "min_duration_s": -0.1})
+        loop.train(corpus, out_dir=tmp_path / "x", **{**TINY, "min_duration_s": -0.1})
     with pytest.raises(ValueError, match=r"augment: unknown keys \['pitch'\]"):
-        training.train(corpus, out_dir=tmp_path / "x", **{**TINY, "augment": {"pitch": 2}})
+        loop.train(corpus, out_dir=tmp_path / "x", **{**TINY, "augment": {"pitch": 2}})
 
 
 def test_load_waveforms_reads_each_file_once_and_lists_failures(corpus, tmp_path):
     good = corpus["path"].iloc[0]
-    waves, errors = training.load_waveforms([good, good, tmp_path / "missing.wav"], sample_rate=16000,
+    waves, errors = loop.load_waveforms([good, good, tmp_path / "missing.wav"], sample_rate=16000,
                                             progress=False)
     assert list(waves) == [good]
     assert len(waves[good]) == pytest.approx(2 * corpus["duration_s"].iloc[0] * SR, abs=1)  # resampled
@@ -237,14 +238,14 @@ def test_load_waveforms_reads_each_file_once_and_lists_failures(corpus, tmp_path
 
 
 def test_command_line_trains_from_a_params_file(corpus, tmp_path):
-    """``python -m ser.training`` is what torchrun launches; notebook-only keys are ignored."""
+    """``python -m ser.train.loop`` is what torchrun launches; notebook-only keys are ignored."""
     import yaml
 
     params = {**{k: v for k, v in TINY.items() if k != "progress"}, "model_name": "ignored", "epochs": 1,
               "arch_params": {"channels": [4]}, "num_workers": -1}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
     corpus.to_csv(tmp_path / "u.csv", index=False)
-    out = training.main(["--utterances", str(tmp_path / "u.csv"), "--out", str(tmp_path / "cli"),
+    out = loop.main(["--utterances", str(tmp_path / "u.csv"), "--out", str(tmp_path / "cli"),
                          "--params", str(tmp_path / "p.yaml")])
     meta = json.loads((out / "model.json").read_text())
     assert meta["train_params"]["epochs_run"] == 1 and meta["train_params"]["world_size"] == 1

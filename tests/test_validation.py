@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ser import stats as S
-from ser import validation as V
+from ser.stats import mixed as S
+from ser.stats import validation as V
 
 TREND = {"level_trend": "phase * level_trend"}
 NULL_FEATURES = ("f0_hz__median", "energy_db__mean", "speech_ratio")

@@ -1,0 +1,2 @@
+"""Classical emotion models: openSMILE / MFCC features, estimators, ensembles and their bundle.
+"""

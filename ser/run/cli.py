@@ -1,0 +1,157 @@
+"""The ``ser`` command line: ``ser run``, ``ser demo-data``, ``ser predict``, ``ser render``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ser.core import paths
+
+
+def _add_dirs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="use this folder instead of data/ (sets SER_DATA_DIR)")
+    p.add_argument("--results-dir", help="use this folder instead of results/ (sets SER_RESULTS_DIR)")
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    from ser.run import pipeline
+    from ser.run.params import ParamsError
+
+    pipeline.set_dirs(data_dir=a.data_dir, results_dir=a.results_dir)
+    try:
+        record = pipeline.run(profile=a.profile, from_stage=a.from_stage, to_stage=a.to_stage,
+                              kernel=a.kernel, render=not a.no_render, progress=not a.quiet)
+    except ParamsError as e:
+        print(f"ser run: {e}", file=sys.stderr)
+        return 2
+    except pipeline.StageFailed as e:
+        print(f"\nser run: {e}", file=sys.stderr)
+        return 1
+    print("\n[ser] run finished:\n" + pipeline.stage_summary(record))
+    return 0
+
+
+def _cmd_demo_data(a: argparse.Namespace) -> int:
+    from ser.data import demo
+    from ser.run import pipeline
+    from ser.run.params import load_profile
+
+    pipeline.set_dirs(data_dir=a.data_dir, results_dir=a.results_dir)
+    opts = dict(load_profile(a.profile).get("demo_data") or {})
+    if a.seed is not None:
+        opts["seed"] = a.seed
+    out = paths.resolve(a.out) if a.out else paths.demo_dir()
+    demo.generate(out, progress=not a.quiet, **opts)
+    print(f"[ser] demo data in {out}")
+    return 0
+
+
+def _cmd_render(a: argparse.Namespace) -> int:
+    from ser.report import render
+    from ser.run import pipeline
+
+    pipeline.set_dirs(data_dir=a.data_dir, results_dir=a.results_dir)
+    index = render.render(use_quarto=False if a.no_quarto else None)
+    print(f"[ser] report: {index}")
+    return 0
+
+
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed memory for reuse in this process (Linux only; no-op elsewhere).
+
+    By default glibc hands every freed block above its mmap threshold back to the
+    kernel, so the arrays of each audio block (a few MB each, every 2 minutes of audio)
+    are page-faulted in afresh: ``ser predict`` spent 1.8 s of system time per hour of
+    audio on that. Raising the mmap threshold to its maximum (32 MiB) and the trim
+    threshold to 512 MiB keeps such blocks on the heap: 0.5 s, about 10 % of the wall
+    time, with the same peak memory (``benchmarks/RESULTS.md``). Results are unchanged.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl)
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    libc.mallopt(m_mmap_threshold, 32 * 2**20)
+    libc.mallopt(m_trim_threshold, 512 * 2**20)
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    _keep_freed_memory()
+    from ser.inference import predict
+
+    return predict.predict_cli(model=a.model, inputs=a.paths, hop_s=a.hop, fmt=a.format,
+                                 output=a.output, progress=not a.quiet, f0_method=a.f0_method,
+                                 voice_quality=a.voice_quality, egemaps=a.egemaps,
+                                 workers=a.workers, batch_size=a.batch_size, device=a.device,
+                                 precision=a.precision, resume=not a.no_resume)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser of the ``ser`` console script."""
+    parser = argparse.ArgumentParser(prog="ser", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the study notebooks with papermill and render the report")
+    p.add_argument("--profile", default="demo",
+                   help="params/profiles/<NAME>.yaml overriding the stage params (default: demo)")
+    p.add_argument("--from", dest="from_stage", metavar="STAGE", help="first stage, e.g. 02 or train")
+    p.add_argument("--to", dest="to_stage", metavar="STAGE", help="last stage, e.g. 03_evaluate")
+    p.add_argument("--kernel", help="Jupyter kernel (default: 'ser' if registered, else python3)")
+    p.add_argument("--no-render", action="store_true", help="skip the report")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_dirs(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("demo-data", help="generate the synthetic demo corpus and cohort")
+    p.add_argument("--profile", default="demo", help="profile whose demo_data section to use")
+    p.add_argument("--seed", type=int, help="random seed (overrides the profile)")
+    p.add_argument("--out", help="output folder (default: data/demo)")
+    p.add_argument("--quiet", action="store_true")
+    _add_dirs(p)
+    p.set_defaults(func=_cmd_demo_data)
+
+    p = sub.add_parser("render", help="render the report from the executed notebooks")
+    p.add_argument("--no-quarto", action="store_true", help="use the nbconvert fallback")
+    _add_dirs(p)
+    p.set_defaults(func=_cmd_render)
+
+    p = sub.add_parser("predict", help="windowed emotion + prosody over audio files")
+    p.add_argument("model", help="model bundle folder (holding model.json)")
+    p.add_argument("paths", nargs="+", help="audio files or directories (searched recursively)")
+    p.add_argument("--hop", type=float, default=None, help="hop in seconds (default: half the window)")
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("-o", "--output", help="output file (default: stdout)")
+    p.add_argument("--f0-method", choices=("praat", "pyin"), default="praat",
+                   help="F0 tracker (default: Praat autocorrelation)")
+    p.add_argument("--voice-quality", action="store_true",
+                   help="add jitter, shimmer, HNR per window (Praat; slower)")
+    p.add_argument("--egemaps", action="store_true",
+                   help="add openSMILE eGeMAPSv02 descriptor means per window (slower)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="feature processes (default: one per CPU core, none for transformer "
+                        "models; 0: none)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="windows per forward pass (default: 64, or 4 for transformer models on CPU)")
+    p.add_argument("--device", default="cpu", help="model device: cpu, cuda or auto")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="model arithmetic (default fp32); bf16 autocast, or int8 linear layers "
+                        "(CPU; ~3.5x faster for wav2vec2-sized models, probabilities within ~0.002)")
+    p.add_argument("--no-resume", action="store_true", help="recompute files already in -o FILE")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ser`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,512 @@
+"""Per-recording (time-invariant) and per-time-bin (time-dependent) descriptors.
+
+Input is the window table of stage 04 (``results/tables/windows.csv``): one row per
+analysis window with ``recording, caregiver, level, phase, start_s, end_s``, one
+``p_<label>`` emotion probability per label, and prosody (``f0_hz`` … ``speech_ratio``).
+
+- :func:`recording_descriptors` summarises each recording (or each consecutive
+  ``segment_s``-second segment of it) into one row of ``<feature>__<stat>`` columns.
+- :func:`time_binned` averages windows into ``time_bins`` equal bins per recording,
+  the input of the trajectory analysis.
+- :func:`describe_columns` documents every column (meaning and unit); :func:`unit_of`
+  gives the unit used on figure axes.
+
+Missing values are skipped in every statistic, so F0 statistics are computed over
+voiced windows only (``f0_hz`` is empty for windows without voiced frames).
+
+Emotion probabilities are measured on speech: with ``min_speech_ratio`` > 0 a window
+whose voice-activity fraction (``speech_ratio``) is below it does not enter the
+``p_<label>`` summaries (:func:`mask_low_speech`), because what a classifier outputs on
+a window of pause or background is not an emotion of the speaker, and the share of such
+windows differs between recordings (a talkative caregiver has fewer). Prosody is not
+masked (F0 already uses voiced windows; energy and speech ratio describe the whole
+recording on purpose). ``n_emotion_windows`` counts the windows that do count.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ser.data.schema import ID_COLUMNS, LEVEL_INDEX, LEVELS, PHASE_INDEX, PHASES
+
+#: Prosody columns of ``windows.csv`` (besides the ``p_<label>`` probabilities).
+PROSODY_COLUMNS: tuple[str, ...] = (
+    "f0_hz", "f0_mean_hz", "f0_std_hz", "voiced_ratio",
+    "energy_db", "energy_std_db", "energy_max_db", "speech_ratio",
+)
+#: Statistics :func:`recording_descriptors` knows, with their meaning.
+STATS: dict[str, str] = {
+    "mean": "mean",
+    "std": "standard deviation (n-1)",
+    "median": "median",
+    "iqr": "interquartile range (75th - 25th percentile)",
+    "min": "minimum",
+    "max": "maximum",
+    "skew": "skewness (adjusted Fisher-Pearson, unitless)",
+    "kurtosis": "excess kurtosis (unbiased, 0 for a normal distribution, unitless)",
+}
+#: Statistics whose value has no unit whatever the feature's unit.
+UNITLESS_STATS: frozenset[str] = frozenset({"skew", "kurtosis"})
+
+_FEATURE_MEANING: dict[str, tuple[str, str]] = {
+    "f0_hz": ("median F0 of a window's voiced frames", "Hz"),
+    "f0_mean_hz": ("mean F0 of a window's voiced frames", "Hz"),
+    "f0_std_hz": ("standard deviation of F0 within a window", "Hz"),
+    "voiced_ratio": ("fraction of a window's frames that are voiced", "fraction"),
+    "energy_db": ("mean frame energy of a window", "dB"),
+    "energy_std_db": ("standard deviation of frame energy within a window", "dB"),
+    "energy_max_db": ("maximum frame energy of a window", "dB"),
+    "speech_ratio": ("fraction of a window detected as speech", "fraction"),
+}
+
+_SUMMARY_COLUMNS: dict[str, tuple[str, str]] = {
+    "segment": ("index of the consecutive analysis segment within the recording "
+                "(0 when the whole recording is one segment)", ""),
+    "segment_start_s": ("start of the segment from the recording start", "s"),
+    "segment_end_s": ("end of the segment (end of its last window)", "s"),
+    "n_windows": ("number of analysis windows in the segment", "count"),
+    "n_voiced_windows": ("windows with an F0 value (at least one voiced frame)", "count"),
+    "n_emotion_windows": (("windows whose emotion probabilities enter the p_<label> "
+                           "descriptors (speech_ratio at least min_speech_ratio)"), "count"),
+    "voiced_windows_ratio": ("fraction of windows with an F0 value", "fraction"),
+    "voiced_ratio": ("mean of the windows' voiced-frame fraction", "fraction"),
+    "speech_ratio": ("mean of the windows' speech-activity fraction", "fraction"),
+}
+
+
+def probability_columns(df: pd.DataFrame) -> list[str]:
+    """The ``p_<label>`` columns of a window table, in table order."""
+    return [c for c in df.columns if isinstance(c, str) and c.startswith("p_")]
+
+
+def default_features(windows: pd.DataFrame) -> list[str]:
+    """Every emotion probability plus ``f0_hz`` and ``energy_db`` (when present)."""
+    return probability_columns(windows) + [c for c in ("f0_hz", "energy_db") if c in windows]
+
+
+def key_descriptors(descriptors: pd.DataFrame) -> list[str]:
+    """The descriptors modelled by default, those present in the table.
+
+    The mean of each emotion probability (``p_<label>__mean``), the median F0
+    (``f0_hz__median``), the mean energy (``energy_db__mean``) and the speech ratio.
+    """
+    cols = [c for c in descriptors.columns if c.startswith("p_") and c.endswith("__mean")]
+    return cols + [c for c in ("f0_hz__median", "energy_db__mean", "speech_ratio")
+                   if c in descriptors.columns]
+
+
+def unit_of(column: str) -> str:
+    """Unit of a window feature or descriptor column, for axis labels.
+
+    Args:
+        column: a window column (``f0_hz``) or a descriptor (``f0_hz__median``).
+
+    Returns:
+        ``"Hz"``, ``"dB"``, ``"probability"``, ``"fraction"``, ``"unitless"``, ``"s"``,
+        ``"count"`` or ``""`` when unknown.
+
+    Example:
+        >>> unit_of("p_happy__mean"), unit_of("f0_hz__skew")
+        ('probability', 'unitless')
+    """
+    feature, _, stat = column.partition("__")
+    if stat in UNITLESS_STATS:
+        return "unitless"
+    if feature.startswith("p_"):
+        return "probability"
+    if feature in _FEATURE_MEANING:
+        return _FEATURE_MEANING[feature][1]
+    if feature in _SUMMARY_COLUMNS:
+        return _SUMMARY_COLUMNS[feature][1]
+    if feature.endswith("_hz"):
+        return "Hz"
+    if feature.endswith("_db"):
+        return "dB"
+    if feature.endswith("_ratio"):
+        return "fraction"
+    if feature.endswith("_s"):
+        return "s"
+    return ""
+
+
+def pretty_name(column: str) -> str:
+    """Readable name of a feature/descriptor: ``p_happy__mean`` → ``P(happy), mean``."""
+    feature, _, stat = column.partition("__")
+    if feature.startswith("p_"):
+        name = f"P({feature[2:]})"
+    else:
+        name = {"f0_hz": "F0", "f0_mean_hz": "F0 mean", "f0_std_hz": "F0 SD",
+                "energy_db": "energy", "energy_std_db": "energy SD",
+                "energy_max_db": "energy max", "speech_ratio": "speech ratio",
+                "voiced_ratio": "voiced ratio"}.get(feature, feature.replace("_", " "))
+    return f"{name}, {stat}" if stat else name
+
+
+def axis_label(column: str, *, prefix: str = "") -> str:
+    """Axis label with unit, e.g. ``"F0, median (Hz)"``."""
+    unit = unit_of(column)
+    label = f"{prefix}{pretty_name(column)}"
+    return f"{label} ({unit})" if unit else label
+
+
+def _read_ids_as_text(path: str | os.PathLike[str], *, what: str, producer: str) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {what} is written by stage {producer} "
+                                f"(run `ser run --to {producer}`)")
+    return pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})
+
+
+def load_windows(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read ``windows.csv`` keeping the ids (recording, caregiver, level, phase) as text.
+
+    A plain ``pd.read_csv`` turns caregiver ``"003"`` into the number 3.
+
+    Raises:
+        FileNotFoundError: the file is missing (names stage 04_inference).
+    """
+    return _read_ids_as_text(path, what="windows.csv", producer="04_inference")
+
+
+def load_descriptors(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read ``descriptors.csv`` keeping the ids as text (see :func:`load_windows`).
+
+    Raises:
+        FileNotFoundError: the file is missing (names stage 06_time_invariant).
+    """
+    return _read_ids_as_text(path, what="descriptors.csv", producer="06_time_invariant")
+
+
+def _check_min_speech_ratio(min_speech_ratio: float, *, what: str) -> float:
+    try:
+        value = float(min_speech_ratio)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{what}: min_speech_ratio must be a fraction in [0, 1] (0: every "
+                         f"window counts), got {min_speech_ratio!r}")
+    return value
+
+
+def emotion_window_mask(windows: pd.DataFrame, *, min_speech_ratio: float) -> pd.Series:
+    """Which windows count for the emotion-probability descriptors.
+
+    Args:
+        windows: window table (``windows.csv``) with ``speech_ratio`` (the fraction of the
+            window that voice activity detection marks as speech, 0-1).
+        min_speech_ratio: least speech fraction of a counted window; 0 counts every window.
+            Windows with an empty ``speech_ratio`` count only when it is 0.
+
+    Returns:
+        Boolean Series aligned with ``windows``.
+
+    Raises:
+        ValueError: ``min_speech_ratio`` outside [0, 1], or > 0 and the table has no
+            ``speech_ratio`` column.
+    """
+    msr = _check_min_speech_ratio(min_speech_ratio, what="emotion_window_mask")
+    if msr == 0.0:
+        return pd.Series(True, index=windows.index)
+    if "speech_ratio" not in windows.columns:
+        raise ValueError(f"min_speech_ratio={msr:g} needs the speech_ratio column of windows.csv, "
+                         f"which this table lacks; rerun stage 04_inference with its default "
+                         f"features, or set min_speech_ratio: 0 (every window counts)")
+    return pd.to_numeric(windows["speech_ratio"], errors="coerce").ge(msr)
+
+
+def mask_low_speech(windows: pd.DataFrame, *, min_speech_ratio: float,
+                    columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Copy of ``windows`` with the emotion probabilities emptied where there is little speech.
+
+    Args:
+        windows: window table (``windows.csv``).
+        min_speech_ratio: windows whose ``speech_ratio`` is below this fraction get empty
+            ``columns``; 0 returns an unchanged copy.
+        columns: columns to empty; default every ``p_<label>`` column.
+
+    Returns:
+        The masked copy (rows and other columns unchanged).
+
+    Raises:
+        ValueError: see :func:`emotion_window_mask`.
+
+    Example:
+        >>> speech = mask_low_speech(windows, min_speech_ratio=0.5)  # doctest: +SKIP
+    """
+    keep = emotion_window_mask(windows, min_speech_ratio=min_speech_ratio)
+    out = windows.copy()
+    cols = list(probability_columns(windows) if columns is None else columns)
+    if cols and not keep.all():
+        out.loc[~keep, cols] = np.nan
+    return out
+
+
+def emotion_window_share(windows: pd.DataFrame, *, min_speech_ratio: float) -> pd.DataFrame:
+    """How many windows count for the emotion descriptors, per training level and phase.
+
+    Args:
+        windows: window table (``windows.csv``).
+        min_speech_ratio: see :func:`emotion_window_mask`.
+
+    Returns:
+        One row per level × phase present (natural order): ``level, phase, recordings,
+        windows, emotion_windows`` and ``share`` (emotion_windows / windows, 0-1).
+
+    Raises:
+        ValueError: see :func:`emotion_window_mask`; missing ``level``/``phase`` columns.
+    """
+    missing = [c for c in ("recording", "level", "phase") if c not in windows.columns]
+    if missing:
+        raise ValueError(f"emotion_window_share: windows.csv lacks columns {missing}")
+    w = windows.assign(_keep=emotion_window_mask(windows, min_speech_ratio=min_speech_ratio))
+    g = w.groupby(["level", "phase"], sort=False)
+    out = g.agg(recordings=("recording", "nunique"), windows=("_keep", "size"),
+                emotion_windows=("_keep", "sum")).reset_index()
+    out["emotion_windows"] = out["emotion_windows"].astype(int)
+    out["share"] = out["emotion_windows"] / out["windows"]
+    out["_k"] = out["level"].map(LEVEL_INDEX).fillna(len(LEVELS)) * 10 + out["phase"].map(PHASE_INDEX).fillna(9)
+    return out.sort_values("_k").drop(columns="_k").reset_index(drop=True)
+
+
+def _check_windows(windows: pd.DataFrame, features: Sequence[str], *, what: str) -> None:
+    if not isinstance(windows, pd.DataFrame):
+        raise TypeError(f"{what}: windows must be a DataFrame (windows.csv), "
+                        f"got {type(windows).__name__}")
+    required = [*ID_COLUMNS, "start_s", "end_s"]
+    missing = [c for c in required if c not in windows.columns]
+    if missing:
+        raise ValueError(f"{what}: windows.csv lacks columns {missing}; stage 04 "
+                         f"(04_inference) writes {required} + p_<label> + prosody")
+    if not features:
+        raise ValueError(f"{what}: option 'features' is empty; name window columns "
+                         f"such as {default_features(windows)}")
+    absent = [f for f in features if f not in windows.columns]
+    if absent:
+        raise ValueError(f"{what}: option 'features' names {absent}, which windows.csv "
+                         f"does not have; available: "
+                         f"{probability_columns(windows) + [c for c in PROSODY_COLUMNS if c in windows]}")
+    bad_levels = sorted(set(windows["level"].dropna().astype(str)) - set(LEVELS))
+    if bad_levels:
+        raise ValueError(f"{what}: unknown training level(s) {bad_levels} in windows.csv; "
+                         f"expected {list(LEVELS)}")
+    bad_phases = sorted(set(windows["phase"].dropna().astype(str)) - set(PHASES))
+    if bad_phases:
+        raise ValueError(f"{what}: unknown phase(s) {bad_phases} in windows.csv; "
+                         f"expected {list(PHASES)}")
+
+
+def _masked_numeric(windows: pd.DataFrame, features: Sequence[str], probs: Sequence[str],
+                    min_speech_ratio: float, *, what: str) -> pd.DataFrame:
+    """Numeric copy of the features; ``probs`` emptied outside counted windows."""
+    msr = _check_min_speech_ratio(min_speech_ratio, what=what)
+    w = windows.copy()
+    for f in features:
+        w[f] = pd.to_numeric(w[f], errors="coerce")
+    keep = (emotion_window_mask(w, min_speech_ratio=msr) if probs
+            else pd.Series(True, index=w.index))
+    if probs and not keep.all():
+        w.loc[~keep, list(probs)] = np.nan
+    w["_emotion_window"] = keep.to_numpy()
+    return w
+
+
+def recording_descriptors(
+    windows: pd.DataFrame,
+    *,
+    features: Sequence[str],
+    stats: Sequence[str] = ("mean", "std", "median", "iqr", "min", "max", "skew", "kurtosis"),
+    segment_s: float | None = None,
+    min_segment_fraction: float = 0.5,
+    min_speech_ratio: float = 0.0,
+) -> pd.DataFrame:
+    """Summarise windows into one tidy row per recording (or per recording segment).
+
+    Args:
+        windows: window table (``windows.csv``), one row per analysis window.
+        features: window columns to summarise, e.g. ``["p_happy", "f0_hz", "energy_db"]``.
+        stats: statistics per feature, from :data:`STATS`. Missing values are skipped,
+            so F0 statistics use voiced windows only.
+        segment_s: length in seconds of consecutive analysis segments (the study used
+            15, 21, 30 and 45 s); ``None`` or ``0`` summarises whole recordings. A window
+            belongs to the segment its ``start_s`` falls in: ``[k*segment_s, (k+1)*segment_s)``.
+        min_segment_fraction: a recording's last, incomplete segment is kept only when its
+            windows span at least this fraction of ``segment_s``.
+        min_speech_ratio: windows whose ``speech_ratio`` is below this fraction (0-1) are
+            left out of the ``p_<label>`` statistics (:func:`mask_low_speech`); 0 uses
+            every window. Other features use every window.
+
+    Returns:
+        DataFrame, one row per recording × segment, with ``recording, caregiver, level,
+        phase, segment, segment_start_s, segment_end_s, n_windows, n_voiced_windows,
+        voiced_windows_ratio`` (+ ``n_emotion_windows`` when a ``p_<label>`` feature is
+        summarised; + ``voiced_ratio``, ``speech_ratio`` when the window table has them)
+        and one ``<feature>__<stat>`` column per feature × stat. Rows are sorted by level
+        (natural order), caregiver, phase (control first) and segment. A recording
+        without a counted window has empty ``p_<label>`` statistics. See
+        :func:`describe_columns`.
+
+    Raises:
+        ValueError: unknown stat, missing/unknown feature columns, bad ``segment_s`` or
+            ``min_speech_ratio``, or ``min_speech_ratio`` > 0 without ``speech_ratio``.
+
+    Example:
+        >>> d = recording_descriptors(windows, features=["f0_hz"], stats=("median",))
+        >>> d[["recording", "f0_hz__median"]]
+    """
+    _check_windows(windows, features, what="recording_descriptors")
+    unknown = [s for s in stats if s not in STATS]
+    if unknown or not stats:
+        raise ValueError(f"recording_descriptors: unknown stats {unknown or stats}; "
+                         f"choose from {list(STATS)}")
+    if segment_s is not None and (not np.isfinite(segment_s) or segment_s < 0):
+        raise ValueError(f"recording_descriptors: segment_s must be 0/None (whole recording) "
+                         f"or a positive number of seconds, got {segment_s}")
+    probs = [f for f in features if f.startswith("p_")]
+    w = _masked_numeric(windows, features, probs, min_speech_ratio, what="recording_descriptors")
+    start = pd.to_numeric(w["start_s"], errors="coerce")
+    if segment_s:
+        w["segment"] = np.floor(start / segment_s).astype(int)
+        w["segment_start_s"] = w["segment"] * float(segment_s)
+    else:
+        w["segment"] = 0
+        w["segment_start_s"] = w.groupby("recording")["start_s"].transform("min")
+    keys = [*ID_COLUMNS, "segment"]
+    g = w.groupby(keys, sort=False, dropna=False)
+    out = g.agg(segment_start_s=("segment_start_s", "first"),
+                segment_end_s=("end_s", "max"),
+                n_windows=("start_s", "size"))
+    if "f0_hz" in w:
+        out["n_voiced_windows"] = g["f0_hz"].count()
+        out["voiced_windows_ratio"] = out["n_voiced_windows"] / out["n_windows"]
+    if probs:
+        out["n_emotion_windows"] = g["_emotion_window"].sum().astype(int)
+    for col in ("voiced_ratio", "speech_ratio"):
+        if col in w:
+            out[col] = g[col].mean()
+    blocks = {}
+    for s in stats:
+        if s == "iqr":
+            val = g[list(features)].quantile(0.75) - g[list(features)].quantile(0.25)
+        elif s == "kurtosis":  # DataFrameGroupBy.kurt exists from pandas 3.0 on
+            sel = g[list(features)]
+            val = sel.kurt() if hasattr(sel, "kurt") else sel.agg(lambda x: x.kurt())
+        else:
+            val = g[list(features)].agg(s)
+        blocks[s] = val
+    for f in features:
+        for s in stats:
+            out[f"{f}__{s}"] = blocks[s][f]
+    out = out.reset_index()
+    if segment_s:
+        span = out["segment_end_s"] - out["segment_start_s"]
+        last = out.groupby("recording")["segment"].transform("max") == out["segment"]
+        out = out[~(last & (span < min_segment_fraction * segment_s))]
+    out["_lv"] = out["level"].map(LEVEL_INDEX)
+    out["_ph"] = out["phase"].map(PHASE_INDEX)
+    out = out.sort_values(["_lv", "caregiver", "_ph", "segment"]).drop(columns=["_lv", "_ph"])
+    return out.reset_index(drop=True)
+
+
+def time_binned(
+    windows: pd.DataFrame,
+    *,
+    features: Sequence[str],
+    time_bins: int = 10,
+    normalise_time: bool = True,
+    min_speech_ratio: float = 0.0,
+) -> pd.DataFrame:
+    """Average windows into equal time bins per recording (input of trajectories).
+
+    Args:
+        windows: window table (``windows.csv``).
+        features: window columns to average (missing values skipped).
+        time_bins: number of bins. With ``normalise_time`` each recording is cut into
+            ``time_bins`` equal fractions of its own length; otherwise the bins are
+            equal stretches of absolute time (minutes) over the longest recording, so
+            shorter recordings leave late bins empty.
+        normalise_time: time as a fraction of the recording (0–1) or in minutes.
+        min_speech_ratio: windows whose ``speech_ratio`` is below this fraction (0-1) are
+            left out of the ``p_<label>`` means (:func:`mask_low_speech`); 0 uses every
+            window. Other features use every window.
+
+    Returns:
+        One row per recording × non-empty bin: ``recording, caregiver, level, phase,
+        time_bin, time`` (bin centre: fraction 0–1, or minutes), ``time_unit``,
+        ``n_windows`` (+ ``n_emotion_windows`` when a ``p_<label>`` feature is averaged)
+        and the mean of each feature (empty ``p_<label>`` in a bin without a counted window).
+
+    Raises:
+        ValueError: ``time_bins`` < 1, missing/unknown feature columns, bad
+            ``min_speech_ratio`` or ``min_speech_ratio`` > 0 without ``speech_ratio``.
+    """
+    _check_windows(windows, features, what="time_binned")
+    if int(time_bins) != time_bins or time_bins < 1:
+        raise ValueError(f"time_binned: time_bins must be a positive integer, got {time_bins}")
+    probs = [f for f in features if f.startswith("p_")]
+    w = _masked_numeric(windows, features, probs, min_speech_ratio, what="time_binned")
+    mid = (pd.to_numeric(w["start_s"]) + pd.to_numeric(w["end_s"])) / 2.0
+    if normalise_time:
+        lo = w.groupby("recording")["start_s"].transform("min")
+        hi = w.groupby("recording")["end_s"].transform("max")
+        frac = (mid - lo) / (hi - lo).where(hi > lo, 1.0)
+        w["time_bin"] = np.clip(np.floor(frac * time_bins), 0, time_bins - 1).astype(int)
+        centre = (np.arange(time_bins) + 0.5) / time_bins
+        unit = "fraction of recording"
+    else:
+        total = float(pd.to_numeric(w["end_s"]).max())
+        width = total / time_bins if total > 0 else 1.0
+        w["time_bin"] = np.clip(np.floor(mid / width), 0, time_bins - 1).astype(int)
+        centre = (np.arange(time_bins) + 0.5) * width / 60.0
+        unit = "min"
+    g = w.groupby([*ID_COLUMNS, "time_bin"], sort=False)
+    out = g[list(features)].mean()
+    if probs:
+        out.insert(0, "n_emotion_windows", g["_emotion_window"].sum().astype(int))
+    out.insert(0, "n_windows", g.size())
+    out = out.reset_index()
+    out.insert(out.columns.get_loc("time_bin") + 1, "time", centre[out["time_bin"].to_numpy()])
+    out.insert(out.columns.get_loc("time") + 1, "time_unit", unit)
+    return out.sort_values(["recording", "time_bin"]).reset_index(drop=True)
+
+
+def describe_columns(descriptors: pd.DataFrame, *, min_speech_ratio: float = 0.0) -> pd.DataFrame:
+    """Column dictionary of a descriptor table: one row per column.
+
+    Args:
+        descriptors: output of :func:`recording_descriptors`.
+        min_speech_ratio: the value it was computed with (named in the meaning of the
+            ``p_<label>`` columns).
+
+    Returns:
+        DataFrame with ``column, meaning, unit``, in the table's column order.
+    """
+    rows = []
+    ids = {"recording": "recording identifier (caregiver_phase)",
+           "caregiver": "caregiver identifier",
+           "level": f"Humanitude training level ({' < '.join(LEVELS)})",
+           "phase": "phase of the interaction (control or care)"}
+    for col in descriptors.columns:
+        if col in ids:
+            meaning, unit = ids[col], ""
+        elif col in _SUMMARY_COLUMNS:
+            meaning, unit = _SUMMARY_COLUMNS[col]
+        elif "__" in col:
+            feature, _, stat = col.partition("__")
+            if feature.startswith("p_"):
+                what = f"probability of '{feature[2:]}' per window (model output)"
+            else:
+                what = _FEATURE_MEANING.get(feature, (feature, ""))[0]
+            scope = " (voiced windows only)" if feature.startswith("f0") else ""
+            if feature.startswith("p_") and min_speech_ratio > 0:
+                scope = f" (windows with speech_ratio >= {min_speech_ratio:g} only)"
+            meaning = f"{STATS.get(stat, stat)} over windows of: {what}{scope}"
+            unit = unit_of(col)
+        else:
+            meaning, unit = "", unit_of(col)
+        rows.append({"column": col, "meaning": meaning, "unit": unit})
+    return pd.DataFrame(rows, columns=["column", "meaning", "unit"])
