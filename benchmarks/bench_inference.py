@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ser.data import synth
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -66,13 +68,13 @@ def speech_wav(minutes: float, *, cache: Path, seed: int = 0) -> Path:
     with sf.SoundFile(tmp, "w", samplerate=SR, channels=1, subtype="PCM_16") as f:
         for minute in range(int(np.ceil(minutes))):
             rng = np.random.default_rng([seed, minute])
-            voices = [demo.random_voice(f"s{k}", gender="fm"[k % 2], rng=rng) for k in range(4)]
+            voices = [synth.random_voice(f"s{k}", gender="fm"[k % 2], rng=rng) for k in range(4)]
             n = int(round(min(60.0, minutes * 60 - minute * 60) * SR))
             x = (10 ** (-60 / 20) * rng.standard_normal(n)).astype(np.float32)
             pos = int(rng.uniform(0.2, 1.0) * SR)
             while pos < n:
-                dur = float(rng.uniform(*demo.UTTERANCE_S))
-                u = demo.synthesize_utterance(emotion=str(rng.choice(demo.LABELS)),
+                dur = float(rng.uniform(*synth.UTTERANCE_S))
+                u = synth.synthesize_utterance(emotion=str(rng.choice(demo.LABELS)),
                                               voice=voices[int(rng.integers(4))], rng=rng,
                                               sample_rate=SR, duration_s=dur)[: n - pos]
                 x[pos:pos + len(u)] += u

@@ -12,7 +12,7 @@ import parselmouth
 import pytest
 import soundfile as sf
 
-from ser.data import demo, schema
+from ser.data import demo, schema, synth
 
 SR = 16000
 TINY = dict(seed=3, speakers_per_gender=1, utterances_per_emotion=2, recording_s=30.0, n_caregivers=5,
@@ -182,38 +182,38 @@ def test_bad_options_raise_naming_the_option(tmp_path, option, value):
 
 
 def test_synthesize_rejects_bad_input():
-    v = demo.Voice("f1", "f", 210.0)
+    v = synth.Voice("f1", "f", 210.0)
     with pytest.raises(ValueError, match="emotion"):
-        demo.synthesize_utterance(emotion="bored", voice=v, rng=np.random.default_rng(0), sample_rate=SR)
+        synth.synthesize_utterance(emotion="bored", voice=v, rng=np.random.default_rng(0), sample_rate=SR)
     with pytest.raises(ValueError, match="duration_s"):
-        demo.synthesize_utterance(emotion="sad", voice=v, rng=np.random.default_rng(0), sample_rate=SR,
+        synth.synthesize_utterance(emotion="sad", voice=v, rng=np.random.default_rng(0), sample_rate=SR,
                                   duration_s=0.1)
     with pytest.raises(ValueError, match="gender"):
-        demo.Voice("x", "x", 210.0)
+        synth.Voice("x", "x", 210.0)
 
 
 # --------------------------------------------------------------------------- synthesis
 
 
 def test_synthesize_utterance_shape_and_repeatability():
-    v = demo.Voice("f1", "f", 210.0, formant_scale=1.15)
-    x = demo.synthesize_utterance(emotion="angry", voice=v, rng=np.random.default_rng(5), sample_rate=SR,
+    v = synth.Voice("f1", "f", 210.0, formant_scale=1.15)
+    x = synth.synthesize_utterance(emotion="angry", voice=v, rng=np.random.default_rng(5), sample_rate=SR,
                                   duration_s=2.0)
-    y = demo.synthesize_utterance(emotion="angry", voice=v, rng=np.random.default_rng(5), sample_rate=SR,
+    y = synth.synthesize_utterance(emotion="angry", voice=v, rng=np.random.default_rng(5), sample_rate=SR,
                                   duration_s=2.0)
     assert x.dtype == np.float32 and x.shape == (2 * SR,)
-    assert np.isfinite(x).all() and np.abs(x).max() <= demo.PEAK_MAX + 1e-6
+    assert np.isfinite(x).all() and np.abs(x).max() <= synth.PEAK_MAX + 1e-6
     np.testing.assert_array_equal(x, y)
     # voiced, periodic speech: Praat finds pitch in a good part of it
     f = parselmouth.Sound(x.astype(float), SR).to_pitch(pitch_floor=60, pitch_ceiling=600).selected_array["frequency"]
     assert (f > 0).mean() > 0.4
 
 
-def _prosody_stats(voice: demo.Voice, emotion: str, n: int = 8) -> dict[str, float]:
+def _prosody_stats(voice: synth.Voice, emotion: str, n: int = 8) -> dict[str, float]:
     rng = np.random.default_rng(100)
     f0, db, hi = [], [], []
     for _ in range(n):
-        x = demo.synthesize_utterance(emotion=emotion, voice=voice, rng=rng, sample_rate=SR).astype(np.float64)
+        x = synth.synthesize_utterance(emotion=emotion, voice=voice, rng=rng, sample_rate=SR).astype(np.float64)
         f0.append(_median_f0(x))
         db.append(10 * np.log10(np.mean(x ** 2)))
         spec = np.abs(np.fft.rfft(x)) ** 2
@@ -224,7 +224,7 @@ def _prosody_stats(voice: demo.Voice, emotion: str, n: int = 8) -> dict[str, flo
 
 @pytest.fixture(scope="module")
 def prosody() -> dict[tuple[str, str], dict[str, float]]:
-    voices = {"f": demo.Voice("f1", "f", 210.0, formant_scale=1.15), "m": demo.Voice("m1", "m", 115.0)}
+    voices = {"f": synth.Voice("f1", "f", 210.0, formant_scale=1.15), "m": synth.Voice("m1", "m", 115.0)}
     return {(g, e): _prosody_stats(v, e) for g, v in voices.items() for e in demo.LABELS}
 
 
@@ -261,11 +261,11 @@ def test_emotions_separable_but_not_trivially(tmp_path):
     for gender in ("f", "m"):
         for i in range(1, 4):
             spk = f"{gender}{i}"
-            voice = demo.random_voice(spk, gender=gender, rng=np.random.default_rng([7, i, ord(gender)]))
+            voice = synth.random_voice(spk, gender=gender, rng=np.random.default_rng([7, i, ord(gender)]))
             rng = np.random.default_rng([8, i, ord(gender)])
             for emotion in demo.LABELS:
                 for _ in range(6):
-                    x = demo.synthesize_utterance(emotion=emotion, voice=voice, rng=rng, sample_rate=SR)
+                    x = synth.synthesize_utterance(emotion=emotion, voice=voice, rng=rng, sample_rate=SR)
                     x = x.astype(np.float64)
                     f = parselmouth.Sound(x, SR).to_pitch(pitch_floor=60, pitch_ceiling=600).selected_array[
                         "frequency"]
@@ -410,5 +410,5 @@ def test_realised_f0_compensation_cancels_the_mix(tiny):
         for phase in schema.PHASES:
             s = seg[seg["recording"] == f"{cg}_{phase}"]
             w = s["end_s"] - s["start_s"]
-            shift = (w * s["emotion"].map(lambda e: demo.PROSODY[e].f0_shift_st)).sum() / w.sum()
+            shift = (w * s["emotion"].map(lambda e: synth.PROSODY[e].f0_shift_st)).sum() / w.sum()
             assert info["recordings"][phase]["f0_compensation_st"] == pytest.approx(-shift, abs=1e-3)
