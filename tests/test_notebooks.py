@@ -77,3 +77,22 @@ def test_notebooks_are_valid_json():
     for stage in STAGES:
         json.loads((paths.NOTEBOOKS / f"{stage}.ipynb").read_text())
         nbformat.validate(_nb(stage))
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_provenance_takes_every_parameter_from_the_parameters_cell(stage):
+    calls = [c.source for c in _nb(stage).cells if "write_provenance(" in c.source]
+    assert len(calls) == 1, f"{stage}: one provenance cell expected"
+    assert f'params=params.notebook_values("{stage}", globals())' in calls[0], (
+        f"{stage}: provenance must record the parameters cell's own keys, not a retyped dict")
+
+
+def test_notebook_values_reads_every_declared_parameter_in_order():
+    declared = params.notebook_parameters("04_inference")
+    namespace = {name: f"value of {name}" for name in declared} | {"unrelated": 1}
+    values = params.notebook_values("04_inference", namespace)
+    assert list(values) == list(declared) and "unrelated" not in values
+    assert values["hop_s"] == "value of hop_s"
+    del namespace["hop_s"]
+    with pytest.raises(params.ParamsError, match="declares hop_s"):
+        params.notebook_values("04_inference", namespace)

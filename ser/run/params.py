@@ -108,6 +108,32 @@ def notebook_parameters(stage: str) -> dict[str, dict[str, Any]]:
     return dict(papermill.inspect_notebook(str(nb)))
 
 
+def notebook_values(stage: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of every parameter a stage notebook declares, read from its namespace.
+
+    A notebook passes ``globals()`` when it writes its provenance, so the record holds
+    each key of its tagged ``parameters`` cell (in declaration order) as the run used it,
+    never a retyped subset.
+
+    Args:
+        stage: full stage name, e.g. ``"02_train"``.
+        namespace: the notebook's global names (``globals()``).
+
+    Raises:
+        ParamsError: the notebook is missing, or a declared parameter is not in ``namespace``.
+
+    Example:
+        >>> params.notebook_values("04_inference", globals())  # doctest: +SKIP
+        {'model_name': 'demo_cnn', 'hop_s': 1.0, ...}
+    """
+    declared = notebook_parameters(stage)
+    missing = [k for k in declared if k not in namespace]
+    if missing:
+        raise ParamsError(f"notebooks/{stage}.ipynb declares {', '.join(missing)} in its parameters "
+                          f"cell, but the namespace given has no such name")
+    return {k: namespace[k] for k in declared}
+
+
 def load_stage_params(stage: str, *, profile: str | None = None,
                       overrides: Mapping[str, Any] | None = None,
                       check: bool = True) -> dict[str, Any]:
