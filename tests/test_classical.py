@@ -295,6 +295,26 @@ def _window_data(n_per_class: int = 6, seconds: float = 0.5):
     return np.stack(windows), np.array(labels), np.array(speakers)
 
 
+def test_classical_bundle_has_the_bundle_interface(tmp_path):
+    windows, labels, speakers = _window_data()
+    feats = features.signal_features(windows, feature_set="mfcc_stats", sample_rate=SR)
+    model = ClassicalModel(estimator="svm_linear", params={"C": 0.01}).fit(feats, labels, speakers,
+                                                                           calibration_folds=3)
+    out = classical_bundle.save_classical_bundle(tmp_path / "bundle", model, labels=sorted(set(labels)),
+                                                 feature_set="mfcc_stats", sample_rate=SR, window_s=0.25)
+    b = classical_bundle.load_classical_bundle(out)
+    assert b.path == out and b.precision == "fp32" and b.heavy is False
+    assert b.preferred_batch_size == 64 and b.pitch_norm_hz == 0.0
+    assert (b.labels, b.sample_rate, b.window_s, b.window_samples) == (sorted(set(labels)), SR, 0.25, 4000)
+    signal = windows[:3].reshape(-1)  # 3 x 0.5 s of audio
+    starts = np.array([0, 1000, 4000, 8000, 12000])
+    cut = np.stack([signal[s:s + b.window_samples] for s in starts])
+    np.testing.assert_array_equal(b.predict_proba_starts(signal, starts, batch_size=2),
+                                  b.predict_proba(cut, batch_size=7))
+    with pytest.raises(ValueError, match="window starts must lie"):
+        b.predict_proba_starts(signal, np.array([len(signal) - 10]))
+
+
 def test_bundle_round_trip_predict_proba(tmp_path):
     windows, labels, speakers = _window_data()
     feats = features.signal_features(windows, feature_set="mfcc_stats", sample_rate=SR)
