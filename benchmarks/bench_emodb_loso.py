@@ -1,7 +1,7 @@
 """EmoDB, 7 classes, leave-one-speaker-out: UAR of the classical model families on CPU.
 
 Issue 3, item 9. For every test speaker (10 folds) each model is tuned by a
-speaker-grouped inner CV over the 9 training speakers only (``ser.models.classical.model``);
+speaker-grouped inner CV over the 9 training speakers only (``ser.models.classical``, ``ser.train.classical_loso``);
 nothing — hyper-parameters, ensemble weights — is chosen on the test speaker.
 
 Models (``--models``; each run without and with per-speaker normalisation,
@@ -45,7 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 from ser.core import paths  # noqa: E402
 from ser.data import corpora
-from ser.models.classical import model
+from ser.models.classical import ensemble, estimator, features
+from ser.train import classical_loso
 
 #: EmoDB's full label set (unified names).
 EMODB_LABELS = ("angry", "boredom", "disgust", "fear", "happy", "neutral", "sad")
@@ -54,15 +55,15 @@ ENSEMBLE = ("compare+svm_linear", "egemaps+svm_rbf", "mfcc_stats+svm_rbf")
 DEFAULT_MODELS = (*ENSEMBLE, "ensemble")
 
 
-def _member(spec: str, speaker_norm: bool) -> model.Member:
+def _member(spec: str, speaker_norm: bool) -> ensemble.Member:
     try:
         fs, est = spec.split("+")
     except ValueError:
         raise SystemExit(f"--models: {spec!r} must be <feature_set>+<estimator> or 'ensemble'") from None
-    if fs not in model.FEATURE_SETS or est not in model.ESTIMATORS:
-        raise SystemExit(f"--models: {spec!r}: feature sets {model.FEATURE_SETS}, "
-                         f"estimators {model.ESTIMATORS}")
-    return model.Member(fs, est, speaker_norm)
+    if fs not in features.FEATURE_SETS or est not in estimator.ESTIMATORS:
+        raise SystemExit(f"--models: {spec!r}: feature sets {features.FEATURE_SETS}, "
+                         f"estimators {estimator.ESTIMATORS}")
+    return ensemble.Member(fs, est, speaker_norm)
 
 
 def _cpu_name() -> str:
@@ -104,11 +105,11 @@ def main() -> int:
 
     feats: dict[str, pd.DataFrame] = {}
     extraction: list[dict] = []
-    for fs in model.FEATURE_SETS:
+    for fs in features.FEATURE_SETS:
         if fs not in needed:
             continue
         t0 = time.perf_counter()
-        X, err = model.extract_features(table["path"], feature_set=fs, sample_rate=16000,
+        X, err = features.extract_features(table["path"], feature_set=fs, sample_rate=16000,
                                             cache_dir=a.cache_dir, n_jobs=a.n_jobs, progress=False)
         if len(err):
             print(f"WARNING: {len(err)} file(s) failed for {fs}:\n{err.to_string(index=False)}")
@@ -138,17 +139,17 @@ def main() -> int:
         done: set[str] = set()
         if want_ensemble:
             members = [_member(m, norm) for m in ENSEMBLE]
-            folds, overall, pred, member_preds = model.evaluate_loso_ensemble(
+            folds, overall, pred, member_preds = classical_loso.evaluate_loso_ensemble(
                 feats, y, spk, members=members, combine="weights", inner_folds=a.inner_folds,
                 seed=a.seed, n_jobs=a.n_jobs, progress=False)
             for spec, mem in zip(ENSEMBLE, members, strict=True):
                 if spec in singles:
-                    _, o = model.summarize_predictions(member_preds[mem.name])
+                    _, o = classical_loso.summarize_predictions(member_preds[mem.name])
                     record(spec, norm, o, overall["member_fit_s"][mem.name])
                     preds[spec + tag] = member_preds[mem.name]
                     done.add(spec)
-            mean_pred = model.combine_predictions([member_preds[m.name] for m in members])
-            _, o = model.summarize_predictions(mean_pred)
+            mean_pred = classical_loso.combine_predictions([member_preds[m.name] for m in members])
+            _, o = classical_loso.summarize_predictions(mean_pred)
             record("ensemble-mean (3 SVMs)", norm, o, sum(overall["member_fit_s"].values()),
                    "equal weights, fixed a priori")
             w = [json.loads(f)["weights"] for f in folds["best_params"]]
@@ -164,7 +165,7 @@ def main() -> int:
             if spec in done:
                 continue
             mem = _member(spec, norm)
-            folds, overall, pred = model.evaluate_loso(
+            folds, overall, pred = classical_loso.evaluate_loso(
                 feats[mem.feature_set], y, spk, estimator=mem.estimator, speaker_norm=norm,
                 inner_folds=a.inner_folds, seed=a.seed, n_jobs=a.n_jobs, progress=False)
             record(spec, norm, overall, overall["fit_s"])

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ser.data import synth
+from ser.models import registry, window
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -92,10 +93,10 @@ def small_cnn_bundle(folder: Path, *, pitch_norm_hz: float = 0.0) -> Path:
     from ser.models import bundle as models
 
     p = yaml.safe_load((ROOT / "params" / "02_train.yaml").read_text())
-    net = models.build_model(p["arch"], n_labels=len(p["labels"]), sample_rate=p["sample_rate"],
+    net = registry.build_model(p["arch"], n_labels=len(p["labels"]), sample_rate=p["sample_rate"],
                              features=p["features"] or None, **p["arch_params"])
     models.save_bundle(folder, net, labels=p["labels"], sample_rate=p["sample_rate"],
-                       window_s=p["window_s"], features=models.features_config(**(p["features"] or {})),
+                       window_s=p["window_s"], features=window.features_config(**(p["features"] or {})),
                        arch=p["arch"], arch_params=p["arch_params"], train_params={}, split={},
                        metrics={}, pitch_norm_hz=pitch_norm_hz)
     return folder

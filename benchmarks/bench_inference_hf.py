@@ -9,7 +9,7 @@ with ``torch.set_num_threads(--threads)`` (default 2), once per precision mode:
 - ``bf16``: CPU autocast to bfloat16 (oneDNN; fast where the CPU has AVX512-BF16/AMX);
 - ``int8``: ``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear`` (int8
   weights, activations quantised per batch; the conv feature encoder stays float32);
-- ``int8+bf16``: :func:`ser.models.transformer.quantize_for_cpu`, what ``ser predict --precision int8``
+- ``int8+bf16``: :func:`ser.models.quantize.quantize_for_cpu`, what ``ser predict --precision int8``
   runs: int8 ``nn.Linear`` layers and the convolutions (feature encoder and positional
   conv) in bfloat16 (quantised linears take float32 input, so autocast cannot cover the
   whole model).
@@ -49,7 +49,11 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ser.core.atomic import atomic_write_json  # noqa: E402
-from ser.models import transformer  # noqa: E402
+from ser.models import (
+    quantize,
+    transformer,  # noqa: E402
+    window,
+)
 
 MODES = ("fp32", "bf16", "int8", "int8+bf16")
 LABELS = ["angry", "happy", "neutral", "sad"]
@@ -77,7 +81,7 @@ class _Runner:
         self.window_s = window_s
         self.window_samples = int(round(window_s * transformer.SAMPLE_RATE))
         if "int8" in mode:
-            model = transformer.quantize_for_cpu(model, bf16_convs=mode == "int8+bf16")
+            model = quantize.quantize_for_cpu(model, bf16_convs=mode == "int8+bf16")
         self.model = model.eval()
         self.bf16 = mode == "bf16"
 
@@ -181,7 +185,7 @@ def _end_to_end(model: nn.Module, a: argparse.Namespace) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="ser-bench-hf-") as tmp:
         bundle = Path(tmp) / "hf_base_random"
         models.save_bundle(bundle, model, labels=LABELS, sample_rate=transformer.SAMPLE_RATE,
-                           window_s=a.window_s, features=models.features_config(), arch="hf",
+                           window_s=a.window_s, features=window.features_config(), arch="hf",
                            arch_params=transformer.hf_arch_params(model), train_params={}, split={},
                            metrics={})
         for precision in [p.strip() for p in a.e2e_precisions.split(",") if p.strip()]:

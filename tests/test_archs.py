@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ser.models import bundle as models
+from ser.models import registry, window
 
 SR, WINDOW_S = 8000, 0.5
 FEATURES = {"n_mels": 24, "n_fft": 256, "hop_length": 80}
@@ -31,12 +32,12 @@ def _windows(n: int, length: int = int(SR * WINDOW_S), seed: int = 0) -> np.ndar
 
 def _build(arch: str, params: dict, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return models.build_model(arch, n_labels=len(LABELS), sample_rate=SR, features=FEATURES, **params)
+    return registry.build_model(arch, n_labels=len(LABELS), sample_rate=SR, features=FEATURES, **params)
 
 
 def _save(path, model, arch, arch_params, **kw):
     return models.save_bundle(path, model, labels=LABELS, sample_rate=kw.get("sample_rate", SR),
-                              window_s=WINDOW_S, features=models.features_config(**FEATURES), arch=arch,
+                              window_s=WINDOW_S, features=window.features_config(**FEATURES), arch=arch,
                               arch_params=arch_params, train_params={}, split={}, metrics={})
 
 
@@ -64,7 +65,7 @@ def test_bundle_round_trip_stores_every_option_and_gives_identical_probabilities
             if isinstance(mod, torch.nn.BatchNorm2d):
                 mod.running_mean.uniform_(-0.5, 0.5)
                 mod.running_var.uniform_(0.5, 2.0)
-    stored = models.resolved_arch_params(model, params)
+    stored = registry.resolved_arch_params(model, params)
     assert set(params) <= set(stored) and all(stored[k] == v for k, v in params.items() if k != "blocks")
     _save(tmp_path / "b", model, arch, stored)
     meta = json.loads((tmp_path / "b" / "model.json").read_text())
@@ -94,9 +95,9 @@ def test_strided_small_cnn_is_much_cheaper_than_the_pooled_one():
         return total
 
     torch.manual_seed(0)
-    fast = models.build_model("small_cnn", n_labels=4, sample_rate=16000)
-    slow = models.build_model("small_cnn", n_labels=4, sample_rate=16000, pooled_blocks=-1)
-    assert models.resolved_arch_params(fast, {})["pooled_blocks"] == 0
+    fast = registry.build_model("small_cnn", n_labels=4, sample_rate=16000)
+    slow = registry.build_model("small_cnn", n_labels=4, sample_rate=16000, pooled_blocks=-1)
+    assert registry.resolved_arch_params(fast, {})["pooled_blocks"] == 0
     assert macs(slow) > 3 * macs(fast)
     assert macs(fast) < 15e6  # multiply-adds per 2 s window at 16 kHz
 
@@ -140,13 +141,13 @@ def test_bad_architecture_options_are_rejected(arch, params, match):
 def test_hf_arch_builds_a_waveform_model_from_a_stored_config(tmp_path):
     hf = pytest.importorskip("ser.models.transformer")
     torch.manual_seed(0)
-    model = models.build_model("hf", n_labels=4, sample_rate=16000,
+    model = registry.build_model("hf", n_labels=4, sample_rate=16000,
                                config=hf.tiny_config("wav2vec2").to_dict(), head_hidden=None).eval()
     x = (0.1 * np.random.default_rng(0).standard_normal((2, 4000))).astype(np.float32)
     with torch.inference_mode():
         logits = model(torch.from_numpy(x), spec_transform=torch.zeros_like)  # hook accepted, unused
         assert logits.shape == (2, 4)
-    stored = models.resolved_arch_params(model, {"source": "facebook/wav2vec2-base"})
+    stored = registry.resolved_arch_params(model, {"source": "facebook/wav2vec2-base"})
     assert "source" not in stored and stored["config"]["model_type"] == "wav2vec2"
     _save(tmp_path / "hf", model, "hf", stored, sample_rate=16000)
     meta = json.loads((tmp_path / "hf" / "model.json").read_text())
@@ -155,4 +156,4 @@ def test_hf_arch_builds_a_waveform_model_from_a_stored_config(tmp_path):
     bundle = models.load_bundle(tmp_path / "hf")
     np.testing.assert_allclose(bundle.predict_proba(x), torch.softmax(logits, dim=1).numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="16000 Hz"):
-        models.build_model("hf", n_labels=4, sample_rate=8000, config=stored["config"])
+        registry.build_model("hf", n_labels=4, sample_rate=8000, config=stored["config"])

@@ -16,6 +16,7 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
 from ser.models import bundle as models  # noqa: E402
+from ser.models import registry, window
 from ser.models.bundle import Bundle  # noqa: E402
 from ser.train import calibration
 
@@ -119,10 +120,10 @@ SR = 8000
 
 def _tiny_bundle(tmp_path):
     torch.manual_seed(0)
-    model = models.build_model("small_cnn", n_labels=3, sample_rate=SR, channels=[4], freq_bins=1)
+    model = registry.build_model("small_cnn", n_labels=3, sample_rate=SR, channels=[4], freq_bins=1)
     out = tmp_path / "bundle"
     models.save_bundle(out, model, labels=LABELS, sample_rate=SR, window_s=0.25,
-                       features=models.features_config(n_mels=16, n_fft=256, hop_length=80),
+                       features=window.features_config(n_mels=16, n_fft=256, hop_length=80),
                        arch="small_cnn", arch_params={"channels": [4], "freq_bins": 1},
                        train_params={}, split={"train": ["s1"], "val": ["s2"], "test": ["s3"]},
                        metrics={"val": {"uar": 0.5}})

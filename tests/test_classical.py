@@ -1,4 +1,4 @@
-"""Tests of ser.models.classical.model: cached functionals, grouped tuning, LOSO, ensembles, bundles."""
+"""Tests of ser.models.classical and ser.train.classical_loso: cached functionals, grouped tuning, LOSO, ensembles, bundles."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ import pytest
 import soundfile as sf
 from threadpoolctl import threadpool_limits
 
-from ser.models.classical import model as classical
-from ser.models.classical.model import ClassicalModel, Member
+from ser.models.bundle import load_bundle
+from ser.models.classical import bundle as classical_bundle
+from ser.models.classical import ensemble, estimator, features
+from ser.models.classical.ensemble import Member
+from ser.models.classical.estimator import ClassicalModel
+from ser.train import classical_loso
 
 SR = 16000
 
@@ -61,7 +65,7 @@ def _table(*, n_speakers: int = 6, n_classes: int = 3, per_class: int = 8, sep: 
 
 @pytest.mark.parametrize("feature_set, dims", [("compare", 6373), ("egemaps", 88), ("mfcc_stats", 300)])
 def test_extract_features_shapes_and_columns(wavs, feature_set, dims):
-    X, err = classical.extract_features(wavs, feature_set=feature_set, n_jobs=1, progress=False)
+    X, err = features.extract_features(wavs, feature_set=feature_set, n_jobs=1, progress=False)
     assert X.shape == (3, dims)
     assert list(X.index) == wavs and X.index.name == "path"
     assert X.dtypes.unique().tolist() == [np.float32]
@@ -75,15 +79,15 @@ def test_extract_features_shapes_and_columns(wavs, feature_set, dims):
 
 
 def test_file_and_window_features_agree(wavs):
-    X, _ = classical.extract_features(wavs[:1], feature_set="mfcc_stats", n_jobs=1, progress=False)
+    X, _ = features.extract_features(wavs[:1], feature_set="mfcc_stats", n_jobs=1, progress=False)
     y, _ = sf.read(wavs[0], dtype="float32")
-    W = classical.signal_features(y[None, :], feature_set="mfcc_stats", sample_rate=SR)
+    W = features.signal_features(y[None, :], feature_set="mfcc_stats", sample_rate=SR)
     np.testing.assert_allclose(X.to_numpy(), W, rtol=1e-5, atol=1e-5)
 
 
 def test_cache_second_call_reads_cache_and_keys_on_rate_and_content(wavs, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    X1, _ = classical.extract_features(wavs, feature_set="egemaps", cache_dir=cache, n_jobs=2, progress=False)
+    X1, _ = features.extract_features(wavs, feature_set="egemaps", cache_dir=cache, n_jobs=2, progress=False)
     assert X1.attrs["n_computed"] == 3
 
     calls = []
@@ -92,18 +96,18 @@ def test_cache_second_call_reads_cache_and_keys_on_rate_and_content(wavs, tmp_pa
         calls.append(path)
         raise RuntimeError("recomputed")
 
-    monkeypatch.setattr(classical, "_compute_file", spy)
-    X2, err = classical.extract_features(wavs, feature_set="egemaps", cache_dir=cache, n_jobs=1, progress=False)
+    monkeypatch.setattr(features, "_compute_file", spy)
+    X2, err = features.extract_features(wavs, feature_set="egemaps", cache_dir=cache, n_jobs=1, progress=False)
     assert calls == [] and err.empty
     assert X2.attrs == {"n_computed": 0, "n_cached": 3}
     pd.testing.assert_frame_equal(X1, X2)
 
     # another sample rate or another file content is another cache key → recomputed
-    _, err = classical.extract_features(wavs, feature_set="egemaps", sample_rate=8000, cache_dir=cache,
+    _, err = features.extract_features(wavs, feature_set="egemaps", sample_rate=8000, cache_dir=cache,
                                         n_jobs=1, progress=False)
     assert len(calls) == 3 and err["reason"].str.contains("recomputed").all()
     sf.write(wavs[0], _tone(300.0), SR, subtype="PCM_16")
-    X3, err = classical.extract_features(wavs, feature_set="egemaps", cache_dir=cache, n_jobs=1, progress=False)
+    X3, err = features.extract_features(wavs, feature_set="egemaps", cache_dir=cache, n_jobs=1, progress=False)
     assert calls[-1] == wavs[0] and list(err["path"]) == [wavs[0]] and len(X3) == 2
 
 
@@ -113,7 +117,7 @@ def test_errors_table_for_corrupt_and_missing_files(wavs, tmp_path):
     missing = tmp_path / "missing.wav"
     paths = [wavs[0], str(bad), str(missing), wavs[1]]
     for cache in (None, tmp_path / "cache"):
-        X, err = classical.extract_features(paths, feature_set="mfcc_stats", cache_dir=cache, n_jobs=1,
+        X, err = features.extract_features(paths, feature_set="mfcc_stats", cache_dir=cache, n_jobs=1,
                                             progress=False)
         assert list(X.index) == [wavs[0], wavs[1]]
         assert set(err["path"]) == {str(bad), str(missing)}
@@ -127,7 +131,7 @@ def test_errors_table_for_corrupt_and_missing_files(wavs, tmp_path):
 ])
 def test_extract_features_rejects_bad_options(wavs, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        classical.extract_features(wavs, progress=False, **{"n_jobs": 1, **kwargs})
+        features.extract_features(wavs, progress=False, **{"n_jobs": 1, **kwargs})
 
 
 # ----------------------------------------------------------------------- model, CV
@@ -135,13 +139,13 @@ def test_extract_features_rejects_bad_options(wavs, kwargs, match):
 def test_grid_search_never_shares_a_speaker_between_inner_train_and_validation(monkeypatch):
     X, y, g = _table(n_speakers=5)
     used = []
-    real = classical._score_split
+    real = estimator._score_split
 
     def spy(estimator, seed, fixed, combos, Xa, ya, tr, va, classes):
         used.append((set(g[tr]), set(g[va])))
         return real(estimator, seed, fixed, combos, Xa, ya, tr, va, classes)
 
-    monkeypatch.setattr(classical, "_score_split", spy)
+    monkeypatch.setattr(estimator, "_score_split", spy)
     model = ClassicalModel(estimator="svm_linear").fit_grid(X, y, g, param_grid={"C": [0.01, 1.0]}, inner_folds=3)
     assert len(used) == 3 == len(model.inner_splits_)
     for train_spk, val_spk in used:
@@ -168,7 +172,7 @@ def test_kernel_svc_matches_sklearn_svc():
     X, y, _ = _table(sep=1.0)
     Z = X.to_numpy()
     for kernel, gamma in (("linear", None), ("rbf", 0.05)):
-        ours = classical.KernelSVC(kernel=kernel, C=0.5, gamma=gamma).fit(Z, y)
+        ours = estimator.KernelSVC(kernel=kernel, C=0.5, gamma=gamma).fit(Z, y)
         ref = SVC(kernel=kernel, C=0.5, gamma=gamma or "auto", class_weight="balanced").fit(Z, y)
         np.testing.assert_allclose(ours.decision_function(Z), ref.decision_function(Z), rtol=1e-4, atol=1e-4)
         assert (ours.predict(Z) == ref.predict(Z)).all()
@@ -186,17 +190,17 @@ def test_loso_separable_is_perfect_and_shuffled_is_chance(estimator, monkeypatch
 
     monkeypatch.setattr(ClassicalModel, "fit_grid", spy)
     grid = {"C": [0.01, 1.0]}
-    folds, overall, pred = classical.evaluate_loso(X, y, g, estimator=estimator, param_grid=grid,
+    folds, overall, pred = classical_loso.evaluate_loso(X, y, g, estimator=estimator, param_grid=grid,
                                                    inner_folds=3, progress=False)
     assert overall["uar"] > 0.97 and overall["n_folds"] == 6 and overall["n"] == len(X)
-    assert list(folds.columns) == list(classical.FOLD_COLUMNS)
+    assert list(folds.columns) == list(classical_loso.FOLD_COLUMNS)
     for test_spk, train_spk in zip(folds["test_speaker"], seen, strict=True):
         assert test_spk not in train_spk and len(train_spk) == 5  # never trained/tuned on the test speaker
     assert list(pred.index) == list(X.index)
     np.testing.assert_allclose(pred[["p_c0", "p_c1", "p_c2"]].sum(axis=1), 1.0, atol=1e-6)
 
     shuffled = np.random.default_rng(1).permutation(y)
-    _, chance, _ = classical.evaluate_loso(X, shuffled, g, estimator=estimator, param_grid=grid,
+    _, chance, _ = classical_loso.evaluate_loso(X, shuffled, g, estimator=estimator, param_grid=grid,
                                            inner_folds=3, progress=False)
     assert chance["uar"] < 0.55  # 3 classes: chance is 1/3
 
@@ -205,24 +209,24 @@ def test_speaker_norm_uses_only_the_speakers_own_rows():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((12, 4)) * 3 + 5
     g = np.array(["a"] * 5 + ["b"] * 7)
-    Z = classical.speaker_standardize(X, g)
+    Z = features.speaker_standardize(X, g)
     for s in ("a", "b"):
         np.testing.assert_allclose(Z[g == s].mean(axis=0), 0, atol=1e-12)
         np.testing.assert_allclose(Z[g == s].std(axis=0), 1, atol=1e-12)
     X2 = X.copy()
     X2[g == "b"] += 100 * rng.standard_normal((7, 4))  # change only speaker b
-    np.testing.assert_array_equal(classical.speaker_standardize(X2, g)[g == "a"], Z[g == "a"])
+    np.testing.assert_array_equal(features.speaker_standardize(X2, g)[g == "a"], Z[g == "a"])
     with pytest.raises(ValueError, match="groups"):
-        classical.speaker_standardize(X, g[:3])
+        features.speaker_standardize(X, g[:3])
 
 
 def test_speaker_norm_model_needs_groups_and_removes_speaker_offsets():
     X, y, g = _table(sep=1.5, seed=3)
     X = X + np.repeat(np.arange(6) * 20.0, 24)[:, None]  # large per-speaker offsets
     grid = {"C": [0.1]}
-    _, plain, _ = classical.evaluate_loso(X, y, g, estimator="svm_linear", param_grid=grid,
+    _, plain, _ = classical_loso.evaluate_loso(X, y, g, estimator="svm_linear", param_grid=grid,
                                           inner_folds=3, progress=False)
-    _, normed, _ = classical.evaluate_loso(X, y, g, estimator="svm_linear", speaker_norm=True,
+    _, normed, _ = classical_loso.evaluate_loso(X, y, g, estimator="svm_linear", speaker_norm=True,
                                            param_grid=grid, inner_folds=3, progress=False)
     assert normed["uar"] > plain["uar"]
     model = ClassicalModel(speaker_norm=True, params={"C": 0.1}).fit(X, y, g)
@@ -233,11 +237,11 @@ def test_speaker_norm_model_needs_groups_and_removes_speaker_offsets():
 def test_evaluate_loso_rejects_misaligned_inputs():
     X, y, g = _table()
     with pytest.raises(ValueError, match="one entry per feature row"):
-        classical.evaluate_loso(X, y[:-1], g, progress=False)
+        classical_loso.evaluate_loso(X, y[:-1], g, progress=False)
     y_na = y.astype(object)
     y_na[0] = None
     with pytest.raises(ValueError, match="labels contain NA"):
-        classical.evaluate_loso(X, y_na, g, progress=False)
+        classical_loso.evaluate_loso(X, y_na, g, progress=False)
 
 
 # ----------------------------------------------------------------------------- ensemble
@@ -247,21 +251,21 @@ def test_ensemble_mean_equals_combined_member_predictions_and_weights_sum_to_one
     tables = {"compare": X, "egemaps": X * 0.5 + 1}
     members = [Member("compare", "svm_linear", param_grid={"C": [0.01, 1.0]}),
                Member("egemaps", "logreg", param_grid={"C": [0.1]})]
-    folds, overall, pred, member_preds = classical.evaluate_loso_ensemble(
+    folds, overall, pred, member_preds = classical_loso.evaluate_loso_ensemble(
         tables, y, g, members=members, combine="mean", inner_folds=3, progress=False)
-    singles = [classical.evaluate_loso(tables[m.feature_set], y, g, estimator=m.estimator,
+    singles = [classical_loso.evaluate_loso(tables[m.feature_set], y, g, estimator=m.estimator,
                                        param_grid=m.param_grid, inner_folds=3, progress=False)[2]
                for m in members]
     for m, single in zip(members, singles, strict=True):
         pd.testing.assert_frame_equal(member_preds[m.name], single)
-    combined = classical.combine_predictions(singles)
+    combined = classical_loso.combine_predictions(singles)
     np.testing.assert_allclose(combined.filter(like="p_").to_numpy(), pred.filter(like="p_").to_numpy())
     assert (combined["y_pred"] == pred["y_pred"]).all()
-    _, o = classical.summarize_predictions(combined)
+    _, o = classical_loso.summarize_predictions(combined)
     assert o["uar"] == pytest.approx(overall["uar"])
     assert set(overall["member_fit_s"]) == {"compare+svm_linear", "egemaps+logreg"}
 
-    wfolds, _, _, _ = classical.evaluate_loso_ensemble(tables, y, g, members=members, combine="weights",
+    wfolds, _, _, _ = classical_loso.evaluate_loso_ensemble(tables, y, g, members=members, combine="weights",
                                                        inner_folds=3, weight_step=0.5, progress=False)
     for bp in wfolds["best_params"]:
         w = json.loads(bp)["weights"]
@@ -272,10 +276,10 @@ def test_choose_weights_prefers_the_informative_member():
     y = np.array(["a", "b"] * 20)
     good = np.where(y[:, None] == np.array(["a", "b"]), 0.9, 0.1)
     bad = 1.0 - good  # always wrong
-    w, uar = classical.choose_weights([bad, good], y, ["a", "b"], step=0.25)
+    w, uar = ensemble.choose_weights([bad, good], y, ["a", "b"], step=0.25)
     assert uar == 1.0 and w[1] > w[0]
     with pytest.raises(ValueError, match="combine='stack' is unknown"):
-        classical.evaluate_loso_ensemble({}, y, y, members=[Member("compare", "rf")], combine="stack")
+        classical_loso.evaluate_loso_ensemble({}, y, y, members=[Member("compare", "rf")], combine="stack")
 
 
 # ------------------------------------------------------------------------------- bundle
@@ -291,13 +295,33 @@ def _window_data(n_per_class: int = 6, seconds: float = 0.5):
     return np.stack(windows), np.array(labels), np.array(speakers)
 
 
+def test_classical_bundle_has_the_bundle_interface(tmp_path):
+    windows, labels, speakers = _window_data()
+    feats = features.signal_features(windows, feature_set="mfcc_stats", sample_rate=SR)
+    model = ClassicalModel(estimator="svm_linear", params={"C": 0.01}).fit(feats, labels, speakers,
+                                                                           calibration_folds=3)
+    out = classical_bundle.save_classical_bundle(tmp_path / "bundle", model, labels=sorted(set(labels)),
+                                                 feature_set="mfcc_stats", sample_rate=SR, window_s=0.25)
+    b = classical_bundle.load_classical_bundle(out)
+    assert b.path == out and b.precision == "fp32" and b.heavy is False
+    assert b.preferred_batch_size == 64 and b.pitch_norm_hz == 0.0
+    assert (b.labels, b.sample_rate, b.window_s, b.window_samples) == (sorted(set(labels)), SR, 0.25, 4000)
+    signal = windows[:3].reshape(-1)  # 3 x 0.5 s of audio
+    starts = np.array([0, 1000, 4000, 8000, 12000])
+    cut = np.stack([signal[s:s + b.window_samples] for s in starts])
+    np.testing.assert_array_equal(b.predict_proba_starts(signal, starts, batch_size=2),
+                                  b.predict_proba(cut, batch_size=7))
+    with pytest.raises(ValueError, match="window starts must lie"):
+        b.predict_proba_starts(signal, np.array([len(signal) - 10]))
+
+
 def test_bundle_round_trip_predict_proba(tmp_path):
     windows, labels, speakers = _window_data()
-    feats = classical.signal_features(windows, feature_set="mfcc_stats", sample_rate=SR)
+    feats = features.signal_features(windows, feature_set="mfcc_stats", sample_rate=SR)
     model = ClassicalModel(estimator="svm_linear", params={"C": 0.01}).fit(feats, labels, speakers,
                                                                            calibration_folds=3)
     order = ["sad", "neutral", "angry"]  # not the sorted order: the bundle follows `labels`
-    out = classical.save_classical_bundle(
+    out = classical_bundle.save_classical_bundle(
         tmp_path / "bundle", model, labels=order, feature_set="mfcc_stats", sample_rate=SR,
         window_s=0.5, metrics={"uar": 0.9}, split={"train": ["s0", "s1", "s2"], "val": [], "test": []})
     meta = json.loads((out / "model.json").read_text())
@@ -306,7 +330,7 @@ def test_bundle_round_trip_predict_proba(tmp_path):
     assert {"git_commit", "metrics", "split", "arch_params", "train_params"} <= set(meta)
     assert (out / "model.joblib").is_file()
 
-    bundle = classical.load_classical_bundle(out)
+    bundle = classical_bundle.load_classical_bundle(out)
     assert (bundle.labels, bundle.sample_rate, bundle.window_samples) == (order, SR, 8000)
     proba = bundle.predict_proba(windows)
     assert proba.dtype == np.float32 and proba.shape == (len(windows), 3)
@@ -315,9 +339,7 @@ def test_bundle_round_trip_predict_proba(tmp_path):
     np.testing.assert_allclose(proba, direct[:, [2, 1, 0]], atol=1e-5)
     assert (np.array(order)[proba.argmax(axis=1)] == labels).mean() > 0.8
     # the generic loader (used by stage 04 and `ser predict`) hands classical bundles over
-    from ser.models import bundle as models
-
-    generic = models.load_bundle(out)
+    generic = load_bundle(out)
     assert type(generic).__name__ == "ClassicalBundle"
     np.testing.assert_allclose(generic.predict_proba(windows), proba, atol=1e-6)
     assert bundle.predict_proba(windows[:0]).shape == (0, 3)
@@ -328,11 +350,11 @@ def test_bundle_round_trip_predict_proba(tmp_path):
 
 def test_speaker_norm_bundle_needs_a_reference(tmp_path):
     windows, labels, speakers = _window_data(n_per_class=4)
-    feats = classical.signal_features(windows, feature_set="mfcc_stats", sample_rate=SR)
+    feats = features.signal_features(windows, feature_set="mfcc_stats", sample_rate=SR)
     model = ClassicalModel(estimator="logreg", speaker_norm=True, params={"C": 0.1}).fit(feats, labels, speakers)
-    out = classical.save_classical_bundle(tmp_path / "b", model, labels=sorted(set(labels)),
+    out = classical_bundle.save_classical_bundle(tmp_path / "b", model, labels=sorted(set(labels)),
                                           feature_set="mfcc_stats", sample_rate=SR, window_s=0.5)
-    bundle = classical.load_classical_bundle(out)
+    bundle = classical_bundle.load_classical_bundle(out)
     with pytest.raises(ValueError, match="with_speaker_reference"):
         bundle.predict_proba(windows)
     ref = bundle.with_speaker_reference(windows[speakers == "s0"])
@@ -345,30 +367,30 @@ def test_save_bundle_rejects_mismatched_labels_and_missing_files(tmp_path):
     X, y, g = _table()
     model = ClassicalModel(estimator="logreg", params={"C": 1.0}).fit(X, y, g)
     with pytest.raises(ValueError, match="differ from the model's classes"):
-        classical.save_classical_bundle(tmp_path, model, labels=["c0", "c1"], feature_set="egemaps",
+        classical_bundle.save_classical_bundle(tmp_path, model, labels=["c0", "c1"], feature_set="egemaps",
                                         sample_rate=SR, window_s=1.0)
     with pytest.raises(ValueError, match="window_s=0"):
-        classical.save_classical_bundle(tmp_path, model, labels=["c0", "c1", "c2"], feature_set="egemaps",
+        classical_bundle.save_classical_bundle(tmp_path, model, labels=["c0", "c1", "c2"], feature_set="egemaps",
                                         sample_rate=SR, window_s=0)
     with pytest.raises(FileNotFoundError, match="model.json is missing"):
-        classical.load_classical_bundle(tmp_path / "nothing")
+        classical_bundle.load_classical_bundle(tmp_path / "nothing")
 
 
 def test_ensemble_bundle_round_trip(tmp_path):
     windows, labels, speakers = _window_data(n_per_class=4)
-    tables = {fs: pd.DataFrame(classical.signal_features(windows, feature_set=fs, sample_rate=SR))
+    tables = {fs: pd.DataFrame(features.signal_features(windows, feature_set=fs, sample_rate=SR))
               for fs in ("mfcc_stats", "egemaps")}
     members = [Member("mfcc_stats", "logreg", param_grid={"C": [0.1]}),
                Member("egemaps", "svm_linear", param_grid={"C": [0.01]})]
-    ens = classical.fit_ensemble(tables, labels, speakers, members=members, combine="weights",
+    ens = ensemble.fit_ensemble(tables, labels, speakers, members=members, combine="weights",
                                  inner_folds=2, weight_step=0.5)
     assert ens.weights.sum() == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"must list the ensemble members' sets"):
-        classical.save_classical_bundle(tmp_path / "e", ens, labels=sorted(set(labels)), feature_set="egemaps",
+        classical_bundle.save_classical_bundle(tmp_path / "e", ens, labels=sorted(set(labels)), feature_set="egemaps",
                                         sample_rate=SR, window_s=0.5)
-    out = classical.save_classical_bundle(tmp_path / "e", ens, labels=sorted(set(labels)),
+    out = classical_bundle.save_classical_bundle(tmp_path / "e", ens, labels=sorted(set(labels)),
                                           feature_set=["mfcc_stats", "egemaps"], sample_rate=SR, window_s=0.5)
-    bundle = classical.load_classical_bundle(out)
+    bundle = classical_bundle.load_classical_bundle(out)
     assert bundle.meta["arch"].startswith("classical:ensemble(")
     proba = bundle.predict_proba(windows)
     np.testing.assert_allclose(proba, ens.predict_proba(tables), atol=1e-5)

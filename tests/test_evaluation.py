@@ -15,7 +15,10 @@ import torch  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
 from ser.models.bundle import Bundle  # noqa: E402
-from ser.train import evaluation  # noqa: E402
+from ser.train import (
+    evaluation,  # noqa: E402
+    metrics,
+)
 
 LABELS = ["angry", "happy", "neutral", "sad"]
 
@@ -30,17 +33,17 @@ def _random_preds(seed: int, n: int = 60, k: int = 4):
 @pytest.mark.parametrize("seed", range(5))
 def test_metrics_match_sklearn(seed):
     y_true, y_pred = _random_preds(seed)
-    assert evaluation.uar(y_true, y_pred) == pytest.approx(skm.balanced_accuracy_score(y_true, y_pred))
-    assert evaluation.weighted_accuracy(y_true, y_pred) == pytest.approx(skm.accuracy_score(y_true, y_pred))
-    assert evaluation.macro_f1(y_true, y_pred) == pytest.approx(
+    assert metrics.uar(y_true, y_pred) == pytest.approx(skm.balanced_accuracy_score(y_true, y_pred))
+    assert metrics.weighted_accuracy(y_true, y_pred) == pytest.approx(skm.accuracy_score(y_true, y_pred))
+    assert metrics.macro_f1(y_true, y_pred) == pytest.approx(
         skm.f1_score(y_true, y_pred, average="macro", zero_division=0))
     labels = [0, 1, 2, 3]
-    np.testing.assert_array_equal(evaluation.confusion(y_true, y_pred, labels),
+    np.testing.assert_array_equal(metrics.confusion(y_true, y_pred, labels),
                                   skm.confusion_matrix(y_true, y_pred, labels=labels))
     for norm in ("true", "pred", "all"):
-        np.testing.assert_allclose(evaluation.confusion(y_true, y_pred, labels, normalize=norm),
+        np.testing.assert_allclose(metrics.confusion(y_true, y_pred, labels, normalize=norm),
                                    skm.confusion_matrix(y_true, y_pred, labels=labels, normalize=norm))
-    table = evaluation.classification_table(y_true, y_pred, labels)
+    table = metrics.classification_table(y_true, y_pred, labels)
     p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     np.testing.assert_allclose(table[["precision", "recall", "f1"]].to_numpy(), np.c_[p, r, f])
     np.testing.assert_array_equal(table["support"], s)
@@ -49,28 +52,28 @@ def test_metrics_match_sklearn(seed):
 def test_metrics_by_hand():
     y_true = ["angry", "angry", "angry", "sad"]
     y_pred = ["angry", "angry", "sad", "sad"]
-    assert evaluation.uar(y_true, y_pred) == pytest.approx((2 / 3 + 1) / 2)
-    assert evaluation.weighted_accuracy(y_true, y_pred) == pytest.approx(3 / 4)
+    assert metrics.uar(y_true, y_pred) == pytest.approx((2 / 3 + 1) / 2)
+    assert metrics.weighted_accuracy(y_true, y_pred) == pytest.approx(3 / 4)
     # angry: P=1, R=2/3, F1=0.8; sad: P=1/2, R=1, F1=2/3
-    assert evaluation.macro_f1(y_true, y_pred) == pytest.approx((0.8 + 2 / 3) / 2)
+    assert metrics.macro_f1(y_true, y_pred) == pytest.approx((0.8 + 2 / 3) / 2)
     # a label absent from y_true and y_pred does not count; UAR ignores classes without support
-    assert evaluation.uar(y_true, y_pred, labels=LABELS) == pytest.approx(5 / 6)
-    assert evaluation.macro_f1(y_true, y_pred, labels=LABELS) == pytest.approx((0.8 + 2 / 3) / 2)
-    table = evaluation.classification_table(y_true, y_pred, LABELS).set_index("label")
+    assert metrics.uar(y_true, y_pred, labels=LABELS) == pytest.approx(5 / 6)
+    assert metrics.macro_f1(y_true, y_pred, labels=LABELS) == pytest.approx((0.8 + 2 / 3) / 2)
+    table = metrics.classification_table(y_true, y_pred, LABELS).set_index("label")
     assert table.loc["happy"].tolist() == [0.0, 0.0, 0.0, 0, 0]
     assert table.loc["sad", "n_pred"] == 2
-    cm = evaluation.confusion(y_true, y_pred, ["angry", "sad"], normalize="true")
+    cm = metrics.confusion(y_true, y_pred, ["angry", "sad"], normalize="true")
     np.testing.assert_allclose(cm, [[2 / 3, 1 / 3], [0, 1]])
-    assert np.isnan(evaluation.uar([], []))
+    assert np.isnan(metrics.uar([], []))
 
 
 def test_metrics_reject_bad_input():
     with pytest.raises(ValueError, match=r"values \['fear'\] are not in labels"):
-        evaluation.confusion(["angry", "fear"], ["angry", "angry"], ["angry", "sad"])
+        metrics.confusion(["angry", "fear"], ["angry", "angry"], ["angry", "sad"])
     with pytest.raises(ValueError, match="equally long"):
-        evaluation.uar([0, 1], [0])
+        metrics.uar([0, 1], [0])
     with pytest.raises(ValueError, match="normalize must be"):
-        evaluation.confusion([0], [0], normalize="rows")
+        metrics.confusion([0], [0], normalize="rows")
 
 
 def test_sliding_windows_cover_the_utterance():
@@ -168,7 +171,7 @@ def test_runs_table_replaces_the_row_of_the_same_model_and_split(rule_bundle, tm
 
 
 def test_figures():
-    cm = evaluation.confusion(["a", "a", "b"], ["a", "b", "b"], ["a", "b"])
+    cm = metrics.confusion(["a", "a", "b"], ["a", "b", "b"], ["a", "b"])
     ax = evaluation.plot_confusion_matrix(cm, ["a", "b"], title="counts")
     assert [t.get_text() for t in ax.texts] == ["1", "1", "0", "1"]
     ax = evaluation.plot_confusion_matrix(cm / cm.sum(1, keepdims=True), ["a", "b"])

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ser.models import bundle as models
-from ser.models import transformer
+from ser.models import quantize, registry, transformer, window
 
 N_LABELS = 4
 SR = transformer.SAMPLE_RATE
@@ -195,11 +195,11 @@ def test_arch_params_round_trip_reproduces_outputs(model_type: str) -> None:
 
 
 def test_bundle_round_trip_through_models_registry(tmp_path) -> None:
-    if "hf" not in models.ARCHITECTURES:
+    if "hf" not in registry.ARCHITECTURES:
         pytest.skip("ser.models.bundle has no 'hf' architecture registered yet")
     model = _tiny("wav2vec2").eval()
     models.save_bundle(tmp_path / "b", model, labels=["a", "b", "c", "d"], sample_rate=SR,
-                       window_s=0.25, features=models.features_config(), arch="hf",
+                       window_s=0.25, features=window.features_config(), arch="hf",
                        arch_params=transformer.hf_arch_params(model), train_params={}, split={},
                        metrics={})
     bundle = models.load_bundle(tmp_path / "b")
@@ -313,7 +313,7 @@ def test_flop_estimate_for_base_sized_model_and_training_rule() -> None:
 def test_int8_bundle_quantises_linears_and_stays_close(tmp_path) -> None:
     model = _tiny("wav2vec2").eval()
     models.save_bundle(tmp_path / "b", model, labels=["a", "b", "c", "d"], sample_rate=SR,
-                       window_s=0.25, features=models.features_config(), arch="hf",
+                       window_s=0.25, features=window.features_config(), arch="hf",
                        arch_params=transformer.hf_arch_params(model), train_params={}, split={},
                        metrics={})
     ref_b = models.load_bundle(tmp_path / "b")
@@ -330,7 +330,7 @@ def test_int8_bundle_quantises_linears_and_stays_close(tmp_path) -> None:
 def test_quantize_for_cpu_leaves_the_model_unchanged() -> None:
     model = _tiny("hubert").eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    q = transformer.quantize_for_cpu(model, bf16_convs=True)
+    q = quantize.quantize_for_cpu(model, bf16_convs=True)
     assert isinstance(model.backbone.feature_extractor, torch.nn.Module)
     assert type(q.backbone.feature_extractor).__name__ == "_Bf16Autocast"
     assert type(model.backbone.feature_extractor).__name__ != "_Bf16Autocast"

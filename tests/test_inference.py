@@ -13,6 +13,7 @@ from signals import voiced
 
 from ser.data import schema
 from ser.inference import predict
+from ser.models import registry, window
 from ser.signal import audio, features
 
 SR = 16000
@@ -26,6 +27,7 @@ class FakeBundle:
         self.sample_rate = sample_rate
         self.window_s = window_s
         self.window_samples = int(round(window_s * sample_rate))
+        self.pitch_norm_hz = 0.0
         self.calls = 0
         self.seen: list[np.ndarray] = []
         self.fail_after = fail_after
@@ -322,9 +324,9 @@ def test_resume_recomputes_when_the_model_bundle_changed(rec_dir, tmp_path):
     def save(seed: int) -> bundle.Bundle:
         torch = pytest.importorskip("torch")
         torch.manual_seed(seed)
-        net = bundle.build_model("small_cnn", n_labels=3, sample_rate=SR, channels=[4, 8])
+        net = registry.build_model("small_cnn", n_labels=3, sample_rate=SR, channels=[4, 8])
         bundle.save_bundle(tmp_path / "demo_cnn", net, labels=["angry", "happy", "neutral"],
-                           sample_rate=SR, window_s=1.0, features=bundle.features_config(),
+                           sample_rate=SR, window_s=1.0, features=window.features_config(),
                            arch="small_cnn", arch_params={"channels": [4, 8]}, train_params={},
                            split={}, metrics={})
         return bundle.load_bundle(tmp_path / "demo_cnn")

@@ -16,6 +16,7 @@ import soundfile as sf
 
 from ser.inference import predict
 from ser.models import bundle as models
+from ser.models import registry, window
 from ser.run.cli import main
 from ser.signal import audio
 
@@ -32,9 +33,9 @@ def voiced(seconds: float, *, f0: float = 200.0, sr: int = SR, seed: int = 0) ->
 def model_dir(tmp_path_factory):
     """An untrained, tiny small-CNN bundle (2 s windows at 16 kHz)."""
     d = tmp_path_factory.mktemp("model") / "tiny_cnn"
-    net = models.build_model("small_cnn", n_labels=len(LABELS), sample_rate=SR, channels=[4, 8])
+    net = registry.build_model("small_cnn", n_labels=len(LABELS), sample_rate=SR, channels=[4, 8])
     models.save_bundle(d, net, labels=LABELS, sample_rate=SR, window_s=WINDOW_S,
-                       features=models.features_config(), arch="small_cnn",
+                       features=window.features_config(), arch="small_cnn",
                        arch_params={"channels": [4, 8]}, train_params={}, split={}, metrics={})
     return d
 

@@ -115,6 +115,7 @@ class ModelBundle(Protocol):
     sample_rate: int
     window_s: float
     window_samples: int
+    pitch_norm_hz: float
 
     def predict_proba(self, windows: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
         """float32 ``[n, window_samples]`` → float32 ``[n, n_labels]``."""
@@ -522,7 +523,7 @@ def _predict_file(
 
     # speaker pitch normalisation (bundles trained with it): one register for the recording,
     # from a first pass over it; the model hears the shifted audio, the features the original
-    target_hz = pitchnorm.bundle_target(bundle)
+    target_hz = bundle.pitch_norm_hz
     shift_st = 0.0
     if target_hz > 0:
         shift_st = _recording_shift(path, sr=sr, target_hz=target_hz, block_n=block_n, pool=pool,

@@ -1,19 +1,7 @@
-"""Network architectures and the model bundle (save, load, predict).
+"""The model bundle: a trained network with its labels, window and sample rate (save, load, predict).
 
-Every model built here maps raw waveform windows ``[B, T]`` (float32, at the
-bundle's sample rate) to logits ``[B, n_labels]``; feature extraction and the
-per-window normalisation live inside ``forward``, so training and inference
-cannot diverge. Architectures are registered by name in :data:`ARCHITECTURES`
-(``build_model(arch, ...)``, chosen in the stage-02 params as ``arch`` and
-``arch_params``); a new family adds a builder with :func:`register_arch`:
-
-- ``small_cnn``: :class:`SmallCNN`, strided 2-D CNN on the log-mel patch (the fast
-  default: 12 M multiply-adds per 2 s window);
-- ``resnet``: :class:`ResNetCNN`, a small ResNet on the log-mel patch;
-- ``crnn``: :class:`CRNN`, conv front end + bidirectional GRU or Transformer encoder
-  over time + attention pooling;
-- ``hf``: wav2vec2 / HuBERT / WavLM (:mod:`ser.models.transformer`), on the raw waveform; the bundle
-  stores the backbone config, so it loads without hub access.
+The networks are built by name (:func:`ser.models.registry.build_model`); every one maps
+raw waveform windows ``[B, T]`` to logits ``[B, n_labels]``.
 
 A bundle is a folder ``results/models/<name>/`` holding ``model.json`` (labels,
 sample_rate, window_s, feature config, arch, training params, split speakers,
@@ -25,486 +13,35 @@ defaults of their time (:data:`LEGACY_ARCH_DEFAULTS`).
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
+import hashlib
 import json
-import math
 import os
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ser.core import atomic, provenance
-from ser.signal.spectrogram import DEFAULT_FEATURES, LogMel, normalize_window
+from ser.models.classical.bundle import ClassicalBundle, load_classical_bundle
+from ser.models.nets import LogMelClassifier
+from ser.models.quantize import prepare_for_inference, quantize_for_cpu, quantize_linears
+from ser.models.registry import build_model, resolve_device
+from ser.models.window import window_samples
 
-#: Version of the ``model.json`` layout written by :func:`save_bundle` (2: ``arch_params``
-#: hold every option, defaults included).
 BUNDLE_FORMAT = 2
 #: Options whose default changed since an older bundle format: the value those bundles
 #: were built with, filled in when the option is absent. Format 1 predates the strided
-#: :class:`SmallCNN`.
+#: :class:`ser.models.nets.SmallCNN`.
 LEGACY_ARCH_DEFAULTS: dict[int, dict[str, dict[str, Any]]] = {1: {"small_cnn": {"pooled_blocks": -1}}}
 #: Keys that every ``model.json`` must hold.
 REQUIRED_KEYS = ("labels", "sample_rate", "window_s", "features", "arch", "arch_params")
-#: Feature kind and per-window normalisation implemented by :class:`LogMelClassifier`.
 #: Inference precisions of :func:`load_bundle` (see there).
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
-FEATURE_KIND = "log_mel"
-NORMALIZATION = "per_window_standardize"
-
-SpecTransform = Callable[[Tensor], Tensor]
-
-
-def window_samples(window_s: float, sample_rate: int) -> int:
-    """Window length in samples: ``round(window_s * sample_rate)`` (used by training and inference)."""
-    n = int(round(float(window_s) * int(sample_rate)))
-    if n <= 0:
-        raise ValueError(f"window_s={window_s} at {sample_rate} Hz gives no samples; use window_s > 0")
-    return n
-
-
-def fit_window(wave: np.ndarray, n_samples: int, *,
-               rng: np.random.Generator | None = None) -> np.ndarray:
-    """Cut or pad one utterance to exactly one model window.
-
-    The rule for utterances of any length (used by training, validation and evaluation):
-    longer ones are cropped, shorter ones are zero-padded on both sides (an odd number of
-    padding samples puts the extra zero at the end). Without ``rng`` the window is
-    centred (deterministic: validation, evaluation); with ``rng`` the crop
-    start, or the utterance's position inside the padded window, is uniform at random
-    (training; this doubles as a time-shift augmentation).
-
-    Args:
-        wave: float32 ``[T]`` samples.
-        n_samples: window length in samples.
-        rng: numpy generator for a random position (``None``: centre).
-
-    Returns:
-        float32 ``[n_samples]`` (a new array).
-    """
-    wave = np.asarray(wave, dtype=np.float32)
-    if wave.ndim != 1:
-        raise ValueError(f"fit_window: expected a mono waveform [T]; got shape {wave.shape}")
-    extra = abs(len(wave) - n_samples)
-    shift = extra // 2 if rng is None else int(rng.integers(0, extra + 1))
-    if len(wave) >= n_samples:
-        return wave[shift:shift + n_samples].copy()
-    out = np.zeros(n_samples, dtype=np.float32)
-    out[shift:shift + len(wave)] = wave
-    return out
-
-
-def features_config(**overrides: Any) -> dict[str, Any]:
-    """Full log-mel feature config: :data:`ser.signal.spectrogram.DEFAULT_FEATURES` plus overrides.
-
-    Returns:
-        ``{"kind": "log_mel", "normalization": "per_window_standardize", n_mels, n_fft,
-        hop_length, fmin, fmax, top_db}`` as stored in ``model.json``.
-    """
-    unknown = set(overrides) - set(DEFAULT_FEATURES) - {"kind", "normalization"}
-    if unknown:
-        raise ValueError(f"features: unknown keys {sorted(unknown)}; "
-                         f"allowed: {sorted(DEFAULT_FEATURES)}")
-    cfg = {"kind": FEATURE_KIND, "normalization": NORMALIZATION, **DEFAULT_FEATURES, **overrides}
-    if cfg["kind"] != FEATURE_KIND or cfg["normalization"] != NORMALIZATION:
-        raise ValueError(f"features: only kind={FEATURE_KIND!r} with normalization="
-                         f"{NORMALIZATION!r} is implemented; got {cfg['kind']!r}/{cfg['normalization']!r}")
-    return cfg
-
-
-# --------------------------------------------------------------------------- architectures
-
-
-def _conv_bn_relu(c_in: int, c_out: int, *, stride: int | tuple[int, int] = 1) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-
-
-def _check_common(name: str, *, channels: Sequence[int], freq_bins: int, dropout: float) -> None:
-    if not channels or any(int(c) < 1 for c in channels):
-        raise ValueError(f"{name}: channels must list at least one positive width; got {list(channels)}")
-    if int(freq_bins) < 1:
-        raise ValueError(f"{name}: freq_bins must be >= 1; got {freq_bins}")
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"{name}: dropout must be in [0, 1); got {dropout}")
-
-
-class _FreqBandPooling(nn.Module):
-    """Shared tail of the CNNs: pool ``[B, C, F, T]`` to ``freq_bins`` frequency bands
-    (mean over time), dropout, linear.
-
-    Keeping a few frequency bands (rather than global pooling) lets the classifier know
-    *where* in the spectrum energy lies: pitch and spectral tilt carry emotion. The
-    layers are attributes of the network itself (``pool``, ``dropout``, ``head``), so
-    state-dict keys stay those of the first bundle format.
-    """
-
-    pool: nn.Module
-    dropout: nn.Module
-    head: nn.Module
-
-    def _init_tail(self, c_in: int, *, n_labels: int, freq_bins: int, dropout: float) -> None:
-        self.pool = nn.AdaptiveAvgPool2d((int(freq_bins), 1))
-        self.dropout = nn.Dropout(float(dropout))
-        self.head = nn.Linear(int(c_in) * int(freq_bins), int(n_labels))
-
-    def _tail(self, x: Tensor) -> Tensor:
-        return self.head(self.dropout(self.pool(x).flatten(1)))
-
-
-class SmallCNN(_FreqBandPooling):
-    """Small 2-D CNN over a log-mel patch: the fast default model.
-
-    Blocks of conv3x3 -> BatchNorm -> ReLU that halve both axes with a stride-2
-    convolution, which computes only the outputs that are kept; optionally the first
-    ``pooled_blocks`` blocks instead convolve at full resolution and max-pool 2x2 (the
-    original design). Then average pooling over time and into ``freq_bins`` frequency
-    bands, dropout and a linear layer. Works for any number of mel bands and frames.
-
-    Cost on a 64 x 201 patch (2 s at 16 kHz, 10 ms hop) with the default channels
-    (16, 32, 64, 128), 0.1 M parameters: 12 M multiply-adds with ``pooled_blocks=0``
-    (default), 47 M with -1 (all pooled; what bundles of format 1 hold). On a CPU the
-    pooled design is about 7x slower still than its multiply-adds suggest: its first
-    block (one input channel, 64 x 201 outputs per channel) is bound by memory traffic,
-    so even ``pooled_blocks=1`` costs most of that time.
-
-    Args:
-        n_labels: number of output classes.
-        channels: output channels of each conv block (one block per entry).
-        freq_bins: frequency bands kept after pooling (1 = global average pooling).
-        dropout: dropout probability before the classifier.
-        pooled_blocks: leading blocks that max-pool instead of striding (-1: all).
-    """
-
-    def __init__(self, *, n_labels: int, channels: Sequence[int] = (16, 32, 64, 128),
-                 freq_bins: int = 4, dropout: float = 0.3, pooled_blocks: int = 0,
-                 block_convs: int | Sequence[int] = 1) -> None:
-        super().__init__()
-        _check_common("small_cnn", channels=channels, freq_bins=freq_bins, dropout=dropout)
-        if int(pooled_blocks) < -1:
-            raise ValueError(f"small_cnn: pooled_blocks must be >= 0, or -1 for all; got {pooled_blocks}")
-        convs = ([int(block_convs)] * len(channels) if isinstance(block_convs, int)
-                 else [int(n) for n in block_convs])
-        if len(convs) != len(channels) or min(convs) < 1:
-            raise ValueError(f"small_cnn: block_convs must be >= 1, one per block of channels="
-                             f"{list(channels)}; got {block_convs}")
-        self.config = {"channels": [int(c) for c in channels], "freq_bins": int(freq_bins),
-                       "dropout": float(dropout), "pooled_blocks": int(pooled_blocks),
-                       "block_convs": convs}
-        n_pooled = len(channels) if int(pooled_blocks) == -1 else int(pooled_blocks)
-        blocks: list[nn.Module] = []
-        c_in = 1
-        for i, (c_out, n_convs) in enumerate(zip(self.config["channels"], convs)):
-            if i < n_pooled:
-                blocks += [*_conv_bn_relu(c_in, c_out), nn.MaxPool2d(2, ceil_mode=True)]
-            else:
-                blocks += _conv_bn_relu(c_in, c_out, stride=2)
-            for _ in range(n_convs - 1):
-                blocks += _conv_bn_relu(c_out, c_out)
-            c_in = c_out
-        self.blocks = nn.Sequential(*blocks)
-        self._init_tail(c_in, n_labels=n_labels, freq_bins=freq_bins, dropout=dropout)
-
-    def forward(self, spec: Tensor) -> Tensor:
-        """``[B, n_mels, frames]`` -> logits ``[B, n_labels]``."""
-        return self._tail(self.blocks(spec.unsqueeze(1)))
-
-
-class _BasicBlock(nn.Module):
-    """ResNet basic block: two conv3x3 + BN, identity (or strided 1x1 conv) shortcut."""
-
-    def __init__(self, c_in: int, c_out: int, *, stride: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(*_conv_bn_relu(c_in, c_out, stride=stride),
-                                  nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out))
-        self.shortcut = (nn.Identity() if stride == 1 and c_in == c_out else
-                         nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
-                                       nn.BatchNorm2d(c_out)))
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self.body(x) + self.shortcut(x))
-
-
-class ResNetCNN(_FreqBandPooling):
-    """Small ResNet (He et al., 2016) over a log-mel patch.
-
-    A stride-2 conv3x3 stem, then one stage per entry of ``channels`` with ``blocks``
-    basic blocks each; the first block of every stage halves both axes (stride 2).
-    Head as in :class:`SmallCNN` (``freq_bins`` bands, dropout, linear).
-
-    Cost of the default (``channels=(32, 64, 128)``, one block per stage) on a
-    64 x 201 patch: 36 M multiply-adds, 0.3 M parameters.
-
-    Args:
-        n_labels: number of output classes.
-        channels: width of each stage (the stem has ``channels[0] // 2``).
-        blocks: basic blocks per stage (an int for all stages, or one per stage).
-        freq_bins: frequency bands kept after pooling.
-        dropout: dropout probability before the classifier.
-    """
-
-    def __init__(self, *, n_labels: int, channels: Sequence[int] = (32, 64, 128),
-                 blocks: int | Sequence[int] = 1, freq_bins: int = 4, dropout: float = 0.3) -> None:
-        super().__init__()
-        _check_common("resnet", channels=channels, freq_bins=freq_bins, dropout=dropout)
-        n_blocks = [int(blocks)] * len(channels) if isinstance(blocks, int) else [int(b) for b in blocks]
-        if len(n_blocks) != len(channels) or min(n_blocks) < 1:
-            raise ValueError(f"resnet: blocks must be >= 1, one per stage of channels={list(channels)}; "
-                             f"got {blocks}")
-        self.config = {"channels": [int(c) for c in channels], "blocks": n_blocks,
-                       "freq_bins": int(freq_bins), "dropout": float(dropout)}
-        stem = max(8, int(channels[0]) // 2)
-        layers: list[nn.Module] = _conv_bn_relu(1, stem, stride=2)
-        c_in = stem
-        for c_out, n in zip(self.config["channels"], n_blocks):
-            for k in range(n):
-                layers.append(_BasicBlock(c_in, c_out, stride=2 if k == 0 else 1))
-                c_in = c_out
-        self.blocks = nn.Sequential(*layers)
-        self._init_tail(c_in, n_labels=n_labels, freq_bins=freq_bins, dropout=dropout)
-
-    def forward(self, spec: Tensor) -> Tensor:
-        """``[B, n_mels, frames]`` -> logits ``[B, n_labels]``."""
-        return self._tail(self.blocks(spec.unsqueeze(1)))
-
-
-def _sinusoidal(n: int, dim: int, *, device: torch.device) -> Tensor:
-    """Sinusoidal position encoding ``[n, dim]`` (Vaswani et al., 2017)."""
-    pos = torch.arange(n, device=device, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(1e4) / dim))
-    enc = torch.zeros(n, dim, device=device)
-    enc[:, 0::2] = torch.sin(pos * freq)
-    enc[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
-    return enc
-
-
-class CRNN(nn.Module):
-    """Convolutional front end + sequence encoder over time + attention pooling.
-
-    1. ``len(channels)`` stride-2 conv3x3 blocks (as :class:`SmallCNN`) turn the patch
-       ``[n_mels, frames]`` into ``[C, n_mels / 2^k, frames / 2^k]``;
-    2. frequency is pooled to ``freq_bins`` bands and folded into the features, a
-       linear layer projects each frame to ``hidden`` units;
-    3. the sequence encoder: a bidirectional GRU (``encoder="gru"``, ``layers`` layers,
-       ``hidden // 2`` units per direction) or a Transformer encoder
-       (``encoder="transformer"``: pre-norm, ``heads`` heads, feed-forward ``2 * hidden``,
-       sinusoidal positions);
-    4. pooling over time: learned attention weights (``pooling="attention"``, softmax
-       over frames) or the mean (``"mean"``); dropout, linear.
-
-    Cost of the default on a 64 x 201 patch (51 frames of 40 ms): 9 M multiply-adds,
-    0.1 M parameters.
-
-    Args:
-        n_labels: number of output classes.
-        channels: conv front-end widths (one stride-2 block each).
-        freq_bins: frequency bands folded into each frame's features.
-        hidden: sequence model width (even).
-        encoder: ``"gru"`` or ``"transformer"``.
-        layers: encoder layers.
-        heads: attention heads (transformer only; must divide ``hidden``).
-        pooling: ``"attention"`` or ``"mean"``.
-        dropout: dropout in the encoder and before the classifier.
-    """
-
-    ENCODERS = ("gru", "transformer")
-    POOLINGS = ("attention", "mean")
-
-    def __init__(self, *, n_labels: int, channels: Sequence[int] = (16, 32), freq_bins: int = 4,
-                 hidden: int = 128, encoder: str = "gru", layers: int = 1, heads: int = 4,
-                 pooling: str = "attention", dropout: float = 0.3) -> None:
-        super().__init__()
-        _check_common("crnn", channels=channels, freq_bins=freq_bins, dropout=dropout)
-        if encoder not in self.ENCODERS:
-            raise ValueError(f"crnn: encoder must be one of {self.ENCODERS}; got {encoder!r}")
-        if pooling not in self.POOLINGS:
-            raise ValueError(f"crnn: pooling must be one of {self.POOLINGS}; got {pooling!r}")
-        if int(hidden) < 2 or int(hidden) % 2 or int(layers) < 1:
-            raise ValueError(f"crnn: hidden must be even and >= 2, layers >= 1; got hidden={hidden}, "
-                             f"layers={layers}")
-        if encoder == "transformer" and int(hidden) % int(heads):
-            raise ValueError(f"crnn: heads={heads} must divide hidden={hidden}")
-        self.config = {"channels": [int(c) for c in channels], "freq_bins": int(freq_bins),
-                       "hidden": int(hidden), "encoder": encoder, "layers": int(layers),
-                       "heads": int(heads), "pooling": pooling, "dropout": float(dropout)}
-        conv: list[nn.Module] = []
-        c_in = 1
-        for c_out in self.config["channels"]:
-            conv += _conv_bn_relu(c_in, c_out, stride=2)
-            c_in = c_out
-        self.conv = nn.Sequential(*conv)
-        self.freq_pool = nn.AdaptiveAvgPool2d((int(freq_bins), None))
-        h = int(hidden)
-        self.proj = nn.Sequential(nn.Linear(c_in * int(freq_bins), h), nn.LayerNorm(h))
-        if encoder == "gru":
-            self.rnn = nn.GRU(h, h // 2, num_layers=int(layers), batch_first=True, bidirectional=True,
-                              dropout=float(dropout) if int(layers) > 1 else 0.0)
-        else:
-            layer = nn.TransformerEncoderLayer(h, int(heads), dim_feedforward=2 * h, dropout=float(dropout),
-                                               batch_first=True, norm_first=True)
-            self.transformer = nn.TransformerEncoder(layer, int(layers), enable_nested_tensor=False)
-        self.attention = nn.Linear(h, 1) if pooling == "attention" else None
-        self.dropout = nn.Dropout(float(dropout))
-        self.head = nn.Linear(h, int(n_labels))
-
-    def frames(self, spec: Tensor) -> Tensor:
-        """Encoded frame sequence ``[B, frames / 2^k, hidden]``."""
-        x = self.freq_pool(self.conv(spec.unsqueeze(1)))  # [B, C, freq_bins, T']
-        x = self.proj(x.flatten(1, 2).transpose(1, 2))  # [B, T', hidden]
-        if self.config["encoder"] == "gru":
-            return self.rnn(x)[0]
-        return self.transformer(x + _sinusoidal(x.shape[1], x.shape[2], device=x.device).to(x.dtype))
-
-    def forward(self, spec: Tensor) -> Tensor:
-        """``[B, n_mels, frames]`` -> logits ``[B, n_labels]``."""
-        h = self.frames(spec)
-        if self.attention is None:
-            pooled = h.mean(dim=1)
-        else:
-            w = torch.softmax(self.attention(h).float(), dim=1).to(h.dtype)  # [B, T', 1]
-            pooled = (w * h).sum(dim=1)
-        return self.head(self.dropout(pooled))
-
-
-class LogMelClassifier(nn.Module):
-    """Waveform classifier: :class:`LogMel` -> :func:`normalize_window` -> spectrogram body.
-
-    Args:
-        frontend: the log-mel front end.
-        body: module mapping ``[B, n_mels, frames]`` to logits ``[B, n_labels]``
-            (with a ``config`` dict of its constructor options).
-    """
-
-    def __init__(self, frontend: LogMel, body: nn.Module) -> None:
-        super().__init__()
-        self.frontend = frontend
-        self.body = body
-
-    def features(self, wave: Tensor) -> Tensor:
-        """Normalised model input ``[B, n_mels, frames]`` for waveforms ``[B, T]``."""
-        return normalize_window(self.frontend(wave))
-
-    def forward(self, wave: Tensor, *, spec_transform: SpecTransform | None = None) -> Tensor:
-        """Logits ``[B, n_labels]``; ``spec_transform`` (e.g. SpecAugment) is for training only."""
-        spec = self.features(wave)
-        if spec_transform is not None:
-            spec = spec_transform(spec)
-        return self.body(spec)
-
-    def forward_windows(self, wave: Tensor, starts: Tensor, *, window_n: int) -> Tensor:
-        """Logits ``[N, n_labels]`` of the windows ``wave[s:s + window_n]`` of one signal ``[T]``.
-
-        Same as ``forward`` on the stacked windows, but overlapping windows share their
-        spectrogram frames (:meth:`ser.signal.spectrogram.LogMel.windows`).
-        """
-        return self.body(normalize_window(self.frontend.windows(wave, starts, window_n=window_n)))
-
-    def arch_params(self) -> dict[str, Any]:
-        """All options of the body, defaults included (what a bundle stores)."""
-        return copy.deepcopy(getattr(self.body, "config", {}))
-
-
-ArchBuilder = Callable[..., nn.Module]
-#: Registered architectures: name -> builder(n_labels=, sample_rate=, features=, **arch_params).
-ARCHITECTURES: dict[str, ArchBuilder] = {}
-
-
-def register_arch(name: str) -> Callable[[ArchBuilder], ArchBuilder]:
-    """Decorator registering a builder ``f(*, n_labels, sample_rate, features, **arch_params)``.
-
-    The builder must return a module mapping waveforms ``[B, T]`` to logits and accepting
-    the keyword ``spec_transform`` in ``forward`` (it may ignore it). If the module has
-    an ``arch_params()`` method, training stores its result (all options, resolved) in
-    the bundle instead of the options it was given.
-    """
-    def deco(fn: ArchBuilder) -> ArchBuilder:
-        if name in ARCHITECTURES:
-            raise ValueError(f"architecture {name!r} is already registered")
-        ARCHITECTURES[name] = fn
-        return fn
-    return deco
-
-
-def _log_mel_builder(body_cls: type[nn.Module]) -> ArchBuilder:
-    def build(*, n_labels: int, sample_rate: int, features: Mapping[str, Any],
-              **arch_params: Any) -> nn.Module:
-        cfg = {k: v for k, v in features.items() if k not in ("kind", "normalization")}
-        return LogMelClassifier(LogMel(sample_rate=sample_rate, **cfg),
-                                body_cls(n_labels=n_labels, **arch_params))
-    build.__doc__ = f"Log-mel front end + :class:`{body_cls.__name__}`."
-    return build
-
-
-register_arch("small_cnn")(_log_mel_builder(SmallCNN))
-register_arch("resnet")(_log_mel_builder(ResNetCNN))
-register_arch("crnn")(_log_mel_builder(CRNN))
-
-
-@register_arch("hf")
-def _build_hf(*, n_labels: int, sample_rate: int, features: Mapping[str, Any],
-              **arch_params: Any) -> nn.Module:
-    """Hugging Face wav2vec2 / HuBERT / WavLM classifier (:mod:`ser.models.transformer`; waveform input).
-
-    ``arch_params`` are those of :func:`ser.models.transformer.hf_from_arch_params`: ``config`` (a stored
-    backbone config: random init, then the bundle's weights) or ``source`` (hub id or
-    folder of pretrained weights, for training). The log-mel ``features`` are not used.
-    """
-    del features
-    from ser.models import transformer  # lazy: importing transformers takes seconds
-
-    return transformer.hf_from_arch_params(arch_params, n_labels=n_labels, sample_rate=sample_rate)
-
-
-def build_model(arch: str, *, n_labels: int, sample_rate: int,
-                features: Mapping[str, Any] | None = None, **arch_params: Any) -> nn.Module:
-    """Build a registered architecture.
-
-    Args:
-        arch: name in :data:`ARCHITECTURES`: ``"small_cnn"`` (:class:`SmallCNN`),
-            ``"resnet"`` (:class:`ResNetCNN`), ``"crnn"`` (:class:`CRNN`) or ``"hf"``
-            (:mod:`ser.models.transformer`).
-        n_labels: number of classes.
-        sample_rate: input sampling rate in Hz.
-        features: feature config (see :func:`features_config`; ``None``: defaults).
-        **arch_params: architecture options (e.g. ``channels``, ``dropout``).
-
-    Returns:
-        Module mapping waveforms ``[B, T]`` to logits ``[B, n_labels]``.
-
-    Raises:
-        ValueError: unknown ``arch``, bad ``features`` or options the architecture rejects.
-    """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown arch {arch!r}; available: {sorted(ARCHITECTURES)}")
-    if n_labels < 2:
-        raise ValueError(f"need at least 2 labels to train a classifier; got n_labels={n_labels}")
-    feats = features_config(**dict(features or {}))
-    try:
-        return ARCHITECTURES[arch](n_labels=int(n_labels), sample_rate=int(sample_rate),
-                                   features=feats, **arch_params)
-    except TypeError as err:
-        raise ValueError(f"arch_params {sorted(arch_params)} not accepted by arch {arch!r}: {err}") from err
-
-
-def resolved_arch_params(model: nn.Module, given: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``arch_params`` to store for ``model``: its own ``arch_params()`` when it has one.
-
-    This makes a bundle self-contained: every default is written out, and a Hugging
-    Face model trained from a hub id stores its backbone config instead of the id.
-    """
-    target = getattr(model, "module", model)  # DistributedDataParallel wraps the model
-    method = getattr(target, "arch_params", None)
-    return dict(method()) if callable(method) else dict(given)
-
-
-# --------------------------------------------------------------------------- bundle
 
 
 @dataclass(frozen=True)
@@ -642,9 +179,8 @@ class Bundle:
             raise ValueError(f"window starts must lie in [0, {len(signal) - win}] for a signal of "
                              f"{len(signal)} samples and {win}-sample windows")
         model = self.model
-        frontend = getattr(model, "frontend", None)
         shared = (isinstance(model, LogMelClassifier) and len(starts) > 1
-                  and frontend.can_share_frames(window_n=win, hop_n=int(np.gcd.reduce(np.diff(starts)))))
+                  and model.frontend.can_share_frames(window_n=win, hop_n=int(np.gcd.reduce(np.diff(starts)))))
         if not shared:
             view = np.lib.stride_tricks.sliding_window_view(np.asarray(signal), win)
             return self.predict_proba(np.ascontiguousarray(view[starts]), batch_size=batch_size)
@@ -660,56 +196,6 @@ class Bundle:
                 logits = model.forward_windows(x, torch.from_numpy(st - st[0]), window_n=win)
                 out[i:i + len(st)] = torch.softmax(logits.float() / self.temperature, dim=1).cpu().numpy()
         return out
-
-
-def fuse_conv_bn(model: nn.Module) -> nn.Module:
-    """Fold every batch norm that directly follows a convolution in an ``nn.Sequential``
-    into that convolution (inference only; the module is changed in place).
-
-    In eval mode a batch norm is a fixed per-channel affine map, so ``bn(conv(x))``
-    equals one convolution with scaled weights and a bias (to float rounding, about
-    1e-6); it saves the batch-norm pass, about a sixth of the small CNN's time.
-
-    Returns:
-        ``model``, in eval mode.
-    """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    model.eval()
-    convs, norms = (nn.Conv1d, nn.Conv2d), (nn.BatchNorm1d, nn.BatchNorm2d)
-    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        for i in range(len(seq) - 1):
-            conv, bn = seq[i], seq[i + 1]
-            if isinstance(conv, convs) and isinstance(bn, norms) and bn.track_running_stats:
-                seq[i] = fuse_conv_bn_eval(conv, bn)
-                seq[i + 1] = nn.Identity()
-    return model
-
-
-def quantize_linears(model: nn.Module) -> nn.Module:
-    """Give every ``nn.Linear`` int8 weights, activations quantised per batch (CPU only;
-    ``torch.ao.quantization.quantize_dynamic``, in place).
-
-    Returns:
-        ``model`` with its linear layers swapped.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
-        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8,
-                                                      inplace=True)
-
-
-def prepare_for_inference(model: nn.Module) -> nn.Module:
-    """Make a network faster for inference without changing what it computes.
-
-    :func:`fuse_conv_bn`, then 4-D weights in channels-last memory format, which lets
-    oneDNN run the 2-D convolutions in its NHWC kernels: about 2x faster for the small
-    CNN on one CPU thread (outputs equal to about 1e-7). The module is changed in place.
-
-    Returns:
-        ``model``, in eval mode.
-    """
-    return fuse_conv_bn(model).to(memory_format=torch.channels_last)
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -730,9 +216,9 @@ def save_bundle(
         labels: class names in output order.
         sample_rate: input sampling rate in Hz.
         window_s: input window length in seconds.
-        features: feature config (see :func:`features_config`).
-        arch: registered architecture name.
-        arch_params: keywords given to :func:`build_model`.
+        features: feature config (see :func:`ser.models.window.features_config`).
+        arch: architecture name (:data:`ser.models.registry.ARCHITECTURES`).
+        arch_params: keywords given to :func:`ser.models.registry.build_model`.
         train_params: training settings and outcomes worth keeping.
         split: speakers per partition, e.g. ``{"train": [...], "val": [...], "test": [...]}``.
         metrics: metrics so far, e.g. ``{"val": {"uar": 0.61}}``.
@@ -825,8 +311,6 @@ def bundle_fingerprint(path: str | os.PathLike[str]) -> str:
     Raises:
         FileNotFoundError: no ``model.json``, or no ``model.pt`` / ``model.joblib``.
     """
-    import hashlib
-
     folder = Path(path)
     meta = read_bundle_meta(folder)
     weights = next((folder / n for n in ("model.pt", "model.joblib") if (folder / n).is_file()), None)
@@ -850,12 +334,13 @@ def _is_classical_bundle(folder: Path) -> bool:
 
 
 def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
-                precision: str = "fp32") -> Bundle:
+                precision: str = "fp32") -> Bundle | ClassicalBundle:
     """Load a model bundle for inference.
 
     A classical bundle (``arch`` ``classical:…``, weights in ``model.joblib``) is handed
-    to :func:`ser.models.classical.model.load_classical_bundle`, which returns an object with the
-    same ``labels / sample_rate / window_s / window_samples / predict_proba`` interface.
+    to :func:`ser.models.classical.bundle.load_classical_bundle`, whose
+    :class:`ser.models.classical.bundle.ClassicalBundle` has the attributes and
+    ``predict_proba`` / ``predict_proba_starts`` methods of :class:`Bundle`.
 
     Args:
         path: bundle folder holding ``model.json`` and ``model.pt``.
@@ -865,11 +350,11 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
             (fast on GPUs and on CPUs with AVX512-BF16/AMX); ``"int8"`` (CPU only): int8
             dynamic quantisation of every linear layer, and for transformer models
             (``arch`` ``"hf"``) the convolutions in bf16 where the CPU has bf16 kernels
-            (:func:`ser.models.transformer.quantize_for_cpu`). Both reduced precisions move class
+            (:func:`ser.models.quantize.quantize_for_cpu`). Both reduced precisions move class
             probabilities by about 1e-3 against fp32; classical bundles ignore it.
 
     Returns:
-        The :class:`Bundle`, model in eval mode.
+        The :class:`Bundle`, model in eval mode (a ``ClassicalBundle`` for a classical bundle).
 
     Raises:
         FileNotFoundError: ``model.json`` or ``model.pt`` is missing.
@@ -880,9 +365,7 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if _is_classical_bundle(folder):
-        from ser.models.classical.model import load_classical_bundle  # sklearn/opensmile only when needed
-
-        return load_classical_bundle(folder)  # type: ignore[return-value]
+        return load_classical_bundle(folder)
     meta = read_bundle_meta(folder)
     weights = folder / "model.pt"
     if not weights.is_file():
@@ -901,9 +384,7 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
         if dev.type != "cpu":
             raise ValueError(f"precision 'int8' runs on the CPU only; on {dev} use 'bf16'")
         if meta["arch"] == "hf":
-            from ser.models import transformer
-
-            model = transformer.quantize_for_cpu(model, inplace=True)
+            model = quantize_for_cpu(model, inplace=True)
         else:
             model = quantize_linears(model)
     return Bundle(path=folder, meta=meta, model=model, device=dev, precision=precision)
@@ -925,13 +406,3 @@ def update_bundle_metrics(path: str | os.PathLike[str], *, split: str,
     meta = read_bundle_meta(folder)
     meta.setdefault("metrics", {})[split] = dict(metrics)
     return atomic.atomic_write_json(folder / "model.json", meta)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> cuda when available else cpu; anything else -> ``torch.device(device)``."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available; use device='auto' or 'cpu'")
-    return dev

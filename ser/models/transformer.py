@@ -36,11 +36,13 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
-from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, PretrainedConfig
+
+if TYPE_CHECKING:  # ``transformers`` takes seconds to import: only the functions that need it do
+    from transformers import PretrainedConfig
 
 #: Backbone families this module accepts (``config.model_type``).
 MODEL_TYPES: tuple[str, ...] = ("wav2vec2", "hubert", "wavlm")
@@ -79,6 +81,8 @@ def tiny_config(model_type: str) -> PretrainedConfig:
     Returns:
         The config (``model_type`` set).
     """
+    from transformers import CONFIG_MAPPING
+
     _check_model_type(model_type, where="tiny_config")
     kw: dict[str, Any] = dict(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -103,6 +107,8 @@ def base_sized_config(model_type: str) -> PretrainedConfig:
     Args:
         model_type: ``"wav2vec2"``, ``"hubert"`` or ``"wavlm"``.
     """
+    from transformers import CONFIG_MAPPING
+
     _check_model_type(model_type, where="base_sized_config")
     return CONFIG_MAPPING[model_type](
         hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
@@ -114,6 +120,8 @@ def base_sized_config(model_type: str) -> PretrainedConfig:
 
 def _as_config(config: Mapping[str, Any] | PretrainedConfig) -> PretrainedConfig:
     """A private copy of ``config`` (a PretrainedConfig or its ``to_dict()``)."""
+    from transformers import CONFIG_MAPPING, PretrainedConfig
+
     if isinstance(config, PretrainedConfig):
         d = config.to_dict()
     elif isinstance(config, Mapping):
@@ -132,6 +140,8 @@ def _as_config(config: Mapping[str, Any] | PretrainedConfig) -> PretrainedConfig
 def _load_pretrained(source: str | os.PathLike[str], *, local_files_only: bool,
                      config_overrides: Mapping[str, Any]) -> nn.Module:
     """``AutoModel.from_pretrained`` in float32 with a clear error when unavailable."""
+    from transformers import AutoConfig, AutoModel
+
     src = str(source)
     folder = Path(src).expanduser()
     if folder.is_dir():
@@ -304,7 +314,7 @@ class HFAudioClassifier(nn.Module):
         Args:
             wave: float waveforms ``[B, T]``.
             attention_mask: ``[B, T]`` 1 for real samples, 0 for padding (``None``: no padding).
-            spec_transform: accepted for the :mod:`ser.models.bundle` interface and ignored: these
+            spec_transform: accepted for the :mod:`ser.models.registry` interface and ignored: these
                 backbones apply their own time masking in training (``config.mask_time_prob``).
         """
         del spec_transform
@@ -313,60 +323,6 @@ class HFAudioClassifier(nn.Module):
     def arch_params(self) -> dict[str, Any]:
         """Same as :func:`hf_arch_params` (what a model bundle stores as ``arch_params``)."""
         return hf_arch_params(self)
-
-
-class _Bf16Autocast(nn.Module):
-    """Runs ``inner`` under CPU bfloat16 autocast and hands float32 back."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = self.inner(*args, **kwargs)
-        return out.float()
-
-
-def cpu_bf16_is_fast() -> bool:
-    """Whether this CPU has native bfloat16 matrix/convolution kernels (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def quantize_for_cpu(model: HFAudioClassifier, *, bf16_convs: bool | None = None,
-                     inplace: bool = False) -> HFAudioClassifier:
-    """An int8 version of ``model`` for fast CPU inference.
-
-    Every ``nn.Linear`` (attention, feed-forward, head) gets int8 weights with
-    activations quantised per batch (:func:`ser.models.bundle.quantize_linears`); the
-    convolutional feature encoder and the positional convolution, which int8 dynamic
-    quantisation does not cover, run in bfloat16 where the CPU has native bf16 kernels.
-    On a wav2vec2-base-sized model this is about 1.3x the speed of bf16 autocast and
-    3.5x fp32, with probabilities within about 0.002 of fp32
-    (``benchmarks/bench_inference_hf.py``).
-
-    Args:
-        model: a float32 classifier (eval mode is set on the copy).
-        bf16_convs: run the convolutions in bf16; ``None``: when :func:`cpu_bf16_is_fast`.
-        inplace: modify ``model`` itself instead of a copy (saves memory and time when
-            the float model is not needed any more).
-
-    Returns:
-        The quantised model (a copy unless ``inplace``), in eval mode, on the CPU.
-    """
-    import copy
-
-    from ser.models.bundle import quantize_linears
-
-    q = quantize_linears((model if inplace else copy.deepcopy(model)).cpu().eval())
-    if cpu_bf16_is_fast() if bf16_convs is None else bf16_convs:
-        bb = q.backbone
-        bb.feature_extractor = _Bf16Autocast(bb.feature_extractor)
-        bb.encoder.pos_conv_embed = _Bf16Autocast(bb.encoder.pos_conv_embed)
-    return q
 
 
 def build_hf_classifier(
@@ -420,6 +376,8 @@ def build_hf_classifier(
         cfg = _as_config(config)  # type: ignore[arg-type]
         for k, v in overrides.items():
             setattr(cfg, k, v)
+        from transformers import AutoModel
+
         backbone = AutoModel.from_config(cfg)
     return HFAudioClassifier(backbone, n_labels=n_labels, freeze_feature_encoder=freeze_feature_encoder,
                              layer_pooling=layer_pooling, pooling=pooling, dropout=dropout,

@@ -251,12 +251,6 @@ def check_target(target_hz: float) -> float:
     return value
 
 
-def bundle_target(bundle: Any) -> float:
-    """The register (Hz) a model bundle wants its input normalised to; 0 when it was trained
-    without normalisation or has no such setting (classical bundles, test doubles)."""
-    return float(getattr(bundle, "pitch_norm_hz", 0.0) or 0.0)
-
-
 class SpeakerLoader:
     """Read utterances at a model's rate, pitch-normalised per speaker when the model wants it.
 
@@ -280,11 +274,6 @@ class SpeakerLoader:
             for p, spk in zip(rows["path"].astype(str), rows["speaker"].astype(str)):
                 self._files.setdefault(spk, []).append(p)
         self.shifts: dict[str, float] = {}
-
-    @classmethod
-    def for_bundle(cls, rows: Any, bundle: Any) -> SpeakerLoader:
-        """A loader at ``bundle``'s sample rate and pitch-normalisation target."""
-        return cls(rows, sample_rate=bundle.sample_rate, target_hz=bundle_target(bundle))
 
     def shift_of(self, speaker: str) -> float:
         """The speaker's shift in semitones (0 when the model is not normalised)."""

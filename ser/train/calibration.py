@@ -37,7 +37,8 @@ from scipy import optimize, special
 from tqdm import tqdm
 
 from ser.core import atomic
-from ser.models.bundle import Bundle, fit_window, read_bundle_meta
+from ser.models.bundle import Bundle, read_bundle_meta
+from ser.models.window import fit_window
 from ser.signal import audio, pitchnorm
 
 if TYPE_CHECKING:
@@ -268,7 +269,7 @@ def utterance_logits(bundle: Bundle, utterances: pd.DataFrame, *, split: str, ba
     labels = bundle.labels
     rows = utterances[(utterances["split"] == split) & utterances["label"].isin(labels)]
     windows, kept, n_failed = [], [], 0
-    load = pitchnorm.SpeakerLoader.for_bundle(rows, bundle)
+    load = pitchnorm.SpeakerLoader(rows, sample_rate=bundle.sample_rate, target_hz=bundle.pitch_norm_hz)
     for r in tqdm(rows.itertuples(index=False), total=len(rows), desc=f"logits {split}", unit="utt",
                   disable=not progress):
         try:

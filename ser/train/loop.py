@@ -79,18 +79,12 @@ from tqdm import tqdm
 
 from ser.core import atomic, provenance
 from ser.core import paths as _paths
-from ser.models.bundle import (
-    build_model,
-    features_config,
-    fit_window,
-    resolve_device,
-    resolved_arch_params,
-    save_bundle,
-    window_samples,
-)
+from ser.models.bundle import save_bundle
+from ser.models.registry import build_model, resolve_device, resolved_arch_params
+from ser.models.window import features_config, fit_window, window_samples
 from ser.signal import audio, pitchnorm
 from ser.signal.spectrogram import freq_warp, spec_augment
-from ser.train.evaluation import uar
+from ser.train.metrics import uar
 
 log = logging.getLogger(__name__)
 

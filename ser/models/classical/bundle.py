@@ -1,0 +1,262 @@
+"""The classical model bundle: ``model.json`` + ``model.joblib``, and :class:`ClassicalBundle`,
+which has the deep bundles' interface (:class:`ser.models.bundle.Bundle`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+from ser.core import atomic, provenance
+from ser.models.classical.ensemble import ClassicalEnsemble
+from ser.models.classical.estimator import ClassicalModel, aligned_proba
+from ser.models.classical.features import (
+    check_feature_set,
+    check_sample_rate,
+    feature_config,
+    moments,
+    signal_features,
+    zscore,
+)
+from ser.models.window import window_samples
+
+
+def save_classical_bundle(
+    out_dir: str | os.PathLike[str],
+    model: ClassicalModel | ClassicalEnsemble,
+    *,
+    labels: Sequence[str],
+    feature_set: str | Sequence[str],
+    sample_rate: int,
+    window_s: float,
+    metrics: Mapping[str, Any] | None = None,
+    split: Mapping[str, Sequence[str]] | None = None,
+    train_params: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model.json`` and ``model.joblib`` for windowed inference.
+
+    Args:
+        out_dir: bundle folder (created), e.g. ``results/models/emodb_compare_svm``.
+        model: a fitted :class:`ClassicalModel` (or :class:`ClassicalEnsemble`).
+        labels: class labels in the order of ``predict_proba`` columns; must equal the
+            model's classes as a set (the bundle reorders to this order).
+        feature_set: the model's feature set (an ensemble: its members' sets, in order).
+        sample_rate: audio rate (Hz) the features were computed at.
+        window_s: analysis window length (s) the bundle expects.
+        metrics: evaluation figures to keep (e.g. the LOSO ``overall``).
+        split: speakers per partition (``{"train": [...], "val": [...], "test": [...]}``).
+        train_params: anything else about the training run.
+
+    Returns:
+        The bundle folder.
+
+    Raises:
+        ValueError: unfitted model, labels that differ from the model's classes, a
+            feature set that does not match an ensemble's members, or a bad window.
+    """
+    labels = [str(x) for x in labels]
+    if getattr(model, "classes_", None) is None:
+        raise ValueError("save_classical_bundle: the model is not fitted")
+    if sorted(labels) != sorted(str(c) for c in model.classes_):
+        raise ValueError(f"labels {labels} differ from the model's classes {list(model.classes_)}")
+    check_sample_rate(sample_rate)
+    if not float(window_s) > 0:
+        raise ValueError(f"window_s={window_s} must be > 0 seconds")
+    if isinstance(model, ClassicalEnsemble):
+        sets = [m.feature_set for m in model.members]
+        given = [feature_set] if isinstance(feature_set, str) else list(feature_set)
+        if given != sets:
+            raise ValueError(f"feature_set {given} must list the ensemble members' sets {sets}")
+        arch = "classical:ensemble(" + ",".join(m.name for m in model.members) + ")"
+        arch_params = model.describe()
+    else:
+        if not isinstance(feature_set, str):
+            raise ValueError("a single ClassicalModel has one feature_set (a string)")
+        sets = [feature_set]
+        arch = f"classical:{model.estimator}"
+        arch_params = model.describe()
+    for s in sets:
+        check_feature_set(s)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "labels": labels,
+        "sample_rate": int(sample_rate),
+        "window_s": float(window_s),
+        "features": {"kind": "functionals", "feature_sets": sets,
+                     "configs": [feature_config(s, sample_rate=sample_rate) for s in sets]},
+        "arch": arch,
+        "arch_params": arch_params,
+        "speaker_norm": bool(model.speaker_norm),
+        "train_params": dict(train_params or {}),
+        "split": {k: list(v) for k, v in (split or {}).items()},
+        "metrics": dict(metrics or {}),
+        "git_commit": provenance.git_commit(),
+        "packages": provenance.package_versions(("scikit-learn", "opensmile", "librosa", "numpy")),
+    }
+    atomic.atomic_write(out / "model.joblib", lambda f: joblib.dump(model, f))
+    atomic.atomic_write_json(out / "model.json", meta)
+    return out
+
+
+class ClassicalBundle:
+    """A saved classical model with the attributes and methods of :class:`ser.models.bundle.Bundle`
+    that inference uses.
+
+    Attributes:
+        path: the bundle folder.
+        labels: class labels (columns of :meth:`predict_proba`).
+        sample_rate: audio rate (Hz); window_s: window length (s);
+        window_samples: ``round(window_s * sample_rate)``.
+        meta: the whole ``model.json``.
+        precision: always ``"fp32"`` (the precision option of deep bundles does not apply).
+        heavy: always False (the features, not the model, take the time).
+        preferred_batch_size: windows per call that suit it (64).
+        pitch_norm_hz: ``model.json["pitch_norm_hz"]``, 0 (no pitch normalisation) when absent.
+    """
+
+    precision: str = "fp32"
+    heavy: bool = False
+    preferred_batch_size: int = 64
+
+    def __init__(self, model: ClassicalModel | ClassicalEnsemble, meta: Mapping[str, Any],
+                 reference: Mapping[str, np.ndarray] | None = None, *, path: str | os.PathLike[str]) -> None:
+        self.model = model
+        self.meta = dict(meta)
+        self.path = Path(path)
+        self.labels: list[str] = list(meta["labels"])
+        self.sample_rate: int = int(meta["sample_rate"])
+        self.window_s: float = float(meta["window_s"])
+        self.window_samples: int = window_samples(self.window_s, self.sample_rate)
+        self.pitch_norm_hz: float = float(meta.get("pitch_norm_hz") or 0.0)
+        self.feature_sets: list[str] = list(meta["features"]["feature_sets"])
+        self._reference = dict(reference) if reference is not None else None
+
+    @property
+    def speaker_norm(self) -> bool:
+        """Whether the model needs a speaker reference (:meth:`with_speaker_reference`)."""
+        return bool(self.meta.get("speaker_norm", False))
+
+    def _check_windows(self, windows: np.ndarray) -> np.ndarray:
+        w = np.asarray(windows, dtype=np.float32)
+        if w.ndim != 2 or w.shape[1] != self.window_samples:
+            raise ValueError(f"windows must be float32 [n, {self.window_samples}] (model trained on "
+                             f"{self.window_s} s windows at {self.sample_rate} Hz); got shape {w.shape}")
+        return w
+
+    def window_features(self, windows: np.ndarray) -> dict[str, np.ndarray]:
+        """``{feature_set: float32 [n, d]}`` of the windows."""
+        w = self._check_windows(windows)
+        return {s: signal_features(w, feature_set=s, sample_rate=self.sample_rate) for s in self.feature_sets}
+
+    def with_speaker_reference(self, windows: np.ndarray) -> ClassicalBundle:
+        """A copy that z-scores features with the statistics of one speaker's windows.
+
+        Needed when the model was trained with ``speaker_norm``: pass (many) windows of
+        the speaker whose audio will be scored, e.g. all windows of a caregiver.
+
+        Raises:
+            ValueError: wrong window length, or fewer than 2 windows.
+        """
+        feats = self.window_features(windows)
+        if len(windows) < 2:
+            raise ValueError("a speaker reference needs at least 2 windows of that speaker's audio")
+        return ClassicalBundle(self.model, self.meta, {s: np.stack(moments(f.astype(np.float64)))
+                                                      for s, f in feats.items()}, path=self.path)
+
+    def predict_proba(self, windows: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities of each window.
+
+        Args:
+            windows: ``float32 [n, window_samples]`` mono audio at ``sample_rate``.
+            batch_size: accepted for the interface of :class:`ser.models.bundle.Bundle` and
+                ignored (the features are computed window by window).
+
+        Returns:
+            ``float32 [n, n_labels]`` (columns: ``labels``; rows sum to 1).
+
+        Raises:
+            ValueError: wrong window shape, or a ``speaker_norm`` model without a
+                speaker reference.
+        """
+        w = self._check_windows(windows)
+        if self.speaker_norm and self._reference is None:
+            raise ValueError("this classical model was trained with speaker_norm: call "
+                             "bundle.with_speaker_reference(<windows of the speaker>) first")
+        if len(w) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        feats = self.window_features(w)
+        if self._reference is not None:  # z-score here; the model then sees one "speaker"
+            feats = {s: zscore(f.astype(np.float64), *self._reference[s]) for s, f in feats.items()}
+        proba = _predict_prepared(self.model, feats)
+        proba = aligned_proba(proba, [str(c) for c in self.model.classes_], self.labels)
+        proba = np.clip(proba, 0.0, None)
+        return (proba / proba.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def predict_proba_starts(self, signal: np.ndarray, starts: np.ndarray, *,
+                             batch_size: int = 64) -> np.ndarray:
+        """Class probabilities of the windows ``signal[s:s + window_samples]``.
+
+        Equal to :meth:`predict_proba` of those windows stacked (as
+        :meth:`ser.models.bundle.Bundle.predict_proba_starts`).
+
+        Args:
+            signal: float mono audio ``[T]`` at :attr:`sample_rate`; every window must fit.
+            starts: window start samples ``[N]`` (integers).
+            batch_size: ignored (see :meth:`predict_proba`).
+
+        Returns:
+            float32 ``[N, n_labels]``, rows sum to 1.
+
+        Raises:
+            ValueError: a window outside ``signal``, or as :meth:`predict_proba`.
+        """
+        starts = np.asarray(starts, dtype=np.int64)
+        win = self.window_samples
+        if len(starts) and (starts.min() < 0 or starts.max() + win > len(signal)):
+            raise ValueError(f"window starts must lie in [0, {len(signal) - win}] for a signal of "
+                             f"{len(signal)} samples and {win}-sample windows")
+        view = np.lib.stride_tricks.sliding_window_view(np.asarray(signal), win)
+        return self.predict_proba(np.ascontiguousarray(view[starts]), batch_size=batch_size)
+
+
+def _predict_prepared(model: ClassicalModel | ClassicalEnsemble, feats: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Predict from features already speaker-normalised (or needing none)."""
+    def one(m: ClassicalModel, X: np.ndarray) -> np.ndarray:
+        return m.check_fitted().predict_proba(np.asarray(X, dtype=np.float64))
+
+    if isinstance(model, ClassicalEnsemble):
+        return sum(w * one(m, feats[mem.feature_set])
+                   for w, mem, m in zip(model.weights, model.members, model.models, strict=True))
+    (X,) = feats.values()
+    return one(model, X)
+
+
+def load_classical_bundle(path: str | os.PathLike[str]) -> ClassicalBundle:
+    """Load a bundle written by :func:`save_classical_bundle`.
+
+    Raises:
+        FileNotFoundError: ``model.json`` or ``model.joblib`` is missing (names the file).
+        ValueError: ``model.json`` lacks a required key or is not a classical bundle.
+    """
+    path = Path(path)
+    for name in ("model.json", "model.joblib"):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path / name} is missing; write the bundle with save_classical_bundle")
+    meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
+    missing = [k for k in ("labels", "sample_rate", "window_s", "features", "arch") if k not in meta]
+    if missing:
+        raise ValueError(f"{path / 'model.json'} lacks {missing}; it is not a classical model bundle")
+    if not str(meta["arch"]).startswith("classical:"):
+        raise ValueError(f"{path / 'model.json'}: arch {meta['arch']!r} is not classical; "
+                         "load it with ser.models.bundle.load_bundle")
+    model = joblib.load(path / "model.joblib")
+    if not isinstance(model, (ClassicalModel, ClassicalEnsemble)):
+        raise ValueError(f"{path / 'model.joblib'} holds a {type(model).__name__}, not a classical model")
+    return ClassicalBundle(model, meta, path=path)

@@ -1,0 +1,483 @@
+"""The classical estimator: impute, scale, SVM / random forest / logistic regression, tuned by
+speaker-grouped CV.
+
+:class:`ClassicalModel`: optional per-speaker standardisation → mean imputation →
+:class:`~sklearn.preprocessing.StandardScaler` → SVM (linear or RBF, :class:`KernelSVC`:
+libsvm on a BLAS-computed Gram matrix), random forest or logistic regression, all
+class-balanced. Hyper-parameters are chosen by :meth:`ClassicalModel.fit_grid` with a
+speaker-*grouped* inner cross-validation (:class:`~sklearn.model_selection.GroupKFold`
+over the training speakers only), scored by UAR (:func:`uar_score`). SVM probabilities
+are one-vs-rest Platt sigmoids fitted on the held-out decision values of those same
+grouped folds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold, ParameterGrid, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from ser.models.classical.features import speaker_standardize
+
+#: Estimators :class:`ClassicalModel` knows.
+ESTIMATORS: tuple[str, ...] = ("svm_linear", "svm_rbf", "rf", "logreg")
+
+
+# ----------------------------------------------------------------------------- model
+
+def default_param_grid(estimator: str, *, n_features: int) -> dict[str, list[Any]]:
+    """The grid :meth:`ClassicalModel.fit_grid` searches when none is given.
+
+    Keys are parameters of the final estimator (without the pipeline prefix).
+    RBF ``gamma`` is given relative to ``1 / n_features`` (features are standardised).
+
+    Raises:
+        ValueError: unknown estimator.
+    """
+    if estimator == "svm_linear":
+        return {"C": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]}
+    if estimator == "svm_rbf":
+        g = 1.0 / max(1, n_features)
+        return {"C": [0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
+                "gamma": [g / 16, g / 8, g / 4, g / 2, g, g * 2]}
+    if estimator == "rf":
+        return {"max_features": ["sqrt", 0.05], "min_samples_leaf": [1, 3]}
+    if estimator == "logreg":
+        return {"C": [1e-4, 1e-3, 1e-2, 1e-1, 1.0]}
+    raise ValueError(f"estimator={estimator!r} is unknown; use one of {', '.join(ESTIMATORS)}")
+
+
+def _kernel_from_dots(dots: np.ndarray, sq_a: np.ndarray, sq_b: np.ndarray, *,
+                      kernel: str, gamma: float) -> np.ndarray:
+    """Linear or RBF Gram matrix from dot products ``A @ B.T`` and squared row norms."""
+    if kernel == "linear":
+        return dots
+    sq = sq_a[:, None] + sq_b[None, :] - 2.0 * dots
+    return np.exp(-gamma * np.maximum(sq, 0.0))
+
+
+class KernelSVC(ClassifierMixin, BaseEstimator):
+    """Class-balanced SVC whose linear/RBF Gram matrix is computed with BLAS.
+
+    Same decision function as ``SVC(kernel="linear"|"rbf", class_weight="balanced")``
+    (libsvm, one-vs-one), but the kernel is computed by matrix products and passed to
+    libsvm as ``kernel="precomputed"``: on functionals with thousands of dimensions
+    this is much faster than libsvm's own kernel loop. Only the support vectors are
+    kept after fitting.
+
+    Probabilities (:meth:`predict_proba`) need :meth:`calibrate`: one-vs-rest Platt
+    sigmoids fitted on out-of-fold decision values, renormalised to sum 1 (what
+    ``CalibratedClassifierCV(method="sigmoid")`` does).
+
+    Args:
+        kernel: ``"linear"`` or ``"rbf"``.
+        C: soft-margin penalty.
+        gamma: RBF width (``None``: ``1 / n_features``, sklearn's ``"scale"`` for
+            standardised features).
+        class_weight: passed to :class:`~sklearn.svm.SVC`.
+    """
+
+    def __init__(self, kernel: str = "linear", C: float = 1.0, gamma: float | None = None,
+                 class_weight: Any = "balanced") -> None:
+        self.kernel = kernel
+        self.C = C
+        self.gamma = gamma
+        self.class_weight = class_weight
+
+    def fit(self, X: np.ndarray, y: Sequence[Any]) -> KernelSVC:
+        """Fit on ``X [n, d]`` and labels ``y [n]``."""
+        if self.kernel not in ("linear", "rbf"):
+            raise ValueError(f"KernelSVC: kernel={self.kernel!r} must be 'linear' or 'rbf'")
+        X = np.asarray(X, dtype=np.float64)
+        self.gamma_ = float(self.gamma) if self.gamma is not None else 1.0 / max(1, X.shape[1])
+        sq = (X * X).sum(axis=1)
+        self.svc_ = SVC(kernel="precomputed", C=self.C, class_weight=self.class_weight)
+        self.svc_.fit(_kernel_from_dots(X @ X.T, sq, sq, kernel=self.kernel, gamma=self.gamma_),
+                      np.asarray(y))
+        self.n_fit_ = len(X)
+        self.support_vectors_ = X[self.svc_.support_].copy()
+        self.classes_ = self.svc_.classes_
+        self.n_features_in_ = X.shape[1]
+        self.platt_: np.ndarray | None = None
+        return self
+
+    def _test_gram(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        sv = self.support_vectors_
+        K = np.zeros((len(X), self.n_fit_))
+        K[:, self.svc_.support_] = _kernel_from_dots(X @ sv.T, (X * X).sum(axis=1), (sv * sv).sum(axis=1),
+                                                     kernel=self.kernel, gamma=self.gamma_)
+        return K
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """One-vs-rest aggregated decision values ``[n, n_classes]``."""
+        return self.svc_.decision_function(self._test_gram(X))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted class per row (libsvm one-vs-one vote)."""
+        return self.svc_.predict(self._test_gram(X))
+
+    def calibrate(self, decision: np.ndarray, y: Sequence[Any]) -> KernelSVC:
+        """Fit one Platt sigmoid per class on held-out ``decision [n, k]`` values and labels."""
+        self.platt_ = _fit_platt(decision, np.asarray(y), self.classes_)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities ``[n, n_classes]`` (rows sum to 1).
+
+        Raises:
+            RuntimeError: :meth:`calibrate` was not called.
+        """
+        if getattr(self, "platt_", None) is None:
+            raise RuntimeError("KernelSVC.predict_proba needs calibrate() on held-out decision values")
+        return _apply_platt(self.platt_, self.decision_function(X))
+
+
+def _fit_platt(decision: np.ndarray, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """``[k, 2]`` slope and intercept of a one-vs-rest sigmoid per class."""
+    out = np.zeros((len(classes), 2))
+    for j, c in enumerate(classes):
+        t = (y == c).astype(int)
+        if t.min() == t.max():  # class absent or alone: flat probability
+            out[j] = (0.0, 0.0 if t.max() else -10.0)
+            continue
+        lr = LogisticRegression(C=1e4, max_iter=1000).fit(decision[:, [j]], t)
+        out[j] = (lr.coef_[0, 0], lr.intercept_[0])
+    return out
+
+
+def _apply_platt(platt: np.ndarray, decision: np.ndarray) -> np.ndarray:
+    p = 1.0 / (1.0 + np.exp(-(decision * platt[:, 0] + platt[:, 1])))
+    p = np.clip(p, 1e-12, None)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _make_estimator(estimator: str, *, seed: int, params: Mapping[str, Any] | None = None) -> Any:
+    if estimator in ("svm_linear", "svm_rbf"):
+        clf: Any = KernelSVC(kernel=estimator.removeprefix("svm_"))
+    elif estimator == "rf":
+        clf = RandomForestClassifier(n_estimators=500, class_weight="balanced_subsample",
+                                     random_state=seed, n_jobs=1)
+    elif estimator == "logreg":
+        clf = LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)
+    else:
+        raise ValueError(f"estimator={estimator!r} is unknown; use one of {', '.join(ESTIMATORS)}")
+    return clf.set_params(**dict(params or {}))
+
+
+def _make_pipeline(estimator: str, *, seed: int, params: Mapping[str, Any] | None = None) -> Pipeline:
+    """Mean imputation → standardisation → classifier."""
+    return Pipeline([
+        ("impute", SimpleImputer(strategy="mean", keep_empty_features=True)),
+        ("scale", StandardScaler()),
+        ("clf", _make_estimator(estimator, seed=seed, params=params)),
+    ])
+
+
+def grouped_inner_splits(groups: Sequence[Any], *, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Speaker-grouped inner CV folds: no speaker is in both parts of a fold.
+
+    Args:
+        groups: ``[n]`` speaker ids of the training rows.
+        n_splits: wanted folds, capped at the number of speakers.
+
+    Returns:
+        ``[(train_idx, val_idx), ...]`` from :class:`~sklearn.model_selection.GroupKFold`.
+
+    Raises:
+        ValueError: fewer than 2 speakers or ``n_splits < 2``.
+    """
+    g = np.asarray(groups)
+    n_groups = len(pd.unique(g))
+    if n_groups < 2:
+        raise ValueError(f"grouped inner CV needs at least 2 training speakers; got {n_groups}")
+    if int(n_splits) < 2:
+        raise ValueError(f"inner_folds={n_splits} must be >= 2")
+    k = min(int(n_splits), n_groups)
+    return list(GroupKFold(n_splits=k).split(np.zeros(len(g)), groups=g))
+
+
+def _score_split(estimator: str, seed: int, fixed: Mapping[str, Any], combos: Sequence[Mapping[str, Any]],
+                 X: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray,
+                 classes: np.ndarray) -> tuple[list[float], list[np.ndarray]]:
+    """UAR and held-out scores (SVM: decision values; else probabilities) of each combination.
+
+    Preprocessing is fitted once per split; for SVMs the dot products are computed
+    once and every (C, gamma) reuses them.
+    """
+    pre = _make_pipeline(estimator, seed=seed)[:-1].fit(X[tr])
+    ztr, zva = pre.transform(X[tr]), pre.transform(X[va])
+    uars, outs = [], []
+    if estimator.startswith("svm"):
+        kernel = estimator.removeprefix("svm_")
+        d_tr, d_va = ztr @ ztr.T, zva @ ztr.T
+        sq_tr, sq_va = (ztr * ztr).sum(axis=1), (zva * zva).sum(axis=1)
+    for combo in combos:
+        p = {**fixed, **combo}
+        if estimator.startswith("svm"):
+            gamma = float(p["gamma"]) if p.get("gamma") is not None else 1.0 / max(1, X.shape[1])
+            svc = SVC(kernel="precomputed", C=p.get("C", 1.0), class_weight=p.get("class_weight", "balanced"))
+            svc.fit(_kernel_from_dots(d_tr, sq_tr, sq_tr, kernel=kernel, gamma=gamma), y[tr])
+            k_va = _kernel_from_dots(d_va, sq_va, sq_tr, kernel=kernel, gamma=gamma)
+            pred, score = svc.predict(k_va), aligned_proba(svc.decision_function(k_va), svc.classes_,
+                                                            classes, fill=-1e3)
+        else:
+            clf = _make_estimator(estimator, seed=seed, params=p).fit(ztr, y[tr])
+            pred, score = clf.predict(zva), aligned_proba(clf.predict_proba(zva), clf.classes_, classes)
+        uars.append(uar_score(y[va], pred))
+        outs.append(score)
+    return uars, outs
+
+
+class ClassicalModel:
+    """Functionals → (per-speaker z-score) → impute → scale → SVC / RF / logistic regression.
+
+    The sklearn :class:`~sklearn.pipeline.Pipeline` (``pipeline_`` after fitting) holds
+    mean imputation, standardisation and the classifier; per-speaker
+    standardisation, which needs the speaker of each row, is applied before it
+    (:func:`speaker_standardize`). SVMs are :class:`KernelSVC` with Platt
+    probabilities calibrated on held-out (speaker-grouped) decision values.
+
+    Args:
+        estimator: one of :data:`ESTIMATORS`.
+        speaker_norm: z-score each speaker's features with its own statistics (see the
+            module docstring: transductive for test speakers, never uses labels).
+        params: fixed parameters of the final estimator (used by :meth:`fit`, and
+            kept by :meth:`fit_grid` unless the grid names them).
+        seed: random seed of random forests / logistic regression and of ungrouped
+            calibration folds.
+
+    Attributes (after fitting):
+        classes_: sorted class labels; columns of :meth:`predict_proba`.
+        best_params_: chosen parameters; ``inner_uar_``: their mean inner-CV UAR.
+        inner_splits_: the grouped inner folds (``(train_idx, val_idx)`` pairs).
+        cv_results_: the grid search table (``params``, ``mean_uar``, ``split<i>_uar``).
+        oof_proba_: ``[n, n_classes]`` held-out probabilities of the training rows
+            with the chosen parameters (inner folds), for ensemble weighting.
+        feature_names_: feature columns seen in fit, when ``X`` was a DataFrame.
+    """
+
+    def __init__(self, *, estimator: str = "svm_linear", speaker_norm: bool = False,
+                 params: Mapping[str, Any] | None = None, seed: int = 0) -> None:
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator={estimator!r} is unknown; use one of {', '.join(ESTIMATORS)}")
+        self.estimator = estimator
+        self.speaker_norm = bool(speaker_norm)
+        self.params = dict(params or {})
+        self.seed = int(seed)
+        self.pipeline_: Pipeline | None = None
+        self.classes_: np.ndarray | None = None
+        self.best_params_: dict[str, Any] = dict(self.params)
+        self.inner_uar_: float | None = None
+        self.inner_splits_: list[tuple[np.ndarray, np.ndarray]] = []
+        self.cv_results_: pd.DataFrame | None = None
+        self.oof_proba_: np.ndarray | None = None
+        self.feature_names_: list[str] | None = None
+
+    # -- helpers
+    def _prepare(self, X: Any, groups: Sequence[Any] | None, *, fitting: bool) -> np.ndarray:
+        if isinstance(X, pd.DataFrame):
+            if fitting:
+                self.feature_names_ = [str(c) for c in X.columns]
+            elif self.feature_names_ is not None and [str(c) for c in X.columns] != self.feature_names_:
+                raise ValueError("feature columns differ from those the model was fitted on; "
+                                 "extract the same feature_set as in training")
+        arr = np.asarray(X, dtype=np.float64)
+        if arr.ndim != 2:
+            raise ValueError(f"X must be a 2-D feature table [n, d]; got shape {arr.shape}")
+        if self.speaker_norm:
+            if groups is None:
+                raise ValueError("this model uses speaker_norm: pass groups (the speaker of each row)")
+            arr = speaker_standardize(arr, groups)
+        return arr
+
+    def check_fitted(self) -> Pipeline:
+        """The fitted pipeline (raises ``RuntimeError`` before :meth:`fit` / :meth:`fit_grid`)."""
+        if self.pipeline_ is None:
+            raise RuntimeError("ClassicalModel is not fitted; call fit or fit_grid first")
+        return self.pipeline_
+
+    def _search(self, arr: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
+                combos: list[dict[str, Any]], n_jobs: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``uar [n_combos, n_splits]`` and held-out scores per combination ``[n, k]``."""
+        classes = np.asarray(sorted(pd.unique(y).tolist()))
+        fixed = {k: v for k, v in self.params.items() if k not in combos[0]}
+        jobs = (joblib.delayed(_score_split)(self.estimator, self.seed, fixed, combos, arr, y, tr, va, classes)
+                for tr, va in splits)
+        res = joblib.Parallel(n_jobs=n_jobs)(jobs)
+        uars = np.array([r[0] for r in res]).T
+        held = [np.zeros((len(y), len(classes))) for _ in combos]
+        for (_, va), (_, outs) in zip(splits, res, strict=True):
+            for i, o in enumerate(outs):
+                held[i][va] = o
+        return uars, held
+
+    def _finish(self, arr: np.ndarray, y: np.ndarray, held: np.ndarray) -> None:
+        """Refit on all rows with ``best_params_``; calibrate an SVM on ``held`` decision values."""
+        pipe = _make_pipeline(self.estimator, seed=self.seed, params=self.best_params_).fit(arr, y)
+        clf = pipe.named_steps["clf"]
+        if isinstance(clf, KernelSVC):
+            clf.calibrate(held, y)
+            self.oof_proba_ = _apply_platt(clf.platt_, held)
+        else:
+            self.oof_proba_ = held
+        self.pipeline_, self.classes_ = pipe, pipe.classes_
+
+    # -- fitting
+    def fit(self, X: Any, y: Sequence[Any], groups: Sequence[Any] | None = None, *,
+            calibration_folds: int = 5) -> ClassicalModel:
+        """Fit with the fixed ``params`` (no search).
+
+        An SVM's probabilities are calibrated on held-out decision values: folds
+        grouped by speaker when ``groups`` holds 2+ speakers, else stratified folds.
+
+        Args:
+            X: ``[n, d]`` features (DataFrame or array).
+            y: ``[n]`` class labels.
+            groups: ``[n]`` speaker ids (required with ``speaker_norm``).
+            calibration_folds: folds of the held-out predictions.
+
+        Raises:
+            ValueError: too few rows per class for the calibration folds.
+        """
+        arr = self._prepare(X, groups, fitting=True)
+        y = np.asarray(y)
+        if groups is not None and len(pd.unique(np.asarray(groups))) >= 2:
+            splits = grouped_inner_splits(groups, n_splits=calibration_folds)
+        else:
+            k = int(min(calibration_folds, pd.Series(y).value_counts().min()))
+            if k < 2:
+                raise ValueError("fit needs at least 2 rows per class for held-out calibration "
+                                 "(or groups with 2+ speakers)")
+            splits = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=self.seed)
+                          .split(np.zeros(len(y)), y))
+        self.inner_splits_ = splits
+        _, held = self._search(arr, y, splits, [{}], 1)
+        self.best_params_ = dict(self.params)
+        self._finish(arr, y, held[0])
+        return self
+
+    def fit_grid(
+        self,
+        X: Any,
+        y: Sequence[Any],
+        groups: Sequence[Any],
+        *,
+        param_grid: Mapping[str, Sequence[Any]] | None = None,
+        inner_folds: int = 5,
+        n_jobs: int = 1,
+    ) -> ClassicalModel:
+        """Choose parameters by speaker-grouped CV (UAR), then refit on all rows.
+
+        The inner folds (:func:`grouped_inner_splits`) split ``groups``, so a speaker
+        is never in both the inner training and validation part. Pass only the
+        training speakers of an outer fold here. The score of a setting is the mean
+        UAR over the inner folds; ties go to the first setting in grid order. An
+        SVM's probabilities are then calibrated on its held-out decision values of
+        the same folds.
+
+        Args:
+            X: ``[n, d]`` features.
+            y: ``[n]`` class labels.
+            groups: ``[n]`` speaker ids.
+            param_grid: ``{param: [values]}`` of the final estimator (no prefix);
+                default :func:`default_param_grid`.
+            inner_folds: inner folds (capped at the number of speakers).
+            n_jobs: inner folds evaluated in parallel (joblib processes).
+
+        Returns:
+            ``self``, refitted with ``best_params_``.
+
+        Raises:
+            ValueError: fewer than 2 speakers, or an unknown parameter in ``param_grid``.
+        """
+        arr = self._prepare(X, groups, fitting=True)
+        y = np.asarray(y)
+        grid = dict(param_grid) if param_grid is not None else default_param_grid(
+            self.estimator, n_features=arr.shape[1])
+        valid = _make_estimator(self.estimator, seed=self.seed).get_params()
+        unknown = sorted(set(grid) - set(valid))
+        if unknown:
+            raise ValueError(f"param_grid: {unknown} are not parameters of {self.estimator}; "
+                             f"valid: {', '.join(sorted(valid))}")
+        combos = [dict(c) for c in ParameterGrid({k: list(v) for k, v in grid.items()})]
+        self.inner_splits_ = grouped_inner_splits(groups, n_splits=inner_folds)
+        uars, held = self._search(arr, y, self.inner_splits_, combos, n_jobs)
+        mean = uars.mean(axis=1)
+        best = int(np.argmax(mean))
+        self.best_params_ = {**self.params, **combos[best]}
+        self.inner_uar_ = float(mean[best])
+        self.cv_results_ = pd.DataFrame({"params": [json.dumps(c, default=jsonable, sort_keys=True)
+                                                    for c in combos], "mean_uar": mean,
+                                         **{f"split{i}_uar": uars[:, i] for i in range(uars.shape[1])}})
+        self._finish(arr, y, held[best])
+        return self
+
+    # -- prediction
+    def predict_proba(self, X: Any, groups: Sequence[Any] | None = None) -> np.ndarray:
+        """Class probabilities ``float64 [n, n_classes]`` (columns: ``classes_``)."""
+        pipe = self.check_fitted()
+        return pipe.predict_proba(self._prepare(X, groups, fitting=False))
+
+    def predict(self, X: Any, groups: Sequence[Any] | None = None) -> np.ndarray:
+        """Most probable class per row ``[n]``."""
+        proba = self.predict_proba(X, groups)
+        return np.asarray(self.classes_)[proba.argmax(axis=1)]
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready summary: estimator, speaker_norm, chosen parameters, inner UAR."""
+        return {"estimator": self.estimator, "speaker_norm": self.speaker_norm,
+                "params": {k: jsonable(v) for k, v in self.best_params_.items()},
+                "inner_uar": self.inner_uar_, "seed": self.seed}
+
+
+def jsonable(v: Any) -> Any:
+    """``v`` as a plain Python value (numpy scalars -> ``v.item()``), for JSON."""
+    return v.item() if hasattr(v, "item") else v
+
+
+def uar_score(y_true: Sequence[Any], y_pred: Sequence[Any]) -> float:
+    """UAR, the score of the inner CV: mean recall over the classes present in ``y_true``.
+
+    Recalls are averaged in the order the classes first occur in ``y_true``.
+    """
+    yt, yp = np.asarray(y_true), np.asarray(y_pred)
+    return float(np.mean([float(np.mean(yp[yt == c] == c)) for c in pd.unique(yt)]))
+
+
+def check_aligned(features: Any, labels: Sequence[Any], speakers: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and speakers (as strings) as arrays, checked to have one entry per feature row.
+
+    Raises:
+        ValueError: a length differs from ``len(features)``, or a label is NA.
+    """
+    y, g = np.asarray(labels), np.asarray(speakers).astype(str)
+    n = len(features)
+    if y.shape != (n,) or g.shape != (n,):
+        raise ValueError(f"labels ({y.shape}) and speakers ({g.shape}) must have one entry per "
+                         f"feature row ({n})")
+    if pd.isna(pd.Series(y)).any():
+        raise ValueError("labels contain NA; drop the rows whose emotion is outside the label set")
+    return y, g
+
+
+def aligned_proba(proba: np.ndarray, have: Sequence[Any], want: Sequence[Any], *,
+                   fill: float = 0.0) -> np.ndarray:
+    """Scores re-ordered to ``want`` (classes absent from ``have`` get ``fill``)."""
+    out = np.full((len(proba), len(want)), fill, dtype=np.float64)
+    pos = {c: j for j, c in enumerate(want)}
+    for j, c in enumerate(have):
+        out[:, pos[c]] = proba[:, j]
+    return out
