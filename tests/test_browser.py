@@ -21,7 +21,7 @@ pytest.importorskip("websocket", reason="websocket-client is needed to talk to C
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     res = build_results(tmp_path_factory.mktemp("run"))
-    return render.render(results_dir=res, use_quarto=False).parent
+    return render.render_site(results_dir=res, use_quarto=False).parent
 
 
 @pytest.mark.parametrize("page, n_images", [("index.html", 2), ("report.html", 2),

@@ -15,7 +15,7 @@ from ser.report import privacy, render
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     res = build_results(tmp_path_factory.mktemp("run"))
-    return render.render(results_dir=res, use_quarto=False).parent
+    return render.render_site(results_dir=res, use_quarto=False).parent
 
 
 def _leaky_site(root: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Tests of ser.report.render: fallback site, stale/failed stages, refusal to leak, Quarto staging.
+"""Tests of ser.report.render and the modules it draws on (state, notebooks, sections, quarto):
+fallback site, stale/failed stages, refusal to leak, Quarto staging.
 
 ``build_results`` (a small fake run) is shared with ``test_privacy.py`` and
 ``test_browser.py``.
@@ -18,7 +19,7 @@ import pandas as pd
 import pytest
 
 from ser.core import provenance
-from ser.report import privacy, render
+from ser.report import notebooks, privacy, quarto, render, sections, state
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -184,7 +185,7 @@ def build_results(root: Path, *, with_run: bool = True) -> Path:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     res = build_results(tmp_path_factory.mktemp("run"))
-    index = render.render(results_dir=res, use_quarto=False)
+    index = render.render_site(results_dir=res, use_quarto=False)
     return index.parent
 
 
@@ -264,7 +265,7 @@ def test_render_refuses_a_page_that_still_names_a_recording(
     res = build_results(tmp_path)
     monkeypatch.setattr(privacy.Scrubber, "__call__", lambda self, text: text)  # scrubbing off
     with pytest.raises(privacy.PrivacyError, match=PLANTED):
-        render.render(results_dir=res, use_quarto=False)
+        render.render_site(results_dir=res, use_quarto=False)
     assert not (res / "site" / "results" / "notebooks" / "01_preprocess.html").exists()
 
 
@@ -273,7 +274,7 @@ def test_render_refuses_a_page_that_still_names_a_recording(
 
 def test_without_run_record_nothing_is_shown(tmp_path: Path) -> None:
     res = build_results(tmp_path, with_run=False)
-    html = render.render(results_dir=res, use_quarto=False, self_contained=False) \
+    html = render.render_site(results_dir=res, use_quarto=False, self_contained=False) \
         .read_text(encoding="utf-8")
     assert "No run record" in html and "<img" not in html
     assert not (res / "site" / "report.html").exists()
@@ -285,7 +286,7 @@ def test_bad_run_record_is_named(tmp_path: Path) -> None:
     run["stages"][0]["status"] = "done"
     (res / "run.json").write_text(json.dumps(run))
     with pytest.raises(ValueError, match=r"run.json: stage '01_preprocess' has status 'done'"):
-        render.render(results_dir=res, use_quarto=False)
+        render.render_site(results_dir=res, use_quarto=False)
 
 
 def test_params_hash_mismatch_marks_stale(tmp_path: Path) -> None:
@@ -293,7 +294,7 @@ def test_params_hash_mismatch_marks_stale(tmp_path: Path) -> None:
     nb = nbformat.read(res / "notebooks" / "03_evaluate.ipynb", as_version=4)
     nb.metadata["ser"] = {"params_hash": "older-run"}
     nbformat.write(nb, res / "notebooks" / "03_evaluate.ipynb")
-    states = {s.stage: s for s in render.stage_states(res, render.load_run_record(res))}
+    states = {s.stage: s for s in state.stage_states(res, state.load_run_record(res))}
     assert states["03_evaluate"].status == "stale" and "older-run" in states["03_evaluate"].reason
     assert states["06_time_invariant"].status == "ok"
     assert states["05_time_dependent"].executed is not None  # failed, but from this run
@@ -301,10 +302,10 @@ def test_params_hash_mismatch_marks_stale(tmp_path: Path) -> None:
 
 def test_changed_upstream_output_marks_downstream_stale(tmp_path: Path) -> None:
     res = build_results(tmp_path)
-    states = {s.stage: s for s in render.stage_states(res, render.load_run_record(res))}
+    states = {s.stage: s for s in state.stage_states(res, state.load_run_record(res))}
     assert states["06_time_invariant"].status == "ok"
     (res / "tables" / "windows.csv").write_text("recording,start_s\np001_care,3.0\n")  # re-run 04
-    states = {s.stage: s for s in render.stage_states(res, render.load_run_record(res))}
+    states = {s.stage: s for s in state.stage_states(res, state.load_run_record(res))}
     assert states["06_time_invariant"].status == "stale"
     assert "windows.csv" in states["06_time_invariant"].reason
     assert states["06_time_invariant"].executed is None
@@ -314,12 +315,12 @@ def test_use_quarto_without_quarto_is_an_error(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(render, "find_quarto", lambda: None)
     with pytest.raises(FileNotFoundError, match="Quarto CLI is not on PATH"):
-        render.render(results_dir=build_results(tmp_path), use_quarto=True)
+        render.render_site(results_dir=build_results(tmp_path), use_quarto=True)
 
 
 def test_missing_results_dir_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="run `ser run` first"):
-        render.render(results_dir=tmp_path / "missing", use_quarto=False)
+        render.render_site(results_dir=tmp_path / "missing", use_quarto=False)
 
 
 # ------------------------------------------------------------------------- quarto path
@@ -342,7 +343,7 @@ else mkdir -p _out && echo '<html>single</html>' > _out/report.html; fi
 def test_quarto_path_stages_the_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res = build_results(tmp_path)
     monkeypatch.setattr(render, "find_quarto", lambda: _fake_quarto(tmp_path, fail=False))
-    index = render.render(results_dir=res)  # auto: the fake quarto is "on PATH"
+    index = render.render_site(results_dir=res)  # auto: the fake quarto is "on PATH"
     assert index.read_text() == "<html>quarto site</html>\n"
     assert (index.parent / "report.html").read_text() == "<html>single</html>\n"
     calls = (tmp_path / "quarto.log").read_text().splitlines()
@@ -367,8 +368,8 @@ def test_quarto_failure_raises_with_stderr_after_writing_fallback(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res = build_results(tmp_path)
     monkeypatch.setattr(render, "find_quarto", lambda: _fake_quarto(tmp_path, fail=True))
-    with pytest.raises(render.QuartoError, match="boom"):
-        render.render(results_dir=res, use_quarto=True)
+    with pytest.raises(quarto.QuartoError, match="boom"):
+        render.render_site(results_dir=res, use_quarto=True)
     index = (res / "site" / "index.html").read_text(encoding="utf-8")
     assert "quarto render failed" in index
 
@@ -378,17 +379,17 @@ def test_quarto_failure_raises_with_stderr_after_writing_fallback(
 
 def test_cell_options_and_figures() -> None:
     nb = _notebook("x", "X", {"a": 1}, figures={"fig-a": ("Cap", "Alt", "k")})
-    figs = render.notebook_figures(nb)
+    figs = notebooks.notebook_figures(nb)
     assert list(figs) == ["fig-a"] and figs["fig-a"].alt == "Alt"
     assert figs["fig-a"].images[0][0] == "image/png"
-    assert render.cell_options('#| label: fig-b\n#| fig-cap: "A: b"\nx = 1') == \
+    assert notebooks.cell_options('#| label: fig-b\n#| fig-cap: "A: b"\nx = 1') == \
         {"label": "fig-b", "fig-cap": "A: b"}
-    assert render.cell_options("x = 1\n#| label: late") == {}
+    assert notebooks.cell_options("x = 1\n#| label: late") == {}
 
 
 def test_cohort_markdown_requires_columns() -> None:
     with pytest.raises(ValueError, match=r"recordings.csv lacks columns \['duration_s'\]"):
-        render.cohort_markdown(RECORDINGS.drop(columns="duration_s"))
+        sections.cohort_markdown(RECORDINGS.drop(columns="duration_s"))
 
 
 @pytest.mark.parametrize("metrics, row", [({}, None), ({"uar": 0.5}, "| Scores | UAR 0.5 |"),
@@ -399,8 +400,8 @@ def test_model_card_reads_flat_nested_or_no_metrics(tmp_path: Path, metrics: dic
     res = build_results(tmp_path)
     card_path = res / "models" / "cnn_small" / "model.json"
     card_path.write_text(json.dumps({**json.loads(card_path.read_text()), "metrics": metrics}))
-    run = render.load_run_record(res)
-    text = render.methods_sections(res, run, render.stage_states(res, run))["_methods_model.md"]
+    run = state.load_run_record(res)
+    text = sections.methods_sections(res, run, state.stage_states(res, run))["_methods_model.md"]
     assert "Model `cnn_small`" in text
     assert (row in text) if row else "| Scores" not in text
 
@@ -413,6 +414,6 @@ def test_model_card_says_whether_pitch_was_normalised(tmp_path: Path, target: fl
     card_path = res / "models" / "cnn_small" / "model.json"
     card = {**json.loads(card_path.read_text()), **({"pitch_norm_hz": target} if target else {})}
     card_path.write_text(json.dumps(card))
-    run = render.load_run_record(res)
-    text = render.methods_sections(res, run, render.stage_states(res, run))["_methods_model.md"]
+    run = state.load_run_record(res)
+    text = sections.methods_sections(res, run, state.stage_states(res, run))["_methods_model.md"]
     assert expected in text

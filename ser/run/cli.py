@@ -48,11 +48,11 @@ def _cmd_demo_data(a: argparse.Namespace) -> int:
 
 
 def _cmd_render(a: argparse.Namespace) -> int:
-    from ser.report import render
+    from ser.report.render import render_site
     from ser.run import pipeline
 
     pipeline.set_dirs(data_dir=a.data_dir, results_dir=a.results_dir)
-    index = render.render(use_quarto=False if a.no_quarto else None)
+    index = render_site(use_quarto=False if a.no_quarto else None)
     print(f"[ser] report: {index}")
     return 0
 

@@ -191,10 +191,10 @@ def run(*, profile: str | None = "demo", from_stage: str | None = None,
     save()
     if render:
         from ser.report import browser
-        from ser.report import render as report
+        from ser.report.render import render_site
 
         try:
-            index = report.render()
+            index = render_site()
             record["report"] = str(Path(index).relative_to(paths.results_dir()))
             print(f"[ser] report: {index}", flush=True)
             record["browser_check"] = _browser_check(browser, Path(index))
