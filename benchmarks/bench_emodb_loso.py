@@ -44,9 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ser.core import paths  # noqa: E402
-from ser.data import corpora
-from ser.models.classical import ensemble, estimator, features
-from ser.train import classical_loso
+from ser.data import corpora  # noqa: E402
+from ser.models.classical import ensemble, estimator, features  # noqa: E402
+from ser.train import classical_loso  # noqa: E402
 
 #: EmoDB's full label set (unified names).
 EMODB_LABELS = ("angry", "boredom", "disgust", "fear", "happy", "neutral", "sad")

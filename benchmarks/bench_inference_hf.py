@@ -49,11 +49,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ser.core.atomic import atomic_write_json  # noqa: E402
-from ser.models import (
-    quantize,
-    transformer,  # noqa: E402
-    window,
-)
+from ser.models import quantize, transformer, window  # noqa: E402
 
 MODES = ("fp32", "bf16", "int8", "int8+bf16")
 LABELS = ["angry", "happy", "neutral", "sad"]

@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from ser.models.bundle import load_bundle
 from ser.models.classical import bundle as classical_bundle
-from ser.models.classical import ensemble, estimator, features
+from ser.models.classical import ensemble, estimator, features, writer
 from ser.models.classical.ensemble import Member
 from ser.models.classical.estimator import ClassicalModel
 from ser.train import classical_loso
@@ -300,7 +300,7 @@ def test_classical_bundle_has_the_bundle_interface(tmp_path):
     feats = features.signal_features(windows, feature_set="mfcc_stats", sample_rate=SR)
     model = ClassicalModel(estimator="svm_linear", params={"C": 0.01}).fit(feats, labels, speakers,
                                                                            calibration_folds=3)
-    out = classical_bundle.save_classical_bundle(tmp_path / "bundle", model, labels=sorted(set(labels)),
+    out = writer.save_classical_bundle(tmp_path / "bundle", model, labels=sorted(set(labels)),
                                                  feature_set="mfcc_stats", sample_rate=SR, window_s=0.25)
     b = classical_bundle.load_classical_bundle(out)
     assert b.path == out and b.precision == "fp32" and b.heavy is False
@@ -321,7 +321,7 @@ def test_bundle_round_trip_predict_proba(tmp_path):
     model = ClassicalModel(estimator="svm_linear", params={"C": 0.01}).fit(feats, labels, speakers,
                                                                            calibration_folds=3)
     order = ["sad", "neutral", "angry"]  # not the sorted order: the bundle follows `labels`
-    out = classical_bundle.save_classical_bundle(
+    out = writer.save_classical_bundle(
         tmp_path / "bundle", model, labels=order, feature_set="mfcc_stats", sample_rate=SR,
         window_s=0.5, metrics={"uar": 0.9}, split={"train": ["s0", "s1", "s2"], "val": [], "test": []})
     meta = json.loads((out / "model.json").read_text())
@@ -352,7 +352,7 @@ def test_speaker_norm_bundle_needs_a_reference(tmp_path):
     windows, labels, speakers = _window_data(n_per_class=4)
     feats = features.signal_features(windows, feature_set="mfcc_stats", sample_rate=SR)
     model = ClassicalModel(estimator="logreg", speaker_norm=True, params={"C": 0.1}).fit(feats, labels, speakers)
-    out = classical_bundle.save_classical_bundle(tmp_path / "b", model, labels=sorted(set(labels)),
+    out = writer.save_classical_bundle(tmp_path / "b", model, labels=sorted(set(labels)),
                                           feature_set="mfcc_stats", sample_rate=SR, window_s=0.5)
     bundle = classical_bundle.load_classical_bundle(out)
     with pytest.raises(ValueError, match="with_speaker_reference"):
@@ -367,10 +367,10 @@ def test_save_bundle_rejects_mismatched_labels_and_missing_files(tmp_path):
     X, y, g = _table()
     model = ClassicalModel(estimator="logreg", params={"C": 1.0}).fit(X, y, g)
     with pytest.raises(ValueError, match="differ from the model's classes"):
-        classical_bundle.save_classical_bundle(tmp_path, model, labels=["c0", "c1"], feature_set="egemaps",
+        writer.save_classical_bundle(tmp_path, model, labels=["c0", "c1"], feature_set="egemaps",
                                         sample_rate=SR, window_s=1.0)
     with pytest.raises(ValueError, match="window_s=0"):
-        classical_bundle.save_classical_bundle(tmp_path, model, labels=["c0", "c1", "c2"], feature_set="egemaps",
+        writer.save_classical_bundle(tmp_path, model, labels=["c0", "c1", "c2"], feature_set="egemaps",
                                         sample_rate=SR, window_s=0)
     with pytest.raises(FileNotFoundError, match="model.json is missing"):
         classical_bundle.load_classical_bundle(tmp_path / "nothing")
@@ -386,9 +386,9 @@ def test_ensemble_bundle_round_trip(tmp_path):
                                  inner_folds=2, weight_step=0.5)
     assert ens.weights.sum() == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"must list the ensemble members' sets"):
-        classical_bundle.save_classical_bundle(tmp_path / "e", ens, labels=sorted(set(labels)), feature_set="egemaps",
+        writer.save_classical_bundle(tmp_path / "e", ens, labels=sorted(set(labels)), feature_set="egemaps",
                                         sample_rate=SR, window_s=0.5)
-    out = classical_bundle.save_classical_bundle(tmp_path / "e", ens, labels=sorted(set(labels)),
+    out = writer.save_classical_bundle(tmp_path / "e", ens, labels=sorted(set(labels)),
                                           feature_set=["mfcc_stats", "egemaps"], sample_rate=SR, window_s=0.5)
     bundle = classical_bundle.load_classical_bundle(out)
     assert bundle.meta["arch"].startswith("classical:ensemble(")

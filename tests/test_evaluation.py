@@ -15,10 +15,7 @@ import torch  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
 from ser.models.bundle import Bundle  # noqa: E402
-from ser.train import (
-    evaluation,  # noqa: E402
-    metrics,
-)
+from ser.train import evaluation, metrics  # noqa: E402
 
 LABELS = ["angry", "happy", "neutral", "sad"]
 

@@ -22,8 +22,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from ser.data.splits import loso_splits
+from ser.models.classical.classes import aligned_proba
 from ser.models.classical.ensemble import Member, choose_weights
-from ser.models.classical.estimator import ClassicalModel, aligned_proba, check_aligned, jsonable
+from ser.models.classical.estimator import ClassicalModel, check_aligned, jsonable
 from ser.train.metrics import summary_metrics, uar
 
 FOLD_COLUMNS: tuple[str, ...] = (

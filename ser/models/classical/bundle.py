@@ -1,25 +1,22 @@
-"""The classical model bundle: ``model.json`` + ``model.joblib``, and :class:`ClassicalBundle`,
-which has the deep bundles' interface (:class:`ser.models.bundle.Bundle`).
+"""Reading a classical model bundle (``model.json`` + ``model.joblib``) as a
+:class:`ClassicalBundle`, which has the deep bundles' interface
+(:class:`ser.models.bundle.Bundle`). Written by
+:func:`ser.models.classical.writer.save_classical_bundle`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import joblib
 import numpy as np
 
-from ser.core import atomic, provenance
-from ser.models.classical.ensemble import ClassicalEnsemble
-from ser.models.classical.estimator import ClassicalModel, aligned_proba
+from ser.models.classical.classes import aligned_proba
 from ser.models.classical.features import (
-    check_feature_set,
-    check_sample_rate,
-    feature_config,
     moments,
     signal_features,
     zscore,
@@ -27,82 +24,22 @@ from ser.models.classical.features import (
 from ser.models.window import window_samples
 
 
-def save_classical_bundle(
-    out_dir: str | os.PathLike[str],
-    model: ClassicalModel | ClassicalEnsemble,
-    *,
-    labels: Sequence[str],
-    feature_set: str | Sequence[str],
-    sample_rate: int,
-    window_s: float,
-    metrics: Mapping[str, Any] | None = None,
-    split: Mapping[str, Sequence[str]] | None = None,
-    train_params: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write ``model.json`` and ``model.joblib`` for windowed inference.
+@runtime_checkable
+class PreparedPredictor(Protocol):
+    """The model inside a classical bundle: a fitted
+    :class:`ser.models.classical.estimator.ClassicalModel` or
+    :class:`ser.models.classical.ensemble.ClassicalEnsemble`.
 
-    Args:
-        out_dir: bundle folder (created), e.g. ``results/models/emodb_compare_svm``.
-        model: a fitted :class:`ClassicalModel` (or :class:`ClassicalEnsemble`).
-        labels: class labels in the order of ``predict_proba`` columns; must equal the
-            model's classes as a set (the bundle reorders to this order).
-        feature_set: the model's feature set (an ensemble: its members' sets, in order).
-        sample_rate: audio rate (Hz) the features were computed at.
-        window_s: analysis window length (s) the bundle expects.
-        metrics: evaluation figures to keep (e.g. the LOSO ``overall``).
-        split: speakers per partition (``{"train": [...], "val": [...], "test": [...]}``).
-        train_params: anything else about the training run.
-
-    Returns:
-        The bundle folder.
-
-    Raises:
-        ValueError: unfitted model, labels that differ from the model's classes, a
-            feature set that does not match an ensemble's members, or a bad window.
+    Loading a bundle needs only this interface, so it does not import scikit-learn
+    until ``model.joblib`` itself is read (scikit-learn takes seconds to import, and a
+    log-mel bundle never needs it).
     """
-    labels = [str(x) for x in labels]
-    if getattr(model, "classes_", None) is None:
-        raise ValueError("save_classical_bundle: the model is not fitted")
-    if sorted(labels) != sorted(str(c) for c in model.classes_):
-        raise ValueError(f"labels {labels} differ from the model's classes {list(model.classes_)}")
-    check_sample_rate(sample_rate)
-    if not float(window_s) > 0:
-        raise ValueError(f"window_s={window_s} must be > 0 seconds")
-    if isinstance(model, ClassicalEnsemble):
-        sets = [m.feature_set for m in model.members]
-        given = [feature_set] if isinstance(feature_set, str) else list(feature_set)
-        if given != sets:
-            raise ValueError(f"feature_set {given} must list the ensemble members' sets {sets}")
-        arch = "classical:ensemble(" + ",".join(m.name for m in model.members) + ")"
-        arch_params = model.describe()
-    else:
-        if not isinstance(feature_set, str):
-            raise ValueError("a single ClassicalModel has one feature_set (a string)")
-        sets = [feature_set]
-        arch = f"classical:{model.estimator}"
-        arch_params = model.describe()
-    for s in sets:
-        check_feature_set(s)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "labels": labels,
-        "sample_rate": int(sample_rate),
-        "window_s": float(window_s),
-        "features": {"kind": "functionals", "feature_sets": sets,
-                     "configs": [feature_config(s, sample_rate=sample_rate) for s in sets]},
-        "arch": arch,
-        "arch_params": arch_params,
-        "speaker_norm": bool(model.speaker_norm),
-        "train_params": dict(train_params or {}),
-        "split": {k: list(v) for k, v in (split or {}).items()},
-        "metrics": dict(metrics or {}),
-        "git_commit": provenance.git_commit(),
-        "packages": provenance.package_versions(("scikit-learn", "opensmile", "librosa", "numpy")),
-    }
-    atomic.atomic_write(out / "model.joblib", lambda f: joblib.dump(model, f))
-    atomic.atomic_write_json(out / "model.json", meta)
-    return out
+
+    classes_: np.ndarray
+    speaker_norm: bool
+
+    def predict_proba_prepared(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Probabilities ``[n, n_classes]`` from ``{feature_set: [n, d]}`` tables."""
 
 
 class ClassicalBundle:
@@ -125,7 +62,7 @@ class ClassicalBundle:
     heavy: bool = False
     preferred_batch_size: int = 64
 
-    def __init__(self, model: ClassicalModel | ClassicalEnsemble, meta: Mapping[str, Any],
+    def __init__(self, model: PreparedPredictor, meta: Mapping[str, Any],
                  reference: Mapping[str, np.ndarray] | None = None, *, path: str | os.PathLike[str]) -> None:
         self.model = model
         self.meta = dict(meta)
@@ -194,7 +131,7 @@ class ClassicalBundle:
         feats = self.window_features(w)
         if self._reference is not None:  # z-score here; the model then sees one "speaker"
             feats = {s: zscore(f.astype(np.float64), *self._reference[s]) for s, f in feats.items()}
-        proba = _predict_prepared(self.model, feats)
+        proba = self.model.predict_proba_prepared(feats)
         proba = aligned_proba(proba, [str(c) for c in self.model.classes_], self.labels)
         proba = np.clip(proba, 0.0, None)
         return (proba / proba.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -226,18 +163,6 @@ class ClassicalBundle:
         return self.predict_proba(np.ascontiguousarray(view[starts]), batch_size=batch_size)
 
 
-def _predict_prepared(model: ClassicalModel | ClassicalEnsemble, feats: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Predict from features already speaker-normalised (or needing none)."""
-    def one(m: ClassicalModel, X: np.ndarray) -> np.ndarray:
-        return m.check_fitted().predict_proba(np.asarray(X, dtype=np.float64))
-
-    if isinstance(model, ClassicalEnsemble):
-        return sum(w * one(m, feats[mem.feature_set])
-                   for w, mem, m in zip(model.weights, model.members, model.models, strict=True))
-    (X,) = feats.values()
-    return one(model, X)
-
-
 def load_classical_bundle(path: str | os.PathLike[str]) -> ClassicalBundle:
     """Load a bundle written by :func:`save_classical_bundle`.
 
@@ -257,6 +182,6 @@ def load_classical_bundle(path: str | os.PathLike[str]) -> ClassicalBundle:
         raise ValueError(f"{path / 'model.json'}: arch {meta['arch']!r} is not classical; "
                          "load it with ser.models.bundle.load_bundle")
     model = joblib.load(path / "model.joblib")
-    if not isinstance(model, (ClassicalModel, ClassicalEnsemble)):
+    if not isinstance(model, PreparedPredictor):
         raise ValueError(f"{path / 'model.joblib'} holds a {type(model).__name__}, not a classical model")
     return ClassicalBundle(model, meta, path=path)

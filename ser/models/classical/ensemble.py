@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ser.models.classical.estimator import ClassicalModel, aligned_proba, check_aligned, uar_score
+from ser.models.classical.classes import aligned_proba
+from ser.models.classical.estimator import ClassicalModel, check_aligned, uar_score
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,15 @@ class ClassicalEnsemble:
             p = w * model.predict_proba(features[mem.feature_set], groups)
             out = p if out is None else out + p
         return out
+
+    def predict_proba_prepared(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Weighted mean probabilities from features that need no more speaker normalisation.
+
+        Args:
+            features: ``{feature_set: [n, d]}`` holding each member's table.
+        """
+        return sum(w * model.predict_proba_prepared({mem.feature_set: features[mem.feature_set]})
+                   for w, mem, model in zip(self.weights, self.members, self.models, strict=True))
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary of the members and weights."""

@@ -29,6 +29,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from ser.models.classical.classes import aligned_proba
 from ser.models.classical.features import speaker_standardize
 
 #: Estimators :class:`ClassicalModel` knows.
@@ -436,6 +437,16 @@ class ClassicalModel:
         proba = self.predict_proba(X, groups)
         return np.asarray(self.classes_)[proba.argmax(axis=1)]
 
+    def predict_proba_prepared(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Probabilities ``[n, n_classes]`` from features that need no more speaker normalisation.
+
+        Args:
+            features: ``{feature_set: [n, d]}`` with this model's one table (already
+                z-scored per speaker where the model uses ``speaker_norm``).
+        """
+        (X,) = features.values()
+        return self.check_fitted().predict_proba(np.asarray(X, dtype=np.float64))
+
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary: estimator, speaker_norm, chosen parameters, inner UAR."""
         return {"estimator": self.estimator, "speaker_norm": self.speaker_norm,
@@ -471,13 +482,3 @@ def check_aligned(features: Any, labels: Sequence[Any], speakers: Sequence[Any])
     if pd.isna(pd.Series(y)).any():
         raise ValueError("labels contain NA; drop the rows whose emotion is outside the label set")
     return y, g
-
-
-def aligned_proba(proba: np.ndarray, have: Sequence[Any], want: Sequence[Any], *,
-                   fill: float = 0.0) -> np.ndarray:
-    """Scores re-ordered to ``want`` (classes absent from ``have`` get ``fill``)."""
-    out = np.full((len(proba), len(want)), fill, dtype=np.float64)
-    pos = {c: j for j, c in enumerate(want)}
-    for j, c in enumerate(have):
-        out[:, pos[c]] = proba[:, j]
-    return out
