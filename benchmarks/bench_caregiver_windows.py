@@ -35,7 +35,7 @@ import parselmouth
 from tqdm.auto import tqdm
 
 from ser.core import paths
-from ser.models import bundle as models
+from ser.models.bundle import load_bundle
 from ser.run import params as P
 from ser.signal import audio, features, pitchnorm
 from ser.stats import validation as V
@@ -67,7 +67,7 @@ def caregiver_windows(windows: pd.DataFrame, results: Path, *, band_st: float,
     """``windows`` with its ``p_<label>`` recomputed on the caregiver's speech alone."""
     recs = pd.read_csv(results / "tables" / "recordings.csv", dtype={"caregiver": str})
     stamp = json.loads((results / "tables" / "windows.model.json").read_text())
-    bundle = models.load_bundle(results / "models" / stamp["model"])
+    bundle = load_bundle(results / "models" / stamp["model"])
     sr, win_n = int(bundle.sample_rate), int(bundle.window_samples)
     target = float(getattr(bundle, "pitch_norm_hz", 0.0) or 0.0)
     pcols = [f"p_{lb}" for lb in bundle.labels]

@@ -42,6 +42,7 @@ import numpy as np
 
 from ser.data import synth
 from ser.models import registry, window
+from ser.models.bundle import load_bundle, save_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -90,15 +91,13 @@ def small_cnn_bundle(folder: Path, *, pitch_norm_hz: float = 0.0) -> Path:
     (``pitch_norm_hz`` > 0: a bundle that pitch-normalises each recording, ``ser.signal.pitchnorm``)."""
     import yaml
 
-    from ser.models import bundle as models
-
     p = yaml.safe_load((ROOT / "params" / "02_train.yaml").read_text())
     net = registry.build_model(p["arch"], n_labels=len(p["labels"]), sample_rate=p["sample_rate"],
                              features=p["features"] or None, **p["arch_params"])
-    models.save_bundle(folder, net, labels=p["labels"], sample_rate=p["sample_rate"],
-                       window_s=p["window_s"], features=window.features_config(**(p["features"] or {})),
-                       arch=p["arch"], arch_params=p["arch_params"], train_params={}, split={},
-                       metrics={}, pitch_norm_hz=pitch_norm_hz)
+    save_bundle(folder, net, labels=p["labels"], sample_rate=p["sample_rate"],
+                window_s=p["window_s"], features=window.features_config(**(p["features"] or {})),
+                arch=p["arch"], arch_params=p["arch_params"], train_params={}, split={},
+                metrics={}, pitch_norm_hz=pitch_norm_hz)
     return folder
 
 
@@ -137,7 +136,6 @@ def main() -> int:
 
     torch.set_num_threads(len(cores))
     from ser.inference import predict
-    from ser.models import bundle as models
 
     wav = speech_wav(a.minutes, cache=a.cache)
     audio_s = a.minutes * 60
@@ -150,7 +148,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="ser-bench-inf-") as tmp:
         bundle_dir = small_cnn_bundle(Path(tmp) / "small_cnn", pitch_norm_hz=a.pitch_norm_hz)
-        bundle = models.load_bundle(bundle_dir)
+        bundle = load_bundle(bundle_dir)
         hop = predict.default_hop(bundle)
         n_win = len(predict.window_starts(audio_s, window_s=bundle.window_s, hop_s=hop))
         print(f"model: untrained small_cnn {bundle.meta['arch_params']}, window {bundle.window_s:g} s, "

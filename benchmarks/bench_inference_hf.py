@@ -173,14 +173,14 @@ def _end_to_end(model: nn.Module, a: argparse.Namespace) -> list[dict]:
 
     from bench_inference import speech_wav
 
-    from ser.models import bundle as models
+    from ser.models.bundle import save_bundle
 
     wav = speech_wav(a.e2e, cache=a.cache)
     audio_s = a.e2e * 60
     rows = []
     with tempfile.TemporaryDirectory(prefix="ser-bench-hf-") as tmp:
         bundle = Path(tmp) / "hf_base_random"
-        models.save_bundle(bundle, model, labels=LABELS, sample_rate=transformer.SAMPLE_RATE,
+        save_bundle(bundle, model, labels=LABELS, sample_rate=transformer.SAMPLE_RATE,
                            window_s=a.window_s, features=window.features_config(), arch="hf",
                            arch_params=transformer.hf_arch_params(model), train_params={}, split={},
                            metrics={})

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ser.models import bundle as models
 from ser.models import registry, window
+from ser.models.bundle import BUNDLE_FORMAT, bundle_arch_params, load_bundle, save_bundle
 
 SR, WINDOW_S = 8000, 0.5
 FEATURES = {"n_mels": 24, "n_fft": 256, "hop_length": 80}
@@ -36,7 +36,7 @@ def _build(arch: str, params: dict, seed: int = 0) -> torch.nn.Module:
 
 
 def _save(path, model, arch, arch_params, **kw):
-    return models.save_bundle(path, model, labels=LABELS, sample_rate=kw.get("sample_rate", SR),
+    return save_bundle(path, model, labels=LABELS, sample_rate=kw.get("sample_rate", SR),
                               window_s=WINDOW_S, features=window.features_config(**FEATURES), arch=arch,
                               arch_params=arch_params, train_params={}, split={}, metrics={})
 
@@ -69,14 +69,14 @@ def test_bundle_round_trip_stores_every_option_and_gives_identical_probabilities
     assert set(params) <= set(stored) and all(stored[k] == v for k, v in params.items() if k != "blocks")
     _save(tmp_path / "b", model, arch, stored)
     meta = json.loads((tmp_path / "b" / "model.json").read_text())
-    assert meta["arch_params"] == stored and meta["format"] == models.BUNDLE_FORMAT
-    bundle = models.load_bundle(tmp_path / "b")
+    assert meta["arch_params"] == stored and meta["format"] == BUNDLE_FORMAT
+    bundle = load_bundle(tmp_path / "b")
     x = _windows(5)
     with torch.inference_mode():
         expected = torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
     np.testing.assert_allclose(bundle.predict_proba(x), expected, atol=1e-6)
     np.testing.assert_allclose(bundle.predict_proba(x, batch_size=2), expected, atol=1e-6)
-    np.testing.assert_array_equal(models.load_bundle(tmp_path / "b").predict_proba(x), bundle.predict_proba(x))
+    np.testing.assert_array_equal(load_bundle(tmp_path / "b").predict_proba(x), bundle.predict_proba(x))
 
 
 def test_strided_small_cnn_is_much_cheaper_than_the_pooled_one():
@@ -116,9 +116,9 @@ def test_format_1_bundles_keep_their_pooled_small_cnn(tmp_path):
     x = _windows(3)
     with torch.inference_mode():
         expected = torch.softmax(legacy(torch.from_numpy(x)), dim=1).numpy()
-    np.testing.assert_allclose(models.load_bundle(tmp_path / "old").predict_proba(x), expected, atol=1e-6)
-    assert models.bundle_arch_params(meta)["pooled_blocks"] == -1
-    assert models.bundle_arch_params({**meta, "format": 2}).get("pooled_blocks") is None
+    np.testing.assert_allclose(load_bundle(tmp_path / "old").predict_proba(x), expected, atol=1e-6)
+    assert bundle_arch_params(meta)["pooled_blocks"] == -1
+    assert bundle_arch_params({**meta, "format": 2}).get("pooled_blocks") is None
 
 
 @pytest.mark.parametrize("arch, params, match", [
@@ -153,7 +153,7 @@ def test_hf_arch_builds_a_waveform_model_from_a_stored_config(tmp_path):
     meta = json.loads((tmp_path / "hf" / "model.json").read_text())
     meta["window_s"] = 0.25
     (tmp_path / "hf" / "model.json").write_text(json.dumps(meta))
-    bundle = models.load_bundle(tmp_path / "hf")
+    bundle = load_bundle(tmp_path / "hf")
     np.testing.assert_allclose(bundle.predict_proba(x), torch.softmax(logits, dim=1).numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="16000 Hz"):
         registry.build_model("hf", n_labels=4, sample_rate=8000, config=stored["config"])

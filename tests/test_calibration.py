@@ -15,9 +15,12 @@ import pytest  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
-from ser.models import bundle as models  # noqa: E402
 from ser.models import registry, window
-from ser.models.bundle import Bundle  # noqa: E402
+from ser.models.bundle import (  # noqa: E402
+    Bundle,  # noqa: E402
+    load_bundle,
+    save_bundle,
+)
 from ser.train import calibration
 
 
@@ -122,7 +125,7 @@ def _tiny_bundle(tmp_path):
     torch.manual_seed(0)
     model = registry.build_model("small_cnn", n_labels=3, sample_rate=SR, channels=[4], freq_bins=1)
     out = tmp_path / "bundle"
-    models.save_bundle(out, model, labels=LABELS, sample_rate=SR, window_s=0.25,
+    save_bundle(out, model, labels=LABELS, sample_rate=SR, window_s=0.25,
                        features=window.features_config(n_mels=16, n_fft=256, hop_length=80),
                        arch="small_cnn", arch_params={"channels": [4], "freq_bins": 1},
                        train_params={}, split={"train": ["s1"], "val": ["s2"], "test": ["s3"]},
@@ -133,7 +136,7 @@ def _tiny_bundle(tmp_path):
 def test_store_calibration_is_applied_by_predict_proba(tmp_path):
     out = _tiny_bundle(tmp_path)
     windows = np.random.default_rng(0).normal(size=(6, 2000)).astype(np.float32) * 0.1
-    raw = models.load_bundle(out)
+    raw = load_bundle(out)
     assert raw.temperature == 1.0
     logits = raw.predict_logits(windows)
     calibration.store_calibration(out, temperature=2.5, ece_before=0.2, ece_after=0.05,
@@ -142,7 +145,7 @@ def test_store_calibration_is_applied_by_predict_proba(tmp_path):
     assert meta["calibration"]["temperature"] == 2.5 and meta["calibration"]["fitted_on"] == "val"
     assert meta["calibration"]["n_fit"] == 40 and meta["metrics"] == {"val": {"uar": 0.5}}
     assert meta["labels"] == LABELS  # the rest of model.json is kept
-    cal = models.load_bundle(out)
+    cal = load_bundle(out)
     assert cal.temperature == 2.5
     np.testing.assert_allclose(cal.predict_proba(windows), calibration.softmax_t(logits, 2.5), atol=1e-5)
     with pytest.raises(ValueError, match="temperature must be a finite number > 0"):

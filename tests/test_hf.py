@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from ser.models import bundle as models
 from ser.models import quantize, registry, transformer, window
+from ser.models.bundle import load_bundle, save_bundle
 
 N_LABELS = 4
 SR = transformer.SAMPLE_RATE
@@ -198,11 +198,11 @@ def test_bundle_round_trip_through_models_registry(tmp_path) -> None:
     if "hf" not in registry.ARCHITECTURES:
         pytest.skip("ser.models.bundle has no 'hf' architecture registered yet")
     model = _tiny("wav2vec2").eval()
-    models.save_bundle(tmp_path / "b", model, labels=["a", "b", "c", "d"], sample_rate=SR,
+    save_bundle(tmp_path / "b", model, labels=["a", "b", "c", "d"], sample_rate=SR,
                        window_s=0.25, features=window.features_config(), arch="hf",
                        arch_params=transformer.hf_arch_params(model), train_params={}, split={},
                        metrics={})
-    bundle = models.load_bundle(tmp_path / "b")
+    bundle = load_bundle(tmp_path / "b")
     x = _waves(2, bundle.window_samples).numpy()
     with torch.no_grad():
         ref = torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
@@ -312,12 +312,12 @@ def test_flop_estimate_for_base_sized_model_and_training_rule() -> None:
 
 def test_int8_bundle_quantises_linears_and_stays_close(tmp_path) -> None:
     model = _tiny("wav2vec2").eval()
-    models.save_bundle(tmp_path / "b", model, labels=["a", "b", "c", "d"], sample_rate=SR,
+    save_bundle(tmp_path / "b", model, labels=["a", "b", "c", "d"], sample_rate=SR,
                        window_s=0.25, features=window.features_config(), arch="hf",
                        arch_params=transformer.hf_arch_params(model), train_params={}, split={},
                        metrics={})
-    ref_b = models.load_bundle(tmp_path / "b")
-    q_b = models.load_bundle(tmp_path / "b", precision="int8")
+    ref_b = load_bundle(tmp_path / "b")
+    q_b = load_bundle(tmp_path / "b", precision="int8")
     assert ref_b.heavy and q_b.heavy and q_b.preferred_batch_size == 4
     x = _waves(3, ref_b.window_samples).numpy()
     ref, got = ref_b.predict_proba(x), q_b.predict_proba(x)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ser.models import bundle as models
 from ser.models import quantize, registry, window
+from ser.models.bundle import load_bundle, save_bundle, update_bundle_metrics
 
 SR, WINDOW_S = 8000, 0.5
 FEATURES = {"n_mels": 24, "n_fft": 256, "hop_length": 80}
@@ -29,7 +29,7 @@ def _save(path, model=None, **overrides):
               arch_params=ARCH_PARAMS, train_params={"epochs": 1},
               split={"train": ["s1"], "val": ["s2"], "test": ["s3"]}, metrics={"val": {"uar": 0.5}})
     kw.update(overrides)
-    return models.save_bundle(path, model if model is not None else _model(), **kw)
+    return save_bundle(path, model if model is not None else _model(), **kw)
 
 
 def _windows(n: int, length: int = int(SR * WINDOW_S), seed: int = 0) -> np.ndarray:
@@ -102,7 +102,7 @@ def test_bundle_round_trip_gives_identical_probabilities(tmp_path):
     assert meta["window_samples"] == 4000 and meta["features"]["normalization"] == "per_window_standardize"
     assert not list(tmp_path.glob("b/*.tmp"))  # atomic writes leave no temp files
 
-    bundle = models.load_bundle(tmp_path / "b")
+    bundle = load_bundle(tmp_path / "b")
     assert (bundle.labels, bundle.sample_rate, bundle.window_s, bundle.window_samples) == \
         (LABELS, SR, WINDOW_S, 4000)
     x = _windows(5)
@@ -112,14 +112,14 @@ def test_bundle_round_trip_gives_identical_probabilities(tmp_path):
     np.testing.assert_allclose(proba, expected, atol=1e-6)
     assert proba.dtype == np.float32 and proba.shape == (5, 4)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
-    again = models.load_bundle(tmp_path / "b").predict_proba(x)
+    again = load_bundle(tmp_path / "b").predict_proba(x)
     np.testing.assert_array_equal(again, bundle.predict_proba(x))
     assert bundle.predict_proba(np.zeros((0, 4000), np.float32)).shape == (0, 4)
 
 
 def test_predict_proba_rejects_wrong_windows(tmp_path):
     _save(tmp_path / "b")
-    bundle = models.load_bundle(tmp_path / "b")
+    bundle = load_bundle(tmp_path / "b")
     with pytest.raises(ValueError, match=r"^model was trained on 0\.5 s windows at 8000 Hz "
                                          r"\(4000 samples\); got 2000$"):
         bundle.predict_proba(_windows(2, length=2000))
@@ -135,11 +135,11 @@ def test_predict_proba_rejects_wrong_windows(tmp_path):
 
 def test_temperature_from_calibration_softens_probabilities(tmp_path):
     meta_path = _save(tmp_path / "b")
-    plain = models.load_bundle(tmp_path / "b")
+    plain = load_bundle(tmp_path / "b")
     meta = json.loads(meta_path.read_text())
     meta["calibration"] = {"temperature": 2.0}
     meta_path.write_text(json.dumps(meta))
-    warm = models.load_bundle(tmp_path / "b")
+    warm = load_bundle(tmp_path / "b")
     x = _windows(3)
     expected = torch.softmax(torch.from_numpy(plain.predict_logits(x)) / 2.0, dim=1).numpy()
     np.testing.assert_allclose(warm.predict_proba(x), expected, atol=1e-6)
@@ -148,19 +148,19 @@ def test_temperature_from_calibration_softens_probabilities(tmp_path):
 def test_load_bundle_errors_name_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError,
                        match=r"no model bundle at .*nothing_here.*model\.json is missing"):
-        models.load_bundle(tmp_path / "nothing_here")
+        load_bundle(tmp_path / "nothing_here")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "model.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"broken.model\.json is not valid JSON"):
-        models.load_bundle(tmp_path / "broken")
+        load_bundle(tmp_path / "broken")
     (tmp_path / "partial").mkdir()
     (tmp_path / "partial" / "model.json").write_text(json.dumps({"labels": ["a", "b"]}))
     with pytest.raises(ValueError, match=r"lacks required keys \['sample_rate'"):
-        models.load_bundle(tmp_path / "partial")
+        load_bundle(tmp_path / "partial")
     _save(tmp_path / "noweights")
     (tmp_path / "noweights" / "model.pt").unlink()
     with pytest.raises(FileNotFoundError, match="has model.json but no model.pt"):
-        models.load_bundle(tmp_path / "noweights")
+        load_bundle(tmp_path / "noweights")
 
 
 def test_weights_that_do_not_fit_the_arch_are_reported(tmp_path):
@@ -169,15 +169,15 @@ def test_weights_that_do_not_fit_the_arch_are_reported(tmp_path):
     meta["arch_params"] = {"channels": [4, 16], "dropout": 0.1}
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"model\.pt does not fit arch 'small_cnn'"):
-        models.load_bundle(tmp_path / "b")
+        load_bundle(tmp_path / "b")
 
 
 def test_update_bundle_metrics_keeps_other_splits(tmp_path):
     _save(tmp_path / "b")
-    models.update_bundle_metrics(tmp_path / "b", split="test", metrics={"uar": 0.7, "macro_f1": 0.6})
+    update_bundle_metrics(tmp_path / "b", split="test", metrics={"uar": 0.7, "macro_f1": 0.6})
     meta = json.loads((tmp_path / "b" / "model.json").read_text())
     assert meta["metrics"] == {"val": {"uar": 0.5}, "test": {"uar": 0.7, "macro_f1": 0.6}}
-    assert models.load_bundle(tmp_path / "b").meta["metrics"]["test"]["uar"] == 0.7
+    assert load_bundle(tmp_path / "b").meta["metrics"]["test"]["uar"] == 0.7
 
 
 def test_resolve_device():
@@ -190,7 +190,7 @@ def test_resolve_device():
 
 @pytest.mark.parametrize("hop", [80, 200, 37])  # 37: not a multiple of the frame hop -> per window
 def test_predict_proba_starts_equals_predict_proba(tmp_path, hop):
-    bundle = models.load_bundle(_save(tmp_path / "b").parent)
+    bundle = load_bundle(_save(tmp_path / "b").parent)
     y = _windows(1, length=SR * 3)[0]
     starts = np.arange(0, len(y) - bundle.window_samples + 1, hop)
     view = np.lib.stride_tricks.sliding_window_view(y, bundle.window_samples)
@@ -204,17 +204,17 @@ def test_predict_proba_starts_equals_predict_proba(tmp_path, hop):
 def test_reduced_precisions_stay_close_to_fp32(tmp_path):
     folder = _save(tmp_path / "b").parent
     x = _windows(6)
-    ref = models.load_bundle(folder).predict_proba(x)
+    ref = load_bundle(folder).predict_proba(x)
     for precision in ("bf16", "int8"):
-        b = models.load_bundle(folder, precision=precision)
+        b = load_bundle(folder, precision=precision)
         assert b.precision == precision
         p = b.predict_proba(x)
         np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
         assert np.abs(p - ref).max() < 0.05, precision
-    int8 = models.load_bundle(folder, precision="int8")
+    int8 = load_bundle(folder, precision="int8")
     assert any("quantized" in type(m).__module__ for m in int8.model.modules())
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, int8"):
-        models.load_bundle(folder, precision="half")
+        load_bundle(folder, precision="half")
 
 
 @pytest.mark.parametrize("arch, params", [("small_cnn", ARCH_PARAMS), ("resnet", {"channels": [4, 8]}),
@@ -240,7 +240,7 @@ def test_loaded_bundle_is_prepared_for_inference_with_the_same_outputs(tmp_path)
     for bn in (x for x in net.modules() if isinstance(x, torch.nn.BatchNorm2d)):
         bn.running_mean.uniform_(-1, 1)
     folder = _save(tmp_path / "b", model=net).parent
-    bundle = models.load_bundle(folder)
+    bundle = load_bundle(folder)
     assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in bundle.model.modules())
     convs = [x for x in bundle.model.modules() if isinstance(x, torch.nn.Conv2d)]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)

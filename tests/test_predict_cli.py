@@ -15,8 +15,8 @@ import signals
 import soundfile as sf
 
 from ser.inference import predict
-from ser.models import bundle as models
 from ser.models import registry, window
+from ser.models.bundle import load_bundle, save_bundle
 from ser.run.cli import main
 from ser.signal import audio
 
@@ -34,7 +34,7 @@ def model_dir(tmp_path_factory):
     """An untrained, tiny small-CNN bundle (2 s windows at 16 kHz)."""
     d = tmp_path_factory.mktemp("model") / "tiny_cnn"
     net = registry.build_model("small_cnn", n_labels=len(LABELS), sample_rate=SR, channels=[4, 8])
-    models.save_bundle(d, net, labels=LABELS, sample_rate=SR, window_s=WINDOW_S,
+    save_bundle(d, net, labels=LABELS, sample_rate=SR, window_s=WINDOW_S,
                        features=window.features_config(), arch="small_cnn",
                        arch_params={"channels": [4, 8]}, train_params={}, split={}, metrics={})
     return d
@@ -267,7 +267,7 @@ def test_resume_after_interruption(model_dir, audio_dir, tmp_path, monkeypatch, 
 
 def test_outputs_written_as_files_finish(model_dir, audio_dir, tmp_path, monkeypatch):
     """With checkpoint_s=0 the output on disk holds every finished file while the next runs."""
-    bundle = models.load_bundle(model_dir)
+    bundle = load_bundle(model_dir)
     out = tmp_path / "live.csv"
     seen: list[list[str]] = []
     real = predict._predict_file
@@ -321,7 +321,7 @@ def test_workers_auto_is_inline_for_heavy_models():
 
 
 def test_batch_size_default_is_the_models_preferred_size(model_dir):
-    bundle = models.load_bundle(model_dir)
+    bundle = load_bundle(model_dir)
     assert not bundle.heavy and bundle.preferred_batch_size == 64
     assert predict.resolve_batch_size(bundle, None) == 64
     assert predict.resolve_batch_size(bundle, 5) == 5

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from ser.models import bundle as models
+from ser.models.bundle import load_bundle
 from ser.train import evaluation, loop
 
 SR = 8000
@@ -68,7 +68,7 @@ def trained(corpus, tmp_path_factory):
 
 
 def test_two_epochs_beat_chance_on_a_held_out_speaker(trained, corpus):
-    bundle = models.load_bundle(trained)
+    bundle = load_bundle(trained)
     metrics, pred = evaluation.evaluate_bundle(bundle, corpus, split="test", progress=False)
     assert set(pred["speaker"]) == {"s4"}
     assert metrics["n_utterances"] == 24
@@ -120,8 +120,8 @@ def test_same_seed_same_run(corpus, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(a / "history.csv")[cols],
                                   pd.read_csv(b / "history.csv")[cols])
     x = np.random.default_rng(0).standard_normal((2, 4000)).astype(np.float32)
-    np.testing.assert_array_equal(models.load_bundle(a).predict_proba(x),
-                                  models.load_bundle(b).predict_proba(x))
+    np.testing.assert_array_equal(load_bundle(a).predict_proba(x),
+                                  load_bundle(b).predict_proba(x))
 
 
 def test_early_stopping_stops_after_patience(corpus, tmp_path):
@@ -181,8 +181,8 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(corpus, tmp_path, m
     pd.testing.assert_frame_equal(pd.read_csv(part / "history.csv")[cols],
                                   pd.read_csv(whole / "history.csv")[cols])
     x = np.random.default_rng(0).standard_normal((3, 4000)).astype(np.float32)
-    np.testing.assert_array_equal(models.load_bundle(part).predict_proba(x),
-                                  models.load_bundle(whole).predict_proba(x))
+    np.testing.assert_array_equal(load_bundle(part).predict_proba(x),
+                                  load_bundle(whole).predict_proba(x))
     assert json.loads((part / "model.json").read_text())["train_params"]["resumed"] is True
 
 
