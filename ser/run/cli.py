@@ -1,4 +1,11 @@
-"""The ``ser`` command line: ``ser run``, ``ser demo-data``, ``ser predict``, ``ser render``."""
+"""The ``ser`` command line: ``ser run``, ``ser demo-data``, ``ser predict``, ``ser render``.
+
+Each command imports its stage inside its handler, so a command loads only what it runs:
+``ser predict`` starts without papermill, nbformat or the demo generator (seconds of
+start-up that would count against its speed on short files). The dependency graph stays
+explicit: these are imports of lower layers, checked like any other by the layer
+contract in ``pyproject.toml``.
+"""
 
 from __future__ import annotations
 

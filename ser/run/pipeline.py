@@ -22,7 +22,10 @@ from typing import Any
 
 from ser.core import paths
 from ser.core.atomic import atomic_write_json
-from ser.run import params as _params
+from ser.data import demo
+from ser.report import browser
+from ser.report.render import render_site
+from ser.run.params import ParamsError, load_profile, load_stage_params, params_hash, resolve_stage, stages
 
 #: Name of the Jupyter kernel that ``make install`` registers inside ``.venv``.
 KERNEL_NAME = "ser"
@@ -65,12 +68,12 @@ def default_kernel() -> str:
 
 
 def _stage_range(from_stage: str | None, to_stage: str | None) -> tuple[list[str], list[str]]:
-    all_stages = _params.stages()
-    first = _params.resolve_stage(from_stage, all_stages=all_stages) if from_stage else all_stages[0]
-    last = _params.resolve_stage(to_stage, all_stages=all_stages) if to_stage else all_stages[-1]
+    all_stages = stages()
+    first = resolve_stage(from_stage, all_stages=all_stages) if from_stage else all_stages[0]
+    last = resolve_stage(to_stage, all_stages=all_stages) if to_stage else all_stages[-1]
     i, j = all_stages.index(first), all_stages.index(last)
     if i > j:
-        raise _params.ParamsError(f"--from {first} comes after --to {last}")
+        raise ParamsError(f"--from {first} comes after --to {last}")
     return all_stages, all_stages[i : j + 1]
 
 
@@ -123,8 +126,8 @@ def run(*, profile: str | None = "demo", from_stage: str | None = None,
 
     all_stages, selected = _stage_range(from_stage, to_stage)
     # Resolve and check every selected stage's params before running anything.
-    resolved = {s: _params.load_stage_params(s, profile=profile) for s in selected}
-    prof = _params.load_profile(profile)
+    resolved = {s: load_stage_params(s, profile=profile) for s in selected}
+    prof = load_profile(profile)
     kernel = kernel or default_kernel()
 
     prev = _previous_record() or {}
@@ -140,7 +143,7 @@ def run(*, profile: str | None = "demo", from_stage: str | None = None,
     all_params = {s: (r.params or {}) for s, r in results.items()}
     record: dict[str, Any] = {
         "profile": profile, "started_utc": _now(), "finished_utc": None,
-        "params_hash": _params.params_hash(all_params), "kernel": kernel,
+        "params_hash": params_hash(all_params), "kernel": kernel,
         "stages": [], "report": None,
     }
 
@@ -149,8 +152,6 @@ def run(*, profile: str | None = "demo", from_stage: str | None = None,
         _write_record(record)
 
     if "demo_data" in prof and prof["demo_data"] is not None:
-        from ser.data import demo
-
         print(f"[ser] demo data → {paths.demo_dir()}", flush=True)
         demo.generate(paths.demo_dir(), progress=progress, **(prof["demo_data"] or {}))
 
@@ -190,14 +191,11 @@ def run(*, profile: str | None = "demo", from_stage: str | None = None,
     record["finished_utc"] = _now()
     save()
     if render:
-        from ser.report import browser
-        from ser.report.render import render_site
-
         try:
             index = render_site()
             record["report"] = str(Path(index).relative_to(paths.results_dir()))
             print(f"[ser] report: {index}", flush=True)
-            record["browser_check"] = _browser_check(browser, Path(index))
+            record["browser_check"] = _browser_check(Path(index))
         except Exception as err:  # noqa: BLE001
             print(f"[ser] report rendering failed: {type(err).__name__}: {err}", file=sys.stderr)
             record["report"] = None
@@ -217,7 +215,7 @@ def _add_python_warning_filter(spec: str) -> None:
         os.environ["PYTHONWARNINGS"] = ",".join([*current, spec])
 
 
-def _browser_check(browser: Any, index: Path) -> dict[str, Any] | None:
+def _browser_check(index: Path) -> dict[str, Any] | None:
     """Open the rendered index in headless Chromium (when installed) and keep a screenshot."""
     if browser.find_chromium() is None:
         print("[ser] Chromium not found: skipping the browser check of the report", flush=True)
