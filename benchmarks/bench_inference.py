@@ -135,7 +135,9 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(len(cores))
-    from ser.inference import predict
+    from ser.inference.files import predict_paths
+    from ser.inference.grid import default_hop, window_starts
+    from ser.inference.options import InferenceOptions
 
     wav = speech_wav(a.minutes, cache=a.cache)
     audio_s = a.minutes * 60
@@ -149,8 +151,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ser-bench-inf-") as tmp:
         bundle_dir = small_cnn_bundle(Path(tmp) / "small_cnn", pitch_norm_hz=a.pitch_norm_hz)
         bundle = load_bundle(bundle_dir)
-        hop = predict.default_hop(bundle)
-        n_win = len(predict.window_starts(audio_s, window_s=bundle.window_s, hop_s=hop))
+        hop = default_hop(bundle)
+        n_win = len(window_starts(audio_s, window_s=bundle.window_s, hop_s=hop))
         print(f"model: untrained small_cnn {bundle.meta['arch_params']}, window {bundle.window_s:g} s, "
               f"hop {hop:g} s (default) -> {n_win} windows; pitch normalisation: "
               f"{f'{bundle.pitch_norm_hz:g} Hz' if bundle.pitch_norm_hz else 'off'}")
@@ -177,8 +179,8 @@ def main() -> int:
         torch.set_num_threads(1)
         timings: dict[str, float] = {}
         c0, t0 = time.process_time(), time.perf_counter()
-        predict.predict_paths(bundle, [wav], output=Path(tmp) / "serial.csv", progress=False,
-                                workers=0, timings=timings)
+        predict_paths(bundle, [wav], options=InferenceOptions(workers=0),
+                      output=Path(tmp) / "serial.csv", progress=False, timings=timings)
         wall0, cpu0 = time.perf_counter() - t0, time.process_time() - c0
         print(f"\nsame in one process (workers=0, 1 torch thread): {wall0:.1f} s wall, "
               f"{audio_s / wall0:.0f}x real time, CPU {cpu0:.1f} s")

@@ -68,7 +68,8 @@ def synthetic_audio(seconds: float, *, sr: int, seed: int) -> np.ndarray:
 
 
 class _Runner:
-    """A model in one precision mode with the ``ModelBundle`` interface of ser.inference.predict."""
+    """A model in one precision mode, with a bundle's ``predict_proba``
+    (see ``ser.inference.protocol.ModelBundle``)."""
 
     def __init__(self, model: nn.Module, mode: str, *, window_s: float) -> None:
         self.mode = mode

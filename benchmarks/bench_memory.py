@@ -2,7 +2,7 @@
 
 For each length, a fresh subprocess loads an untrained small-CNN bundle (stage-02
 defaults), notes its resident memory, predicts the whole file with all default
-features (``ser.inference.predict.predict_paths``, as ``ser predict`` does, writing a CSV) and
+features (``ser.inference.files.predict_paths``, as ``ser predict`` does, writing a CSV) and
 reports its peak RSS (``resource.getrusage``: the main process, and the largest
 feature worker) and the growth over the loaded-model baseline. The audio is the
 cached synthetic speech of ``bench_inference.py`` (written one minute at a time, so
@@ -38,12 +38,14 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 import psutil
-from ser import inference, models
+from ser.inference.files import predict_paths
+from ser.inference.options import InferenceOptions
+from ser.models.bundle import load_bundle
 bundle_dir, wav, out, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-bundle = models.load_bundle(bundle_dir)
+bundle = load_bundle(bundle_dir)
 base = psutil.Process().memory_info().rss
 t0 = time.perf_counter()
-res = inference.predict_paths(bundle, [wav], output=out, progress=False, workers=workers)
+res = predict_paths(bundle, [wav], options=InferenceOptions(workers=workers), output=out, progress=False)
 wall = time.perf_counter() - t0
 assert res.failures.empty, res.failures
 self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -15,9 +15,11 @@ import tracemalloc
 import numpy as np
 import pytest
 import soundfile as sf
+from bundle_double import BundleDouble
 from signals import voiced
 
-from ser.inference import predict
+from ser.inference import recording
+from ser.inference.options import InferenceOptions
 from ser.signal import audio
 
 SR = 16000
@@ -288,7 +290,7 @@ def test_memory_does_not_grow_with_length(tmp_path):
 # ------------------------------------------------------------------- end to end
 
 
-class _Bundle:
+class _Bundle(BundleDouble):
     """Deterministic stand-in for a model bundle: softmax of window statistics."""
 
     labels = ("angry", "happy", "neutral")
@@ -304,8 +306,8 @@ class _Bundle:
 
 def test_predict_recording_on_m4a_matches_wav(speech_m4a):
     wav, m4a = speech_m4a
-    ref = predict.predict_recording(_Bundle(), wav, hop_s=0.5, f0_method="pyin")
-    got = predict.predict_recording(_Bundle(), m4a, hop_s=0.5, f0_method="pyin")
+    ref = recording.predict_recording(_Bundle(), wav, options=InferenceOptions(hop_s=0.5, f0_method="pyin"))
+    got = recording.predict_recording(_Bundle(), m4a, options=InferenceOptions(hop_s=0.5, f0_method="pyin"))
     assert len(got) == len(ref) == 11
     np.testing.assert_array_equal(got["start_s"], ref["start_s"])
     labels = [f"p_{lab}" for lab in _Bundle.labels]

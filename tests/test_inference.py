@@ -1,4 +1,4 @@
-"""Tests for ser.inference.predict: window grid, one recording, a resumable table of recordings."""
+"""Tests for ser.inference: window grid, one recording, a resumable table of recordings."""
 
 from __future__ import annotations
 
@@ -9,17 +9,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from bundle_double import BundleDouble
 from signals import voiced
 
 from ser.data import schema
-from ser.inference import predict
+from ser.inference import workers
+from ser.inference.grid import window_starts
+from ser.inference.options import InferenceOptions
+from ser.inference.recording import predict_recording, window_columns
+from ser.inference.stamp import model_stamp_path
+from ser.inference.table import predict_table
 from ser.models import registry, window
 from ser.signal import audio, features
 
 SR = 16000
 
 
-class FakeBundle:
+class FakeBundle(BundleDouble):
     """Deterministic stand-in for ser.models.bundle.Bundle: softmax of simple window statistics."""
 
     def __init__(self, *, window_s: float = 1.0, sample_rate: int = SR, fail_after: int | None = None):
@@ -71,7 +77,7 @@ def _table(d) -> pd.DataFrame:
 
 
 def test_window_starts_exact_for_awkward_hop():
-    starts = predict.window_starts(100.0, window_s=3.0, hop_s=0.37)
+    starts = window_starts(100.0, window_s=3.0, hop_s=0.37)
     assert len(starts) == 263  # floor(97 / 0.37) + 1
     k = np.arange(263)
     np.testing.assert_array_equal(starts, [float(Fraction(37, 100) * i) for i in k])
@@ -87,28 +93,28 @@ def test_window_starts_exact_for_awkward_hop():
     (7.2, 2.4, 2.4, 3),
 ])
 def test_window_counts(duration, window, hop, n):
-    starts = predict.window_starts(duration, window_s=window, hop_s=hop)
+    starts = window_starts(duration, window_s=window, hop_s=hop)
     assert len(starts) == n
     assert starts[-1] + window <= duration + 1e-12
 
 
 def test_short_input_gives_one_window():
-    np.testing.assert_array_equal(predict.window_starts(1.2, window_s=3.0, hop_s=1.0), [0.0])
+    np.testing.assert_array_equal(window_starts(1.2, window_s=3.0, hop_s=1.0), [0.0])
 
 
 @pytest.mark.parametrize("hop", [0.0, -1.0, 3.5, float("nan"), float("inf")])
 def test_bad_hop_is_rejected(hop):
     with pytest.raises(ValueError, match="hop_s"):
-        predict.window_starts(10.0, window_s=3.0, hop_s=hop)
+        window_starts(10.0, window_s=3.0, hop_s=hop)
 
 
 @pytest.mark.parametrize("hop", [0.0, 1.5])
 def test_bad_hop_in_predict(rec_dir, hop, tmp_path):
     with pytest.raises(ValueError, match="hop_s"):
-        predict.predict_recording(FakeBundle(), rec_dir / "r1.wav", hop_s=hop)
+        predict_recording(FakeBundle(), rec_dir / "r1.wav", options=InferenceOptions(hop_s=hop))
     with pytest.raises(ValueError, match="hop_s"):
-        predict.predict_table(FakeBundle(), _table(rec_dir), hop_s=hop,
-                                out_csv=tmp_path / "w.csv", failures_csv=tmp_path / "f.csv")
+        predict_table(FakeBundle(), _table(rec_dir), options=InferenceOptions(hop_s=hop),
+                      out_csv=tmp_path / "w.csv", failures_csv=tmp_path / "f.csv")
 
 
 # ------------------------------------------------------------------- one recording
@@ -116,11 +122,11 @@ def test_bad_hop_in_predict(rec_dir, hop, tmp_path):
 
 def test_predict_recording_rows(rec_dir):
     b = FakeBundle()
-    df = predict.predict_recording(b, rec_dir / "r1.wav", hop_s=0.37)
+    df = predict_recording(b, rec_dir / "r1.wav", options=InferenceOptions(hop_s=0.37))
     labels = [f"p_{lab}" for lab in b.labels]
     assert list(df.columns) == ["start_s", "end_s", *labels, *features.FEATURE_COLUMNS, "padded"]
-    assert len(df) == len(predict.window_starts(9.0, window_s=1.0, hop_s=0.37)) == 22
-    np.testing.assert_array_equal(df["start_s"], predict.window_starts(9.0, window_s=1.0, hop_s=0.37))
+    assert len(df) == len(window_starts(9.0, window_s=1.0, hop_s=0.37)) == 22
+    np.testing.assert_array_equal(df["start_s"], window_starts(9.0, window_s=1.0, hop_s=0.37))
     np.testing.assert_allclose(df["end_s"] - df["start_s"], 1.0, atol=1e-12)
     np.testing.assert_allclose(df[labels].sum(axis=1), 1.0, atol=1e-6)
     assert not df["padded"].any()
@@ -138,26 +144,27 @@ def test_predict_recording_rows(rec_dir):
 @pytest.mark.parametrize("name,hop", [("r1.wav", 0.37), ("r2.wav", 0.25)])
 def test_blockwise_equals_whole_file(rec_dir, name, hop):
     b = FakeBundle()
-    whole = predict.predict_recording(b, rec_dir / name, hop_s=hop, block_s=600)
-    blocks = predict.predict_recording(b, rec_dir / name, hop_s=hop, block_s=1.5, batch_size=3)
+    whole = predict_recording(b, rec_dir / name, options=InferenceOptions(hop_s=hop, block_s=600))
+    blocks = predict_recording(b, rec_dir / name,
+                               options=InferenceOptions(hop_s=hop, block_s=1.5, batch_size=3))
     pd.testing.assert_frame_equal(whole, blocks)
 
 
 def test_feature_workers_do_not_change_the_result(rec_dir):
     b = FakeBundle()
-    serial = predict.predict_recording(b, rec_dir / "r1.wav", hop_s=0.5, block_s=2.0)
+    serial = predict_recording(b, rec_dir / "r1.wav", options=InferenceOptions(hop_s=0.5, block_s=2.0))
     timings: dict[str, float] = {}
-    parallel = predict.predict_recording(b, rec_dir / "r1.wav", hop_s=0.5, block_s=2.0,
-                                           workers=2, timings=timings)
+    parallel = predict_recording(b, rec_dir / "r1.wav",
+                                 options=InferenceOptions(hop_s=0.5, block_s=2.0, workers=2), timings=timings)
     pd.testing.assert_frame_equal(serial, parallel)
     assert {"decode_resample", "log_mel_cnn", "f0", "energy", "vad"} <= set(timings)
 
 
 def test_optional_feature_columns(rec_dir):
-    df = predict.predict_recording(FakeBundle(), rec_dir / "r1.wav", hop_s=1.0,
-                                     voice_quality=True, egemaps=True)
-    assert list(df.columns) == predict.window_columns(FakeBundle().labels, voice_quality=True,
-                                                        egemaps=True)
+    df = predict_recording(FakeBundle(), rec_dir / "r1.wav",
+                           options=InferenceOptions(hop_s=1.0, voice_quality=True, egemaps=True))
+    assert list(df.columns) == window_columns(FakeBundle().labels, voice_quality=True,
+                                              egemaps=True)
     assert df.columns[-1] == "padded"
     voiced_rows = df["voiced_ratio"] > 0.3
     assert df.loc[voiced_rows, "hnr_db"].gt(5).all()
@@ -171,13 +178,13 @@ def test_optional_feature_columns(rec_dir):
 ])
 def test_bad_options_in_predict(rec_dir, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        predict.predict_recording(FakeBundle(), rec_dir / "r1.wav", hop_s=0.5, **kwargs)
+        predict_recording(FakeBundle(), rec_dir / "r1.wav", options=InferenceOptions(hop_s=0.5, **kwargs))
 
 
 def test_short_file_is_one_padded_window(tmp_path):
     p = tmp_path / "short.wav"
     audio.write_wav(p, voiced(0.6), SR)
-    df = predict.predict_recording(FakeBundle(), p, hop_s=0.5)
+    df = predict_recording(FakeBundle(), p, options=InferenceOptions(hop_s=0.5))
     assert len(df) == 1 and bool(df["padded"].iloc[0])
     assert (df["start_s"].iloc[0], df["end_s"].iloc[0]) == (0.0, 1.0)
 
@@ -187,8 +194,8 @@ def test_wav_widths_agree_with_pcm16(tmp_path, rec_dir, subtype):
     y, _ = audio.load(rec_dir / "r1.wav")
     p = tmp_path / f"{subtype}.wav"
     sf.write(p, y, SR, subtype=subtype)
-    ref = predict.predict_recording(FakeBundle(), rec_dir / "r1.wav", hop_s=1.0)
-    got = predict.predict_recording(FakeBundle(), p, hop_s=1.0)
+    ref = predict_recording(FakeBundle(), rec_dir / "r1.wav", options=InferenceOptions(hop_s=1.0))
+    got = predict_recording(FakeBundle(), p, options=InferenceOptions(hop_s=1.0))
     # 8-bit quantisation puts the pauses at -45 dBFS, within trim_db of the speech, so
     # webrtcvad's ~0.1 s hangover after each burst is not trimmed there
     f0_tol, speech_tol = {"PCM_U8": (0.05, 0.15), "PCM_24": (1e-3, 0.0),
@@ -203,13 +210,13 @@ def test_silent_file_is_rejected(tmp_path, level, match):
     p = tmp_path / "silent.wav"
     sf.write(p, np.full(3 * SR, level, np.float32), SR, subtype="FLOAT")
     with pytest.raises(audio.AudioError, match=f"silent.wav.*{match}"):
-        predict.predict_recording(FakeBundle(), p, hop_s=1.0)
+        predict_recording(FakeBundle(), p, options=InferenceOptions(hop_s=1.0))
 
 
 def test_silent_stretch_gives_nan_f0_and_no_speech(tmp_path):
     p = tmp_path / "pause.wav"
     audio.write_wav(p, np.concatenate([voiced(1.0), np.zeros(3 * SR, np.float32)]), SR)
-    df = predict.predict_recording(FakeBundle(), p, hop_s=1.0)
+    df = predict_recording(FakeBundle(), p, options=InferenceOptions(hop_s=1.0))
     assert len(df) == 4
     quiet = df[df["start_s"] >= 2.0]
     assert quiet["f0_hz"].isna().all() and (quiet["voiced_ratio"] == 0).all()
@@ -219,7 +226,7 @@ def test_silent_stretch_gives_nan_f0_and_no_speech(tmp_path):
 
 def test_corrupt_file_raises_audio_error(rec_dir):
     with pytest.raises(audio.AudioError, match="r3.wav"):
-        predict.predict_recording(FakeBundle(), rec_dir / "r3.wav", hop_s=0.5)
+        predict_recording(FakeBundle(), rec_dir / "r3.wav", options=InferenceOptions(hop_s=0.5))
 
 
 # ------------------------------------------------------------------- a table of recordings
@@ -227,8 +234,8 @@ def test_corrupt_file_raises_audio_error(rec_dir):
 
 def test_predict_table_records_failures_and_carries_on(rec_dir, tmp_path):
     out, fail = tmp_path / "windows.csv", tmp_path / "failures.csv"
-    df = predict.predict_table(FakeBundle(), _table(rec_dir), hop_s=0.5, out_csv=out,
-                                 failures_csv=fail, progress=False)
+    df = predict_table(FakeBundle(), _table(rec_dir), options=InferenceOptions(hop_s=0.5), out_csv=out,
+                       failures_csv=fail, progress=False)
     assert list(df.columns[:6]) == ["recording", "caregiver", "level", "phase", "start_s", "end_s"]
     assert df["recording"].unique().tolist() == ["p001_control", "p001_care"]
     assert (df.groupby("recording").size() == pd.Series({"p001_care": 13, "p001_control": 17})).all()
@@ -241,10 +248,10 @@ def test_predict_table_records_failures_and_carries_on(rec_dir, tmp_path):
 
 def test_predict_table_with_options_and_workers(rec_dir, tmp_path):
     table = _table(rec_dir).iloc[:2]
-    df = predict.predict_table(FakeBundle(), table, hop_s=1.0, out_csv=tmp_path / "w.csv",
-                                 failures_csv=tmp_path / "f.csv", progress=False,
-                                 voice_quality=True, workers=2)
-    assert list(df.columns) == [*schema.ID_COLUMNS, *predict.window_columns(
+    df = predict_table(FakeBundle(), table,
+                       options=InferenceOptions(hop_s=1.0, voice_quality=True, workers=2),
+                       out_csv=tmp_path / "w.csv", failures_csv=tmp_path / "f.csv", progress=False)
+    assert list(df.columns) == [*schema.ID_COLUMNS, *window_columns(
         FakeBundle().labels, voice_quality=True)]
     assert df["jitter_local"].notna().any()
 
@@ -252,24 +259,24 @@ def test_predict_table_with_options_and_workers(rec_dir, tmp_path):
 def test_resume_after_interruption_has_no_duplicates(rec_dir, tmp_path):
     out, fail = tmp_path / "windows.csv", tmp_path / "failures.csv"
     table = _table(rec_dir).iloc[:2]
-    full = predict.predict_table(FakeBundle(), table, hop_s=0.5, out_csv=tmp_path / "ref.csv",
-                                   failures_csv=fail, progress=False)
+    full = predict_table(FakeBundle(), table, options=InferenceOptions(hop_s=0.5),
+                         out_csv=tmp_path / "ref.csv", failures_csv=fail, progress=False)
     # first recording needs 1 model call (17 windows <= 4 * batch_size): stop during the second
     with pytest.raises(KeyboardInterrupt):
-        predict.predict_table(FakeBundle(fail_after=1), table, hop_s=0.5, out_csv=out,
-                                failures_csv=fail, progress=False)
+        predict_table(FakeBundle(fail_after=1), table, options=InferenceOptions(hop_s=0.5), out_csv=out,
+                      failures_csv=fail, progress=False)
     partial = pd.read_csv(out)
     assert partial["recording"].unique().tolist() == ["p001_control"]
     b = FakeBundle()
-    resumed = predict.predict_table(b, table, hop_s=0.5, out_csv=out, failures_csv=fail,
-                                      progress=False)
+    resumed = predict_table(b, table, options=InferenceOptions(hop_s=0.5), out_csv=out, failures_csv=fail,
+                            progress=False)
     assert b.calls == 1  # only the missing recording was computed
     assert not resumed.duplicated(["recording", "start_s"]).any()
     pd.testing.assert_frame_equal(resumed, full)
     # a finished table resumes to itself without any model call
     b2 = FakeBundle()
-    again = predict.predict_table(b2, table, hop_s=0.5, out_csv=out, failures_csv=fail,
-                                    progress=False)
+    again = predict_table(b2, table, options=InferenceOptions(hop_s=0.5), out_csv=out, failures_csv=fail,
+                          progress=False)
     assert b2.calls == 0
     pd.testing.assert_frame_equal(again, full)
 
@@ -277,13 +284,13 @@ def test_resume_after_interruption_has_no_duplicates(rec_dir, tmp_path):
 def test_resume_refuses_other_hop_and_can_be_disabled(rec_dir, tmp_path):
     out, fail = tmp_path / "windows.csv", tmp_path / "failures.csv"
     table = _table(rec_dir).iloc[:1]
-    predict.predict_table(FakeBundle(), table, hop_s=0.5, out_csv=out, failures_csv=fail,
-                            progress=False)
+    predict_table(FakeBundle(), table, options=InferenceOptions(hop_s=0.5), out_csv=out, failures_csv=fail,
+                  progress=False)
     with pytest.raises(ValueError, match="hop"):
-        predict.predict_table(FakeBundle(), table, hop_s=0.25, out_csv=out, failures_csv=fail,
-                                progress=False)
-    df = predict.predict_table(FakeBundle(), table, hop_s=0.25, out_csv=out, failures_csv=fail,
-                                 resume=False, progress=False)
+        predict_table(FakeBundle(), table, options=InferenceOptions(hop_s=0.25), out_csv=out,
+                      failures_csv=fail, progress=False)
+    df = predict_table(FakeBundle(), table, options=InferenceOptions(hop_s=0.25), out_csv=out,
+                       failures_csv=fail, resume=False, progress=False)
     assert np.allclose(np.diff(df["start_s"]), 0.25)
 
 
@@ -293,9 +300,8 @@ def test_resume_refuses_other_hop_and_can_be_disabled(rec_dir, tmp_path):
 ])
 def test_bad_recordings_table(rec_dir, tmp_path, change, match):
     with pytest.raises(ValueError, match=match):
-        predict.predict_table(FakeBundle(), change(_table(rec_dir)), hop_s=0.5,
-                                out_csv=tmp_path / "w.csv", failures_csv=tmp_path / "f.csv",
-                                progress=False)
+        predict_table(FakeBundle(), change(_table(rec_dir)), options=InferenceOptions(hop_s=0.5),
+                      out_csv=tmp_path / "w.csv", failures_csv=tmp_path / "f.csv", progress=False)
 
 
 def test_model_threads_limited_while_workers_run_then_restored(rec_dir):
@@ -310,8 +316,8 @@ def test_model_threads_limited_while_workers_run_then_restored(rec_dir):
     try:
         torch.set_num_threads(2)
         b = ThreadSpy()
-        predict.predict_recording(b, rec_dir / "r1.wav", hop_s=1.0, workers=1)
-        assert b.threads == max(1, min(2, predict._usable_cores() - 1))
+        predict_recording(b, rec_dir / "r1.wav", options=InferenceOptions(hop_s=1.0, workers=1))
+        assert b.threads == max(1, min(2, workers._usable_cores() - 1))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -333,15 +339,15 @@ def test_resume_recomputes_when_the_model_bundle_changed(rec_dir, tmp_path):
 
     out, fail = tmp_path / "windows.csv", tmp_path / "failures.csv"
     table = _table(rec_dir).iloc[:1]
-    kw = dict(hop_s=0.5, out_csv=out, failures_csv=fail, progress=False)
-    first = predict.predict_table(save(0), table, **kw)
-    stamp = json.loads(predict.model_stamp_path(out).read_text())
+    kw = dict(options=InferenceOptions(hop_s=0.5), out_csv=out, failures_csv=fail, progress=False)
+    first = predict_table(save(0), table, **kw)
+    stamp = json.loads(model_stamp_path(out).read_text())
     assert stamp["model"] == "demo_cnn" and len(stamp["fingerprint"]) == 64
-    again = predict.predict_table(save(0), table, **kw)  # same weights: reused as they are
+    again = predict_table(save(0), table, **kw)  # same weights: reused as they are
     pd.testing.assert_frame_equal(again, first)
     retrained = save(1)
-    fresh = predict.predict_table(retrained, table, **{**kw, "out_csv": tmp_path / "ref.csv"})
-    resumed = predict.predict_table(retrained, table, **kw)
+    fresh = predict_table(retrained, table, **{**kw, "out_csv": tmp_path / "ref.csv"})
+    resumed = predict_table(retrained, table, **kw)
     pd.testing.assert_frame_equal(resumed, fresh)
     assert not np.allclose(resumed["p_angry"], first["p_angry"])
-    assert json.loads(predict.model_stamp_path(out).read_text())["fingerprint"] != stamp["fingerprint"]
+    assert json.loads(model_stamp_path(out).read_text())["fingerprint"] != stamp["fingerprint"]

@@ -8,9 +8,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from bundle_double import BundleDouble
 from signals import voiced
 
-from ser.inference import predict
+from ser.inference import recording
+from ser.inference.options import InferenceOptions
 from ser.models import bundle
 from ser.signal import audio, pitchnorm
 from ser.train import evaluation, loop
@@ -119,7 +121,7 @@ def test_recording_register_streams_blocks(tmp_path):
 # ------------------------------------------------------------------- model bundles
 
 
-class PitchBundle:
+class PitchBundle(BundleDouble):
     """Test double: predicts "high" when the window's F0 is above 220 Hz, else "low"."""
 
     labels = ["high", "low"]
@@ -141,8 +143,10 @@ class PitchBundle:
 
 def test_predict_recording_normalises_for_the_model_but_measures_f0_on_the_original(tmp_path):
     audio.write_wav(tmp_path / "low.wav", voiced(6.0, f0=180.0), SR)
-    plain = predict.predict_recording(PitchBundle(), tmp_path / "low.wav", hop_s=1.0)
-    normed = predict.predict_recording(PitchBundle(250.0), tmp_path / "low.wav", hop_s=1.0)
+    plain = recording.predict_recording(PitchBundle(), tmp_path / "low.wav",
+                                        options=InferenceOptions(hop_s=1.0))
+    normed = recording.predict_recording(PitchBundle(250.0), tmp_path / "low.wav",
+                                         options=InferenceOptions(hop_s=1.0))
     voiced_rows = plain["f0_hz"].notna()
     assert voiced_rows.sum() >= 3
     assert (plain.loc[voiced_rows, "p_low"] == 1.0).all()   # heard at 180 Hz
@@ -204,10 +208,12 @@ def test_pitch_norm_changes_the_bundle_fingerprint_only_when_set(tmp_path):
 def test_pitch_normalised_inference_is_the_same_with_feature_workers_and_small_blocks(tmp_path):
     y = np.concatenate([voiced(5.0, f0=180.0), voiced(5.0, f0=190.0, seed=4)])
     audio.write_wav(tmp_path / "r.wav", y, SR)
-    inline = predict.predict_recording(PitchBundle(250.0), tmp_path / "r.wav", hop_s=1.0, workers=0)
+    inline = recording.predict_recording(PitchBundle(250.0), tmp_path / "r.wav",
+                                         options=InferenceOptions(hop_s=1.0, workers=0))
     timings: dict[str, float] = {}
-    pooled = predict.predict_recording(PitchBundle(250.0), tmp_path / "r.wav", hop_s=1.0, workers=2,
-                                         block_s=4.0, timings=timings)
+    pooled = recording.predict_recording(PitchBundle(250.0), tmp_path / "r.wav",
+                                         options=InferenceOptions(hop_s=1.0, workers=2, block_s=4.0),
+                                         timings=timings)
     assert timings["pitch_norm"] > 0
     pd.testing.assert_frame_equal(inline.drop(columns=["p_high", "p_low"]),
                                   pooled.drop(columns=["p_high", "p_low"]), check_exact=False, atol=1e-6)

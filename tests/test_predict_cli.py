@@ -1,4 +1,4 @@
-"""Tests for ``ser predict`` (ser.inference.predict.predict_cli / predict_paths): files and folders,
+"""Tests for ``ser predict`` (ser.inference.files.predict_cli / predict_paths): files and folders,
 CSV/JSON outputs, failure table, resume after interruption, usage errors."""
 
 from __future__ import annotations
@@ -14,7 +14,11 @@ import pytest
 import signals
 import soundfile as sf
 
-from ser.inference import predict
+from ser.inference import recording
+from ser.inference.files import output_paths, predict_paths, summary_columns
+from ser.inference.options import InferenceOptions, resolve_batch_size
+from ser.inference.recording import window_columns
+from ser.inference.workers import resolve_workers
 from ser.models import registry, window
 from ser.models.bundle import load_bundle, save_bundle
 from ser.run.cli import main
@@ -86,8 +90,8 @@ def test_directory_to_csv(model_dir, audio_dir, tmp_path, capsys):
     summ = pd.read_csv(tmp_path / "res.summary.csv")
     fail = pd.read_csv(tmp_path / "res.failures.csv")
     p_cols = [f"p_{lab}" for lab in LABELS]
-    assert list(win.columns) == ["file", *predict.window_columns(LABELS)]
-    assert list(summ.columns) == predict.summary_columns(LABELS)
+    assert list(win.columns) == ["file", *window_columns(LABELS)]
+    assert list(summ.columns) == summary_columns(LABELS)
     assert fail.empty and list(fail.columns) == ["file", "reason"]
     # every good file, in sorted folder order, none of the text file
     files = sorted(str(audio_dir / rel) for rel in GOOD)
@@ -146,9 +150,9 @@ def test_stdout_csv_and_json(model_dir, audio_dir, capsys):
     ("out/res.tsv", ("out/res.tsv", "out/res.tsv.summary.csv", "out/res.tsv.failures.csv")),
 ])
 def test_output_paths(output, expected):
-    got = predict.output_paths(output)
+    got = output_paths(output)
     assert tuple(str(p) for p in got.values()) == expected
-    assert list(predict.output_paths("x.json", fmt="json")) == ["windows"]
+    assert list(output_paths("x.json", fmt="json")) == ["windows"]
 
 
 # ------------------------------------------------------------------- bad input
@@ -232,7 +236,7 @@ def test_resume_after_interruption(model_dir, audio_dir, tmp_path, monkeypatch, 
     ref = tmp_path / f"ref.{fmt}"
     assert _run(model_dir, *files, "--format", fmt, "-o", ref) == 0
 
-    real = predict._predict_file
+    real = recording.predict_file
     calls: list[str] = []
     out = tmp_path / f"res.{fmt}"
 
@@ -242,7 +246,7 @@ def test_resume_after_interruption(model_dir, audio_dir, tmp_path, monkeypatch, 
             raise KeyboardInterrupt  # the user presses Ctrl-C during the second file
         return real(bundle, path, **kw)
 
-    monkeypatch.setattr(predict, "_predict_file", stop_at_second)
+    monkeypatch.setattr(recording, "predict_file", stop_at_second)
     assert _run(model_dir, *files, "--format", fmt, "-o", out) == 130
     done = (pd.read_csv(out)["file"] if fmt == "csv"
             else pd.DataFrame(json.loads(out.read_text())["windows"])["file"])
@@ -254,7 +258,7 @@ def test_resume_after_interruption(model_dir, audio_dir, tmp_path, monkeypatch, 
         calls.append(path.name)
         return real(bundle, path, **kw)
 
-    monkeypatch.setattr(predict, "_predict_file", count)
+    monkeypatch.setattr(recording, "predict_file", count)
     assert _run(model_dir, *files, "--format", fmt, "-o", out) == 0
     assert calls == ["c.ogg", "short.wav"]  # the first file was not computed again
     for suffix in ([".csv", ".summary.csv", ".failures.csv"] if fmt == "csv" else [".json"]):
@@ -270,7 +274,7 @@ def test_outputs_written_as_files_finish(model_dir, audio_dir, tmp_path, monkeyp
     bundle = load_bundle(model_dir)
     out = tmp_path / "live.csv"
     seen: list[list[str]] = []
-    real = predict._predict_file
+    real = recording.predict_file
 
     def spy(b, path, **kw):
         if out.exists():
@@ -278,8 +282,9 @@ def test_outputs_written_as_files_finish(model_dir, audio_dir, tmp_path, monkeyp
         return real(b, path, **kw)
 
     files = [audio_dir / "a.wav", audio_dir / "short.wav", audio_dir / "sub" / "c.ogg"]
-    monkeypatch.setattr(predict, "_predict_file", spy)
-    res = predict.predict_paths(bundle, files, output=out, progress=False, checkpoint_s=0)
+    monkeypatch.setattr(recording, "predict_file", spy)
+    res = predict_paths(bundle, files, options=InferenceOptions(), output=out, progress=False,
+                        checkpoint_s=0)
     assert seen == [[str(files[0])], [str(files[0]), str(files[1])]]
     assert res.summary["status"].eq("ok").all() and res.failures.empty
 
@@ -314,19 +319,19 @@ def test_precision_is_recorded_and_a_resume_never_mixes_precisions(model_dir, au
 
 
 def test_workers_auto_is_inline_for_heavy_models():
-    assert predict.resolve_workers(None, heavy_model=True) == 0
-    assert predict.resolve_workers(-1, heavy_model=True) == 0
-    assert predict.resolve_workers(2, heavy_model=True) == 2
-    assert predict.resolve_workers(None) == predict.resolve_workers(-1) >= 1
+    assert resolve_workers(None, heavy_model=True) == 0
+    assert resolve_workers(-1, heavy_model=True) == 0
+    assert resolve_workers(2, heavy_model=True) == 2
+    assert resolve_workers(None) == resolve_workers(-1) >= 1
 
 
 def test_batch_size_default_is_the_models_preferred_size(model_dir):
     bundle = load_bundle(model_dir)
     assert not bundle.heavy and bundle.preferred_batch_size == 64
-    assert predict.resolve_batch_size(bundle, None) == 64
-    assert predict.resolve_batch_size(bundle, 5) == 5
+    assert resolve_batch_size(bundle, None) == 64
+    assert resolve_batch_size(bundle, 5) == 5
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
-        predict.resolve_batch_size(bundle, 0)
+        resolve_batch_size(bundle, 0)
 
 
 def test_resume_refuses_a_retrained_bundle_of_the_same_name(model_dir, audio_dir, tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""The floor every stage stands on: project paths, atomic writes, provenance records.
+"""The floor every stage stands on: project paths, atomic writes, provenance records,
+step timings.
 
 Imports nothing else from :mod:`ser`.
 """

@@ -89,13 +89,14 @@ def _keep_freed_memory() -> None:
 
 def _cmd_predict(a: argparse.Namespace) -> int:
     _keep_freed_memory()
-    from ser.inference import predict
+    from ser.inference.files import predict_cli
+    from ser.inference.options import InferenceOptions
 
-    return predict.predict_cli(model=a.model, inputs=a.paths, hop_s=a.hop, fmt=a.format,
-                                 output=a.output, progress=not a.quiet, f0_method=a.f0_method,
-                                 voice_quality=a.voice_quality, egemaps=a.egemaps,
-                                 workers=a.workers, batch_size=a.batch_size, device=a.device,
-                                 precision=a.precision, resume=not a.no_resume)
+    options = InferenceOptions(hop_s=a.hop, batch_size=a.batch_size, f0_method=a.f0_method,
+                               voice_quality=a.voice_quality, egemaps=a.egemaps, workers=a.workers)
+    return predict_cli(model=a.model, inputs=a.paths, options=options, fmt=a.format,
+                       output=a.output, progress=not a.quiet, device=a.device,
+                       precision=a.precision, resume=not a.no_resume)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -62,6 +62,8 @@ import numpy as np
 import pandas as pd
 import soxr
 
+from ser.core import timing
+
 #: F0 trackers :func:`f0_track` knows.
 F0_METHODS: tuple[str, ...] = ("praat", "pyin")
 #: Columns of :func:`window_features`, in order.
@@ -73,6 +75,10 @@ FEATURE_COLUMNS: tuple[str, ...] = (
 VAD_RATES: tuple[int, ...] = (8000, 16000, 32000, 48000)
 #: Frame lengths webrtcvad accepts (ms).
 VAD_FRAME_MS: tuple[int, ...] = (10, 20, 30)
+#: Default frame step of the F0, energy and voice-quality tracks (s).
+TRACK_HOP_S: float = 0.01
+#: Default webrtcvad frame length (ms).
+VAD_FRAME_DEFAULT_MS: int = 30
 #: Energy of digital silence (dB re full scale).
 ENERGY_FLOOR_DB: float = -100.0
 #: Optional voice-quality columns (``voice_quality=True``).
@@ -111,12 +117,12 @@ def feature_columns(*, voice_quality: bool = False, egemaps: bool = False) -> li
             *(egemaps_columns() if egemaps else ())]
 
 
-def _tick(timings: MutableMapping[str, float] | None, key: str, t0: float) -> float:
-    """Add ``now - t0`` seconds to ``timings[key]``; return now."""
-    now = time.perf_counter()
-    if timings is not None:
-        timings[key] = timings.get(key, 0.0) + (now - t0)
-    return now
+def frame_alignment(sr: int) -> int:
+    """Samples per step of the common grid of the default frames at ``sr``: the least
+    common multiple of the track hop (:data:`TRACK_HOP_S`) and the webrtcvad frame
+    (:data:`VAD_FRAME_DEFAULT_MS`), so that blocks of a long recording cut at multiples
+    of it put every track's frames where one pass over the whole recording would."""
+    return math.lcm(max(1, round(TRACK_HOP_S * sr)), max(1, sr * VAD_FRAME_DEFAULT_MS // 1000))
 
 
 # ---------------------------------------------------------------------------- checks
@@ -149,7 +155,7 @@ def f0_track(
     method: str = "praat",
     fmin: float = 75.0,
     fmax: float = 600.0,
-    hop_s: float = 0.01,
+    hop_s: float = TRACK_HOP_S,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fundamental-frequency track.
 
@@ -248,7 +254,7 @@ def rms_db(
     sr: int,
     *,
     frame_s: float = 0.025,
-    hop_s: float = 0.01,
+    hop_s: float = TRACK_HOP_S,
     floor_db: float = ENERGY_FLOOR_DB,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Short-time RMS energy in dB re digital full scale.
@@ -286,7 +292,7 @@ def speech_activity(
     y: np.ndarray,
     sr: int,
     *,
-    frame_ms: int = 30,
+    frame_ms: int = VAD_FRAME_DEFAULT_MS,
     aggressiveness: int = 2,
     trim_db: float | None = 30.0,
     min_db: float = -70.0,
@@ -364,7 +370,7 @@ def voice_quality_windows(
     window_s: float,
     fmin: float = 75.0,
     fmax: float = 600.0,
-    hop_s: float = 0.01,
+    hop_s: float = TRACK_HOP_S,
     pitch: tuple[Any, Any] | None = None,
 ) -> pd.DataFrame:
     """Jitter, shimmer and HNR per window with Praat (through parselmouth).
@@ -519,8 +525,8 @@ def window_features(
     f0_method: str = "praat",
     fmin: float = 75.0,
     fmax: float = 600.0,
-    hop_s: float = 0.01,
-    vad_frame_ms: int = 30,
+    hop_s: float = TRACK_HOP_S,
+    vad_frame_ms: int = VAD_FRAME_DEFAULT_MS,
     vad_aggressiveness: int = 2,
     voice_quality: bool = False,
     egemaps: bool = False,
@@ -573,11 +579,11 @@ def window_features(
         t_f0, f0 = _pitch_arrays(praat[1]) if praat is not None else (np.zeros(0), np.zeros(0))
     else:
         t_f0, f0 = f0_track(y, sr, method=f0_method, fmin=fmin, fmax=fmax, hop_s=hop_s)
-    t = _tick(timings, "f0", t)
+    t = timing.tick(timings, "f0", t)
     t_e, e = rms_db(y, sr, hop_s=hop_s)
-    t = _tick(timings, "energy", t)
+    t = timing.tick(timings, "energy", t)
     sp = speech_activity(y, sr, frame_ms=vad_frame_ms, aggressiveness=vad_aggressiveness)
-    t = _tick(timings, "vad", t)
+    t = timing.tick(timings, "vad", t)
     f = _summarise(t_f0, f0, starts, ends)
     en = _summarise(t_e, e, starts, ends)
     t_v = (np.arange(len(sp)) + 0.5) * (vad_frame_ms / 1000.0)
@@ -592,12 +598,12 @@ def window_features(
         "energy_max_db": en["max"],
         "speech_ratio": v["mean"],
     }
-    t = _tick(timings, "summarise", t)
+    t = timing.tick(timings, "summarise", t)
     if voice_quality:
         vq = voice_quality_windows(y, sr, starts_s=starts, window_s=window_s, fmin=fmin,
                                    fmax=fmax, hop_s=hop_s, pitch=praat)
         cols.update({c: vq[c].to_numpy() for c in VOICE_QUALITY_COLUMNS})
-        t = _tick(timings, "voice_quality", t)
+        t = timing.tick(timings, "voice_quality", t)
     if egemaps:
         t_g, lld = egemaps_lld(y, sr)
         vals = lld.to_numpy(dtype=np.float64, copy=True)
@@ -606,5 +612,5 @@ def window_features(
         vals[np.ix_(unvoiced, nz)] = np.nan
         means = _window_means(t_g, vals, starts, ends)
         cols.update({c: means[:, k] for k, c in enumerate(egemaps_columns())})
-        t = _tick(timings, "egemaps", t)
+        t = timing.tick(timings, "egemaps", t)
     return pd.DataFrame(cols, columns=feature_columns(voice_quality=voice_quality, egemaps=egemaps))

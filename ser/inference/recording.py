@@ -1,0 +1,260 @@
+"""Sliding-window emotion probabilities and prosody over one long recording.
+
+Windows follow the grid of :mod:`ser.inference.grid` (the model's window, every
+``hop_s`` seconds, exact timestamps).
+
+Short input. A recording shorter than one window gives exactly one window at 0 s,
+zero-padded at the end to ``W`` samples and flagged ``padded = True`` (all other
+windows have ``padded = False``); its prosody uses only the real samples.
+
+Bad input. Anything :mod:`ser.signal.audio` rejects (missing, empty, corrupt, non-audio,
+NaN/inf samples, M4A without ffmpeg) raises :class:`ser.signal.audio.AudioError` naming the
+file, and so does a recording that is silent as a whole (peak below
+:data:`SILENT_PEAK_DBFS`): a dead microphone gives no emotion to read. Silent
+stretches inside a recording are fine (NaN F0, zero speech ratio).
+
+Memory and speed. A recording is read as a stream of blocks (:func:`ser.signal.audio.iter_blocks`)
+of ``block_s`` seconds plus one window and :data:`CONTEXT_S` seconds of context on
+each side, and windows go to the model in batches, so peak memory depends on
+``block_s``, not on the file's length. The per-window features of a block
+(:func:`ser.signal.features.window_features`) can run in ``workers`` forked processes
+(:mod:`ser.inference.workers`) while the main process decodes and runs the model on the
+next blocks (at most ``workers + 1`` blocks wait, which bounds memory too); results do
+not depend on ``workers``. Praat's silence threshold is relative to the peak of the
+block it analyses (2 minutes by default), not of the whole file, so one loud event does
+not mute the rest of a long recording.
+
+Pitch normalisation. A bundle trained with ``pitch_norm_hz`` (:mod:`ser.signal.pitchnorm`)
+hears every recording at that register: a first pass over the file finds the
+recording's register (the voice's baseline pitch; another voice an octave away is left
+out), then each block is shifted by one constant amount (PSOLA, formants kept) in the
+feature workers, and the model runs on the shifted block when it comes back. The
+prosody columns (``f0_hz`` ...) are always measured on the original audio. The extra
+pass and the shift cost about two more Praat pitch analyses per hour of audio (318x
+real time instead of 622x for the small CNN, ``benchmarks/RESULTS.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, MutableMapping
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ser.core import timing
+from ser.inference import grid
+from ser.inference.options import InferenceOptions
+from ser.inference.protocol import ModelBundle
+from ser.inference.workers import Workers, feature_workers, features_job, voiced_semitones_job
+from ser.signal import audio, features, pitchnorm
+
+#: Audio on each side of a block's windows used for the prosody tracks (s).
+CONTEXT_S: float = 1.0
+#: A recording whose peak is below this level (dB re full scale) is rejected as silent.
+SILENT_PEAK_DBFS: float = -80.0
+
+
+def window_columns(labels: Iterable[str], *, voice_quality: bool = False,
+                   egemaps: bool = False) -> list[str]:
+    """Columns of :func:`predict_recording`: times, ``p_<label>``, features, ``padded``."""
+    return ["start_s", "end_s", *[f"p_{lab}" for lab in labels],
+            *features.feature_columns(voice_quality=voice_quality, egemaps=egemaps), "padded"]
+
+
+def predict_recording(
+    bundle: ModelBundle,
+    path: str | os.PathLike[str],
+    *,
+    options: InferenceOptions,
+    timings: MutableMapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """Emotion probabilities and prosody for every window of one recording.
+
+    Args:
+        bundle: model bundle (:class:`ser.inference.protocol.ModelBundle`); see
+            :func:`ser.models.bundle.load_bundle`.
+        path: audio file (any format/rate/channels :func:`ser.signal.audio.load` reads).
+        options: hop, batch size, block size, features and workers
+            (:class:`ser.inference.options.InferenceOptions`).
+        timings: if given, seconds per step are added to it (``decode_resample``,
+            ``log_mel_cnn``, ``f0``, ``energy``, ``vad``, ``summarise``,
+            ``voice_quality``, ``egemaps``, ``wait_features``).
+
+    Returns:
+        One row per window: ``start_s, end_s`` (s), ``p_<label>`` per label (rows sum
+        to 1), :func:`ser.signal.features.feature_columns`, and ``padded`` (bool, see module
+        docstring).
+
+    Raises:
+        ser.signal.audio.AudioError: missing, unreadable, empty, non-finite or silent audio.
+        ValueError: bad ``hop_s``, ``batch_size``, ``block_s``, ``f0_method`` or ``workers``.
+    """
+    options = options.resolve(bundle)
+    with feature_workers(options.workers) as pool:
+        df, _ = predict_file(bundle, Path(path), options=options, pool=pool, timings=timings)
+    return df
+
+
+def predict_file(
+    bundle: ModelBundle,
+    path: Path,
+    *,
+    options: InferenceOptions,
+    pool: Workers | None,
+    timings: MutableMapping[str, float] | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """:func:`predict_recording` on resolved options (:meth:`InferenceOptions.resolve`) in
+    a running worker pool; also returns the file's header info.
+
+    Args:
+        bundle: model bundle.
+        path: audio file.
+        options: resolved options.
+        pool: feature workers (:func:`ser.inference.workers.feature_workers`), or None.
+        timings: see :func:`predict_recording`.
+        on_progress: called with the seconds of audio done after each block.
+
+    Returns:
+        The window table of :func:`predict_recording` and ``{"duration_s", "sample_rate",
+        "channels"}`` of the file as stored (native length, rate and channels).
+    """
+    sr, win_n = int(bundle.sample_rate), int(bundle.window_samples)
+    batch_size, opts = options.batch_size, options.feature_options()
+    labels = list(bundle.labels)
+    columns = window_columns(labels, voice_quality=opts["voice_quality"], egemaps=opts["egemaps"])
+    n_feat = len(columns) - 3 - len(labels)
+
+    frames, sr_in, channels = audio.info_frames(path)
+    n_total = audio.resampled_length(frames, orig_sr=sr_in, target_sr=sr)
+    start_s, end_s, start_n = grid.sample_grid(n_total, sample_rate=sr, window_samples=win_n,
+                                               hop=options.hop_s)
+    n_win = len(start_s)
+    padded = np.full(n_win, n_total < win_n)
+
+    # blocks: hop B (aligned to feature frames), each with W + 2 * context extra samples
+    align = features.frame_alignment(sr)
+    ctx_n = int(math.ceil(CONTEXT_S * sr / align)) * align
+    block_n = max(1, int(round(options.block_s * sr / align))) * align
+    probs = np.empty((n_win, len(labels)), dtype=np.float32)
+    feats = np.full((n_win, n_feat), np.nan)
+    pending: deque[tuple[int, int, Future, np.ndarray]] = deque()
+    peak = 0.0
+
+    def run_model(i0: int, i1: int, local: np.ndarray, ymodel: np.ndarray) -> None:
+        t = time.perf_counter()
+        need = int(local[-1]) + win_n
+        ypad = audio.fix_length(ymodel, max(need, len(ymodel)))
+        # log-mel models share the frames of overlapping windows
+        probs[i0:i1] = bundle.predict_proba_starts(ypad, local, batch_size=batch_size)
+        timing.tick(timings, "log_mel_cnn", t)
+
+    def collect() -> None:
+        i0, i1, fut, local = pending.popleft()
+        t = time.perf_counter()
+        arr, tm, shifted = fut.result()
+        timing.tick(timings, "wait_features", t)
+        feats[i0:i1] = arr
+        timing.add(timings, tm)
+        if shifted is not None:  # pitch-normalised model: it runs once the shifted block is back
+            run_model(i0, i1, local, shifted)
+
+    # speaker pitch normalisation (bundles trained with it): one register for the recording,
+    # from a first pass over it; the model hears the shifted audio, the features the original
+    target_hz = bundle.pitch_norm_hz
+    shift_st = 0.0
+    if target_hz > 0:
+        shift_st = _recording_shift(path, sr=sr, target_hz=target_hz, block_n=block_n, pool=pool,
+                                    timings=timings)
+
+    blocks = audio.iter_blocks_n(path, sample_rate=sr, block_n=block_n, overlap_n=win_n + 2 * ctx_n)
+    try:
+        while True:
+            t = time.perf_counter()
+            item = next(blocks, None)
+            t = timing.tick(timings, "decode_resample", t)
+            if item is None:
+                break
+            off, y = item
+            if len(y):
+                peak = max(peak, float(np.max(np.abs(y))))
+            lo = 0 if off == 0 else off + ctx_n
+            i0, i1 = (int(i) for i in np.searchsorted(start_n, [lo, off + block_n + ctx_n], side="left"))
+            if i1 > i0:
+                local = start_n[i0:i1] - off
+                job = (y, sr, local / sr, win_n / sr, opts, shift_st)
+                if pool is None:
+                    arr, tm, shifted = features_job(*job)
+                    feats[i0:i1] = arr
+                    timing.add(timings, tm)
+                    run_model(i0, i1, local, y if shifted is None else shifted)
+                else:
+                    pending.append((i0, i1, pool.executor.submit(features_job, *job), local))
+                    if not shift_st:  # the model reads the block as decoded, while the workers run
+                        run_model(i0, i1, local, y)
+                while pool is not None and len(pending) > pool.n:
+                    collect()
+            if on_progress is not None:
+                on_progress(min(block_n, n_total - off) / sr)
+        while pending:
+            collect()
+    finally:
+        blocks.close()  # an ffmpeg decoder subprocess ends now, not when the traceback is freed
+        for *_, fut in pending:
+            fut.cancel()
+    if peak == 0.0:
+        raise audio.AudioError(f"audio file {path} is digital silence (every sample is 0): "
+                               "nothing to analyse; check the recording")
+    if 20 * math.log10(peak) < SILENT_PEAK_DBFS:
+        raise audio.AudioError(f"audio file {path} is silent (peak {20 * math.log10(peak):.1f} dBFS, "
+                               f"below {SILENT_PEAK_DBFS:g} dBFS): nothing to analyse; check the recording")
+
+    df = pd.DataFrame({"start_s": start_s, "end_s": end_s})
+    for j, lab in enumerate(labels):
+        df[f"p_{lab}"] = probs[:, j].astype(np.float64)
+    for j, col in enumerate(columns[2 + len(labels):-1]):
+        df[col] = feats[:, j]
+    df["padded"] = padded
+    info = {"duration_s": frames / sr_in, "sample_rate": sr_in, "channels": channels}
+    return df[columns], info
+
+
+def _recording_shift(path: Path, *, sr: int, target_hz: float, block_n: int, pool: Workers | None,
+                     timings: MutableMapping[str, float] | None) -> float:
+    """The shift (semitones) that moves this recording's register to ``target_hz``: one
+    pass over the file (:func:`ser.signal.pitchnorm.recording_register_hz`), its blocks' pitch
+    analyses spread over the feature workers when there are any."""
+    if pool is None:
+        t = time.perf_counter()
+        register = pitchnorm.recording_register_hz(path, sample_rate=sr, block_s=block_n / sr)
+        timing.tick(timings, "pitch_norm", t)
+        return pitchnorm.semitones_to(target_hz, register)
+    parts: list[np.ndarray] = []
+    pending: deque[Future] = deque()
+
+    def take(fut: Future) -> None:
+        st, sec = fut.result()
+        parts.append(st)
+        timing.add(timings, {"pitch_norm": sec})
+
+    blocks = audio.iter_blocks_n(path, sample_rate=sr, block_n=block_n, overlap_n=0)
+    try:
+        for _, y in blocks:
+            pending.append(pool.executor.submit(voiced_semitones_job, y, sr))
+            while len(pending) > pool.n:  # bounded: at most n + 1 blocks in memory
+                take(pending.popleft())
+        while pending:
+            take(pending.popleft())
+    finally:
+        blocks.close()
+        for fut in pending:
+            fut.cancel()
+    register = pitchnorm.register_from_semitones(np.concatenate(parts) if parts else np.zeros(0))
+    return pitchnorm.semitones_to(target_hz, register)

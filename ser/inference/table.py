@@ -1,0 +1,178 @@
+"""Stage 04: windowed inference over a table of cohort recordings (:func:`predict_table`),
+resumable.
+
+Per-recording failures go to a failure table and the rest carries on; the window table
+is rewritten atomically as recordings finish (temp file + rename, so the file on disk
+is always complete), and a rerun resumes from it: recordings already done are skipped,
+failed ones tried again, and the result has no duplicate or missing rows.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from ser.core import atomic, paths
+from ser.data.schema import ID_COLUMNS
+from ser.inference import recording
+from ser.inference.options import InferenceOptions
+from ser.inference.protocol import ModelBundle
+from ser.inference.stamp import model_stamp, model_stamp_path, read_stamp
+from ser.inference.workers import feature_workers
+
+#: Columns of the failure table of :func:`predict_table`.
+FAILURE_COLUMNS: tuple[str, ...] = ("recording", "path", "reason")
+
+
+def _check_recordings(recordings: pd.DataFrame) -> None:
+    if not isinstance(recordings, pd.DataFrame):
+        raise TypeError(f"recordings must be a DataFrame (recordings.csv); got {type(recordings).__name__}")
+    missing = [c for c in (*ID_COLUMNS, "path") if c not in recordings.columns]
+    if missing:
+        raise ValueError(f"recordings table lacks columns {missing}; stage 01 (01_preprocess) "
+                         f"writes recordings.csv with {[*ID_COLUMNS, 'path']}")
+    dup = recordings["recording"][recordings["recording"].duplicated()].astype(str).unique()
+    if len(dup):
+        raise ValueError(f"recordings table has duplicate recording ids {list(dup)[:5]}; "
+                         "each recording must appear once")
+
+
+def _read_previous(out_csv: Path, columns: list[str], hop_s: float,
+                   wanted: set[str]) -> pd.DataFrame:
+    """Rows of recordings already complete in ``out_csv`` (empty when none)."""
+    if not out_csv.is_file():
+        return pd.DataFrame(columns=columns)
+    try:
+        prev = pd.read_csv(out_csv, dtype={c: str for c in ID_COLUMNS})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot resume from {out_csv}: {e}; delete it or pass resume=False") from e
+    if list(prev.columns) != columns:
+        raise ValueError(f"cannot resume from {out_csv}: its columns differ from this model's "
+                         f"({len(prev.columns)} vs {len(columns)}, e.g. other labels); "
+                         "delete it or pass resume=False")
+    prev = prev[prev["recording"].isin(wanted)]
+    for rec, g in prev.groupby("recording", sort=False):
+        steps = np.diff(g["start_s"].to_numpy())
+        if len(steps) and not np.allclose(steps, hop_s, rtol=0, atol=1e-6):
+            raise ValueError(f"cannot resume from {out_csv}: recording {rec} was computed with "
+                             f"hop {steps[0]:g} s, not hop_s={hop_s:g}; delete it or pass resume=False")
+    return prev
+
+
+def public_failures(failures: pd.DataFrame) -> pd.DataFrame:
+    """The failure table without file locations, for display in a report.
+
+    Args:
+        failures: ``recording, path, reason`` as written by :func:`predict_table`.
+
+    Returns:
+        ``recording, reason`` with every mention of the file's path (as given, resolved,
+        or just its name) in ``reason`` replaced by ``<audio file>``.
+    """
+
+    def redact(path: Any, reason: Any) -> str:
+        text = str(reason)
+        p = Path(str(path))
+        for s in sorted({str(path), str(paths.resolve(p)), p.name} - {""}, key=len, reverse=True):
+            text = text.replace(s, "<audio file>")
+        return text
+
+    reasons = [redact(p, r) for p, r in zip(failures["path"], failures["reason"], strict=True)]
+    return pd.DataFrame({"recording": failures["recording"].to_numpy(), "reason": reasons})
+
+
+def predict_table(
+    bundle: ModelBundle,
+    recordings: pd.DataFrame,
+    *,
+    options: InferenceOptions,
+    out_csv: str | os.PathLike[str],
+    failures_csv: str | os.PathLike[str],
+    resume: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run :func:`ser.inference.recording.predict_recording` over a table of recordings
+    (stage 04); resumable.
+
+    After each recording, ``out_csv`` (all finished rows, in table order) and
+    ``failures_csv`` (``recording, path, reason`` of this run's failures) are rewritten
+    atomically, so an interrupted run leaves complete recordings only. With ``resume``,
+    recordings already in ``out_csv`` are skipped; failed ones are tried again. The model
+    that computed ``out_csv`` is named beside it (:func:`ser.inference.stamp.model_stamp_path`:
+    bundle name, precision and :func:`ser.models.bundle.bundle_fingerprint`); when the bundle
+    has changed since (retrained, recalibrated), nothing is reused and every recording is
+    recomputed. Rows of recordings no longer in ``recordings`` are dropped.
+
+    Args:
+        bundle: model bundle (see :func:`ser.inference.recording.predict_recording`).
+        recordings: columns ``recording, caregiver, level, phase, path`` (others are
+            ignored); relative paths are taken from the project root.
+        options: hop, batch size, block size, features and workers
+            (:class:`ser.inference.options.InferenceOptions`).
+        out_csv: window table to write (``windows.csv``).
+        failures_csv: failure table to write (``inference_failures.csv``).
+        resume: reuse finished recordings from an existing ``out_csv``.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The window table written to ``out_csv``: ``recording, caregiver, level, phase``
+        then the columns of :func:`ser.inference.recording.predict_recording`.
+
+    Raises:
+        ValueError: bad ``hop_s``, options or table, or an ``out_csv`` that cannot be resumed.
+    """
+    options = options.resolve(bundle)
+    _check_recordings(recordings)
+    out_csv, failures_csv = Path(out_csv), Path(failures_csv)
+    columns = [*ID_COLUMNS, *recording.window_columns(bundle.labels, voice_quality=options.voice_quality,
+                                                      egemaps=options.egemaps)]
+    recs = recordings.assign(**{c: recordings[c].astype(str) for c in ID_COLUMNS})
+    order = {r: i for i, r in enumerate(recs["recording"])}
+
+    stamp_path = model_stamp_path(out_csv)
+    stamp = model_stamp(bundle)
+    done: dict[str, pd.DataFrame] = {}
+    if resume and out_csv.is_file() and read_stamp(stamp_path) != stamp:
+        print(f"{out_csv.name} was computed with another model than {stamp['model']} "
+              f"({stamp_path.name} differs or is missing): recomputing every recording",
+              file=sys.stderr)
+    elif resume:
+        prev = _read_previous(out_csv, columns, float(options.hop_s), set(order))
+        done = {r: g for r, g in prev.groupby("recording", sort=False)}
+    failures: list[dict[str, Any]] = []
+
+    def write() -> pd.DataFrame:
+        parts = [done[r] for r in sorted(done, key=order.__getitem__)]
+        table = (pd.concat(parts, ignore_index=True) if parts
+                 else pd.DataFrame(columns=columns))[columns]
+        atomic.atomic_write_csv(out_csv, table)
+        # after the rows: a crash in between leaves an old stamp, so the rows are redone
+        atomic.atomic_write_json(stamp_path, stamp)
+        atomic.atomic_write_csv(failures_csv,
+                                pd.DataFrame(failures, columns=list(FAILURE_COLUMNS)))
+        return table
+
+    todo = recs[~recs["recording"].isin(done)]
+    bar = tqdm(todo.itertuples(index=False), total=len(todo), disable=not progress,
+               desc="inference", unit="rec")
+    with feature_workers(options.workers) as pool:
+        for row in bar:
+            row = row._asdict()
+            path = paths.resolve(str(row["path"]))
+            try:
+                df, _ = recording.predict_file(bundle, path, options=options, pool=pool)
+            except Exception as e:  # noqa: BLE001 - any per-file error goes to the failure table
+                failures.append({"recording": row["recording"], "path": str(row["path"]),
+                                 "reason": f"{type(e).__name__}: {e}"})
+            else:
+                for c in reversed(ID_COLUMNS):
+                    df.insert(0, c, row[c])
+                done[row["recording"]] = df
+            write()
+    return write()

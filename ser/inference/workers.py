@@ -1,0 +1,120 @@
+"""The feature worker pool of windowed inference and the jobs it runs.
+
+The per-window features of a block (:func:`ser.signal.features.window_features`) can run
+in ``workers`` forked processes while the main process decodes and runs the model on
+the next blocks; results do not depend on ``workers``. For a pitch-normalised model the
+workers also shift each block (:func:`ser.signal.pitchnorm.shift_pitch`) and analyse the
+recording's register.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ser.core import timing
+from ser.signal import features, pitchnorm
+
+
+def resolve_workers(workers: int | None, *, heavy_model: bool = False) -> int:
+    """Feature worker processes: ``None`` or ``-1`` (auto) → one per usable CPU core, or
+    none for a ``heavy_model``; ``0`` → none.
+
+    A heavy model (a transformer backbone, ``Bundle.heavy``) keeps every core busy by
+    itself and the features cost about 2 % of its time, so they run inline rather than
+    in processes that would take cores from the model's threads.
+
+    Raises:
+        ValueError: another negative or a non-integer count.
+    """
+    if workers is None or (isinstance(workers, (int, np.integer)) and workers == -1):
+        return 0 if heavy_model else _usable_cores()
+    if not isinstance(workers, (int, np.integer)) or workers < 0:
+        raise ValueError(f"workers must be an integer >= 0 (0 = compute features in this "
+                         f"process), or -1 / None (one per CPU core); got {workers!r}")
+    return int(workers)
+
+
+@dataclass(frozen=True)
+class Workers:
+    """A running pool of feature processes.
+
+    Attributes:
+        executor: the process pool.
+        n: its number of processes (at most ``n + 1`` blocks wait for it).
+    """
+
+    executor: Executor
+    n: int
+
+
+def _ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C is handled by the parent, which shuts the pool down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def feature_workers(n: int) -> Iterator[Workers | None]:
+    """A pool of ``n`` forked feature processes (None when 0; ``n`` from :func:`resolve_workers`).
+
+    While the pool exists, torch (if loaded) runs the model with at most
+    ``max(1, cores - n)`` intra-op threads, so that the model and the feature
+    processes do not oversubscribe the cores (OpenMP threads that wait for a core they
+    share burn CPU); the previous setting is restored afterwards.
+    """
+    if n == 0:
+        yield None
+        return
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    # fork: the children need no imports and never touch torch (they only run features)
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    ex = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_ignore_sigint)
+    try:
+        if torch is not None and threads is not None:
+            torch.set_num_threads(max(1, min(threads, _usable_cores() - n)))
+        yield Workers(ex, n)
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+        if torch is not None and threads is not None:
+            torch.set_num_threads(threads)
+
+
+def features_job(y: np.ndarray, sr: int, starts_s: np.ndarray, window_s: float,
+                 opts: dict[str, Any], shift_st: float = 0.0,
+                 ) -> tuple[np.ndarray, dict[str, float], np.ndarray | None]:
+    """Features of one block and, for a pitch-normalised model, the block shifted by
+    ``shift_st`` semitones (runs in a worker process or inline)."""
+    timings: dict[str, float] = {}
+    df = features.window_features(y, sr, starts_s=starts_s, window_s=window_s,
+                                  timings=timings, **opts)
+    shifted = None
+    if shift_st:
+        t = time.perf_counter()
+        shifted = pitchnorm.shift_pitch(y, sr, semitones=shift_st)
+        timing.tick(timings, "pitch_norm", t)
+    return df.to_numpy(dtype=np.float64), timings, shifted
+
+
+def voiced_semitones_job(y: np.ndarray, sr: int) -> tuple[np.ndarray, float]:
+    """One block's voiced pitch (:func:`ser.signal.pitchnorm.voiced_semitones`) and the
+    seconds it took (runs in a worker process)."""
+    t = time.perf_counter()
+    return pitchnorm.voiced_semitones(y, sr), time.perf_counter() - t
