@@ -9,7 +9,7 @@
     ``speech_ratio >= --min-speech-ratio`` (default: stage 06's ``min_speech_ratio``);
     with a positive value the model is also shown on every window, for contrast.
 (b) Null cohorts: ``--n-null`` cohorts simulated at the window-table level without any
-    effect (``ser.stats.mixed.simulate_windows``, the study's 2/9/4/8 design, 120 windows per
+    effect (``ser.stats.simulate.simulate_windows``, the study's 2/9/4/8 design, 120 windows per
     recording), three independent descriptors each, both models of stage 06; the
     false-positive rate of the phase and level tests must lie in 5 % ± 2 %. Shown with
     exact binomial 95 % CIs, next to the asymptotic chi² reference and a window-level
@@ -41,7 +41,7 @@ import pandas as pd
 
 from ser.core import paths
 from ser.run import params as P
-from ser.stats import mixed as S
+from ser.stats import mixed, simulate
 from ser.stats import validation as V
 
 #: Planted effects of the coverage cohorts (Hz and dB; level_trend per level step).
@@ -78,7 +78,7 @@ def naive_rates(n: int, *, seed: int, effects: dict | None, truth: dict | None) 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for s in range(seed, seed + n):
-            w = S.simulate_windows(seed=s, effects=effects)
+            w = simulate.simulate_windows(seed=s, effects=effects)
             for f in (NULL_FEATURES if truth is None else ("f0_hz", "energy_db")):
                 col = f.split("__")[0]
                 r = V.naive_window_ols(w, feature=col)
@@ -94,7 +94,7 @@ def part_b(a: argparse.Namespace, out: Path | None) -> bool:
     ok = True
     t0 = time.perf_counter()
     print(f"\n=== (b) {a.n_null} null cohorts × {len(NULL_FEATURES)} descriptors "
-          f"({', '.join(NULL_FEATURES)}), models {dict(S.DEFAULT_MODELS)}")
+          f"({', '.join(NULL_FEATURES)}), models {dict(mixed.DEFAULT_MODELS)}")
     null = V.simulate_fits(n_replicates=a.n_null, seed=10_000 + a.seed, features=NULL_FEATURES,
                            n_jobs=a.n_jobs, progress=False)
     rates = V.rejection_rates(null, alpha=0.05)

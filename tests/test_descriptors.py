@@ -1,4 +1,5 @@
-"""Tests of ser.stats.descriptors: per-recording/segment descriptors and time bins."""
+"""Tests of ser.stats.descriptors (per-recording/segment descriptors and time bins) and
+ser.stats.names (column meanings, units, axis labels)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from scipy import stats as st
 
 from ser.data import schema
-from ser.stats import descriptors as D
+from ser.stats import descriptors, names
 
 
 def _windows(n: int = 20, *, hop: float = 3.0, f0_nan: tuple[int, ...] = (1, 4)) -> pd.DataFrame:
@@ -32,7 +33,7 @@ def _windows(n: int = 20, *, hop: float = 3.0, f0_nan: tuple[int, ...] = (1, 4))
 
 def test_one_row_per_recording_with_named_columns() -> None:
     w = _windows()
-    d = D.recording_descriptors(w, features=["p_happy", "f0_hz"], stats=("mean", "iqr"))
+    d = descriptors.recording_descriptors(w, features=["p_happy", "f0_hz"], stats=("mean", "iqr"))
     assert list(d["recording"]) == ["p001_control", "p001_care"]  # control first
     for col in ("p_happy__mean", "p_happy__iqr", "f0_hz__mean", "f0_hz__iqr", "segment",
                 "n_windows", "n_voiced_windows", "voiced_windows_ratio", "voiced_ratio",
@@ -45,7 +46,7 @@ def test_one_row_per_recording_with_named_columns() -> None:
 
 def test_stats_match_numpy_and_f0_uses_voiced_windows_only() -> None:
     w = _windows()
-    d = D.recording_descriptors(w, features=["p_happy", "f0_hz"])
+    d = descriptors.recording_descriptors(w, features=["p_happy", "f0_hz"])
     one = w[w["recording"] == "p001_care"]
     row = d.set_index("recording").loc["p001_care"]
     f0 = one["f0_hz"].dropna().to_numpy()
@@ -62,15 +63,15 @@ def test_stats_match_numpy_and_f0_uses_voiced_windows_only() -> None:
 
 def test_segments_assign_windows_by_start_and_drop_short_tail() -> None:
     w = _windows(n=25)  # windows start 0..72 s, end 75 s
-    d = D.recording_descriptors(w, features=["energy_db"], stats=("mean",), segment_s=30.0)
+    d = descriptors.recording_descriptors(w, features=["energy_db"], stats=("mean",), segment_s=30.0)
     care = d[d["phase"] == "care"]
     # segments [0,30) [30,60) [60,90): the tail holds starts 60..72 -> spans 60..75 s = 15 s,
     # exactly half of 30 s -> kept; with a stricter fraction it is dropped
     assert care["segment"].tolist() == [0, 1, 2]
     assert care["n_windows"].tolist() == [10, 10, 5]
     assert care["segment_start_s"].tolist() == [0.0, 30.0, 60.0]
-    strict = D.recording_descriptors(w, features=["energy_db"], stats=("mean",), segment_s=30.0,
-                                     min_segment_fraction=0.8)
+    strict = descriptors.recording_descriptors(w, features=["energy_db"], stats=("mean",), segment_s=30.0,
+                                               min_segment_fraction=0.8)
     assert strict[strict["phase"] == "care"]["segment"].tolist() == [0, 1]
     first = w[(w["phase"] == "care") & (w["start_s"] < 30)]["energy_db"].mean()
     assert care["energy_db__mean"].iloc[0] == pytest.approx(first)
@@ -81,7 +82,7 @@ def test_natural_level_order() -> None:
                                      recording=lambda x, c=c: c + "_" + x["phase"])
                    for c, lv in [("a", "expert"), ("b", "untrained"), ("c", "intermediate"),
                                  ("d", "beginner")]])
-    d = D.recording_descriptors(w, features=["p_happy"], stats=("mean",))
+    d = descriptors.recording_descriptors(w, features=["p_happy"], stats=("mean",))
     assert list(dict.fromkeys(d["level"])) == list(schema.LEVELS)
 
 
@@ -96,19 +97,19 @@ def test_natural_level_order() -> None:
 )
 def test_bad_options_are_named(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        D.recording_descriptors(_windows(), **kwargs)
+        descriptors.recording_descriptors(_windows(), **kwargs)
 
 
 def test_unknown_level_and_missing_columns() -> None:
     with pytest.raises(ValueError, match="unknown training level"):
-        D.recording_descriptors(_windows().assign(level="guru"), features=["p_happy"])
+        descriptors.recording_descriptors(_windows().assign(level="guru"), features=["p_happy"])
     with pytest.raises(ValueError, match="04_inference"):
-        D.recording_descriptors(_windows().drop(columns=["phase"]), features=["p_happy"])
+        descriptors.recording_descriptors(_windows().drop(columns=["phase"]), features=["p_happy"])
 
 
 def test_describe_columns_covers_every_column_with_units() -> None:
-    d = D.recording_descriptors(_windows(), features=["p_happy", "f0_hz", "energy_db"])
-    doc = D.describe_columns(d).set_index("column")
+    d = descriptors.recording_descriptors(_windows(), features=["p_happy", "f0_hz", "energy_db"])
+    doc = names.describe_columns(d).set_index("column")
     assert list(doc.index) == list(d.columns)
     assert doc.loc["f0_hz__median", "unit"] == "Hz"
     assert "voiced windows only" in doc.loc["f0_hz__median", "meaning"]
@@ -120,17 +121,17 @@ def test_describe_columns_covers_every_column_with_units() -> None:
 
 
 def test_key_descriptors_and_axis_label() -> None:
-    d = D.recording_descriptors(_windows(), features=["p_happy", "p_sad", "f0_hz", "energy_db"])
-    assert D.key_descriptors(d) == ["p_happy__mean", "p_sad__mean", "f0_hz__median",
+    d = descriptors.recording_descriptors(_windows(), features=["p_happy", "p_sad", "f0_hz", "energy_db"])
+    assert descriptors.key_descriptors(d) == ["p_happy__mean", "p_sad__mean", "f0_hz__median",
                                     "energy_db__mean", "speech_ratio"]
-    assert D.axis_label("f0_hz__median") == "F0, median (Hz)"
-    assert D.axis_label("p_happy__mean") == "P(happy), mean (probability)"
+    assert names.axis_label("f0_hz__median") == "F0, median (Hz)"
+    assert names.axis_label("p_happy__mean") == "P(happy), mean (probability)"
 
 
 @pytest.mark.parametrize("normalise", [True, False])
 def test_time_binned(normalise: bool) -> None:
     w = _windows(n=20)
-    b = D.time_binned(w, features=["energy_db"], time_bins=4, normalise_time=normalise)
+    b = descriptors.time_binned(w, features=["energy_db"], time_bins=4, normalise_time=normalise)
     assert set(b["time_bin"]) == {0, 1, 2, 3}
     assert b.groupby("recording")["n_windows"].sum().tolist() == [20, 20]
     per = b[b["recording"] == "p001_care"].sort_values("time_bin")
@@ -143,15 +144,15 @@ def test_time_binned(normalise: bool) -> None:
         assert per["time"].tolist() == pytest.approx([0.125, 0.375, 0.625, 0.875])
         assert (b["time_unit"] == "min").all()
     with pytest.raises(ValueError, match="time_bins"):
-        D.time_binned(w, features=["energy_db"], time_bins=0)
+        descriptors.time_binned(w, features=["energy_db"], time_bins=0)
 
 
 # ------------------------------------------------------------ emotion windows need speech
 
 def test_min_speech_ratio_leaves_quiet_windows_out_of_emotion_descriptors_only() -> None:
     w = _windows(n=20)  # speech_ratio 0.75 on even windows, 0.25 on odd ones
-    d = D.recording_descriptors(w, features=["p_happy", "f0_hz", "energy_db"],
-                                stats=("mean", "max"), min_speech_ratio=0.5)
+    d = descriptors.recording_descriptors(w, features=["p_happy", "f0_hz", "energy_db"],
+                                          stats=("mean", "max"), min_speech_ratio=0.5)
     one = w[w["recording"] == "p001_care"]
     row = d.set_index("recording").loc["p001_care"]
     speech = one[one["speech_ratio"] >= 0.5]
@@ -162,19 +163,19 @@ def test_min_speech_ratio_leaves_quiet_windows_out_of_emotion_descriptors_only()
     assert row["energy_db__mean"] == pytest.approx(one["energy_db"].mean())  # not masked
     assert row["f0_hz__mean"] == pytest.approx(one["f0_hz"].mean())
     assert row["speech_ratio"] == pytest.approx(0.5)  # the recording's speech ratio: all windows
-    every = D.recording_descriptors(w, features=["p_happy"], stats=("mean",))
+    every = descriptors.recording_descriptors(w, features=["p_happy"], stats=("mean",))
     assert (every["n_emotion_windows"] == 20).all()
     assert every.set_index("recording").loc["p001_care", "p_happy__mean"] == pytest.approx(
         one["p_happy"].mean())
     # no emotion feature: no count column; threshold above every window: empty, not 0
-    assert "n_emotion_windows" not in D.recording_descriptors(w, features=["f0_hz"]).columns
-    none = D.recording_descriptors(w, features=["p_happy"], stats=("mean",), min_speech_ratio=0.9)
+    assert "n_emotion_windows" not in descriptors.recording_descriptors(w, features=["f0_hz"]).columns
+    none = descriptors.recording_descriptors(w, features=["p_happy"], stats=("mean",), min_speech_ratio=0.9)
     assert none["p_happy__mean"].isna().all() and (none["n_emotion_windows"] == 0).all()
 
 
 def test_time_binned_masks_emotions_per_bin() -> None:
     w = _windows(n=20)
-    b = D.time_binned(w, features=["p_happy", "energy_db"], time_bins=4, min_speech_ratio=0.5)
+    b = descriptors.time_binned(w, features=["p_happy", "energy_db"], time_bins=4, min_speech_ratio=0.5)
     assert b["n_emotion_windows"].tolist() == [3, 2, 3, 2] * 2  # windows 0,2,4 | 6,8 | ...
     first = w[(w["recording"] == "p001_care") & (w["start_s"] < 15.0)]
     got = b[(b["recording"] == "p001_care") & (b["time_bin"] == 0)].iloc[0]
@@ -184,19 +185,19 @@ def test_time_binned_masks_emotions_per_bin() -> None:
 
 def test_mask_and_share_of_emotion_windows() -> None:
     w = _windows(n=20)
-    m = D.mask_low_speech(w, min_speech_ratio=0.5)
+    m = descriptors.mask_low_speech(w, min_speech_ratio=0.5)
     quiet = w["speech_ratio"] < 0.5
     assert m.loc[quiet, ["p_happy", "p_sad"]].isna().all().all()
     assert m.loc[~quiet, "p_happy"].tolist() == w.loc[~quiet, "p_happy"].tolist()
     assert m["f0_hz"].equals(w["f0_hz"]) and w["p_happy"].notna().all()  # input untouched
-    assert D.mask_low_speech(w, min_speech_ratio=0.0).equals(w)
-    share = D.emotion_window_share(w, min_speech_ratio=0.5)
+    assert descriptors.mask_low_speech(w, min_speech_ratio=0.0).equals(w)
+    share = descriptors.emotion_window_share(w, min_speech_ratio=0.5)
     assert share[["phase", "windows", "emotion_windows"]].values.tolist() == [
         ["control", 20, 10], ["care", 20, 10]]
     assert share["share"].tolist() == pytest.approx([0.5, 0.5])
-    doc = D.describe_columns(D.recording_descriptors(w, features=["p_happy"], stats=("mean",),
+    doc = names.describe_columns(descriptors.recording_descriptors(w, features=["p_happy"], stats=("mean",),
                                                      min_speech_ratio=0.5),
-                             min_speech_ratio=0.5).set_index("column")
+                                 min_speech_ratio=0.5).set_index("column")
     assert "speech_ratio >= 0.5" in doc.loc["p_happy__mean", "meaning"]
     assert doc.loc["n_emotion_windows", "unit"] == "count"
 
@@ -204,24 +205,24 @@ def test_mask_and_share_of_emotion_windows() -> None:
 @pytest.mark.parametrize("value", [-0.1, 1.5, "half", float("nan")])
 def test_bad_min_speech_ratio_is_named(value: object) -> None:
     with pytest.raises(ValueError, match="min_speech_ratio must be a fraction"):
-        D.recording_descriptors(_windows(), features=["p_happy"], min_speech_ratio=value)
+        descriptors.recording_descriptors(_windows(), features=["p_happy"], min_speech_ratio=value)
 
 
 def test_min_speech_ratio_needs_the_speech_ratio_column() -> None:
     w = _windows().drop(columns=["speech_ratio"])
     with pytest.raises(ValueError, match="speech_ratio column.*min_speech_ratio: 0"):
-        D.time_binned(w, features=["p_happy"], min_speech_ratio=0.5)
-    assert len(D.time_binned(w, features=["p_happy"], min_speech_ratio=0.0))
+        descriptors.time_binned(w, features=["p_happy"], min_speech_ratio=0.5)
+    assert len(descriptors.time_binned(w, features=["p_happy"], min_speech_ratio=0.0))
 
 
 def test_load_windows_keeps_ids_as_text(tmp_path: Path) -> None:
     w = _windows(n=6).assign(caregiver="003", recording="003_care")
     w.to_csv(tmp_path / "windows.csv", index=False)
-    got = D.load_windows(tmp_path / "windows.csv")
+    got = descriptors.load_windows(tmp_path / "windows.csv")
     assert got["caregiver"].iloc[0] == "003" and got["recording"].iloc[0] == "003_care"
     w.to_csv(tmp_path / "descriptors.csv", index=False)
-    assert D.load_descriptors(tmp_path / "descriptors.csv")["caregiver"].iloc[0] == "003"
+    assert descriptors.load_descriptors(tmp_path / "descriptors.csv")["caregiver"].iloc[0] == "003"
     with pytest.raises(FileNotFoundError, match="04_inference"):
-        D.load_windows(tmp_path / "nope.csv")
+        descriptors.load_windows(tmp_path / "nope.csv")
     with pytest.raises(FileNotFoundError, match="06_time_invariant"):
-        D.load_descriptors(tmp_path / "nope.csv")
+        descriptors.load_descriptors(tmp_path / "nope.csv")

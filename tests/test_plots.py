@@ -13,20 +13,27 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from ser.data import schema
 from ser.report import plots as P  # noqa: E402
-from ser.stats import descriptors as D  # noqa: E402
-from ser.stats import mixed as S  # noqa: E402
+from ser.stats import (  # noqa: E402
+    deltas,
+    descriptors,
+    level_classification,
+    level_dataset,
+    mixed,
+    simulate,
+    trajectory,
+)
 
 
 @pytest.fixture(scope="module")
 def windows() -> pd.DataFrame:
-    return S.simulate_windows(seed=7, duration_s=60.0, n_per_level=(2, 3, 2, 3),
-                              effects={"f0_hz": {"phase": 10.0}})
+    return simulate.simulate_windows(seed=7, duration_s=60.0, n_per_level=(2, 3, 2, 3),
+                                     effects={"f0_hz": {"phase": 10.0}})
 
 
 @pytest.fixture(scope="module")
 def desc(windows: pd.DataFrame) -> pd.DataFrame:
-    return D.recording_descriptors(windows, features=["p_happy", "f0_hz", "energy_db"],
-                                   stats=("mean", "median"))
+    return descriptors.recording_descriptors(windows, features=["p_happy", "f0_hz", "energy_db"],
+                                             stats=("mean", "median"))
 
 
 @pytest.fixture(autouse=True)
@@ -40,8 +47,8 @@ def _level_ticks(ax) -> list[str]:  # noqa: ANN001
 
 
 def test_trajectories_units_and_level_order(windows: pd.DataFrame) -> None:
-    b = D.time_binned(windows, features=["f0_hz", "p_happy"], time_bins=4)
-    s = S.trajectory_summary(b, features=["f0_hz", "p_happy"])
+    b = descriptors.time_binned(windows, features=["f0_hz", "p_happy"], time_bins=4)
+    s = trajectory.trajectory_summary(b, features=["f0_hz", "p_happy"])
     fig = P.plot_trajectories(s)
     assert isinstance(fig, Figure)
     axes = fig.axes
@@ -77,9 +84,9 @@ def test_descriptors_figure(desc: pd.DataFrame) -> None:
 
 
 def test_forest_plot(desc: pd.DataFrame) -> None:
-    mm = S.mixed_models_table(desc, features=["f0_hz__median", "energy_db__mean"],
-                              models={"level_trend": "phase * level_trend"}, analysis="x",
-                              progress=False)
+    mm = mixed.mixed_models_table(desc, features=["f0_hz__median", "energy_db__mean"],
+                                  models={"level_trend": "phase * level_trend"}, analysis="x",
+                                  progress=False)
     fig = P.plot_forest(mm, model="level_trend")
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
@@ -93,7 +100,7 @@ def test_forest_plot(desc: pd.DataFrame) -> None:
 
 
 def test_delta_figure(desc: pd.DataFrame) -> None:
-    dt = S.delta_table(desc, eps_rule="rel:0.05")
+    dt = deltas.delta_table(desc, eps_rule="rel:0.05")
     fig = P.plot_delta(dt, features=["f0_hz__median", "p_happy__mean"])
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
@@ -107,12 +114,10 @@ def test_delta_figure(desc: pd.DataFrame) -> None:
 
 
 def test_level_classification_figure() -> None:
-    from ser.stats import level_classification as L
-
-    d = D.recording_descriptors(S.simulate_windows(seed=3, duration_s=30.0),
-                                features=["f0_hz", "energy_db"], stats=("mean",))
-    ds = L.caregiver_dataset(d, features=["f0_hz__mean", "energy_db__mean"])
-    res = L.classify_levels(ds, n_permutations=12, progress=False)
+    d = descriptors.recording_descriptors(simulate.simulate_windows(seed=3, duration_s=30.0),
+                                          features=["f0_hz", "energy_db"], stats=("mean",))
+    ds = level_dataset.caregiver_dataset(d, features=["f0_hz__mean", "energy_db__mean"])
+    res = level_classification.classify_levels(ds, n_permutations=12, progress=False)
     fig = P.plot_level_classification(res.summary, res.null)
     assert isinstance(fig, Figure)
     ax0, ax1 = fig.axes[:2]

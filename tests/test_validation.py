@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ser.stats import mixed as S
+from ser.stats import simulate
 from ser.stats import validation as V
 
 TREND = {"level_trend": "phase * level_trend"}
@@ -58,7 +58,7 @@ def _pooled_rate(rates: pd.DataFrame) -> float:
 def _naive(seeds: range, *, effects: dict | None, features: tuple[str, ...]) -> pd.DataFrame:
     rows = []
     for s in seeds:
-        w = S.simulate_windows(seed=s, effects=effects, **SIM)
+        w = simulate.simulate_windows(seed=s, effects=effects, **SIM)
         for f in features:
             r = V.naive_window_ols(w, feature=f.split("__")[0]).assign(feature=f)
             rows.append(r[r["term"] != "Intercept"])
@@ -124,8 +124,8 @@ def _truth_json(tmp_path, effects: list[dict]) -> str:  # noqa: ANN001
 
 
 def test_recovery_verdicts(tmp_path) -> None:  # noqa: ANN001
-    w = S.simulate_windows(seed=7, duration_s=60.0,
-                           effects={"f0_hz": {"phase": 20.0},
+    w = simulate.simulate_windows(seed=7, duration_s=60.0,
+                                  effects={"f0_hz": {"phase": 20.0},
                                     "speech_ratio": {"level_trend": 1.0}})
     eff = [
         {"feature": "f0_hz", "term": "phase", "value": 20.0, "unit": "Hz", "sign": 1},
@@ -149,7 +149,7 @@ def test_recovery_verdicts(tmp_path) -> None:  # noqa: ANN001
 
 
 def test_recovery_flags_a_false_positive(tmp_path) -> None:  # noqa: ANN001
-    w = S.simulate_windows(seed=8, duration_s=60.0, effects={"energy_db": {"phase": 8.0}})
+    w = simulate.simulate_windows(seed=8, duration_s=60.0, effects={"energy_db": {"phase": 8.0}})
     truth = V.load_truth(_truth_json(tmp_path, [
         {"feature": "energy_db", "term": "phase", "value": 0.0, "unit": "dB", "sign": 0}]))
     assert V.recovery_table(w, truth)["verdict"].tolist() == ["false positive"]
@@ -158,7 +158,7 @@ def test_recovery_flags_a_false_positive(tmp_path) -> None:  # noqa: ANN001
 def test_recovery_leaves_quiet_windows_out_of_emotion_descriptors(tmp_path: Path) -> None:
     """A classifier that calls pauses 'happy', with more pauses in care, plants a spurious
     phase effect on p_happy; with min_speech_ratio those windows do not count."""
-    w = S.simulate_windows(seed=9, duration_s=60.0)
+    w = simulate.simulate_windows(seed=9, duration_s=60.0)
     rng = np.random.default_rng(0)
     quiet = rng.uniform(size=len(w)) < np.where(w["phase"] == "care", 0.5, 0.1)
     w["speech_ratio"] = np.where(quiet, 0.1, 0.9)

@@ -2,7 +2,7 @@
 
 Conventions: training levels always in their natural order (untrained → expert) with an
 ordered, colour-blind-safe palette (viridis); phases with the Okabe–Ito blue/vermillion
-pair; units on every axis (see :func:`ser.stats.descriptors.axis_label`); one point per
+pair; units on every axis (see :func:`ser.stats.names.axis_label`); one point per
 caregiver drawn over the box summary. Every function returns a
 :class:`matplotlib.figure.Figure` and never calls ``plt.show``.
 """
@@ -21,7 +21,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from ser.data.schema import LEVELS, PHASES
-from ser.stats.descriptors import axis_label, pretty_name, unit_of
+from ser.stats.names import axis_label, pretty_name, unit_of
 
 #: Ordered, colour-blind-safe colours of the training levels (viridis, light → dark reversed
 #: so that "more training" reads as "darker").
@@ -78,7 +78,7 @@ def plot_trajectories(
     """Mean trajectory per training level with its 95 % band; one column per phase.
 
     Args:
-        summary: output of :func:`ser.stats.mixed.trajectory_summary`.
+        summary: output of :func:`ser.stats.trajectory.trajectory_summary`.
         features: features to draw (rows), default all in ``summary``.
         min_n_band: levels with fewer caregivers are drawn as a dashed line without a
             band (a t-interval from 2 caregivers is too wide to read; the legend says so).
@@ -241,7 +241,7 @@ def plot_delta(
     """Per-caregiver change care − control by training level (box + one point each).
 
     Args:
-        delta: output of :func:`ser.stats.mixed.delta_table` (rows with ``status == "ok"`` are
+        delta: output of :func:`ser.stats.deltas.delta_table` (rows with ``status == "ok"`` are
             used; segments averaged per caregiver).
         features: descriptors, one panel each.
         value: ``"delta_abs"`` (feature unit) or ``"delta_rel"`` (relative change).

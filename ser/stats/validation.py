@@ -9,7 +9,7 @@ Three checks, used by ``benchmarks/bench_stats_validation.py`` (full size) and
   whether an effect was recovered with the right sign and significant after FDR, and
   whether a planted null stayed non-significant.
 - :func:`simulate_fits` + :func:`rejection_rates` — on cohorts simulated at the
-  window-table level (:func:`ser.stats.mixed.simulate_windows`) without effects, how often is
+  window-table level (:func:`ser.stats.simulate.simulate_windows`) without effects, how often is
   each test significant (should be ``alpha``)?
 - :func:`simulate_fits` + :func:`coverage` — with planted effects, how often does the
   95 % CI contain the planted value (should be 95 %)?
@@ -30,8 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
-from ser.stats import descriptors as D
-from ser.stats import mixed as S
+from ser.stats import descriptors, mixed, simulate
 
 #: ``truth.json`` terms (``feature ~ phase * level_index``) → terms of the
 #: ``phase * level_trend`` mixed model.
@@ -126,12 +125,12 @@ def recovery_table(
     if missing:
         raise ValueError(f"recovery_table: windows.csv lacks the planted feature(s) {missing}")
     summarised = [f for f in feats if f not in ("speech_ratio", "voiced_ratio")]
-    desc = D.recording_descriptors(windows, features=summarised, stats=("mean", "median"),
-                                   min_speech_ratio=min_speech_ratio)
-    fits = S.mixed_models_table(desc, features=sorted(set(truth["descriptor"])),
-                                models={"level_trend": "phase * level_trend"},
-                                analysis="validation", reference=reference, progress=False,
-                                n_jobs=n_jobs)
+    desc = descriptors.recording_descriptors(windows, features=summarised, stats=("mean", "median"),
+                                             min_speech_ratio=min_speech_ratio)
+    fits = mixed.mixed_models_table(desc, features=sorted(set(truth["descriptor"])),
+                                    models={"level_trend": "phase * level_trend"},
+                                    analysis="validation", reference=reference, progress=False,
+                                    n_jobs=n_jobs)
     got = fits[["feature", "term", "estimate", "ci_low", "ci_high", "p", "p_fdr",
                 "converged"]].rename(columns={"feature": "descriptor", "term": "model_term"})
     out = truth.merge(got, on=["descriptor", "model_term"], how="left")
@@ -183,7 +182,7 @@ def oracle_windows(windows: pd.DataFrame, segments: pd.DataFrame, *,
     if missing:
         raise ValueError(f"oracle_windows: segments lack {missing} (the demo writes "
                          f"cohort/segments.csv with {need})")
-    labels = [c[2:] for c in D.probability_columns(windows)]
+    labels = [c[2:] for c in descriptors.probability_columns(windows)]
     out = windows.copy()
     seg = segments[segments["role"] == role]
     by_rec = {r: g for r, g in seg.groupby("recording")}
@@ -230,7 +229,7 @@ def pure_window_outputs(windows: pd.DataFrame, segments: pd.DataFrame, *, min_sh
     missing += [c for c in ("recording", "start_s", "end_s", "role", "emotion") if c not in segments.columns]
     if missing:
         raise ValueError(f"pure_window_outputs: missing columns {sorted(set(missing))}")
-    pcols = D.probability_columns(windows)
+    pcols = descriptors.probability_columns(windows)
     labels = [c[2:] for c in pcols]
     by_rec = {r: g for r, g in segments[segments["role"] == role].groupby("recording")}
     rows = []
@@ -274,7 +273,7 @@ def expected_through_model(truth: pd.DataFrame, pure: pd.DataFrame) -> pd.DataFr
         ``expected_through_model``; NaN where a label has no pure windows or a label's
         planted value for that term is missing.
     """
-    pcols = D.probability_columns(pure)
+    pcols = descriptors.probability_columns(pure)
     n = pure["n_windows"].astype(float)
     sums = pure[pcols].mul(n, axis=0).assign(n=n).groupby(pure["emotion"]).sum()
     conf = sums[pcols].div(sums["n"], axis=0).reindex([c[2:] for c in pcols])  # rows: true, columns: heard
@@ -299,12 +298,12 @@ def _one_replicate(seed: int, *, effects: Mapping[str, Mapping[str, float]] | No
                    sim_kwargs: Mapping[str, Any], reference: str) -> pd.DataFrame:
     import warnings
 
-    w = S.simulate_windows(seed=seed, effects=effects, **dict(sim_kwargs))
+    w = simulate.simulate_windows(seed=seed, effects=effects, **dict(sim_kwargs))
     win_feats = sorted({f.split("__")[0] for f in features} - {"speech_ratio", "voiced_ratio"})
-    desc = D.recording_descriptors(w, features=win_feats, stats=("mean", "median"))
+    desc = descriptors.recording_descriptors(w, features=win_feats, stats=("mean", "median"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # statsmodels' convergence chatter (reported per row)
-        parts = [S.fit_mixed(desc, feature=f, formula_fixed=fm, model=m, reference=reference)
+        parts = [mixed.fit_mixed(desc, feature=f, formula_fixed=fm, model=m, reference=reference)
                  for f in features for m, fm in models.items()]
     out = pd.concat(parts, ignore_index=True)
     out.insert(0, "replicate", seed)
@@ -323,15 +322,15 @@ def simulate_fits(
     n_jobs: int = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Simulate cohorts with :func:`ser.stats.mixed.simulate_windows` and fit mixed models.
+    """Simulate cohorts with :func:`ser.stats.simulate.simulate_windows` and fit mixed models.
 
     Args:
         n_replicates: cohorts to simulate (seeds ``seed .. seed + n_replicates - 1``).
         seed: first seed.
         features: descriptors to model (``<window feature>__<stat>`` or ``speech_ratio``).
         models: ``{name: formula_fixed}``; default :data:`ser.stats.mixed.DEFAULT_MODELS`.
-        effects: planted effects (see :func:`ser.stats.mixed.simulate_windows`); None: null.
-        sim_kwargs: more arguments of :func:`ser.stats.mixed.simulate_windows` (sizes, duration).
+        effects: planted effects (see :func:`ser.stats.simulate.simulate_windows`); None: null.
+        sim_kwargs: more arguments of :func:`ser.stats.simulate.simulate_windows` (sizes, duration).
         reference: p-value reference of :func:`ser.stats.mixed.fit_mixed`.
         n_jobs: joblib workers (replicates run in parallel; results do not depend on it).
         progress: tqdm progress bar.
@@ -347,7 +346,7 @@ def simulate_fits(
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
-    kw = dict(effects=effects, features=list(features), models=dict(models or S.DEFAULT_MODELS),
+    kw = dict(effects=effects, features=list(features), models=dict(models or mixed.DEFAULT_MODELS),
               sim_kwargs=dict(sim_kwargs or {}), reference=reference)
     seeds = tqdm(range(int(seed), int(seed) + int(n_replicates)), desc="simulated cohorts",
                  disable=not progress)
@@ -450,9 +449,9 @@ def naive_window_ols(windows: pd.DataFrame, *, feature: str,
     """
     import statsmodels.api as sm
 
-    frame, _ = S._prepare(windows, feature=feature, group="caregiver",
-                          formula_fixed=formula_fixed, nested=None)
-    X, _, _ = S._design(frame, formula_fixed)
+    frame, _ = mixed.model_frame(windows, feature=feature, group="caregiver",
+                                 formula_fixed=formula_fixed, nested=None)
+    X, _, _ = mixed.design_matrix(frame, formula_fixed)
     res = sm.OLS(frame[feature].to_numpy(float), X.to_numpy()).fit()
     ci = res.conf_int(0.05)
     return pd.DataFrame({"term": list(X.columns), "estimate": res.params, "se": res.bse,
