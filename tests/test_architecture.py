@@ -8,11 +8,12 @@ The layer rules live in ``pyproject.toml`` (``[tool.importlinter]``) and are dra
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import grimp
 import pytest
-from importlinter.cli import lint_imports
 
 from ser.core import paths
 
@@ -27,10 +28,14 @@ def _name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def test_layer_contracts_hold(capsys):
-    code = lint_imports(config_filename=str(paths.ROOT / "pyproject.toml"), no_cache=True)
-    out = capsys.readouterr().out
-    assert code == 0, out[out.find("Contracts"):]
+def test_layer_contracts_hold():
+    """``lint-imports`` in its own process: it reconfigures logging, which would silence
+    the loggers of every module already imported here."""
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; "
+         f"sys.exit(lint_imports(config_filename={str(paths.ROOT / 'pyproject.toml')!r}, no_cache=True))"],
+        capture_output=True, text=True, cwd=paths.ROOT, timeout=300)
+    assert run.returncode == 0, run.stdout[run.stdout.find("Contracts"):] + run.stderr
 
 
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:

@@ -244,7 +244,7 @@ def utterance_logits(bundle: Bundle, utterances: pd.DataFrame, *, split: str, ba
                      progress: bool = True) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Raw logits of the centre window of each utterance of one partition.
 
-    Each utterance is one model window (:func:`ser.models.bundle.fit_window`, as in validation
+    Each utterance is one model window (:func:`ser.models.window.fit_window`, as in validation
     and in stage 04's windows); rows whose label is not a model label are skipped and
     unreadable files are left out and counted.
 

@@ -56,7 +56,7 @@ def sliding_windows(wave: np.ndarray, n_samples: int, hop: int) -> np.ndarray:
     """All windows of ``n_samples`` every ``hop`` samples, the last one flush with the end.
 
     An utterance shorter than one window gives one centred, zero-padded window
-    (:func:`ser.models.bundle.fit_window`).
+    (:func:`ser.models.window.fit_window`).
 
     Returns:
         float32 ``[n_windows, n_samples]``.
@@ -80,7 +80,7 @@ def evaluate_bundle(
 
     Each utterance is read at the bundle's sample rate (and pitch-normalised per speaker
     when the bundle was trained so, :class:`ser.signal.pitchnorm.SpeakerLoader`); by default the
-    model sees its centre window (:func:`ser.models.bundle.fit_window`, as in validation). With
+    model sees its centre window (:func:`ser.models.window.fit_window`, as in validation). With
     ``sliding`` the class probabilities are averaged over windows every ``hop_s`` seconds (default
     half a window). Rows whose label is not one of the model's labels are ignored;
     unreadable files are kept in the predictions with their ``error`` and left out of

@@ -5,7 +5,7 @@ Data. Each audio file is decoded and resampled once (:func:`ser.signal.audio.loa
 keyed by the SHA-256 of the file's bytes, the sample rate and :data:`WAVE_CACHE_VERSION`,
 so a second run (another architecture, a resumed run) skips decoding. The waveforms
 stay in memory; every epoch cuts one window per utterance with
-:func:`ser.models.bundle.fit_window` and augments it on the fly (random position, white noise;
+:func:`ser.models.window.fit_window` and augments it on the fly (random position, white noise;
 on the batch's spectrograms a random frequency warp and SpecAugment; optional mixup
 of waveforms and targets), so only the log-mel front end runs per step.
 
@@ -185,7 +185,7 @@ class WindowDataset(Dataset):
     """One fixed-length window per utterance, augmented on the fly.
 
     Indices are ``(epoch, i)`` pairs (see :class:`EpochSampler`) or plain ``i`` (epoch 0).
-    Training windows: random position (:func:`ser.models.bundle.fit_window`) and, with
+    Training windows: random position (:func:`ser.models.window.fit_window`) and, with
     ``augment``, white noise on a ``noise_prob`` share at an SNR drawn from ``snr_db``;
     every draw comes from ``numpy.random.default_rng([seed, epoch, i])``, so a window
     depends only on ``(seed, epoch, i)``, not on the worker that makes it.
@@ -418,10 +418,10 @@ def train(
             are listed in ``train_errors.csv`` and ignored.
         out_dir: bundle folder, e.g. ``paths.models_dir() / "demo_cnn"``.
         labels: class names; output column order of the model.
-        arch: registered architecture (:data:`ser.models.bundle.ARCHITECTURES`).
+        arch: registered architecture (:data:`ser.models.registry.ARCHITECTURES`).
         arch_params: architecture options (e.g. ``{"channels": [16, 32, 64, 128]}``); the
             bundle stores the model's resolved options (all defaults written out).
-        features: log-mel overrides (:func:`ser.models.bundle.features_config`).
+        features: log-mel overrides (:func:`ser.models.window.features_config`).
         window_s: model window in seconds.
         sample_rate: audio is resampled to this rate (Hz).
         epochs: maximum number of epochs.
