@@ -189,7 +189,7 @@ def _footer(ctx: ReportContext) -> str:
         bits.append(f"run finished {fmt_when(run['finished_utc'])}")
     if run.get("params_hash"):
         bits.append(f"parameters {str(run['params_hash'])[:12]}")
-    return (f'<footer class="ser-footer">Rendered by ser.report.render (nbconvert fallback) · '
+    return (f'<footer class="ser-footer">Rendered by ser.report (nbconvert fallback) · '
             f"{html.escape(' · '.join(bits))}</footer>")
 
 

@@ -108,7 +108,7 @@ def render_site(*, results_dir: str | os.PathLike[str] | None = None,
             reason = ("quarto render failed, so this site was rendered with the nbconvert "
                       "fallback; see the run log for Quarto's error.")
             log.error("report: %s", exc)
-            print(f"ser.report.render: quarto render failed; writing the nbconvert fallback to {site}",
+            print(f"ser.report: quarto render failed; writing the nbconvert fallback to {site}",
                   file=sys.stderr)
             render_fallback(ctx, pages, site, reason=reason, self_contained=self_contained)
             _privacy_check(site, results)
@@ -118,7 +118,7 @@ def render_site(*, results_dir: str | os.PathLike[str] | None = None,
                   "Rendering with the nbconvert fallback (use_quarto=False); "
                   "Quarto renders the full site")
         log.info("report: %s", notice)
-        print(f"ser.report.render: {notice}", file=sys.stderr)
+        print(f"ser.report: {notice}", file=sys.stderr)
         reason = (f"{FALLBACK_NOTICE}." if quarto is None else
                   "This site was rendered with the nbconvert fallback (use_quarto=False); "
                   "`quarto render` gives the full site.")
