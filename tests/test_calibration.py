@@ -16,11 +16,7 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
 from ser.models import registry, window
-from ser.models.bundle import (  # noqa: E402
-    Bundle,  # noqa: E402
-    load_bundle,
-    save_bundle,
-)
+from ser.models.bundle import Bundle, bundle_fingerprint, load_bundle, save_bundle  # noqa: E402
 from ser.train import calibration
 
 
@@ -152,6 +148,19 @@ def test_store_calibration_is_applied_by_predict_proba(tmp_path):
         calibration.store_calibration(out, temperature=-1.0, ece_before=0.1, ece_after=0.1)
     with pytest.raises(FileNotFoundError, match="model.json is missing"):
         calibration.store_calibration(tmp_path / "nothing", temperature=1.0, ece_before=0, ece_after=0)
+
+
+def test_recalibrating_alike_keeps_the_fingerprint(tmp_path, monkeypatch):
+    """A rerun of stage 03 that fits the same temperature must let stage 04 resume."""
+    out = _tiny_bundle(tmp_path)
+    calibration.store_calibration(out, temperature=2.5, ece_before=0.2, ece_after=0.05)
+    first = bundle_fingerprint(out)
+    meta = json.loads((out / "model.json").read_text())
+    meta["calibration"]["created_utc"] = "2000-01-01T00:00:00+00:00"  # fitted at another time
+    (out / "model.json").write_text(json.dumps(meta))
+    assert bundle_fingerprint(out) == first
+    calibration.store_calibration(out, temperature=2.0, ece_before=0.2, ece_after=0.05)
+    assert bundle_fingerprint(out) != first
 
 
 class _FixedLogits(torch.nn.Module):

@@ -317,6 +317,8 @@ def bundle_fingerprint(path: str | os.PathLike[str]) -> str:
     if weights is None:
         raise FileNotFoundError(f"model bundle {folder} has no model.pt or model.joblib")
     keyed = {k: meta.get(k) for k in _FINGERPRINT_KEYS}
+    if isinstance(keyed["calibration"], dict):  # when it was fitted does not shape the outputs
+        keyed["calibration"] = {k: v for k, v in keyed["calibration"].items() if k != "created_utc"}
     keyed.update({k: meta[k] for k in _FINGERPRINT_OPTIONAL_KEYS if meta.get(k)})
     h = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode())
     with weights.open("rb") as f:
