@@ -15,7 +15,10 @@ from ser.data import corpora, schema
 from ser.data.labels import DEFAULT_LABEL_MAPS, resolve_label_map
 
 SR = 16000
-EMODB = paths.ROOT.parent / "shared" / "data" / "emodb" / "wav"
+SHARED = paths.ROOT.parent / "shared" / "data"
+EMODB = SHARED / "emodb" / "wav"
+EMOVO = SHARED / "emovo" / "wav"
+TUREV = SHARED / "turev" / "wav"
 
 
 def write_wav(path: Path, *, seconds: float = 0.2, sr: int = SR) -> Path:
@@ -50,6 +53,18 @@ CASES = [
     ("savee", "ALL/DC_a01.wav", "DC", "male", "anger", "angry", "a01", None),
     ("savee", "ALL/KL_sa15.wav", "KL", "male", "sadness", "sad", "sa15", None),
     ("savee", "AudioData/JE/su03.wav", "JE", "male", "surprise", None, "su03", None),
+    ("emovo", "f1/rab-f1-b1.wav", "f1", "female", "rabbia", "angry", "b1", None),
+    ("emovo", "m3/gio-m3-l4.wav", "m3", "male", "gioia", "happy", "l4", None),
+    ("emovo", "f2/neu-f2-n5.wav", "f2", "female", "neutrale", "neutral", "n5", None),
+    ("emovo", "m1/tri-m1-d2.wav", "m1", "male", "tristezza", "sad", "d2", None),
+    ("emovo", "m2/pau-m2-b3.wav", "m2", "male", "paura", None, "b3", None),
+    ("emovo", "f3/dis-f3-n1.wav", "f3", "female", "disgusto", None, "n1", None),
+    ("emovo", "sor-f3-l1.wav", "f3", "female", "sorpresa", None, "l1", None),
+    ("turev", "Angry/1157_kz_acik.wav", "1157", None, "angry", "angry", "acik", None),
+    ("turev", "Calm/7895_sk_beste.wav", "7895", None, "calm", "neutral", "beste", None),
+    ("turev", "Happy/1234_mt_cay.wav", "1234", None, "happy", "happy", "cay", None),
+    ("turev", "Sad/6783_hl_bugu.wav", "6783", None, "sad", "sad", "bugu", None),
+    ("turev", "1984_sk_algi.wav", "1984", None, "calm", "neutral", "algi", None),
     ("folder", "happy/f7_001.wav", "f7", "female", "happy", "happy", None, None),
     ("folder", "Sadness/m2_x.wav", "m2", "male", "sadness", "sad", None, None),
     ("folder", "angry/spk9_001.wav", "spk9", None, "angry", "angry", None, None),
@@ -91,14 +106,18 @@ def test_reader_parses_convention(tmp_path, cremad_demographics, corpus, rel, sp
         assert pd.isna(row["dropped_reason"])
     assert row["duration_s"] == pytest.approx(0.2, abs=1e-3)
     assert row["sample_rate"] == SR
+    language = {"emodb": "de", "emovo": "it", "turev": "tr", "cafe": "fr"}.get(
+        corpus, None if corpus in ("folder", "demo") else "en")
+    assert (row["language"] if pd.notna(row["language"]) else None) == language
 
 
-@pytest.mark.parametrize("corpus", ["emodb", "ravdess", "cafe", "cremad", "tess", "savee", "folder"])
+@pytest.mark.parametrize("corpus", ["emodb", "emovo", "ravdess", "cafe", "cremad", "tess", "savee",
+                                    "turev", "folder"])
 def test_bad_files_go_to_errors_never_dropped(tmp_path, corpus):
     good = {"emodb": "03a01Wa.wav", "ravdess": "03-01-05-01-01-01-01.wav", "cafe": "01-C-1-1.wav",
             "cremad": "1001_DFA_ANG_XX.wav", "tess": "OAF_back_angry.wav", "savee": "DC_a01.wav",
-            "folder": "f1_000.wav"}[corpus]
-    sub = "angry" if corpus == "folder" else "x"
+            "emovo": "rab-f1-b1.wav", "turev": "1157_kz_acik.wav", "folder": "f1_000.wav"}[corpus]
+    sub = {"folder": "angry", "emovo": "f1", "turev": "Angry"}.get(corpus, "x")
     root = tmp_path / corpus
     src = write_wav(root / sub / good)
     data = src.read_bytes()
@@ -106,10 +125,10 @@ def test_bad_files_go_to_errors_never_dropped(tmp_path, corpus):
     # truncated inside the header → unreadable; header without samples → zero length
     trunc = {"emodb": "03a02Wa", "ravdess": "03-01-05-01-02-01-01", "cafe": "01-C-1-2",
              "cremad": "1001_IEO_ANG_XX", "tess": "OAF_dog_angry", "savee": "DC_a02",
-             "folder": "f1_001"}[corpus]
+             "emovo": "rab-f1-b2", "turev": "1157_kz_algi", "folder": "f1_001"}[corpus]
     empty = {"emodb": "03a03Wa", "ravdess": "03-01-05-02-01-01-01", "cafe": "01-C-1-3",
              "cremad": "1001_TIE_ANG_XX", "tess": "OAF_cat_angry", "savee": "DC_a03",
-             "folder": "f1_002"}[corpus]
+             "emovo": "rab-f1-b3", "turev": "1157_kz_bugu", "folder": "f1_002"}[corpus]
     (root / sub / f"{trunc}.wav").write_bytes(data[:20])
     (root / sub / f"{empty}.wav").write_bytes(data[:44])
     (root / sub / "notes.txt").write_text("hello")
@@ -144,6 +163,60 @@ def test_error_reasons_are_specific(tmp_path):
     assert "needs an intensity" in e["reason"].iloc[0]
     _, e = corpora.read_corpus("folder", tmp_path / "f")
     assert "directly in an emotion folder" in e["reason"].iloc[0]
+
+
+# (corpus, relative path, the reason given)
+BAD_NAMES = [
+    ("emovo", "f1/xyz-f1-b1.wav", "emotion code 'xyz' is not an EMOVO emotion"),
+    ("emovo", "f4/rab-f4-b1.wav", "speaker 'f4' is not an EMOVO speaker"),
+    ("emovo", "f1/rab-f1-b4.wav", "sentence 'b4' is not an EMOVO sentence"),
+    ("emovo", "m1/rab-f1-b1.wav", "speaker 'f1' in the name but the file lies in speaker 'm1'"),
+    ("emovo", "f1/rab_f1_b1.wav", "name does not match convention: expected EEE-SS-TT.wav"),
+    ("turev", "Angry/1111_kz_acik.wav", "actor '1111' is not a TurEV-DB actor"),
+    ("turev", "Angry/1157_xx_acik.wav", "emotion code 'xx' is not a TurEV-DB emotion"),
+    ("turev", "Calm/1157_kz_acik.wav", "emotion code 'kz' (angry) but the file lies in the folder 'Calm'"),
+    ("turev", "Angry/1157-kz-acik.wav", "name does not match convention: expected <Emotion>/AAAA_CC_word"),
+]
+
+
+@pytest.mark.parametrize(("corpus", "rel", "reason"), BAD_NAMES,
+                         ids=[f"{c}:{r}" for c, r, _ in BAD_NAMES])
+def test_emovo_turev_bad_names_say_why(tmp_path, corpus, rel, reason):
+    write_wav(tmp_path / rel)
+    table, errors = corpora.read_corpus(corpus, tmp_path)
+    assert table.empty and len(errors) == 1
+    assert reason in errors["reason"].iloc[0]
+    assert errors["reason"].iloc[0].startswith("name does not match convention")
+
+
+def test_emovo_and_turev_label_maps():
+    emovo = resolve_label_map("emovo")
+    assert emovo == {"rabbia": "angry", "gioia": "happy", "neutrale": "neutral", "tristezza": "sad",
+                     "paura": None, "disgusto": None, "sorpresa": None}
+    assert DEFAULT_LABEL_MAPS["emovo"]["sorpresa"] == "surprise"
+    assert resolve_label_map("turev") == {"angry": "angry", "calm": "neutral", "happy": "happy",
+                                          "sad": "sad"}
+    # calm is neutral for TurEV-DB only; RAVDESS has both, and its calm stays out of the 4 classes
+    assert resolve_label_map("ravdess")["calm"] is None
+    assert resolve_label_map("turev", overrides={"turev": {"calm": None}})["calm"] is None
+    # Italian folder names map in the open layouts too
+    assert resolve_label_map("folder")["rabbia"] == "angry"
+    assert resolve_label_map("folder")["neutro"] == "neutral"
+
+
+def test_language_option(tmp_path):
+    write_wav(tmp_path / "angry" / "f1_000.wav")
+    t, _ = corpora.read_corpus("folder", tmp_path, language="pt")
+    assert t["language"].tolist() == ["pt"]
+    t, _ = corpora.read_corpus("demo", tmp_path)
+    assert t["language"].isna().all()
+    with pytest.raises(ValueError, match="ISO 639-1"):
+        corpora.read_corpus("folder", tmp_path, language="Portuguese")
+    write_wav(tmp_path / "e" / "03a01Wa.wav")
+    assert corpora.read_corpus("emodb", tmp_path / "e", language="de")[0]["language"].tolist() == ["de"]
+    with pytest.raises(ValueError, match="language='it' contradicts corpus 'emodb'.*'de'"):
+        corpora.read_corpus("emodb", tmp_path / "e", language="it")
+    assert set(corpora.LANGUAGES) == set(corpora.CORPORA) - {"folder", "demo"}
 
 
 def test_ravdess_channels_filter(tmp_path):
@@ -222,6 +295,9 @@ def test_missing_root_names_folder_and_fix(tmp_path):
         corpora.read_corpus("demo", tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match=r"nope.*corpus_root"):
         corpora.read_corpus("emodb", tmp_path / "nope")
+    for name in ("emovo", "turev"):
+        with pytest.raises(FileNotFoundError, match=rf"nope does not exist \({name}\).*{name} audio"):
+            corpora.read_corpus(name, tmp_path / "nope")
     with pytest.raises(ValueError, match="unknown corpus 'iemocap'"):
         corpora.read_corpus("iemocap", tmp_path)
 
@@ -305,7 +381,7 @@ def test_load_utterances_keeps_ids_as_strings(tmp_path):
     t = t.drop(columns="dropped_reason").assign(split="train")
     t.to_csv(tmp_path / "utterances.csv", index=False)
     back = corpora.load_utterances(tmp_path / "utterances.csv")
-    assert back["speaker"].tolist() == ["03"]
+    assert back["speaker"].tolist() == ["03"] and back["language"].tolist() == ["de"]
     assert pd.isna(back["intensity"].iloc[0]) and back["duration_s"].dtype == float
     t.drop(columns="split").to_csv(tmp_path / "old.csv", index=False)
     with pytest.raises(ValueError, match="missing column.*split"):
@@ -333,3 +409,47 @@ def test_emodb_real_corpus():
     assert table["duration_s"].sum() / 3600 == pytest.approx(0.41, abs=0.01)
     four, _ = corpora.read_corpus("emodb", EMODB)  # default 4-class set
     assert four["label"].notna().sum() == 127 + 79 + 71 + 62
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not EMOVO.is_dir(), reason=f"EMOVO not found at {EMOVO}")
+def test_emovo_real_corpus():
+    labels = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    table, errors = corpora.read_corpus("emovo", EMOVO, label_map=resolve_label_map("emovo", labels=labels))
+    # the reference copy's provenance.csv is the only other file, reported as such
+    assert errors.to_dict("records") == [{"path": str(EMOVO / "provenance.csv"), "reason": "not audio"}]
+    # README: 588 files, 6 actors (f1 f2 f3 female, m1 m2 m3 male), 14 sentences, 7 emotions x 84
+    assert len(table) == 588 and table["label"].notna().all()
+    assert table.groupby("speaker")["gender"].first().to_dict() == {
+        "f1": "female", "f2": "female", "f3": "female", "m1": "male", "m2": "male", "m3": "male"}
+    per_cell = table.groupby(["speaker", "emotion"]).size()
+    assert len(per_cell) == 6 * 7 and (per_cell == 14).all()
+    assert table["emotion"].value_counts().to_dict() == dict.fromkeys(
+        ["disgusto", "gioia", "neutrale", "paura", "rabbia", "sorpresa", "tristezza"], 84)
+    assert table["text"].nunique() == 14 and (table.groupby("text").size() == 42).all()
+    assert (table["language"] == "it").all() and (table["sample_rate"] == 16000).all()
+    assert table["duration_s"].sum() / 3600 == pytest.approx(0.51, abs=0.01)
+    four, _ = corpora.read_corpus("emovo", EMOVO)  # default 4-class set
+    assert four["label"].value_counts().to_dict() == {"angry": 84, "happy": 84, "neutral": 84, "sad": 84}
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not TUREV.is_dir(), reason=f"TurEV-DB not found at {TUREV}")
+def test_turev_real_corpus():
+    table, errors = corpora.read_corpus("turev", TUREV)  # default 4-class set, Calm → neutral
+    assert errors.to_dict("records") == [{"path": str(TUREV / "provenance.csv"), "reason": "not audio"}]
+    # README: 1,735 words of 6 actors (150-328 each); Angry 487, Calm 408, Happy 357, Sad 483
+    assert len(table) == 1735 and table["label"].notna().all()
+    assert table["emotion"].value_counts().to_dict() == {"angry": 487, "sad": 483, "calm": 408,
+                                                         "happy": 357}
+    assert table["label"].value_counts().to_dict() == {"angry": 487, "sad": 483, "neutral": 408,
+                                                       "happy": 357}
+    per_speaker = table.groupby("speaker").size().to_dict()
+    assert sorted(per_speaker) == ["1157", "1234", "1358", "1984", "6783", "7895"]
+    assert min(per_speaker.values()) == 150 and max(per_speaker.values()) == 328
+    assert table["gender"].isna().all()  # the corpus does not publish its actors' sex
+    assert (table["language"] == "tr").all() and (table["sample_rate"] == 16000).all()
+    # the code in the name matches the folder (else the file would be an error)
+    folder = table["path"].map(lambda p: Path(p).parent.name.lower())
+    assert (folder == table["emotion"]).all()
+    assert table["duration_s"].sum() / 3600 == pytest.approx(0.46, abs=0.01)

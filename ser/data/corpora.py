@@ -20,6 +20,8 @@ Conventions (see :data:`CONVENTIONS`):
 corpus    example                                 fields
 ========  ======================================  ==============================================
 emodb     ``03a01Fa.wav``                         speaker 03, text a01, emotion letter, version
+emovo     ``f1/rab-f1-b1.wav``                    emotion code-speaker-sentence (in the speaker's
+                                                  folder)
 ravdess   ``03-01-06-01-02-01-12.wav``            modality(03 audio)-channel(01 speech, 02 song)-
                                                   emotion-intensity-statement-repetition-actor
 cafe      ``Colère/Faible/01-C-1-1.wav``          actor-emotion letter-intensity-sentence
@@ -27,15 +29,25 @@ cafe      ``Colère/Faible/01-C-1-1.wav``          actor-emotion letter-intensit
 cremad    ``1001_DFA_ANG_XX.wav``                 actor_sentence_emotion_intensity
 tess      ``OAF_back_angry.wav``                  speaker_word_emotion
 savee     ``DC_a01.wav`` or ``DC/a01.wav``        speaker_emotion code+number
+turev     ``Angry/1157_kz_acik.wav``              actor_emotion code_word (in the emotion's folder)
 folder    ``<root>/<emotion>/<speaker>_<x>.wav``  emotion from the folder, speaker from the prefix
 demo      as ``folder``                           speakers f1..f4, m1..m4
 ========  ======================================  ==============================================
 
 Gender (``female``/``male``/NA): EmoDB from its speaker table; RAVDESS and CaFE odd
-actor = male, even = female; TESS female; SAVEE male; CREMA-D from
-``VideoDemographics.csv`` (columns ``ActorID, Sex``) when found in the corpus root or
-its parent, else NA; ``folder``/``demo`` from the first letter of the speaker id
-(``f``/``m``), else NA.
+actor = male, even = female; TESS female; SAVEE male; EMOVO from the speaker id
+(``f1``..``f3`` female, ``m1``..``m3`` male); TurEV-DB NA (the corpus does not publish its
+actors' sex); CREMA-D from ``VideoDemographics.csv`` (columns ``ActorID, Sex``) when found
+in the corpus root or its parent, else NA; ``folder``/``demo`` from the first letter of the
+speaker id (``f``/``m``), else NA.
+
+Language (``language``, ISO 639-1, see :data:`LANGUAGES`): EmoDB ``de``, EMOVO ``it``,
+TurEV-DB ``tr``, CaFE ``fr``, RAVDESS, CREMA-D, TESS and SAVEE ``en``; ``folder`` the
+``language`` option of :func:`read_corpus`, else NA; ``demo`` (synthetic voices) NA.
+
+Emotions are the corpus' own categories (:data:`ser.data.labels.CORPUS_EMOTIONS`): EMOVO's
+Italian names (``rabbia``, ``gioia`` …), TurEV-DB's folder names in lower case (``angry``,
+``calm``, ``happy``, ``sad``; its ``calm`` becomes ``neutral`` in the default label map).
 
 Intensity (the corpus' own levels): RAVDESS ``normal``/``strong``; CaFE ``low``
 (Faible)/``high`` (Fort), NA for neutral, which CaFE records without intensity levels;
@@ -53,6 +65,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import pandas as pd
 import soundfile as sf
@@ -62,7 +75,15 @@ from ser.data.labels import DEFAULT_LABELS, dropped_reason, resolve_label_map
 from ser.data.schema import LEVELS, MANIFEST_COLUMNS, PHASES, RECORDING_COLUMNS, TEXT_COLUMNS
 
 #: Corpora with a reader.
-CORPORA: tuple[str, ...] = ("emodb", "ravdess", "cafe", "cremad", "tess", "savee", "folder", "demo")
+CORPORA: tuple[str, ...] = ("emodb", "emovo", "ravdess", "cafe", "cremad", "tess", "savee", "turev",
+                             "folder", "demo")
+
+#: Language of each corpus' speech (ISO 639-1); ``folder`` takes the ``language`` option of
+#: :func:`read_corpus`, ``demo`` (synthetic voices) has none.
+LANGUAGES: Mapping[str, str] = MappingProxyType({
+    "emodb": "de", "emovo": "it", "ravdess": "en", "cafe": "fr", "cremad": "en", "tess": "en",
+    "savee": "en", "turev": "tr",
+})
 
 #: File endings treated as audio (anything else is reported as ``not audio``).
 AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".aif", ".aiff", ".ogg")
@@ -70,7 +91,7 @@ AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".aif", ".aiff", ".ogg")
 #: Columns of ``utterances.csv`` (architecture contract), ``split`` added by :mod:`ser.data.splits`.
 UTTERANCE_COLUMNS: tuple[str, ...] = (
     "path", "corpus", "speaker", "gender", "emotion", "label", "text", "intensity",
-    "duration_s", "sample_rate",
+    "duration_s", "sample_rate", "language",
 )
 #: Columns of the table :func:`read_corpus` returns.
 TABLE_COLUMNS: tuple[str, ...] = UTTERANCE_COLUMNS + ("dropped_reason",)
@@ -81,6 +102,8 @@ ERROR_COLUMNS: tuple[str, ...] = ("path", "reason")
 CONVENTIONS: Mapping[str, str] = {
     "emodb": "SSTTTEV.wav: speaker 03..16, text a01..b10, emotion letter W/L/E/A/F/T/N, "
              "version letter, e.g. 03a01Fa.wav",
+    "emovo": "EEE-SS-TT.wav in the speaker's folder: emotion dis/gio/neu/pau/rab/sor/tri, speaker "
+             "f1..f3/m1..m3, sentence b1..b3/l1..l4/n1..n5/d1..d2, e.g. f1/rab-f1-b1.wav",
     "ravdess": "MM-VV-EE-II-SS-RR-AA.wav with modality 03 (audio), channel 01/02, emotion 01..08, "
                "intensity 01/02, statement 01/02, repetition 01/02, actor 01..24, "
                "e.g. 03-01-06-01-02-01-12.wav",
@@ -92,6 +115,9 @@ CONVENTIONS: Mapping[str, str] = {
             "e.g. OAF_back_angry.wav",
     "savee": "SP_EN.wav or SP/EN.wav: speaker DC/JE/JK/KL, emotion a/d/f/h/n/sa/su + number, "
              "e.g. DC_a01.wav",
+    "turev": "<Emotion>/AAAA_CC_word.wav: actor 1157/1234/1358/1984/6783/7895, emotion code "
+             "kz/sk/mt/hl (Angry/Calm/Happy/Sad, as the folder), the spoken word, "
+             "e.g. Angry/1157_kz_acik.wav",
     "folder": "<root>/<emotion>/<speaker>_<anything>.wav (or the speaker_pattern regex)",
     "demo": "<root>/<emotion>/<speaker>_<nnn>.wav, e.g. angry/f1_000.wav",
 }
@@ -100,6 +126,10 @@ _EMODB_EMOTIONS = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear",
                    "F": "happiness", "T": "sadness", "N": "neutral"}
 _EMODB_GENDER = {"03": "male", "08": "female", "09": "female", "10": "male", "11": "male",
                  "12": "male", "13": "female", "14": "female", "15": "male", "16": "female"}
+_EMOVO_EMOTIONS = {"dis": "disgusto", "gio": "gioia", "neu": "neutrale", "pau": "paura",
+                   "rab": "rabbia", "sor": "sorpresa", "tri": "tristezza"}
+_EMOVO_SPEAKERS = ("f1", "f2", "f3", "m1", "m2", "m3")
+_EMOVO_SENTENCES = ("b1", "b2", "b3", "l1", "l2", "l3", "l4", "n1", "n2", "n3", "n4", "n5", "d1", "d2")
 _RAVDESS_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
                      "06": "fearful", "07": "disgust", "08": "surprised"}
 _RAVDESS_INTENSITY = {"01": "normal", "02": "strong"}
@@ -115,13 +145,18 @@ _TESS_EMOTIONS = {"angry": "angry", "disgust": "disgust", "fear": "fear", "happy
 _SAVEE_EMOTIONS = {"a": "anger", "d": "disgust", "f": "fear", "h": "happiness", "n": "neutral",
                    "sa": "sadness", "su": "surprise"}
 _SAVEE_SPEAKERS = ("DC", "JE", "JK", "KL")
+_TUREV_EMOTIONS = {"kz": "angry", "sk": "calm", "mt": "happy", "hl": "sad"}
+_TUREV_SPEAKERS = ("1157", "1234", "1358", "1984", "6783", "7895")
 
 _RE_EMODB = re.compile(r"^(\d{2})([ab]\d{2})([WLEAFTN])([a-z])$")
+_RE_EMOVO = re.compile(r"^([a-z]{3})-([a-z]\d)-([a-z]\d)$")
 _RE_RAVDESS = re.compile(r"^(\d{2})-(0[12])-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d{2})$")
 _RE_CAFE = re.compile(r"^(\d{2})-([CDJNPST])-(?:([12])-)?(\d)$")
 _RE_CREMAD = re.compile(r"^(\d{4})_([A-Z]{3})_(ANG|DIS|FEA|HAP|NEU|SAD)_(LO|MD|HI|XX)$")
 _RE_TESS = re.compile(r"^(OAF|YAF)_(.+)_(angry|disgust|fear|happy|neutral|ps|sad)$", re.IGNORECASE)
 _RE_SAVEE = re.compile(r"^(?:(DC|JE|JK|KL)_)?(sa|su|a|d|f|h|n)(\d{2})$")
+_RE_TUREV = re.compile(r"^(\d{4})_([a-z]{2})_([^_]+)$")
+_RE_LANGUAGE = re.compile(r"^[a-z]{2}$")
 _DEFAULT_SPEAKER_PATTERN = r"^(?P<speaker>[A-Za-z0-9]+)_"
 
 
@@ -157,6 +192,23 @@ def _parse_emodb(path: Path, root: Path) -> _Parsed:
     if speaker not in _EMODB_GENDER:
         raise _Mismatch(f"speaker {speaker!r} is not an EmoDB speaker ({', '.join(_EMODB_GENDER)})")
     return _Parsed(speaker, _EMODB_GENDER[speaker], _EMODB_EMOTIONS[letter], text)
+
+
+def _parse_emovo(path: Path, root: Path) -> _Parsed:
+    m = _RE_EMOVO.match(path.stem)
+    if not m:
+        raise _Mismatch("")
+    code, speaker, sentence = m.groups()
+    if code not in _EMOVO_EMOTIONS:
+        raise _Mismatch(f"emotion code {code!r} is not an EMOVO emotion ({', '.join(_EMOVO_EMOTIONS)})")
+    if speaker not in _EMOVO_SPEAKERS:
+        raise _Mismatch(f"speaker {speaker!r} is not an EMOVO speaker ({', '.join(_EMOVO_SPEAKERS)})")
+    if sentence not in _EMOVO_SENTENCES:
+        raise _Mismatch(f"sentence {sentence!r} is not an EMOVO sentence ({', '.join(_EMOVO_SENTENCES)})")
+    folder = path.parent.name
+    if folder in _EMOVO_SPEAKERS and folder != speaker:
+        raise _Mismatch(f"speaker {speaker!r} in the name but the file lies in speaker {folder!r}'s folder")
+    return _Parsed(speaker, _gender_from_initial(speaker), _EMOVO_EMOTIONS[code], sentence)
 
 
 def _make_ravdess(channels: tuple[str, ...]) -> _Parser:
@@ -235,6 +287,24 @@ def _parse_savee(path: Path, root: Path) -> _Parsed:
             raise _Mismatch(f"no speaker prefix and the folder {speaker!r} is not one of "
                             f"{', '.join(_SAVEE_SPEAKERS)}")
     return _Parsed(speaker, "male", _SAVEE_EMOTIONS[code], f"{code}{number}")
+
+
+def _parse_turev(path: Path, root: Path) -> _Parsed:
+    m = _RE_TUREV.match(path.stem)
+    if not m:
+        raise _Mismatch("")
+    actor, code, word = m.groups()
+    if actor not in _TUREV_SPEAKERS:
+        raise _Mismatch(f"actor {actor!r} is not a TurEV-DB actor ({', '.join(_TUREV_SPEAKERS)})")
+    if code not in _TUREV_EMOTIONS:
+        raise _Mismatch(f"emotion code {code!r} is not a TurEV-DB emotion "
+                        f"({', '.join(f'{c} {e}' for c, e in _TUREV_EMOTIONS.items())})")
+    emotion = _TUREV_EMOTIONS[code]
+    folder = path.parent.name.lower()
+    if folder in _TUREV_EMOTIONS.values() and folder != emotion:
+        raise _Mismatch(f"emotion code {code!r} ({emotion}) but the file lies in the folder "
+                        f"{path.parent.name!r}")
+    return _Parsed(actor, None, emotion, word)
 
 
 def _make_folder(pattern: str) -> _Parser:
@@ -318,8 +388,19 @@ def _parser_for(name: str, root: Path, *, speaker_pattern: str | None,
         if demographics is not None and not Path(demographics).is_file():
             raise FileNotFoundError(f"CREMA-D demographics table {demographics} does not exist")
         return _make_cremad(_read_cremad_demographics(Path(table)) if table else {})
-    return {"emodb": _parse_emodb, "cafe": _parse_cafe, "tess": _parse_tess,
-            "savee": _parse_savee}[name]
+    return {"emodb": _parse_emodb, "emovo": _parse_emovo, "cafe": _parse_cafe, "tess": _parse_tess,
+            "savee": _parse_savee, "turev": _parse_turev}[name]
+
+
+def _language_for(name: str, language: str | None) -> str | None:
+    if language is not None and not (isinstance(language, str) and _RE_LANGUAGE.match(language)):
+        raise ValueError(f"language must be a two-letter lower-case ISO 639-1 code such as 'it'; "
+                         f"got {language!r}")
+    own = LANGUAGES.get(name)
+    if own is not None and language is not None and language != own:
+        raise ValueError(f"language={language!r} contradicts corpus {name!r}, whose speech is {own!r}; "
+                         "the language option is for the folder/demo layouts")
+    return own or language
 
 
 def read_corpus(
@@ -332,6 +413,7 @@ def read_corpus(
     speaker_pattern: str | None = None,
     channels: tuple[str, ...] = ("speech", "song"),
     demographics: str | os.PathLike[str] | None = None,
+    language: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read every file under ``root`` by the corpus' naming convention.
 
@@ -350,6 +432,9 @@ def read_corpus(
             other channels go to the errors.
         demographics: ``cremad`` only: the ``VideoDemographics.csv`` giving each actor's
             sex (default: looked up in ``root`` and its parent; absent → gender NA).
+        language: ISO 639-1 code written into ``language`` for the ``folder``/``demo``
+            layouts (default NA); the other corpora have their own (:data:`LANGUAGES`),
+            which this may only repeat.
 
     Returns:
         ``(table, errors)``: ``table`` has :data:`TABLE_COLUMNS`, one row per audio file
@@ -367,6 +452,7 @@ def read_corpus(
     if name not in CORPORA:
         raise ValueError(f"unknown corpus {name!r}; known: {', '.join(CORPORA)}")
     root = check_corpus_root(name, root)
+    language = _language_for(name, language)
     label_map = dict(label_map) if label_map is not None else resolve_label_map(name, labels=labels)
     parse = _parser_for(name, root, speaker_pattern=speaker_pattern, channels=tuple(channels),
                         demographics=Path(demographics) if demographics else None)
@@ -404,7 +490,7 @@ def read_corpus(
             "path": str(path), "corpus": name, "speaker": parsed.speaker, "gender": parsed.gender,
             "emotion": parsed.emotion, "label": None if reason else label_map[parsed.emotion],
             "text": parsed.text, "intensity": parsed.intensity, "duration_s": duration_s,
-            "sample_rate": sample_rate, "dropped_reason": reason,
+            "sample_rate": sample_rate, "language": language, "dropped_reason": reason,
         })
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     for c in TABLE_COLUMNS:  # text columns stay object (None for NA) even when all missing

@@ -1,9 +1,16 @@
 """Emotion labels: each corpus' own categories → one unified label set.
 
 Every corpus names its emotions its own way (EmoDB's letter ``W`` is *anger*,
-RAVDESS says *angry*, CREMA-D ``ANG``). The readers in :mod:`ser.data.corpora` keep
-the corpus' category as ``emotion`` (an English name, see
+RAVDESS says *angry*, CREMA-D ``ANG``, EMOVO ``rab`` = *rabbia*). The readers in
+:mod:`ser.data.corpora` keep the corpus' category as ``emotion`` (an English name, or
+the corpus' own word where it documents one, as EMOVO's Italian names; see
 :data:`CORPUS_EMOTIONS`) and a label map turns it into the unified ``label``.
+
+The default map takes each category's common name (:data:`SYNONYMS`), except where a
+corpus uses a name differently (:data:`CORPUS_DEFAULTS`): TurEV-DB's *Calm* is its
+low-arousal non-emotional class and has no separate neutral, so it becomes ``neutral``
+(RAVDESS records calm beside neutral, so its ``calm`` stays ``calm``, outside the
+4-class set).
 
 A label map is ``{corpus_emotion: unified_label_or_None}``. ``None`` means "drop
 explicitly": the utterance stays in the metadata table with ``label`` NA and a
@@ -33,32 +40,44 @@ DEFAULT_LABELS: tuple[str, ...] = ("angry", "happy", "neutral", "sad")
 #: ``folder`` and ``demo`` take the folder names, so their vocabulary is open (``None``).
 CORPUS_EMOTIONS: Mapping[str, tuple[str, ...] | None] = MappingProxyType({
     "emodb": ("anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral"),
+    "emovo": ("disgusto", "gioia", "neutrale", "paura", "rabbia", "sorpresa", "tristezza"),
     "ravdess": ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"),
     "cafe": ("anger", "disgust", "happiness", "neutral", "fear", "surprise", "sadness"),
     "cremad": ("anger", "disgust", "fear", "happy", "neutral", "sad"),
     "tess": ("angry", "disgust", "fear", "happy", "neutral", "pleasant_surprise", "sad"),
     "savee": ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"),
+    "turev": ("angry", "calm", "happy", "sad"),
     "folder": None,
     "demo": None,
 })
 
-#: Common names of emotions → unified label (used for the open-vocabulary layouts).
+#: Common names of emotions → unified label (also used for the open-vocabulary layouts).
+#: Italian names are EMOVO's (Costantini et al., LREC 2014).
 SYNONYMS: Mapping[str, str] = MappingProxyType({
-    "angry": "angry", "anger": "angry",
-    "happy": "happy", "happiness": "happy", "joy": "happy",
-    "neutral": "neutral",
-    "sad": "sad", "sadness": "sad",
-    "fear": "fear", "fearful": "fear",
-    "disgust": "disgust", "disgusted": "disgust",
+    "angry": "angry", "anger": "angry", "rabbia": "angry",
+    "happy": "happy", "happiness": "happy", "joy": "happy", "gioia": "happy",
+    "neutral": "neutral", "neutrale": "neutral", "neutro": "neutral",
+    "sad": "sad", "sadness": "sad", "tristezza": "sad",
+    "fear": "fear", "fearful": "fear", "paura": "fear",
+    "disgust": "disgust", "disgusted": "disgust", "disgusto": "disgust",
     "surprise": "surprise", "surprised": "surprise", "pleasant_surprise": "surprise",
+    "sorpresa": "surprise",
     "boredom": "boredom", "bored": "boredom",
     "calm": "calm",
+})
+
+#: Default mappings of one corpus that differ from :data:`SYNONYMS`. TurEV-DB's ``calm``
+#: is the corpus' low-arousal non-emotional class (it has no neutral), so it is the
+#: study's ``neutral``; reports state this (methods, stage 01's emotion table).
+CORPUS_DEFAULTS: Mapping[str, Mapping[str, str]] = MappingProxyType({
+    "turev": MappingProxyType({"calm": "neutral"}),
 })
 
 
 def _full_map(corpus: str) -> dict[str, str]:
     emotions = CORPUS_EMOTIONS[corpus]
-    return dict(SYNONYMS) if emotions is None else {e: SYNONYMS[e] for e in emotions}
+    own = CORPUS_DEFAULTS.get(corpus, {})
+    return dict(SYNONYMS) if emotions is None else {e: own.get(e, SYNONYMS[e]) for e in emotions}
 
 
 #: Default full map per corpus: every corpus emotion → its unified name (no drops yet;
@@ -109,6 +128,8 @@ def resolve_label_map(
         >>> resolve_label_map("emodb")["boredom"] is None
         True
         >>> resolve_label_map("ravdess", overrides={"ravdess": {"calm": "neutral"}})["calm"]
+        'neutral'
+        >>> resolve_label_map("turev")["calm"]
         'neutral'
     """
     if corpus not in CORPUS_EMOTIONS:

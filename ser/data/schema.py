@@ -32,4 +32,5 @@ PROBLEM_COLUMNS: tuple[str, ...] = ("analysis", "problem", "where", "action", "d
 TEXT_COLUMNS: tuple[str, ...] = (
     "corpus", "speaker", "gender", "emotion", "label", "text", "intensity", "split",
     "recording", "caregiver", "level", "phase", "session", "dropped_reason", "reason", "source",
+    "language",
 )
