@@ -35,6 +35,7 @@ import parselmouth
 from tqdm.auto import tqdm
 
 from ser.core import paths
+from ser.inference import uncertainty
 from ser.models.bundle import load_bundle
 from ser.run import params as P
 from ser.signal import audio, features, pitchnorm
@@ -64,7 +65,8 @@ def caregiver_mask(y: np.ndarray, sr: int, *, register_hz: float, band_st: float
 
 def caregiver_windows(windows: pd.DataFrame, results: Path, *, band_st: float,
                       min_kept_s: float) -> pd.DataFrame:
-    """``windows`` with its ``p_<label>`` recomputed on the caregiver's speech alone."""
+    """``windows`` with its ``p_<label>`` (and uncertainty columns) recomputed on the
+    caregiver's speech alone."""
     recs = pd.read_csv(results / "tables" / "recordings.csv", dtype={"caregiver": str})
     stamp = json.loads((results / "tables" / "windows.model.json").read_text())
     bundle = load_bundle(results / "models" / stamp["model"])
@@ -88,6 +90,9 @@ def caregiver_windows(windows: pd.DataFrame, results: Path, *, band_st: float,
                 rows.append(i)
         if rows:
             out.loc[rows, pcols] = bundle.predict_proba(np.stack(batch).astype(np.float32))
+    if "emotion_top_p" in out:  # the uncertainty of the recomputed probabilities
+        out["emotion_entropy"], out["emotion_top_p"] = uncertainty.emotion_uncertainty(
+            out[pcols].to_numpy())
     return out
 
 
@@ -112,7 +117,7 @@ def main() -> int:
     original = pd.read_csv(results / "tables" / "windows.csv", dtype={"caregiver": str})
     gated = caregiver_windows(original, results, band_st=a.band_st, min_kept_s=a.min_kept_s)
     print(f"caregiver-only windows: {time.perf_counter() - t0:.1f} s; "
-          f"{gated.filter(like='p_').notna().all(axis=1).mean():.1%} of windows get an emotion")
+          f"{gated.filter(regex='^p_').notna().all(axis=1).mean():.1%} of windows get an emotion")
     if a.out:
         gated.to_csv(a.out, index=False)
     seg = pd.read_csv(Path(a.truth).parent / "cohort" / "segments.csv")

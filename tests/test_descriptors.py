@@ -226,3 +226,111 @@ def test_load_windows_keeps_ids_as_text(tmp_path: Path) -> None:
         descriptors.load_windows(tmp_path / "nope.csv")
     with pytest.raises(FileNotFoundError, match="06_time_invariant"):
         descriptors.load_descriptors(tmp_path / "nope.csv")
+
+
+# ------------------------------------------------ emotion windows need a confident model
+
+def _confidence_windows(n: int = 20) -> pd.DataFrame:
+    """:func:`_windows` with a model confident (top p 0.9) on windows 0, 1, 4, 5, ... and
+    unsure (0.4) on windows 2, 3, 6, 7, ...; speech on even windows only."""
+    w = _windows(n=n)
+    i = w.groupby("recording").cumcount()
+    top = np.where(i % 4 < 2, 0.9, 0.4)
+    return w.assign(emotion_entropy=1.0 - top, emotion_top_p=top)
+
+
+def test_one_mask_combines_speech_and_confidence() -> None:
+    w = _confidence_windows()
+    i = w.groupby("recording").cumcount()
+    speech, confident = i % 2 == 0, i % 4 < 2
+    both = descriptors.emotion_window_mask(w, min_speech_ratio=0.5, min_top_p=0.5)
+    assert both.tolist() == (speech & confident).tolist()  # windows 0, 4, 8, ...
+    assert descriptors.emotion_window_mask(w, min_speech_ratio=0.0, min_top_p=0.5).tolist() == \
+        confident.tolist()
+    assert descriptors.emotion_window_mask(w, min_speech_ratio=0.5).tolist() == speech.tolist()
+    assert descriptors.emotion_window_mask(w, min_speech_ratio=0.0, min_top_p=0.0).all()
+    assert descriptors.emotion_window_mask(w, min_speech_ratio=0.0, min_top_p=0.4).all()  # >=
+    m = descriptors.mask_low_speech(w, min_speech_ratio=0.5, min_top_p=0.5)
+    emotion = ["p_happy", "p_sad", "emotion_entropy", "emotion_top_p"]
+    assert m.loc[~both, emotion].isna().all().all()
+    assert m.loc[both, emotion].equals(w.loc[both, emotion])
+    assert m["f0_hz"].equals(w["f0_hz"]) and m["speech_ratio"].equals(w["speech_ratio"])
+
+
+def test_min_top_p_in_descriptors_and_time_bins() -> None:
+    w = _confidence_windows()
+    d = descriptors.recording_descriptors(
+        w, features=["p_happy", "emotion_top_p", "energy_db"], stats=("mean",),
+        min_speech_ratio=0.5, min_top_p=0.5).set_index("recording")
+    one = w[w["recording"] == "p001_care"]
+    kept = one[(one["speech_ratio"] >= 0.5) & (one["emotion_top_p"] >= 0.5)]
+    row = d.loc["p001_care"]
+    assert (row["n_windows"], row["n_emotion_windows"], row["n_low_confidence_windows"]) == (20, 5, 5)
+    assert row["p_happy__mean"] == pytest.approx(kept["p_happy"].mean())
+    assert row["emotion_top_p__mean"] == pytest.approx(0.9)  # masked like the probabilities
+    assert row["energy_db__mean"] == pytest.approx(one["energy_db"].mean())  # prosody: every window
+    assert "n_low_confidence_windows" not in descriptors.recording_descriptors(
+        w, features=["p_happy"], min_speech_ratio=0.5).columns  # filter off: no column
+    assert "n_low_confidence_windows" in descriptors.META_COLUMNS
+    b = descriptors.time_binned(w, features=["p_happy"], time_bins=4, min_speech_ratio=0.5,
+                                min_top_p=0.5)
+    care = b[b["recording"] == "p001_care"]
+    # bins of 5 windows: 0-4 | 5-9 | 10-14 | 15-19; counted 0, 4 | 8 | 12 | 16;
+    # speech but unsure 2 | 6 | 10, 14 | 18
+    assert care["n_emotion_windows"].tolist() == [2, 1, 1, 1]
+    assert care["n_low_confidence_windows"].tolist() == [1, 1, 2, 1]
+    first = one[one["start_s"] < 15.0]
+    assert care["p_happy"].iloc[0] == pytest.approx(first["p_happy"].iloc[[0, 4]].mean())
+
+
+def test_windows_kept_and_left_out_per_caregiver_and_phase() -> None:
+    w = _confidence_windows()
+    two = pd.concat([w, w.assign(caregiver="p002", level="beginner",
+                                 recording=w["recording"].str.replace("p001", "p002"))],
+                    ignore_index=True)
+    t = descriptors.emotion_window_share(two, min_speech_ratio=0.5, min_top_p=0.5, per_caregiver=True)
+    assert list(t.columns) == ["caregiver", "level", "phase", "recordings", "windows",
+                               "emotion_windows", "low_speech", "low_confidence", "share"]
+    assert t[["caregiver", "phase"]].values.tolist() == [  # level order, then control first
+        ["p002", "control"], ["p002", "care"], ["p001", "control"], ["p001", "care"]]
+    assert (t["windows"] == 20).all() and (t["emotion_windows"] == 5).all()
+    assert (t["low_speech"] == 10).all() and (t["low_confidence"] == 5).all()
+    assert (t["emotion_windows"] + t["low_speech"] + t["low_confidence"] == t["windows"]).all()
+    assert t["share"].tolist() == pytest.approx([0.25] * 4)
+    by_level = descriptors.emotion_window_share(two, min_speech_ratio=0.0, min_top_p=0.5)
+    assert by_level["level"].tolist() == ["beginner", "beginner", "expert", "expert"]
+    assert (by_level["low_confidence"] == 10).all() and (by_level["low_speech"] == 0).all()
+
+
+def test_min_top_p_on_a_table_from_before_the_uncertainty_columns() -> None:
+    w = _windows()  # no emotion_top_p: windows.csv of an earlier stage 04
+    for call in (lambda: descriptors.recording_descriptors(w, features=["p_happy"], min_top_p=0.5),
+                 lambda: descriptors.time_binned(w, features=["p_happy"], min_top_p=0.5),
+                 lambda: descriptors.emotion_window_share(w, min_speech_ratio=0.2, min_top_p=0.5)):
+        with pytest.raises(ValueError, match="min_top_p=0.5 needs the emotion_top_p column.*"
+                                             "stage 04_inference.*min_top_p: 0"):
+            call()
+    assert len(descriptors.recording_descriptors(w, features=["p_happy"], min_top_p=0.0))
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "sure", float("nan")])
+def test_bad_min_top_p_is_named(value: object) -> None:
+    with pytest.raises(ValueError, match="min_top_p must be a fraction"):
+        descriptors.recording_descriptors(_confidence_windows(), features=["p_happy"], min_top_p=value)
+
+
+def test_names_of_the_uncertainty_columns() -> None:
+    assert names.unit_of("emotion_entropy") == "unitless"
+    assert names.unit_of("emotion_top_p__mean") == "probability"
+    assert names.axis_label("emotion_top_p__mean") == "top emotion probability, mean (probability)"
+    assert names.pretty_name("emotion_entropy__median") == "emotion uncertainty, median"
+    d = descriptors.recording_descriptors(_confidence_windows(), features=["p_happy", "emotion_entropy"],
+                                          stats=("mean",), min_speech_ratio=0.5, min_top_p=0.6)
+    doc = names.describe_columns(d, min_speech_ratio=0.5, min_top_p=0.6).set_index("column")
+    for col in ("p_happy__mean", "emotion_entropy__mean"):
+        assert "windows with speech_ratio >= 0.5 and emotion_top_p >= 0.6 only" in doc.loc[col, "meaning"]
+    assert "uncertainty of the emotion (normalised entropy)" in doc.loc["emotion_entropy__mean", "meaning"]
+    assert "min_top_p" in doc.loc["n_emotion_windows", "meaning"]
+    assert doc.loc["n_low_confidence_windows", "unit"] == "count"
+    only_conf = names.describe_columns(d, min_top_p=0.6).set_index("column")
+    assert "(windows with emotion_top_p >= 0.6 only)" in only_conf.loc["p_happy__mean", "meaning"]

@@ -13,7 +13,7 @@ from bundle_double import BundleDouble
 from signals import voiced
 
 from ser.data import schema
-from ser.inference import workers
+from ser.inference import uncertainty, workers
 from ser.inference.grid import window_starts
 from ser.inference.options import InferenceOptions
 from ser.inference.recording import predict_recording, window_columns
@@ -124,7 +124,8 @@ def test_predict_recording_rows(rec_dir):
     b = FakeBundle()
     df = predict_recording(b, rec_dir / "r1.wav", options=InferenceOptions(hop_s=0.37))
     labels = [f"p_{lab}" for lab in b.labels]
-    assert list(df.columns) == ["start_s", "end_s", *labels, *features.FEATURE_COLUMNS, "padded"]
+    assert list(df.columns) == ["start_s", "end_s", *labels, "emotion_entropy", "emotion_top_p",
+                                *features.FEATURE_COLUMNS, "padded"]
     assert len(df) == len(window_starts(9.0, window_s=1.0, hop_s=0.37)) == 22
     np.testing.assert_array_equal(df["start_s"], window_starts(9.0, window_s=1.0, hop_s=0.37))
     np.testing.assert_allclose(df["end_s"] - df["start_s"], 1.0, atol=1e-12)
@@ -158,6 +159,46 @@ def test_feature_workers_do_not_change_the_result(rec_dir):
                                  options=InferenceOptions(hop_s=0.5, block_s=2.0, workers=2), timings=timings)
     pd.testing.assert_frame_equal(serial, parallel)
     assert {"decode_resample", "log_mel_cnn", "f0", "energy", "vad"} <= set(timings)
+
+
+# ------------------------------------------------------------------- uncertainty per window
+
+
+def test_emotion_uncertainty_on_known_vectors():
+    probs = np.array([[0.25, 0.25, 0.25, 0.25],   # uniform: most uncertain
+                      [1.0, 0.0, 0.0, 0.0],       # one-hot: certain
+                      [0.5, 0.5, 0.0, 0.0],       # two of four: log 2 / log 4
+                      [0.7, 0.1, 0.1, 0.1],
+                      [np.nan, 0.5, 0.25, 0.25]])  # missing probability: unknown
+    entropy, top_p = uncertainty.emotion_uncertainty(probs)
+    h = -(0.7 * np.log(0.7) + 3 * 0.1 * np.log(0.1)) / np.log(4)
+    np.testing.assert_allclose(entropy[:4], [1.0, 0.0, 0.5, h], atol=1e-12)
+    np.testing.assert_allclose(top_p[:4], [0.25, 1.0, 0.5, 0.7], atol=1e-12)
+    assert np.isnan(entropy[4]) and np.isnan(top_p[4])
+    # normalised whatever the number of labels; one label is never uncertain
+    e2, t2 = uncertainty.emotion_uncertainty(np.array([[0.5, 0.5], [0.9, 0.1]], dtype=np.float32))
+    np.testing.assert_allclose(e2, [1.0, -(0.9 * np.log(0.9) + 0.1 * np.log(0.1)) / np.log(2)],
+                               rtol=1e-6)
+    np.testing.assert_allclose(t2, [0.5, 0.9], rtol=1e-6)
+    e1, t1 = uncertainty.emotion_uncertainty(np.ones((3, 1)))
+    assert e1.tolist() == [0.0] * 3 and t1.tolist() == [1.0] * 3
+    with pytest.raises(ValueError, match="n_windows, n_labels"):
+        uncertainty.emotion_uncertainty(np.ones(4))
+
+
+def test_window_table_has_the_uncertainty_of_its_probabilities(rec_dir):
+    b = FakeBundle()
+    df = predict_recording(b, rec_dir / "r1.wav", options=InferenceOptions(hop_s=0.5))
+    cols = list(df.columns)
+    labels = [f"p_{lab}" for lab in b.labels]
+    assert cols[2:7] == [*labels, "emotion_entropy", "emotion_top_p"]  # right after p_<label>
+    p = df[labels].to_numpy()
+    expected = -(p * np.log(p)).sum(axis=1) / np.log(len(labels))
+    np.testing.assert_allclose(df["emotion_entropy"], expected, rtol=1e-9)
+    np.testing.assert_allclose(df["emotion_top_p"], p.max(axis=1), rtol=0)
+    assert df["emotion_entropy"].between(0, 1).all()
+    assert df["emotion_top_p"].between(1 / 3, 1).all()
+    assert df["emotion_entropy"].std() > 0  # it varies with the windows
 
 
 def test_optional_feature_columns(rec_dir):
@@ -279,6 +320,26 @@ def test_resume_after_interruption_has_no_duplicates(rec_dir, tmp_path):
                           progress=False)
     assert b2.calls == 0
     pd.testing.assert_frame_equal(again, full)
+
+
+def test_resume_adds_uncertainty_to_a_table_written_before_it(rec_dir, tmp_path, capsys):
+    """A windows.csv of an earlier stage 04 (no uncertainty columns) is completed from its
+    stored probabilities, not recomputed from the audio; other column changes are refused."""
+    out, fail = tmp_path / "windows.csv", tmp_path / "failures.csv"
+    table = _table(rec_dir).iloc[:2]
+    kw = dict(options=InferenceOptions(hop_s=0.5), out_csv=out, failures_csv=fail, progress=False)
+    full = predict_table(FakeBundle(), table, **kw)
+    full.drop(columns=list(schema.UNCERTAINTY_COLUMNS)).to_csv(out, index=False)
+    b = FakeBundle()
+    resumed = predict_table(b, table, **kw)
+    assert b.calls == 0
+    assert "emotion_entropy, emotion_top_p computed from its stored probabilities" in \
+        capsys.readouterr().err
+    pd.testing.assert_frame_equal(resumed, full, check_exact=False, rtol=1e-12)
+    assert list(pd.read_csv(out).columns) == list(full.columns)  # rewritten with them
+    full.drop(columns=["emotion_top_p"]).to_csv(out, index=False)  # not an older layout
+    with pytest.raises(ValueError, match="columns differ"):
+        predict_table(FakeBundle(), table, **kw)
 
 
 def test_resume_refuses_other_hop_and_can_be_disabled(rec_dir, tmp_path):

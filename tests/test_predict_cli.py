@@ -269,6 +269,36 @@ def test_resume_after_interruption(model_dir, audio_dir, tmp_path, monkeypatch, 
     assert _run(model_dir, *files, "--format", fmt, "-o", out) == 0 and calls == []
 
 
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_resume_adds_uncertainty_to_an_output_written_before_it(model_dir, audio_dir, tmp_path,
+                                                                 monkeypatch, fmt):
+    """Windows written before emotion_entropy / emotion_top_p existed get them from their
+    stored probabilities on resume; no file is computed again."""
+    files = [audio_dir / "a.wav", audio_dir / "short.wav"]
+    out = tmp_path / f"old.{fmt}"
+    assert _run(model_dir, *files, "--format", fmt, "-o", out) == 0
+    if fmt == "csv":
+        ref = pd.read_csv(out)
+        ref.drop(columns=["emotion_entropy", "emotion_top_p"]).to_csv(out, index=False)
+    else:
+        obj = json.loads(out.read_text())
+        ref = pd.DataFrame(obj["windows"])
+        for row in obj["windows"]:
+            del row["emotion_entropy"], row["emotion_top_p"]
+        out.write_text(json.dumps(obj))
+    calls: list[str] = []
+    real = recording.predict_file
+    monkeypatch.setattr(recording, "predict_file",
+                        lambda b, path, **kw: calls.append(path.name) or real(b, path, **kw))
+    assert _run(model_dir, *files, "--format", fmt, "-o", out) == 0
+    assert calls == []
+    now = pd.read_csv(out) if fmt == "csv" else pd.DataFrame(json.loads(out.read_text())["windows"])
+    assert list(now.columns) == ["file", *window_columns(LABELS)]
+    pd.testing.assert_frame_equal(now, ref, check_exact=False, rtol=1e-12)
+    top = now[[f"p_{lab}" for lab in LABELS]].max(axis=1)
+    np.testing.assert_allclose(now["emotion_top_p"], top, rtol=0)
+
+
 def test_outputs_written_as_files_finish(model_dir, audio_dir, tmp_path, monkeypatch):
     """With checkpoint_s=0 the output on disk holds every finished file while the next runs."""
     bundle = load_bundle(model_dir)
@@ -310,7 +340,7 @@ def test_precision_is_recorded_and_a_resume_never_mixes_precisions(model_dir, au
     summ = pd.read_csv(tmp_path / "p.summary.csv")
     assert summ["model"].tolist() == ["tiny_cnn@int8"]
     win = pd.read_csv(out)
-    np.testing.assert_allclose(win.filter(like="p_").sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(win.filter(regex="^p_").sum(axis=1), 1.0, atol=1e-5)
     assert _run(model_dir, audio_dir / "a.wav", "-o", out) == 2  # fp32 onto an int8 run
     assert "tiny_cnn@int8" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:

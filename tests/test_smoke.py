@@ -62,6 +62,9 @@ def test_windows_table_contract(smoke_run):
     p = w[["p_angry", "p_happy", "p_neutral", "p_sad"]].sum(axis=1)
     assert (abs(p - 1) < 1e-4).all()
     assert w["speech_ratio"].between(0, 1).all()
+    cols = list(w.columns)
+    assert cols[cols.index("p_sad") + 1:cols.index("p_sad") + 3] == ["emotion_entropy", "emotion_top_p"]
+    assert w["emotion_entropy"].between(0, 1).all() and w["emotion_top_p"].between(0.25 - 1e-6, 1).all()
     f0 = w["f0_hz"].dropna()
     assert len(f0) > 0.5 * len(w) and f0.between(60, 600).all()
     meta = json.loads((root / "results/models/demo_cnn/model.json").read_text())

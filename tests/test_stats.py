@@ -473,3 +473,23 @@ def test_problem_report_counts_windows_left_out_of_emotion_descriptors() -> None
                                         features=["p_happy__mean"], analysis="x")
     assert not every["problem"].str.contains("speech").any()
     assert "n_emotion_windows" not in descriptors.descriptor_columns(d)
+
+
+def test_problem_report_counts_speech_and_confidence_filters_apart() -> None:
+    d = pd.DataFrame({"recording": ["a_control", "a_care", "b_control"], "caregiver": ["a", "a", "b"],
+                      "level": "expert", "phase": ["control", "care", "control"],
+                      "n_windows": [10, 10, 8], "n_emotion_windows": [6, 7, 0],
+                      "n_low_confidence_windows": [1, 3, 8],
+                      "p_happy__mean": [0.2, 0.3, np.nan]})
+    rep = problem_data.problem_report(d, features=["p_happy__mean"], analysis="x").set_index("problem")
+    quiet, unsure = rep.loc["windows with too little speech"], rep.loc["windows with low emotion confidence"]
+    assert quiet["detail"].startswith("3 of 28 windows (10.7 %)")  # 10-6-1 + 10-7-3 + 8-0-8
+    assert "(min_speech_ratio)" in quiet["action"]
+    assert unsure["detail"].startswith("12 of 28 windows (42.9 %); per row 10-100 %")
+    assert "(min_top_p)" in unsure["action"]
+    assert rep.loc["no window with enough speech and confidence", "where"] == "b_control"
+    assert "n_low_confidence_windows" not in descriptors.descriptor_columns(d)
+    sure = problem_data.problem_report(d.assign(n_low_confidence_windows=0, n_emotion_windows=[9, 10, 8]),
+                                       features=["p_happy__mean"], analysis="x")
+    window_rows = sure[sure["problem"].str.startswith(("windows", "no window"))]
+    assert window_rows["problem"].tolist() == ["windows with too little speech"]

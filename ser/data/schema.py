@@ -21,6 +21,11 @@ PHASE_INDEX: Mapping[str, int] = MappingProxyType({ph: i for i, ph in enumerate(
 
 #: Identifier columns that lead every per-window and per-recording table.
 ID_COLUMNS: tuple[str, ...] = ("recording", "caregiver", "level", "phase")
+#: Per-window uncertainty of the emotion probabilities, the columns that follow the
+#: ``p_<label>`` columns of ``windows.csv`` (stage 04): the Shannon entropy of the window's
+#: probability vector normalised by log(number of labels) (0: one label has probability 1;
+#: 1: every label equally likely), and the largest probability (1/number of labels to 1).
+UNCERTAINTY_COLUMNS: tuple[str, ...] = ("emotion_entropy", "emotion_top_p")
 #: Columns a recordings manifest must have (``path`` relative to the manifest's folder).
 MANIFEST_COLUMNS: tuple[str, ...] = ("recording", "caregiver", "level", "phase", "session", "path")
 #: Columns of ``recordings.csv`` (stage 01).

@@ -8,14 +8,17 @@ ones tried again, and the result has no duplicate or missing rows.
 
 Outputs (see :func:`predict_paths`):
 
-- CSV with ``-o FILE``: windows in ``FILE`` (``file, start_s, end_s, p_<label>…,``
-  features, ``padded``); the per-file summary in ``FILE`` with ``.csv`` replaced by
+- CSV with ``-o FILE``: windows in ``FILE`` (``file, start_s, end_s, p_<label>…,
+  emotion_entropy, emotion_top_p,`` features, ``padded``; see
+  :func:`ser.inference.recording.window_columns`); the per-file summary in ``FILE`` with ``.csv`` replaced by
   ``.summary.csv`` (``results.csv`` → ``results.summary.csv``; ``.summary.csv`` is
   appended when ``FILE`` has another suffix); the failures (``file, reason``) in
   ``.failures.csv`` likewise. Without ``-o`` the windows go to stdout and the summary
   and failures to stderr. Beside ``FILE``, ``<stem>.model.json`` names the model that
   computed it (:func:`ser.inference.stamp.model_stamp_path`); a resume with another model,
-  or with a retrained or recalibrated bundle of the same name, is refused.
+  or with a retrained or recalibrated bundle of the same name, is refused. Windows written
+  before ``emotion_entropy`` and ``emotion_top_p`` existed get them from their stored
+  probabilities on resume (:func:`ser.inference.uncertainty.add_uncertainty`).
 - JSON: one object ``{"windows": [...], "summary": [...], "failures": [...]}`` (lists
   of row objects, NaN written as ``null``) in ``FILE`` or on stdout.
 
@@ -45,7 +48,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ser.core import atomic, timing
-from ser.inference import grid, recording
+from ser.inference import grid, recording, uncertainty
 from ser.inference.options import InferenceOptions
 from ser.inference.protocol import ModelBundle
 from ser.inference.stamp import model_name, model_stamp, model_stamp_path, read_stamp
@@ -198,6 +201,8 @@ class _Outputs:
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ResumeError(f"cannot resume from {main}: {e}; delete it or write to another "
                               "file (-o)") from e
+        # a table written before the uncertainty columns gets them from its probabilities
+        win = uncertainty.add_uncertainty(win, columns=self.window_cols)
         if list(win.columns) != self.window_cols or list(summ.columns) != self.summary_cols:
             raise ResumeError(f"cannot resume from {main}: its columns differ from this run's "
                               "(another model's labels or other feature options); delete it or "

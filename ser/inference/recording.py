@@ -49,7 +49,8 @@ import numpy as np
 import pandas as pd
 
 from ser.core import timing
-from ser.inference import grid
+from ser.data.schema import UNCERTAINTY_COLUMNS
+from ser.inference import grid, uncertainty
 from ser.inference.options import InferenceOptions
 from ser.inference.protocol import ModelBundle
 from ser.inference.workers import Workers, feature_workers, features_job, voiced_semitones_job
@@ -63,8 +64,9 @@ SILENT_PEAK_DBFS: float = -80.0
 
 def window_columns(labels: Iterable[str], *, voice_quality: bool = False,
                    egemaps: bool = False) -> list[str]:
-    """Columns of :func:`predict_recording`: times, ``p_<label>``, features, ``padded``."""
-    return ["start_s", "end_s", *[f"p_{lab}" for lab in labels],
+    """Columns of :func:`predict_recording`: times, ``p_<label>``, the uncertainty columns
+    (:data:`ser.data.schema.UNCERTAINTY_COLUMNS`), features, ``padded``."""
+    return ["start_s", "end_s", *[f"p_{lab}" for lab in labels], *UNCERTAINTY_COLUMNS,
             *features.feature_columns(voice_quality=voice_quality, egemaps=egemaps), "padded"]
 
 
@@ -89,7 +91,11 @@ def predict_recording(
 
     Returns:
         One row per window: ``start_s, end_s`` (s), ``p_<label>`` per label (rows sum
-        to 1), :func:`ser.signal.features.feature_columns`, and ``padded`` (bool, see module
+        to 1), ``emotion_entropy`` (Shannon entropy of the window's probabilities divided
+        by log(number of labels): 0 one label certain ... 1 all labels equally likely) and
+        ``emotion_top_p`` (the largest probability), see
+        :func:`ser.inference.uncertainty.emotion_uncertainty`;
+        :func:`ser.signal.features.feature_columns`, and ``padded`` (bool, see module
         docstring).
 
     Raises:
@@ -130,7 +136,8 @@ def predict_file(
     batch_size, opts = options.batch_size, options.feature_options()
     labels = list(bundle.labels)
     columns = window_columns(labels, voice_quality=opts["voice_quality"], egemaps=opts["egemaps"])
-    n_feat = len(columns) - 3 - len(labels)
+    feature_cols = columns[2 + len(labels) + len(UNCERTAINTY_COLUMNS):-1]
+    n_feat = len(feature_cols)
 
     frames, sr_in, channels = audio.info_frames(path)
     n_total = audio.resampled_length(frames, orig_sr=sr_in, target_sr=sr)
@@ -219,7 +226,9 @@ def predict_file(
     df = pd.DataFrame({"start_s": start_s, "end_s": end_s})
     for j, lab in enumerate(labels):
         df[f"p_{lab}"] = probs[:, j].astype(np.float64)
-    for j, col in enumerate(columns[2 + len(labels):-1]):
+    df["emotion_entropy"], df["emotion_top_p"] = uncertainty.emotion_uncertainty(
+        df[[f"p_{lab}" for lab in labels]].to_numpy())
+    for j, col in enumerate(feature_cols):
         df[col] = feats[:, j]
     df["padded"] = padded
     info = {"duration_s": frames / sr_in, "sample_rate": sr_in, "channels": channels}

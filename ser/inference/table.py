@@ -19,8 +19,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from ser.core import atomic, paths
-from ser.data.schema import ID_COLUMNS
-from ser.inference import recording
+from ser.data.schema import ID_COLUMNS, UNCERTAINTY_COLUMNS
+from ser.inference import recording, uncertainty
 from ser.inference.options import InferenceOptions
 from ser.inference.protocol import ModelBundle
 from ser.inference.stamp import model_stamp, model_stamp_path, read_stamp
@@ -52,6 +52,12 @@ def _read_previous(out_csv: Path, columns: list[str], hop_s: float,
         prev = pd.read_csv(out_csv, dtype={c: str for c in ID_COLUMNS})
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot resume from {out_csv}: {e}; delete it or pass resume=False") from e
+    upgraded = uncertainty.add_uncertainty(prev, columns=columns)
+    if upgraded is not prev:
+        print(f"{out_csv.name} was written before the per-window uncertainty columns: "
+              f"{', '.join(UNCERTAINTY_COLUMNS)} computed from its stored probabilities",
+              file=sys.stderr)
+        prev = upgraded
     if list(prev.columns) != columns:
         raise ValueError(f"cannot resume from {out_csv}: its columns differ from this model's "
                          f"({len(prev.columns)} vs {len(columns)}, e.g. other labels); "
@@ -107,7 +113,9 @@ def predict_table(
     that computed ``out_csv`` is named beside it (:func:`ser.inference.stamp.model_stamp_path`:
     bundle name, precision and :func:`ser.models.bundle.bundle_fingerprint`); when the bundle
     has changed since (retrained, recalibrated), nothing is reused and every recording is
-    recomputed. Rows of recordings no longer in ``recordings`` are dropped.
+    recomputed. Rows of recordings no longer in ``recordings`` are dropped. A table written
+    before the uncertainty columns existed gets them from its stored probabilities
+    (:func:`ser.inference.uncertainty.add_uncertainty`).
 
     Args:
         bundle: model bundle (see :func:`ser.inference.recording.predict_recording`).

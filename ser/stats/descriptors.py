@@ -20,9 +20,14 @@ Emotion probabilities are measured on speech: with ``min_speech_ratio`` > 0 a wi
 whose voice-activity fraction (``speech_ratio``) is below it does not enter the
 ``p_<label>`` summaries (:func:`mask_low_speech`), because what a classifier outputs on
 a window of pause or background is not an emotion of the speaker, and the share of such
-windows differs between recordings (a talkative caregiver has fewer). Prosody is not
+windows differs between recordings (a talkative caregiver has fewer). With
+``min_top_p`` > 0 a window whose largest emotion probability (``emotion_top_p``) is
+below it does not count either: the model could not tell the emotions apart there. One
+mask combines both (:func:`emotion_window_mask`); it also applies to the uncertainty
+columns (``emotion_entropy``, ``emotion_top_p``) when they are analysed. Prosody is not
 masked (F0 already uses voiced windows; energy and speech ratio describe the whole
-recording on purpose). ``n_emotion_windows`` counts the windows that do count.
+recording on purpose). ``n_emotion_windows`` counts the windows that do count, and
+:func:`emotion_window_share` how many each filter leaves out.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ser.data.schema import ID_COLUMNS, LEVEL_INDEX, LEVELS, PHASE_INDEX, PHASES
+from ser.data.schema import ID_COLUMNS, LEVEL_INDEX, LEVELS, PHASE_INDEX, PHASES, UNCERTAINTY_COLUMNS
 
 #: Prosody columns of ``windows.csv`` (besides the ``p_<label>`` probabilities).
 PROSODY_COLUMNS: tuple[str, ...] = (
@@ -59,6 +64,14 @@ def probability_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if isinstance(c, str) and c.startswith("p_")]
 
 
+def emotion_columns(columns: Sequence[str]) -> list[str]:
+    """The columns of ``columns`` that come from the emotion model: every ``p_<label>`` and
+    the uncertainty columns (:data:`ser.data.schema.UNCERTAINTY_COLUMNS`), in their order.
+    These are the columns the emotion-window mask empties (:func:`mask_low_speech`)."""
+    return [c for c in columns if isinstance(c, str)
+            and (c.startswith("p_") or c in UNCERTAINTY_COLUMNS)]
+
+
 def default_features(windows: pd.DataFrame) -> list[str]:
     """Every emotion probability plus ``f0_hz`` and ``energy_db`` (when present)."""
     return probability_columns(windows) + [c for c in ("f0_hz", "energy_db") if c in windows]
@@ -77,7 +90,8 @@ def key_descriptors(descriptors: pd.DataFrame) -> list[str]:
 
 #: Descriptor-table columns that are bookkeeping, not descriptors.
 META_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, "segment", "segment_start_s", "segment_end_s",
-                                 "n_windows", "n_voiced_windows", "n_emotion_windows")
+                                 "n_windows", "n_voiced_windows", "n_emotion_windows",
+                                 "n_low_confidence_windows")
 
 
 def descriptor_columns(descriptors: pd.DataFrame) -> list[str]:
@@ -114,52 +128,84 @@ def load_descriptors(path: str | os.PathLike[str]) -> pd.DataFrame:
     return _read_ids_as_text(path, what="descriptors.csv", producer="06_time_invariant")
 
 
-def _check_min_speech_ratio(min_speech_ratio: float, *, what: str) -> float:
+def _check_fraction(value: float, *, name: str, what: str) -> float:
     try:
-        value = float(min_speech_ratio)
+        out = float(value)
     except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{what}: min_speech_ratio must be a fraction in [0, 1] (0: every "
-                         f"window counts), got {min_speech_ratio!r}")
-    return value
+        out = float("nan")
+    if not 0.0 <= out <= 1.0:
+        raise ValueError(f"{what}: {name} must be a fraction in [0, 1] (0: every "
+                         f"window counts), got {value!r}")
+    return out
 
 
-def emotion_window_mask(windows: pd.DataFrame, *, min_speech_ratio: float) -> pd.Series:
-    """Which windows count for the emotion-probability descriptors.
+def _check_min_speech_ratio(min_speech_ratio: float, *, what: str) -> float:
+    return _check_fraction(min_speech_ratio, name="min_speech_ratio", what=what)
+
+
+def _filter_masks(windows: pd.DataFrame, *, min_speech_ratio: float,
+                  min_top_p: float) -> tuple[pd.Series, pd.Series]:
+    """(enough speech, confident) per window; each all True when its threshold is 0."""
+    msr = _check_min_speech_ratio(min_speech_ratio, what="emotion_window_mask")
+    mtp = _check_fraction(min_top_p, name="min_top_p", what="emotion_window_mask")
+    speech = pd.Series(True, index=windows.index)
+    confident = pd.Series(True, index=windows.index)
+    if msr > 0.0:
+        if "speech_ratio" not in windows.columns:
+            raise ValueError(f"min_speech_ratio={msr:g} needs the speech_ratio column of windows.csv, "
+                             f"which this table lacks; rerun stage 04_inference with its default "
+                             f"features, or set min_speech_ratio: 0 (every window counts)")
+        speech = pd.to_numeric(windows["speech_ratio"], errors="coerce").ge(msr)
+    if mtp > 0.0:
+        if "emotion_top_p" not in windows.columns:
+            raise ValueError(f"min_top_p={mtp:g} needs the emotion_top_p column of windows.csv "
+                             f"(the window's largest emotion probability), which this table lacks: "
+                             f"it was written before stage 04_inference recorded per-window "
+                             f"uncertainty; rerun stage 04_inference (with resume, the column is "
+                             f"added from the stored probabilities), or set min_top_p: 0")
+        confident = pd.to_numeric(windows["emotion_top_p"], errors="coerce").ge(mtp)
+    return speech, confident
+
+
+def emotion_window_mask(windows: pd.DataFrame, *, min_speech_ratio: float,
+                        min_top_p: float = 0.0) -> pd.Series:
+    """Which windows count for the emotion-probability descriptors: enough speech and a
+    confident enough model.
 
     Args:
         windows: window table (``windows.csv``) with ``speech_ratio`` (the fraction of the
-            window that voice activity detection marks as speech, 0-1).
+            window that voice activity detection marks as speech, 0-1) and
+            ``emotion_top_p`` (the window's largest emotion probability, 0-1).
         min_speech_ratio: least speech fraction of a counted window; 0 counts every window.
             Windows with an empty ``speech_ratio`` count only when it is 0.
+        min_top_p: least top emotion probability of a counted window; 0 counts every
+            window. Windows with an empty ``emotion_top_p`` count only when it is 0.
 
     Returns:
-        Boolean Series aligned with ``windows``.
+        Boolean Series aligned with ``windows``: True where both filters keep the window.
 
     Raises:
-        ValueError: ``min_speech_ratio`` outside [0, 1], or > 0 and the table has no
-            ``speech_ratio`` column.
+        ValueError: a threshold outside [0, 1], or > 0 and the table lacks its column
+            (``speech_ratio``, ``emotion_top_p``).
     """
-    msr = _check_min_speech_ratio(min_speech_ratio, what="emotion_window_mask")
-    if msr == 0.0:
-        return pd.Series(True, index=windows.index)
-    if "speech_ratio" not in windows.columns:
-        raise ValueError(f"min_speech_ratio={msr:g} needs the speech_ratio column of windows.csv, "
-                         f"which this table lacks; rerun stage 04_inference with its default "
-                         f"features, or set min_speech_ratio: 0 (every window counts)")
-    return pd.to_numeric(windows["speech_ratio"], errors="coerce").ge(msr)
+    speech, confident = _filter_masks(windows, min_speech_ratio=min_speech_ratio,
+                                      min_top_p=min_top_p)
+    return speech & confident
 
 
-def mask_low_speech(windows: pd.DataFrame, *, min_speech_ratio: float,
+def mask_low_speech(windows: pd.DataFrame, *, min_speech_ratio: float, min_top_p: float = 0.0,
                     columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Copy of ``windows`` with the emotion probabilities emptied where there is little speech.
+    """Copy of ``windows`` with the emotion probabilities emptied where there is little
+    speech or the model is unsure.
 
     Args:
         windows: window table (``windows.csv``).
         min_speech_ratio: windows whose ``speech_ratio`` is below this fraction get empty
-            ``columns``; 0 returns an unchanged copy.
-        columns: columns to empty; default every ``p_<label>`` column.
+            ``columns``; 0 keeps every window.
+        min_top_p: windows whose ``emotion_top_p`` is below this probability get empty
+            ``columns``; 0 keeps every window. Both 0: an unchanged copy.
+        columns: columns to empty; default every ``p_<label>`` column and the uncertainty
+            columns (:func:`emotion_columns`).
 
     Returns:
         The masked copy (rows and other columns unchanged).
@@ -170,39 +216,55 @@ def mask_low_speech(windows: pd.DataFrame, *, min_speech_ratio: float,
     Example:
         >>> speech = mask_low_speech(windows, min_speech_ratio=0.5)  # doctest: +SKIP
     """
-    keep = emotion_window_mask(windows, min_speech_ratio=min_speech_ratio)
+    keep = emotion_window_mask(windows, min_speech_ratio=min_speech_ratio, min_top_p=min_top_p)
     out = windows.copy()
-    cols = list(probability_columns(windows) if columns is None else columns)
+    cols = list(emotion_columns(windows.columns) if columns is None else columns)
     if cols and not keep.all():
         out.loc[~keep, cols] = np.nan
     return out
 
 
-def emotion_window_share(windows: pd.DataFrame, *, min_speech_ratio: float) -> pd.DataFrame:
-    """How many windows count for the emotion descriptors, per training level and phase.
+def emotion_window_share(windows: pd.DataFrame, *, min_speech_ratio: float, min_top_p: float = 0.0,
+                         per_caregiver: bool = False) -> pd.DataFrame:
+    """How many windows count for the emotion descriptors and how many each filter leaves
+    out, per training level and phase (or per caregiver and phase).
 
     Args:
         windows: window table (``windows.csv``).
         min_speech_ratio: see :func:`emotion_window_mask`.
+        min_top_p: see :func:`emotion_window_mask`.
+        per_caregiver: one row per caregiver × phase instead of per level × phase.
 
     Returns:
-        One row per level × phase present (natural order): ``level, phase, recordings,
-        windows, emotion_windows`` and ``share`` (emotion_windows / windows, 0-1).
+        One row per level × phase present (natural order), or per caregiver × phase
+        (by level, caregiver, phase): ``[caregiver,] level, phase, recordings, windows,
+        emotion_windows`` (windows kept), ``low_speech`` (left out: ``speech_ratio`` below
+        ``min_speech_ratio``), ``low_confidence`` (left out: enough speech but
+        ``emotion_top_p`` below ``min_top_p``) and ``share`` (emotion_windows / windows, 0-1).
+        ``emotion_windows + low_speech + low_confidence = windows``.
 
     Raises:
-        ValueError: see :func:`emotion_window_mask`; missing ``level``/``phase`` columns.
+        ValueError: see :func:`emotion_window_mask`; missing ``recording``/``level``/
+            ``phase`` (or ``caregiver``) columns.
     """
-    missing = [c for c in ("recording", "level", "phase") if c not in windows.columns]
+    keys = ["caregiver", "level", "phase"] if per_caregiver else ["level", "phase"]
+    missing = [c for c in ("recording", *keys) if c not in windows.columns]
     if missing:
         raise ValueError(f"emotion_window_share: windows.csv lacks columns {missing}")
-    w = windows.assign(_keep=emotion_window_mask(windows, min_speech_ratio=min_speech_ratio))
-    g = w.groupby(["level", "phase"], sort=False)
+    speech, confident = _filter_masks(windows, min_speech_ratio=min_speech_ratio,
+                                      min_top_p=min_top_p)
+    w = windows.assign(_keep=speech & confident, _low_speech=~speech, _low_conf=speech & ~confident)
+    g = w.groupby(keys, sort=False)
     out = g.agg(recordings=("recording", "nunique"), windows=("_keep", "size"),
-                emotion_windows=("_keep", "sum")).reset_index()
-    out["emotion_windows"] = out["emotion_windows"].astype(int)
+                emotion_windows=("_keep", "sum"), low_speech=("_low_speech", "sum"),
+                low_confidence=("_low_conf", "sum")).reset_index()
+    for c in ("emotion_windows", "low_speech", "low_confidence"):
+        out[c] = out[c].astype(int)
     out["share"] = out["emotion_windows"] / out["windows"]
-    out["_k"] = out["level"].map(LEVEL_INDEX).fillna(len(LEVELS)) * 10 + out["phase"].map(PHASE_INDEX).fillna(9)
-    return out.sort_values("_k").drop(columns="_k").reset_index(drop=True)
+    out["_lv"] = out["level"].map(LEVEL_INDEX).fillna(len(LEVELS))
+    out["_ph"] = out["phase"].map(PHASE_INDEX).fillna(len(PHASES))
+    order = ["_lv", "caregiver", "_ph"] if per_caregiver else ["_lv", "_ph"]
+    return out.sort_values(order, kind="stable").drop(columns=["_lv", "_ph"]).reset_index(drop=True)
 
 
 def _check_windows(windows: pd.DataFrame, features: Sequence[str], *, what: str) -> None:
@@ -221,7 +283,7 @@ def _check_windows(windows: pd.DataFrame, features: Sequence[str], *, what: str)
     if absent:
         raise ValueError(f"{what}: option 'features' names {absent}, which windows.csv "
                          f"does not have; available: "
-                         f"{probability_columns(windows) + [c for c in PROSODY_COLUMNS if c in windows]}")
+                         f"{emotion_columns(windows.columns) + [c for c in PROSODY_COLUMNS if c in windows]}")
     bad_levels = sorted(set(windows["level"].dropna().astype(str)) - set(LEVELS))
     if bad_levels:
         raise ValueError(f"{what}: unknown training level(s) {bad_levels} in windows.csv; "
@@ -233,17 +295,23 @@ def _check_windows(windows: pd.DataFrame, features: Sequence[str], *, what: str)
 
 
 def _masked_numeric(windows: pd.DataFrame, features: Sequence[str], probs: Sequence[str],
-                    min_speech_ratio: float, *, what: str) -> pd.DataFrame:
-    """Numeric copy of the features; ``probs`` emptied outside counted windows."""
+                    min_speech_ratio: float, min_top_p: float, *, what: str) -> pd.DataFrame:
+    """Numeric copy of the features; ``probs`` emptied outside counted windows;
+    ``_emotion_window`` (counted) and ``_low_confidence`` (enough speech, unsure model)."""
     msr = _check_min_speech_ratio(min_speech_ratio, what=what)
+    mtp = _check_fraction(min_top_p, name="min_top_p", what=what)
     w = windows.copy()
     for f in features:
         w[f] = pd.to_numeric(w[f], errors="coerce")
-    keep = (emotion_window_mask(w, min_speech_ratio=msr) if probs
-            else pd.Series(True, index=w.index))
+    if probs:
+        speech, confident = _filter_masks(w, min_speech_ratio=msr, min_top_p=mtp)
+    else:
+        speech = confident = pd.Series(True, index=w.index)
+    keep = speech & confident
     if probs and not keep.all():
         w.loc[~keep, list(probs)] = np.nan
     w["_emotion_window"] = keep.to_numpy()
+    w["_low_confidence"] = (speech & ~confident).to_numpy()
     return w
 
 
@@ -255,6 +323,7 @@ def recording_descriptors(
     segment_s: float | None = None,
     min_segment_fraction: float = 0.5,
     min_speech_ratio: float = 0.0,
+    min_top_p: float = 0.0,
 ) -> pd.DataFrame:
     """Summarise windows into one tidy row per recording (or per recording segment).
 
@@ -271,20 +340,27 @@ def recording_descriptors(
         min_speech_ratio: windows whose ``speech_ratio`` is below this fraction (0-1) are
             left out of the ``p_<label>`` statistics (:func:`mask_low_speech`); 0 uses
             every window. Other features use every window.
+        min_top_p: windows whose ``emotion_top_p`` (largest emotion probability) is below
+            this are left out of the same statistics; 0 uses every window. The two filters
+            form one mask (:func:`emotion_window_mask`), which also applies to
+            ``emotion_entropy`` / ``emotion_top_p`` when they are features.
 
     Returns:
         DataFrame, one row per recording × segment, with ``recording, caregiver, level,
         phase, segment, segment_start_s, segment_end_s, n_windows, n_voiced_windows,
-        voiced_windows_ratio`` (+ ``n_emotion_windows`` when a ``p_<label>`` feature is
-        summarised; + ``voiced_ratio``, ``speech_ratio`` when the window table has them)
+        voiced_windows_ratio`` (+ ``n_emotion_windows`` when an emotion feature
+        (:func:`emotion_columns`) is summarised, and ``n_low_confidence_windows``, the
+        windows with enough speech left out by ``min_top_p``, when it is > 0;
+        + ``voiced_ratio``, ``speech_ratio`` when the window table has them)
         and one ``<feature>__<stat>`` column per feature × stat. Rows are sorted by level
         (natural order), caregiver, phase (control first) and segment. A recording
         without a counted window has empty ``p_<label>`` statistics. See
         :func:`ser.stats.names.describe_columns`.
 
     Raises:
-        ValueError: unknown stat, missing/unknown feature columns, bad ``segment_s`` or
-            ``min_speech_ratio``, or ``min_speech_ratio`` > 0 without ``speech_ratio``.
+        ValueError: unknown stat, missing/unknown feature columns, bad ``segment_s``,
+            ``min_speech_ratio`` or ``min_top_p``, or a threshold > 0 without its column
+            (``speech_ratio``, ``emotion_top_p``).
 
     Example:
         >>> d = recording_descriptors(windows, features=["f0_hz"], stats=("median",))
@@ -298,8 +374,9 @@ def recording_descriptors(
     if segment_s is not None and (not np.isfinite(segment_s) or segment_s < 0):
         raise ValueError(f"recording_descriptors: segment_s must be 0/None (whole recording) "
                          f"or a positive number of seconds, got {segment_s}")
-    probs = [f for f in features if f.startswith("p_")]
-    w = _masked_numeric(windows, features, probs, min_speech_ratio, what="recording_descriptors")
+    probs = emotion_columns(features)
+    w = _masked_numeric(windows, features, probs, min_speech_ratio, min_top_p,
+                        what="recording_descriptors")
     start = pd.to_numeric(w["start_s"], errors="coerce")
     if segment_s:
         w["segment"] = np.floor(start / segment_s).astype(int)
@@ -317,6 +394,8 @@ def recording_descriptors(
         out["voiced_windows_ratio"] = out["n_voiced_windows"] / out["n_windows"]
     if probs:
         out["n_emotion_windows"] = g["_emotion_window"].sum().astype(int)
+        if float(min_top_p) > 0:
+            out["n_low_confidence_windows"] = g["_low_confidence"].sum().astype(int)
     for col in ("voiced_ratio", "speech_ratio"):
         if col in w:
             out[col] = g[col].mean()
@@ -351,6 +430,7 @@ def time_binned(
     time_bins: int = 10,
     normalise_time: bool = True,
     min_speech_ratio: float = 0.0,
+    min_top_p: float = 0.0,
 ) -> pd.DataFrame:
     """Average windows into equal time bins per recording (input of trajectories).
 
@@ -365,22 +445,27 @@ def time_binned(
         min_speech_ratio: windows whose ``speech_ratio`` is below this fraction (0-1) are
             left out of the ``p_<label>`` means (:func:`mask_low_speech`); 0 uses every
             window. Other features use every window.
+        min_top_p: windows whose ``emotion_top_p`` is below this are left out of the same
+            means (one mask with the speech filter, :func:`emotion_window_mask`); 0 uses
+            every window.
 
     Returns:
         One row per recording × non-empty bin: ``recording, caregiver, level, phase,
         time_bin, time`` (bin centre: fraction 0–1, or minutes), ``time_unit``,
-        ``n_windows`` (+ ``n_emotion_windows`` when a ``p_<label>`` feature is averaged)
-        and the mean of each feature (empty ``p_<label>`` in a bin without a counted window).
+        ``n_windows`` (+ ``n_emotion_windows`` when an emotion feature is averaged, and
+        ``n_low_confidence_windows`` when ``min_top_p`` > 0, as in
+        :func:`recording_descriptors`) and the mean of each feature (empty ``p_<label>``
+        in a bin without a counted window).
 
     Raises:
         ValueError: ``time_bins`` < 1, missing/unknown feature columns, bad
-            ``min_speech_ratio`` or ``min_speech_ratio`` > 0 without ``speech_ratio``.
+            ``min_speech_ratio`` or ``min_top_p``, or a threshold > 0 without its column.
     """
     _check_windows(windows, features, what="time_binned")
     if int(time_bins) != time_bins or time_bins < 1:
         raise ValueError(f"time_binned: time_bins must be a positive integer, got {time_bins}")
-    probs = [f for f in features if f.startswith("p_")]
-    w = _masked_numeric(windows, features, probs, min_speech_ratio, what="time_binned")
+    probs = emotion_columns(features)
+    w = _masked_numeric(windows, features, probs, min_speech_ratio, min_top_p, what="time_binned")
     mid = (pd.to_numeric(w["start_s"]) + pd.to_numeric(w["end_s"])) / 2.0
     if normalise_time:
         lo = w.groupby("recording")["start_s"].transform("min")
@@ -398,6 +483,8 @@ def time_binned(
     g = w.groupby([*ID_COLUMNS, "time_bin"], sort=False)
     out = g[list(features)].mean()
     if probs:
+        if float(min_top_p) > 0:
+            out.insert(0, "n_low_confidence_windows", g["_low_confidence"].sum().astype(int))
         out.insert(0, "n_emotion_windows", g["_emotion_window"].sum().astype(int))
     out.insert(0, "n_windows", g.size())
     out = out.reset_index()

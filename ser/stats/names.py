@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ser.data.schema import LEVELS
-from ser.stats.descriptors import STATS
+from ser.stats.descriptors import STATS, emotion_columns
 
 #: Statistics whose value has no unit whatever the feature's unit.
 UNITLESS_STATS: frozenset[str] = frozenset({"skew", "kurtosis"})
@@ -26,6 +26,11 @@ _FEATURE_MEANING: dict[str, tuple[str, str]] = {
     "energy_std_db": ("standard deviation of frame energy within a window", "dB"),
     "energy_max_db": ("maximum frame energy of a window", "dB"),
     "speech_ratio": ("fraction of a window detected as speech", "fraction"),
+    "emotion_entropy": ("uncertainty of the emotion (normalised entropy): Shannon entropy of "
+                        "a window's emotion probabilities divided by log(number of labels); "
+                        "0 one emotion certain, 1 all equally likely", "unitless"),
+    "emotion_top_p": ("top emotion probability: the largest of a window's emotion "
+                      "probabilities", "probability"),
 }
 
 _SUMMARY_COLUMNS: dict[str, tuple[str, str]] = {
@@ -36,7 +41,11 @@ _SUMMARY_COLUMNS: dict[str, tuple[str, str]] = {
     "n_windows": ("number of analysis windows in the segment", "count"),
     "n_voiced_windows": ("windows with an F0 value (at least one voiced frame)", "count"),
     "n_emotion_windows": (("windows whose emotion probabilities enter the p_<label> "
-                           "descriptors (speech_ratio at least min_speech_ratio)"), "count"),
+                           "descriptors (speech_ratio at least min_speech_ratio and "
+                           "emotion_top_p at least min_top_p)"), "count"),
+    "n_low_confidence_windows": (("windows with enough speech left out of the p_<label> "
+                                  "descriptors because their top emotion probability "
+                                  "(emotion_top_p) is below min_top_p"), "count"),
     "voiced_windows_ratio": ("fraction of windows with an F0 value", "fraction"),
     "voiced_ratio": ("mean of the windows' voiced-frame fraction", "fraction"),
     "speech_ratio": ("mean of the windows' speech-activity fraction", "fraction"),
@@ -86,7 +95,9 @@ def pretty_name(column: str) -> str:
         name = {"f0_hz": "F0", "f0_mean_hz": "F0 mean", "f0_std_hz": "F0 SD",
                 "energy_db": "energy", "energy_std_db": "energy SD",
                 "energy_max_db": "energy max", "speech_ratio": "speech ratio",
-                "voiced_ratio": "voiced ratio"}.get(feature, feature.replace("_", " "))
+                "voiced_ratio": "voiced ratio", "emotion_entropy": "emotion uncertainty",
+                "emotion_top_p": "top emotion probability",
+                }.get(feature, feature.replace("_", " "))
     return f"{name}, {stat}" if stat else name
 
 
@@ -97,13 +108,15 @@ def axis_label(column: str, *, prefix: str = "") -> str:
     return f"{label} ({unit})" if unit else label
 
 
-def describe_columns(descriptors: pd.DataFrame, *, min_speech_ratio: float = 0.0) -> pd.DataFrame:
+def describe_columns(descriptors: pd.DataFrame, *, min_speech_ratio: float = 0.0,
+                     min_top_p: float = 0.0) -> pd.DataFrame:
     """Column dictionary of a descriptor table: one row per column.
 
     Args:
         descriptors: output of :func:`ser.stats.descriptors.recording_descriptors`.
         min_speech_ratio: the value it was computed with (named in the meaning of the
-            ``p_<label>`` columns).
+            ``p_<label>`` and uncertainty columns).
+        min_top_p: likewise, the confidence filter it was computed with.
 
     Returns:
         DataFrame with ``column, meaning, unit``, in the table's column order.
@@ -125,8 +138,10 @@ def describe_columns(descriptors: pd.DataFrame, *, min_speech_ratio: float = 0.0
             else:
                 what = _FEATURE_MEANING.get(feature, (feature, ""))[0]
             scope = " (voiced windows only)" if feature.startswith("f0") else ""
-            if feature.startswith("p_") and min_speech_ratio > 0:
-                scope = f" (windows with speech_ratio >= {min_speech_ratio:g} only)"
+            filters = [f"{name} >= {v:g}" for name, v in (("speech_ratio", min_speech_ratio),
+                                                          ("emotion_top_p", min_top_p)) if v > 0]
+            if emotion_columns([feature]) and filters:
+                scope = f" (windows with {' and '.join(filters)} only)"
             meaning = f"{STATS.get(stat, stat)} over windows of: {what}{scope}"
             unit = unit_of(col)
         else:

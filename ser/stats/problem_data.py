@@ -2,7 +2,7 @@
 
 :func:`problem_report` says, one row per problem, what was done with caregivers lacking
 a phase, single-caregiver or absent levels, constant or missing features, windows with
-too little speech, and fits that were skipped, did not converge or hit a boundary.
+too little speech or an unsure emotion model, and fits that were skipped, did not converge or hit a boundary.
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ def problem_report(
     - missing values: those rows left out of that descriptor's models;
     - windows with too little speech (``n_emotion_windows`` < ``n_windows`` in ``data``,
       from ``min_speech_ratio`` in :func:`ser.stats.descriptors.recording_descriptors` /
-      :func:`~ser.stats.descriptors.time_binned`): left out of the emotion-probability
-      descriptors; rows (recordings, segments or bins) left without any counted window;
+      :func:`~ser.stats.descriptors.time_binned`) and windows whose top emotion
+      probability is below ``min_top_p`` (``n_low_confidence_windows``, present when that
+      filter is on): left out of the emotion-probability descriptors, each counted on its
+      own row; rows (recordings, segments or bins) left without any counted window;
     - from ``fits`` (rows of :func:`ser.stats.mixed.mixed_models_table`): fits that did not converge,
       boundary (singular) fits, skipped fits, failed or non-converged likelihood-ratio tests;
     - from ``delta``: relative changes not computed because ``|control|`` is near zero.
@@ -81,17 +83,25 @@ def problem_report(
     if {"n_windows", "n_emotion_windows"} <= set(data.columns):
         n_all = pd.to_numeric(data["n_windows"], errors="coerce").fillna(0)
         n_used = pd.to_numeric(data["n_emotion_windows"], errors="coerce").fillna(0)
-        left = int((n_all - n_used).sum())
-        if left > 0:
-            share = (n_all - n_used) / n_all.where(n_all > 0)
-            add("windows with too little speech", "p_<label> (emotion probabilities)",
-                "left out of the emotion-probability descriptors (min_speech_ratio)",
-                f"{left} of {int(n_all.sum())} windows ({100 * left / n_all.sum():.1f} %); "
-                f"per row {100 * share.min():.0f}-{100 * share.max():.0f} %")
+        confidence = "n_low_confidence_windows" in data.columns
+        n_unsure = (pd.to_numeric(data["n_low_confidence_windows"], errors="coerce").fillna(0)
+                    if confidence else pd.Series(0, index=data.index))
+        for problem, n_left, param in (
+                ("windows with too little speech", n_all - n_used - n_unsure, "min_speech_ratio"),
+                ("windows with low emotion confidence", n_unsure, "min_top_p")):
+            left = int(n_left.sum())
+            if left > 0:
+                share = n_left / n_all.where(n_all > 0)
+                add(problem, "p_<label> (emotion probabilities)",
+                    f"left out of the emotion-probability descriptors ({param})",
+                    f"{left} of {int(n_all.sum())} windows ({100 * left / n_all.sum():.1f} %); "
+                    f"per row {100 * share.min():.0f}-{100 * share.max():.0f} %")
         empty = (n_used == 0) & (n_all > 0)
         if empty.any():
             where = data.loc[empty, "recording"] if "recording" in data else data.index[empty]
-            add("no window with enough speech", ", ".join(sorted(map(str, set(where))))[:200],
+            add("no window with enough speech and confidence" if confidence
+                else "no window with enough speech",
+                ", ".join(sorted(map(str, set(where))))[:200],
                 "emotion-probability descriptors left empty there (rows left out of those "
                 "models)", f"{int(empty.sum())} of {len(data)} rows")
     for f in features:

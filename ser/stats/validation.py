@@ -94,13 +94,15 @@ def recovery_table(
     alpha: float = 0.05,
     reference: str = "F",
     min_speech_ratio: float = 0.0,
+    min_top_p: float = 0.0,
     n_jobs: int = 1,
 ) -> pd.DataFrame:
     """Fit ``descriptor ~ phase * level_trend + (1 | caregiver)`` and check the truth.
 
     Descriptors are computed per recording (whole recording), one per planted feature
     (:func:`descriptor_for`); BH-FDR runs across those descriptors within each term,
-    as in stage 06 (pass stage 06's ``min_speech_ratio`` to analyse the same windows).
+    as in stage 06 (pass stage 06's ``min_speech_ratio`` and ``min_top_p`` to analyse the
+    same windows).
 
     Verdicts: ``recovered`` (planted ±1: same sign and ``p_fdr < alpha``), ``missed``
     (not significant), ``wrong sign`` (significant, opposite sign); ``null kept``
@@ -113,6 +115,7 @@ def recovery_table(
         reference: p-value reference of :func:`ser.stats.mixed.fit_mixed`.
         min_speech_ratio: windows with a smaller ``speech_ratio`` are left out of the
             ``p_<label>`` descriptors (:func:`ser.stats.descriptors.recording_descriptors`).
+        min_top_p: windows with a smaller ``emotion_top_p`` are left out likewise.
         n_jobs: joblib workers for the fits.
 
     Returns:
@@ -126,7 +129,8 @@ def recovery_table(
         raise ValueError(f"recovery_table: windows.csv lacks the planted feature(s) {missing}")
     summarised = [f for f in feats if f not in ("speech_ratio", "voiced_ratio")]
     desc = descriptors.recording_descriptors(windows, features=summarised, stats=("mean", "median"),
-                                             min_speech_ratio=min_speech_ratio)
+                                             min_speech_ratio=min_speech_ratio,
+                                             min_top_p=min_top_p)
     fits = mixed.mixed_models_table(desc, features=sorted(set(truth["descriptor"])),
                                     models={"level_trend": "phase * level_trend"},
                                     analysis="validation", reference=reference, progress=False,
@@ -163,7 +167,8 @@ def oracle_windows(windows: pd.DataFrame, segments: pd.DataFrame, *,
     ``p_<label>`` becomes the fraction of the window's ``role`` speech time whose
     ground-truth emotion is ``<label>`` (empty when the window holds none). Recovery on
     this table tests the statistics alone; recovery on the model's table tests the
-    statistics through an imperfect classifier.
+    statistics through an imperfect classifier. ``emotion_entropy`` and ``emotion_top_p``
+    stay the model's, so a ``min_top_p`` filter picks the same windows in both tables.
 
     Args:
         windows: window table (``windows.csv``).
