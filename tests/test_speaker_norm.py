@@ -4,6 +4,7 @@ caregiver pooled over both phases, the recording unit, the fallback rule, resume
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -12,12 +13,14 @@ from signals import voiced
 from threadpoolctl import threadpool_limits
 
 from ser.inference import speaker_norm
+from ser.inference.files import predict_paths
 from ser.inference.options import InferenceOptions
 from ser.inference.stamp import model_stamp_path
 from ser.inference.table import predict_table
 from ser.models.classical import features, writer
 from ser.models.classical.bundle import load_classical_bundle
 from ser.models.classical.estimator import ClassicalModel
+from ser.run import cli
 from ser.signal import audio
 
 SR = 16000
@@ -197,3 +200,90 @@ def test_none_unit_is_refused_and_other_bundles_ignore_the_unit(bundle_dir, coho
     assert not (tmp_path / "windows.csv").exists()
     with pytest.raises(ValueError, match="norm_unit must be one of"):
         _options(norm_unit="speaker").resolve(bundle)
+
+
+# ------------------------------------------------------------------------- ser predict
+
+@pytest.fixture
+def files(cohort, tmp_path):
+    """The four recordings of p001 and p002 in one folder, and a --speaker-of CSV (relative paths)."""
+    d = tmp_path / "audio"
+    d.mkdir()
+    rows = []
+    for r in cohort[cohort["caregiver"] != "p003"].itertuples():
+        (d / f"{r.recording}.wav").write_bytes(open(r.path, "rb").read())
+        rows.append({"file": f"audio/{r.recording}.wav", "speaker": r.caregiver})
+    pd.DataFrame(rows).to_csv(tmp_path / "speakers.csv", index=False)
+    return d, tmp_path / "speakers.csv"
+
+
+def _predict(bundle_dir, inputs, out, *extra):
+    return cli.main(["predict", str(bundle_dir), *map(str, inputs), "-o", str(out), "--hop", str(HOP_S),
+                     "--workers", "0", "--quiet", *map(str, extra)])
+
+
+def test_predict_speaker_of_pools_each_persons_files(bundle_dir, cohort, files, tmp_path):
+    d, mapping = files
+    assert _predict(bundle_dir, [d], tmp_path / "w.csv", "--speaker-of", mapping) == 0
+    win = pd.read_csv(tmp_path / "w.csv", dtype={"norm_unit": str})
+    win["recording"] = win["file"].map(lambda f: f.rsplit("/", 1)[-1][:-4])
+    assert (win["norm_unit"] == win["recording"].str[:4]).all() and not win["norm_fallback"].any()
+    # the same windows as stage 04 with the caregiver unit
+    bundle = load_classical_bundle(bundle_dir)
+    table = _run(bundle, cohort[cohort["caregiver"] != "p003"], tmp_path / "t")
+    probs = ["p_angry", "p_neutral", "p_sad"]
+    a = win.sort_values(["recording", "start_s"])[probs].to_numpy()
+    b = table.sort_values(["recording", "start_s"])[probs].to_numpy()
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    # a rerun resumes; another unit is refused
+    assert _predict(bundle_dir, [d], tmp_path / "w.csv", "--speaker-of", mapping) == 0
+    assert _predict(bundle_dir, [d], tmp_path / "w.csv", "--norm-unit", "recording") == 2
+    # the API: predict_paths with the recording unit
+    res = predict_paths(bundle, [d], options=_options(norm_unit="recording"), progress=False)
+    assert (res.windows["norm_unit"] == res.windows["file"]).all()
+
+
+@pytest.mark.parametrize("case, match", [
+    ("unknown_file", "names 1 file.s. that are not among the inputs"),
+    ("unmapped_file", "lacks 1 input file"),
+    ("no_mapping", "needs each file's person.*--speaker-of"),
+    ("unit_none", "--norm-unit none gives it none"),
+    ("mapping_with_recording_unit", "applies to norm unit 'caregiver' only"),
+    ("bad_columns", "needs a column file or path"),
+])
+def test_predict_refuses_bad_mappings_before_any_work(bundle_dir, files, tmp_path, capsys, monkeypatch,
+                                                      case, match):
+    d, mapping = files
+    called = []
+    monkeypatch.setattr(speaker_norm, "recording_moments", lambda *a, **k: called.append(a))
+    inputs, extra = [d], ["--speaker-of", str(mapping)]
+    if case == "unknown_file":
+        inputs = sorted(d.glob("*.wav"))[:3]
+    elif case == "unmapped_file":
+        (d / "extra.wav").write_bytes((d / "p001_care.wav").read_bytes())
+    elif case == "no_mapping":
+        extra = []
+    elif case == "unit_none":
+        extra = ["--norm-unit", "none"]
+    elif case == "mapping_with_recording_unit":
+        extra += ["--norm-unit", "recording"]
+    elif case == "bad_columns":
+        pd.read_csv(mapping).rename(columns={"file": "wav"}).to_csv(mapping, index=False)
+    assert _predict(bundle_dir, inputs, tmp_path / "w.csv", *extra) == 2
+    err = capsys.readouterr().err
+    assert "ser predict: error:" in err and re.search(match, err), err
+    assert not called and not (tmp_path / "w.csv").exists()
+
+
+def test_predict_ignores_the_unit_for_other_bundles(bundle_dir, files, tmp_path, capsys):
+    d, mapping = files
+    plain = tmp_path / "plain"
+    meta = json.loads((bundle_dir / "model.json").read_text())
+    plain.mkdir()
+    (plain / "model.joblib").write_bytes((bundle_dir / "model.joblib").read_bytes())
+    meta["speaker_norm"] = False  # read as a bundle without speaker normalisation
+    (plain / "model.json").write_text(json.dumps(meta))
+    assert _predict(plain, [d], tmp_path / "w.csv", "--speaker-of", mapping) == 0
+    assert "--speaker-of and --norm-unit are ignored" in capsys.readouterr().err
+    win = pd.read_csv(tmp_path / "w.csv")
+    assert "norm_unit" not in win.columns and len(win)
