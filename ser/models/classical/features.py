@@ -16,7 +16,9 @@ is *transductive*: the statistics of the test speaker come from that speaker's o
 speaker-independent SER (the deployed system sees all of a caregiver's audio
 before scoring it), but results with it must be reported as such, next to the
 results without it. A bundle trained with it needs a reference of the new
-speaker's audio (:meth:`ser.models.classical.bundle.ClassicalBundle.with_speaker_reference`).
+speaker's audio (:meth:`ser.models.classical.bundle.ClassicalBundle.with_speaker_reference`,
+or :class:`RunningMoments` over a stream of windows and ``with_reference``; stage 04 and
+``ser predict`` do this per caregiver, :mod:`ser.inference.speaker_norm`).
 """
 
 from __future__ import annotations
