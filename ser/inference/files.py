@@ -38,7 +38,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +48,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from ser.core import atomic, timing
-from ser.inference import grid, recording, uncertainty
+from ser.inference import grid, recording, speaker_norm, uncertainty
 from ser.inference.options import InferenceOptions
-from ser.inference.protocol import ModelBundle
-from ser.inference.stamp import model_name, model_stamp, model_stamp_path, read_stamp
+from ser.inference.protocol import ModelBundle, needs_reference
+from ser.inference.stamp import model_name, model_stamp, model_stamp_path, read_stamp, same_model
 from ser.inference.workers import feature_workers
 from ser.models.bundle import load_bundle
 from ser.signal import audio
@@ -187,7 +187,7 @@ class _Outputs:
             return None
         try:
             if self.fmt == "csv":
-                win = pd.read_csv(main, dtype={"file": str},
+                win = pd.read_csv(main, dtype={"file": str, "norm_unit": str},
                                   keep_default_na=False, na_values=[""])
                 summ = pd.read_csv(self.paths["summary"], dtype={c: str for c in _SUMMARY_STRS},
                                    keep_default_na=False,
@@ -208,7 +208,12 @@ class _Outputs:
                               "(another model's labels or other feature options); delete it or "
                               "write to another file (-o)")
         for c in self.window_cols[1:]:
-            win[c] = win[c].astype(bool) if c == "padded" else pd.to_numeric(win[c]).astype(np.float64)
+            if c in ("padded", "norm_fallback"):
+                win[c] = win[c].astype(bool)
+            elif c == "norm_unit":
+                win[c] = win[c].astype(str)
+            else:
+                win[c] = pd.to_numeric(win[c]).astype(np.float64)
         win["file"] = win["file"].astype(str)
         return win, _normalise_summary(summ, self.summary_cols)
 
@@ -233,6 +238,7 @@ def predict_paths(
     progress: bool = True,
     checkpoint_s: float = CHECKPOINT_S,
     timings: MutableMapping[str, float] | None = None,
+    speaker_of: Mapping[Path, str] | None = None,
 ) -> Prediction:
     """Windowed emotion + features for audio files and folders (``ser predict``).
 
@@ -243,6 +249,12 @@ def predict_paths(
     tables are rewritten atomically as files finish (at most every ``checkpoint_s``
     seconds, and on exit, including Ctrl-C), and with ``resume`` a previous run's
     finished files are kept and skipped. See the module docstring for the files and columns.
+
+    A bundle trained with ``speaker_norm`` is given a reference per normalisation unit
+    (``options.norm_unit``: ``"caregiver"``, each person of ``speaker_of`` with all their
+    files pooled, or ``"recording"``, each file) from a first pass over every file
+    (:mod:`ser.inference.speaker_norm`); its windows get ``norm_unit, norm_fallback``.
+    Other bundles ignore ``norm_unit`` and ``speaker_of``.
 
     Args:
         bundle: model bundle (see :func:`ser.inference.recording.predict_recording`).
@@ -256,14 +268,18 @@ def predict_paths(
         checkpoint_s: minimum seconds between two writes of ``output``.
         timings: if given, seconds per step are added (see
             :func:`ser.inference.recording.predict_recording`), plus ``write``.
+        speaker_of: ``{resolved file path: person}`` (:func:`ser.inference.speaker_norm.read_speaker_map`)
+            for ``norm_unit="caregiver"``; it must name exactly the files found in ``inputs``.
 
     Returns:
         The :class:`Prediction` (windows, summary, failures), as written.
 
     Raises:
-        ValueError: bad hop or options.
-        ResumeError: ``output`` exists but was written with another model, labels, hop
-            or feature options.
+        ValueError: bad hop or options; for a speaker-normalised bundle, ``norm_unit``
+            ``"none"``, ``"caregiver"`` without ``speaker_of``, or a ``speaker_of`` that names
+            files not given or lacks files given (all before any file is read).
+        ResumeError: ``output`` exists but was written with another model, labels, hop,
+            feature options or normalisation unit.
     """
     options = options.resolve(bundle)
     hop = float(options.hop_s)
@@ -271,21 +287,39 @@ def predict_paths(
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}; got {fmt!r}")
     labels = list(bundle.labels)
-    wcols = recording.window_columns(labels, voice_quality=options.voice_quality,
-                                     egemaps=options.egemaps)
+    norm = needs_reference(bundle)
+    wcols = [*recording.window_columns(labels, voice_quality=options.voice_quality,
+                                       egemaps=options.egemaps), *(speaker_norm.NORM_COLUMNS if norm else ())]
     scols = summary_columns(labels)
     model = model_name(bundle)
     stamp = model_stamp(bundle)
     files, problems = audio.find_audio_files(inputs)
     keys = [str(f) for f in files]
+    units = (speaker_norm.file_units(files, norm_unit=options.norm_unit, speaker_of=speaker_of)
+             if norm else {})  # checked before any work
     writer = _Outputs(Path(output), fmt=fmt, window_cols=wcols, summary_cols=scols) if output else None
 
     results: dict[str, pd.DataFrame] = {}
     summary: dict[str, dict[str, Any]] = {}
+    prev, old_stamp = None, None
     if writer is not None and resume:
         prev = writer.read()
         old_stamp = read_stamp(model_stamp_path(writer.paths["windows"]))
-        if prev is not None and old_stamp != stamp:
+    old_unit = ((old_stamp or {}).get("norm") or {}).get("unit")
+    if prev is not None and norm and same_model(old_stamp, stamp) and old_unit != options.norm_unit:
+        raise ResumeError(
+            f"cannot resume from {writer.paths['windows']}: it was computed with normalisation "
+            f"unit {old_unit!r}, this run uses {options.norm_unit!r}. Delete it, write to "
+            "another file (-o), or use --no-resume")
+    refs: dict[str, speaker_norm.UnitReference] = {}
+    ref_failures: dict[str, str] = {}
+    if norm and (prev is None or same_model(old_stamp, stamp)):  # first pass: every unit's reference
+        by_unit, ref_failures = speaker_norm.unit_references(bundle, units, options=options,
+                                                             progress=progress)
+        refs = {k: ref for ref in by_unit.values() for k in ref.members}
+        stamp["norm"] = speaker_norm.norm_stamp(options.norm_unit, {k: r.key for k, r in refs.items()})
+    if writer is not None and resume:
+        if prev is not None and not same_model(old_stamp, stamp):
             old = (old_stamp or {}).get("model")
             what = ("no recorded model" if old is None else
                     f"another version of {old!r} (retrained or recalibrated)" if old == model else
@@ -294,6 +328,7 @@ def predict_paths(
                 f"cannot resume from {writer.paths['windows']}: it was computed with {what} "
                 f"({model_stamp_path(writer.paths['windows']).name}); this run uses {model!r}. "
                 "Delete it, write to another file (-o), or use --no-resume")
+        same = speaker_norm.reusable(old_stamp, stamp["norm"]) if norm else None
         if prev is not None:
             win, summ = prev
             groups = {k: g for k, g in win.groupby("file", sort=False)}
@@ -309,6 +344,8 @@ def predict_paths(
                         f"run uses model {model!r}, hop {hop:g} s, window {window_s:g} s. Delete "
                         "it, write to another file (-o), or use the same model and --hop")
                 g = groups.get(k)
+                if norm and (same is None or k not in same):
+                    continue  # another reference now (a person's files changed): recompute
                 if g is not None and len(g) == row["windows"]:
                     results[k] = g.reset_index(drop=True)
                     summary[k] = row
@@ -357,8 +394,15 @@ def predict_paths(
             for f in todo:
                 k = str(f)
                 failures.pop(k, None)
+                if k in ref_failures:  # unreadable in the first pass, or no reference at all
+                    failures[k] = ref_failures[k]
+                    if progress:
+                        bar.write(f"ser predict: failed: {k}: {failures[k]}", file=sys.stderr)
+                    checkpoint(force=False)
+                    continue
                 try:
-                    df, info = recording.predict_file(bundle, f, options=options, pool=pool,
+                    fbundle = bundle.with_reference(refs[k].reference) if norm else bundle
+                    df, info = recording.predict_file(fbundle, f, options=options, pool=pool,
                                                       timings=timings,
                                                       on_progress=lambda s: bar.update(s))
                 except Exception as e:  # noqa: BLE001 - any per-file error goes to the failure table
@@ -367,6 +411,8 @@ def predict_paths(
                         bar.write(f"ser predict: failed: {k}: {failures[k]}", file=sys.stderr)
                 else:
                     df.insert(0, "file", k)
+                    if norm:
+                        df = df.assign(**speaker_norm.norm_values(refs[k]))
                     results[k] = df
                     summary[k] = _summary_row(k, df, info, labels, window_s=window_s, hop_s=hop,
                                               model=model)
@@ -392,6 +438,7 @@ def predict_cli(
     device: str = "cpu",
     precision: str = "fp32",
     resume: bool = True,
+    speaker_of: str | os.PathLike[str] | None = None,
 ) -> int:
     """``ser predict MODEL PATH... [--hop S] [--format csv|json] [-o FILE]``.
 
@@ -414,6 +461,9 @@ def predict_cli(
         device: torch device for the model (``"cpu"``, ``"cuda"``, ``"auto"``).
         precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (see :func:`ser.models.bundle.load_bundle`).
         resume: keep files already finished in ``output``.
+        speaker_of: ``--speaker-of`` CSV (file → person, :func:`ser.inference.speaker_norm.read_speaker_map`)
+            for a bundle trained with ``speaker_norm`` and ``options.norm_unit`` ``"caregiver"``;
+            ignored (with a note) for other bundles.
 
     Returns:
         Exit code: 0 all files done, 1 some failed (the rest is written), 2 usage error,
@@ -439,9 +489,23 @@ def predict_cli(
     if hop_s is not None and not grid.hop_is_valid(hop_s, window_s=window_s):
         return usage(f"--hop must be at most the model's window ({window_s:g} s, from "
                      f"{Path(model) / 'model.json'}); got --hop {hop_s}")
+    mapping = None
+    if not needs_reference(bundle):
+        if speaker_of is not None or options.norm_unit != "caregiver":
+            print(f"ser predict: note: MODEL {model} was trained without speaker_norm; "
+                  "--speaker-of and --norm-unit are ignored", file=sys.stderr)
+    elif options.norm_unit == "none":
+        return usage(f"MODEL {model} was trained with speaker_norm and needs a speaker reference: "
+                     "--norm-unit none gives it none; give --speaker-of CSV (file -> person) or "
+                     "--norm-unit recording")
+    elif speaker_of is not None:
+        try:
+            mapping = speaker_norm.read_speaker_map(speaker_of)
+        except (FileNotFoundError, ValueError) as e:
+            return usage(str(e))
     try:
         res = predict_paths(bundle, inputs, options=options, output=output, fmt=fmt,
-                            resume=resume, progress=progress)
+                            resume=resume, progress=progress, speaker_of=mapping)
     except ResumeError as e:
         return usage(f"-o {output}: {e}")
     except ValueError as e:

@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 
 from ser.inference import grid
-from ser.inference.protocol import ModelBundle
+from ser.inference.protocol import ModelBundle, needs_reference
 from ser.inference.workers import resolve_workers
 from ser.signal import features
 
 #: Audio analysed at once (s): bounds memory, and is Praat's silence-threshold span.
 BLOCK_S: float = 120.0
+#: Speaker-normalisation units (:attr:`InferenceOptions.norm_unit`).
+NORM_UNITS: tuple[str, ...] = ("caregiver", "recording", "none")
 
 
 def resolve_batch_size(bundle: ModelBundle, batch_size: int | None) -> int:
@@ -60,6 +62,12 @@ class InferenceOptions:
         workers: processes computing the features while the model runs (0: none,
             ``None`` or -1: one per CPU core, see :func:`ser.inference.workers.resolve_workers`);
             does not change the result.
+        norm_unit: whose audio gives the speaker reference of a bundle trained with
+            ``speaker_norm`` (:mod:`ser.inference.speaker_norm`): ``"caregiver"`` (all
+            recordings of the person, pooled over both phases; the person is the
+            ``caregiver`` column in stage 04, the ``--speaker-of`` mapping in ``ser predict``),
+            ``"recording"`` (each recording alone) or ``"none"`` (refused for such a
+            bundle). Other bundles ignore it.
     """
 
     hop_s: float | Fraction | None = None
@@ -69,6 +77,7 @@ class InferenceOptions:
     voice_quality: bool = False
     egemaps: bool = False
     workers: int | None = 0
+    norm_unit: str = "caregiver"
 
     def resolve(self, bundle: ModelBundle) -> InferenceOptions:
         """These options checked for ``bundle``: the exact hop (the default one when
@@ -78,7 +87,8 @@ class InferenceOptions:
 
         Raises:
             ValueError: bad ``hop_s``, ``batch_size``, ``block_s``, ``f0_method``,
-                ``voice_quality``, ``egemaps`` or ``workers``.
+                ``voice_quality``, ``egemaps``, ``workers`` or ``norm_unit``, or
+                ``norm_unit="none"`` for a bundle that needs a speaker reference.
         """
         hop = grid.default_hop(bundle) if self.hop_s is None else self.hop_s
         grid.check_hop(hop, window_s=bundle.window_samples / bundle.sample_rate)
@@ -90,6 +100,12 @@ class InferenceOptions:
         for name, v in (("voice_quality", self.voice_quality), ("egemaps", self.egemaps)):
             if not isinstance(v, (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False; got {v!r}")
+        if self.norm_unit not in NORM_UNITS:
+            raise ValueError(f"norm_unit must be one of {NORM_UNITS}; got {self.norm_unit!r}")
+        if self.norm_unit == "none" and needs_reference(bundle):
+            raise ValueError(f"model {bundle.path} was trained with speaker_norm and needs a "
+                             "speaker reference: norm_unit 'none' gives it none; use 'caregiver' "
+                             "(all recordings of the person) or 'recording'")
         n_workers = resolve_workers(self.workers, heavy_model=bundle.heavy)
         return replace(self, hop_s=grid.exact_seconds(hop, name="hop_s"), batch_size=batch_size,
                        voice_quality=bool(self.voice_quality), egemaps=bool(self.egemaps),

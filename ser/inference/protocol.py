@@ -1,11 +1,15 @@
-"""What inference needs from a model bundle: the :class:`ModelBundle` protocol.
+"""What inference needs from a model bundle: the :class:`ModelBundle` protocol, and
+:class:`SpeakerNormBundle` for a bundle that z-scores its features with a speaker reference.
 
 :class:`ser.models.bundle.Bundle` (log-mel networks and transformers) and the classical
-bundle (:mod:`ser.models.classical`) both provide it; test doubles do too.
+bundle (:mod:`ser.models.classical`) both provide :class:`ModelBundle`; test doubles do
+too. A classical bundle trained with ``speaker_norm`` also provides
+:class:`SpeakerNormBundle` (:func:`needs_reference`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -49,3 +53,30 @@ class ModelBundle(Protocol):
         (as :meth:`predict_proba` of those windows; a model may share work between
         overlapping windows)."""
         ...
+
+
+class SpeakerNormBundle(ModelBundle, Protocol):
+    """A bundle whose features are z-scored with statistics of the speaker's own audio
+    (:class:`ser.models.classical.bundle.ClassicalBundle` trained with ``speaker_norm``).
+
+    Attributes:
+        speaker_norm: True: :meth:`predict_proba` needs a reference (:meth:`with_reference`).
+        reference: the statistics in use, ``{feature_set: (mean, std)}``, or None.
+    """
+
+    speaker_norm: bool
+    reference: Mapping[str, tuple[np.ndarray, np.ndarray]] | None
+
+    def window_features(self, windows: np.ndarray) -> dict[str, np.ndarray]:
+        """``{feature_set: float32 [n, d]}`` of float32 ``[n, window_samples]`` windows."""
+        ...
+
+    def with_reference(self, reference: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> SpeakerNormBundle:
+        """A copy that z-scores the features with ``{feature_set: (mean, std)}``."""
+        ...
+
+
+def needs_reference(bundle: ModelBundle) -> bool:
+    """Whether ``bundle`` needs a speaker reference (a :class:`SpeakerNormBundle` with
+    ``speaker_norm`` true); False for every other bundle."""
+    return bool(getattr(bundle, "speaker_norm", False))

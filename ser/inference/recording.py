@@ -40,8 +40,9 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,17 +140,10 @@ def predict_file(
     feature_cols = columns[2 + len(labels) + len(UNCERTAINTY_COLUMNS):-1]
     n_feat = len(feature_cols)
 
-    frames, sr_in, channels = audio.info_frames(path)
-    n_total = audio.resampled_length(frames, orig_sr=sr_in, target_sr=sr)
-    start_s, end_s, start_n = grid.sample_grid(n_total, sample_rate=sr, window_samples=win_n,
-                                               hop=options.hop_s)
-    n_win = len(start_s)
+    plan = window_plan(bundle, path, options=options)
+    start_n, n_total, block_n = plan.start_n, plan.n_total, plan.block_n
+    n_win = len(start_n)
     padded = np.full(n_win, n_total < win_n)
-
-    # blocks: hop B (aligned to feature frames), each with W + 2 * context extra samples
-    align = features.frame_alignment(sr)
-    ctx_n = int(math.ceil(CONTEXT_S * sr / align)) * align
-    block_n = max(1, int(round(options.block_s * sr / align))) * align
     probs = np.empty((n_win, len(labels)), dtype=np.float32)
     feats = np.full((n_win, n_feat), np.nan)
     pending: deque[tuple[int, int, Future, np.ndarray]] = deque()
@@ -178,10 +172,10 @@ def predict_file(
     target_hz = bundle.pitch_norm_hz
     shift_st = 0.0
     if target_hz > 0:
-        shift_st = _recording_shift(path, sr=sr, target_hz=target_hz, block_n=block_n, pool=pool,
-                                    timings=timings)
+        shift_st = recording_shift(path, sr=sr, target_hz=target_hz, block_n=block_n, pool=pool,
+                                   timings=timings)
 
-    blocks = audio.iter_blocks_n(path, sample_rate=sr, block_n=block_n, overlap_n=win_n + 2 * ctx_n)
+    blocks = plan_blocks(path, plan, sample_rate=sr, window_samples=win_n)
     try:
         while True:
             t = time.perf_counter()
@@ -189,11 +183,9 @@ def predict_file(
             t = timing.tick(timings, "decode_resample", t)
             if item is None:
                 break
-            off, y = item
+            off, y, i0, i1 = item
             if len(y):
                 peak = max(peak, float(np.max(np.abs(y))))
-            lo = 0 if off == 0 else off + ctx_n
-            i0, i1 = (int(i) for i in np.searchsorted(start_n, [lo, off + block_n + ctx_n], side="left"))
             if i1 > i0:
                 local = start_n[i0:i1] - off
                 job = (y, sr, local / sr, win_n / sr, opts, shift_st)
@@ -223,7 +215,7 @@ def predict_file(
         raise audio.AudioError(f"audio file {path} is silent (peak {20 * math.log10(peak):.1f} dBFS, "
                                f"below {SILENT_PEAK_DBFS:g} dBFS): nothing to analyse; check the recording")
 
-    df = pd.DataFrame({"start_s": start_s, "end_s": end_s})
+    df = pd.DataFrame({"start_s": plan.start_s, "end_s": plan.end_s})
     for j, lab in enumerate(labels):
         df[f"p_{lab}"] = probs[:, j].astype(np.float64)
     df["emotion_entropy"], df["emotion_top_p"] = uncertainty.emotion_uncertainty(
@@ -231,11 +223,78 @@ def predict_file(
     for j, col in enumerate(feature_cols):
         df[col] = feats[:, j]
     df["padded"] = padded
-    info = {"duration_s": frames / sr_in, "sample_rate": sr_in, "channels": channels}
+    info = {"duration_s": plan.frames / plan.sr_in, "sample_rate": plan.sr_in, "channels": plan.channels}
     return df[columns], info
 
 
-def _recording_shift(path: Path, *, sr: int, target_hz: float, block_n: int, pool: Workers | None,
+@dataclass(frozen=True)
+class WindowPlan:
+    """The windows of one recording and the blocks they are computed in.
+
+    Attributes:
+        start_s, end_s: window times (s), from :func:`ser.inference.grid.sample_grid`.
+        start_n: window start samples at the model's rate.
+        n_total: the recording's length in samples at the model's rate.
+        frames, sr_in, channels: the file as stored (native frames, rate, channels).
+        block_n: samples between block starts (aligned to the feature frames).
+        ctx_n: context samples on each side of a block's windows (:data:`CONTEXT_S`).
+    """
+
+    start_s: np.ndarray
+    end_s: np.ndarray
+    start_n: np.ndarray
+    n_total: int
+    frames: int
+    sr_in: int
+    channels: int
+    block_n: int
+    ctx_n: int
+
+
+def window_plan(bundle: ModelBundle, path: Path, *, options: InferenceOptions) -> WindowPlan:
+    """The window grid of ``path`` and its blocks (reads the header only).
+
+    Args:
+        bundle: model bundle (its window and rate).
+        path: audio file.
+        options: resolved options (hop, block size).
+
+    Raises:
+        ser.signal.audio.AudioError: the file cannot be read.
+    """
+    sr, win_n = int(bundle.sample_rate), int(bundle.window_samples)
+    frames, sr_in, channels = audio.info_frames(path)
+    n_total = audio.resampled_length(frames, orig_sr=sr_in, target_sr=sr)
+    start_s, end_s, start_n = grid.sample_grid(n_total, sample_rate=sr, window_samples=win_n,
+                                               hop=options.hop_s)
+    # blocks: hop B (aligned to feature frames), each with W + 2 * context extra samples
+    align = features.frame_alignment(sr)
+    ctx_n = int(math.ceil(CONTEXT_S * sr / align)) * align
+    block_n = max(1, int(round(options.block_s * sr / align))) * align
+    return WindowPlan(start_s=start_s, end_s=end_s, start_n=start_n, n_total=n_total,
+                      frames=frames, sr_in=sr_in, channels=channels, block_n=block_n, ctx_n=ctx_n)
+
+
+def plan_blocks(path: Path, plan: WindowPlan, *, sample_rate: int,
+                window_samples: int) -> Iterator[tuple[int, np.ndarray, int, int]]:
+    """The blocks of a :class:`WindowPlan`: ``(offset, y, i0, i1)``, where ``y`` is the audio
+    from sample ``offset`` (the block, one window and the context) and windows ``i0:i1`` are
+    the ones computed in this block (none when ``i0 == i1``). Every window falls in exactly
+    one block; close the generator to end a decoder early.
+    """
+    start_n, block_n, ctx_n = plan.start_n, plan.block_n, plan.ctx_n
+    blocks = audio.iter_blocks_n(path, sample_rate=sample_rate, block_n=block_n,
+                                 overlap_n=window_samples + 2 * ctx_n)
+    try:
+        for off, y in blocks:
+            lo = 0 if off == 0 else off + ctx_n
+            i0, i1 = (int(i) for i in np.searchsorted(start_n, [lo, off + block_n + ctx_n], side="left"))
+            yield off, y, i0, i1
+    finally:
+        blocks.close()
+
+
+def recording_shift(path: Path, *, sr: int, target_hz: float, block_n: int, pool: Workers | None,
                      timings: MutableMapping[str, float] | None) -> float:
     """The shift (semitones) that moves this recording's register to ``target_hz``: one
     pass over the file (:func:`ser.signal.pitchnorm.recording_register_hz`), its blocks' pitch

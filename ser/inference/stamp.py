@@ -2,8 +2,11 @@
 computed it, so that a resumed run never mixes the windows of two models.
 
 ``windows.csv`` gets ``windows.model.json`` (:func:`model_stamp_path`) holding
-:func:`model_stamp`; it is written after the table, so a crash in between leaves an old
-stamp and the rows are redone (stage 04) or the resume refused (``ser predict``).
+:func:`model_stamp` (and, for a bundle that needs a speaker reference, a ``norm`` entry:
+the normalisation unit and each recording's reference,
+:func:`ser.inference.speaker_norm.norm_stamp`); it is written after the table, so a crash
+in between leaves an old stamp and the rows are redone (stage 04) or the resume refused
+(``ser predict``).
 """
 
 from __future__ import annotations
@@ -46,3 +49,9 @@ def read_stamp(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def same_model(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether two stamps name the same model (name, precision and fingerprint); a
+    speaker-normalisation entry (``norm``) is compared separately."""
+    return old is not None and all(old.get(k) == new.get(k) for k in ("model", "fingerprint"))

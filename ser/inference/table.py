@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from ser.core import atomic, paths
 from ser.data.schema import ID_COLUMNS, UNCERTAINTY_COLUMNS
-from ser.inference import recording, uncertainty
+from ser.inference import recording, speaker_norm, uncertainty
 from ser.inference.options import InferenceOptions
-from ser.inference.protocol import ModelBundle
-from ser.inference.stamp import model_stamp, model_stamp_path, read_stamp
+from ser.inference.protocol import ModelBundle, needs_reference
+from ser.inference.stamp import model_stamp, model_stamp_path, read_stamp, same_model
 from ser.inference.workers import feature_workers
 
 #: Columns of the failure table of :func:`predict_table`.
@@ -49,7 +49,7 @@ def _read_previous(out_csv: Path, columns: list[str], hop_s: float,
     if not out_csv.is_file():
         return pd.DataFrame(columns=columns)
     try:
-        prev = pd.read_csv(out_csv, dtype={c: str for c in ID_COLUMNS})
+        prev = pd.read_csv(out_csv, dtype={c: str for c in (*ID_COLUMNS, "norm_unit")})
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot resume from {out_csv}: {e}; delete it or pass resume=False") from e
     upgraded = uncertainty.add_uncertainty(prev, columns=columns)
@@ -117,6 +117,14 @@ def predict_table(
     before the uncertainty columns existed gets them from its stored probabilities
     (:func:`ser.inference.uncertainty.add_uncertainty`).
 
+    A bundle trained with ``speaker_norm`` (:func:`ser.inference.protocol.needs_reference`)
+    first gets a reference per normalisation unit (``options.norm_unit``: the caregiver,
+    pooled over both phases, or the recording) from a first pass over every recording
+    (:mod:`ser.inference.speaker_norm`), then each recording is predicted with its unit's
+    reference and gets the columns ``norm_unit, norm_fallback``. The first pass always
+    covers every recording (a unit's reference depends on all of them); on resume, only
+    recordings whose reference is unchanged are kept.
+
     Args:
         bundle: model bundle (see :func:`ser.inference.recording.predict_recording`).
         recordings: columns ``recording, caregiver, level, phase, path`` (others are
@@ -130,29 +138,52 @@ def predict_table(
 
     Returns:
         The window table written to ``out_csv``: ``recording, caregiver, level, phase``
-        then the columns of :func:`ser.inference.recording.predict_recording`.
+        then the columns of :func:`ser.inference.recording.predict_recording` (then
+        ``norm_unit, norm_fallback`` for a speaker-normalised bundle).
 
     Raises:
-        ValueError: bad ``hop_s``, options or table, or an ``out_csv`` that cannot be resumed.
+        ValueError: bad ``hop_s``, options or table (``norm_unit="none"`` for a bundle that
+            needs a reference), or an ``out_csv`` that cannot be resumed.
     """
     options = options.resolve(bundle)
     _check_recordings(recordings)
     out_csv, failures_csv = Path(out_csv), Path(failures_csv)
+    norm = needs_reference(bundle)
     columns = [*ID_COLUMNS, *recording.window_columns(bundle.labels, voice_quality=options.voice_quality,
-                                                      egemaps=options.egemaps)]
+                                                      egemaps=options.egemaps),
+               *(speaker_norm.NORM_COLUMNS if norm else ())]
     recs = recordings.assign(**{c: recordings[c].astype(str) for c in ID_COLUMNS})
     order = {r: i for i, r in enumerate(recs["recording"])}
+    paths_of = {r: paths.resolve(str(p)) for r, p in zip(recs["recording"], recs["path"], strict=True)}
 
     stamp_path = model_stamp_path(out_csv)
     stamp = model_stamp(bundle)
+    refs: dict[str, speaker_norm.UnitReference] = {}
+    ref_failures: dict[str, str] = {}
+    if norm:  # first pass: every unit's reference, before any window is predicted
+        unit_col = "caregiver" if options.norm_unit == "caregiver" else "recording"
+        units: dict[str, list[tuple[str, Path]]] = {}
+        for r, u in zip(recs["recording"], recs[unit_col], strict=True):
+            units.setdefault(u, []).append((r, paths_of[r]))
+        by_unit, ref_failures = speaker_norm.unit_references(bundle, units, options=options,
+                                                             progress=progress)
+        refs = {r: ref for ref in by_unit.values() for r in ref.members}
+        stamp["norm"] = speaker_norm.norm_stamp(options.norm_unit, {r: ref.key for r, ref in refs.items()})
     done: dict[str, pd.DataFrame] = {}
-    if resume and out_csv.is_file() and read_stamp(stamp_path) != stamp:
+    old_stamp = read_stamp(stamp_path) if resume and out_csv.is_file() else None
+    if resume and out_csv.is_file() and not same_model(old_stamp, stamp):
         print(f"{out_csv.name} was computed with another model than {stamp['model']} "
               f"({stamp_path.name} differs or is missing): recomputing every recording",
               file=sys.stderr)
     elif resume:
         prev = _read_previous(out_csv, columns, float(options.hop_s), set(order))
         done = {r: g for r, g in prev.groupby("recording", sort=False)}
+        if norm:  # keep only rows computed with the reference each recording has now
+            same = speaker_norm.reusable(old_stamp, stamp["norm"])
+            if same is None and done:
+                print(f"{out_csv.name} was computed with another normalisation unit than "
+                      f"{options.norm_unit!r}: recomputing every recording", file=sys.stderr)
+            done = {r: g for r, g in done.items() if same is not None and r in same}
     failures: list[dict[str, Any]] = []
 
     def write() -> pd.DataFrame:
@@ -172,15 +203,22 @@ def predict_table(
     with feature_workers(options.workers) as pool:
         for row in bar:
             row = row._asdict()
-            path = paths.resolve(str(row["path"]))
+            rec = row["recording"]
+            if rec in ref_failures:  # unreadable in the first pass, or no reference at all
+                failures.append({"recording": rec, "path": str(row["path"]), "reason": ref_failures[rec]})
+                write()
+                continue
             try:
-                df, _ = recording.predict_file(bundle, path, options=options, pool=pool)
+                model = bundle.with_reference(refs[rec].reference) if norm else bundle
+                df, _ = recording.predict_file(model, paths_of[rec], options=options, pool=pool)
             except Exception as e:  # noqa: BLE001 - any per-file error goes to the failure table
-                failures.append({"recording": row["recording"], "path": str(row["path"]),
+                failures.append({"recording": rec, "path": str(row["path"]),
                                  "reason": f"{type(e).__name__}: {e}"})
             else:
                 for c in reversed(ID_COLUMNS):
                     df.insert(0, c, row[c])
-                done[row["recording"]] = df
+                if norm:
+                    df = df.assign(**speaker_norm.norm_values(refs[rec]))
+                done[rec] = df
             write()
     return write()

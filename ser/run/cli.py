@@ -93,10 +93,11 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     from ser.inference.options import InferenceOptions
 
     options = InferenceOptions(hop_s=a.hop, batch_size=a.batch_size, f0_method=a.f0_method,
-                               voice_quality=a.voice_quality, egemaps=a.egemaps, workers=a.workers)
+                               voice_quality=a.voice_quality, egemaps=a.egemaps, workers=a.workers,
+                               norm_unit=a.norm_unit)
     return predict_cli(model=a.model, inputs=a.paths, options=options, fmt=a.format,
                        output=a.output, progress=not a.quiet, device=a.device,
-                       precision=a.precision, resume=not a.no_resume)
+                       precision=a.precision, resume=not a.no_resume, speaker_of=a.speaker_of)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
                    help="model arithmetic (default fp32); bf16 autocast, or int8 linear layers "
                         "(CPU; ~3.5x faster for wav2vec2-sized models, probabilities within ~0.002)")
+    p.add_argument("--speaker-of", metavar="CSV",
+                   help="for a model trained with speaker_norm: the person of each file (columns "
+                        "file or path, and speaker or caregiver; paths relative to the CSV); each "
+                        "person's files are pooled for their reference (must list exactly the files given)")
+    p.add_argument("--norm-unit", choices=("caregiver", "recording", "none"), default="caregiver",
+                   help="speaker_norm models only: whose audio gives the reference: caregiver (the "
+                        "person of --speaker-of, default), recording (each file alone); none is refused")
     p.add_argument("--no-resume", action="store_true", help="recompute files already in -o FILE")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_predict)

@@ -516,6 +516,36 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.full(len(den), np.nan), where=den > 0)
 
 
+def window_speech_ratio(
+    y: np.ndarray,
+    sr: int,
+    *,
+    starts_s: np.ndarray,
+    window_s: float,
+    vad_frame_ms: int = VAD_FRAME_DEFAULT_MS,
+    vad_aggressiveness: int = 2,
+) -> np.ndarray:
+    """The ``speech_ratio`` column of :func:`window_features` alone (speech / all VAD frames
+    of each window ``[start, start + window_s)``, NaN for a window without frames).
+
+    Args:
+        y: mono float audio, shape ``(n,)``.
+        sr: sampling rate (Hz).
+        starts_s: window starts (s) from ``y[0]``.
+        window_s: window length (s).
+        vad_frame_ms: webrtcvad frame length (ms).
+        vad_aggressiveness: webrtcvad mode 0-3.
+
+    Returns:
+        float64 ``[n_windows]``.
+    """
+    y = _as_signal(y, sr)
+    starts = np.asarray(starts_s, dtype=np.float64)
+    sp = speech_activity(y, sr, frame_ms=vad_frame_ms, aggressiveness=vad_aggressiveness)
+    t_v = (np.arange(len(sp)) + 0.5) * (vad_frame_ms / 1000.0)
+    return _summarise(t_v, sp.astype(np.float64), starts, starts + window_s)["mean"]
+
+
 def window_features(
     y: np.ndarray,
     sr: int,
@@ -582,12 +612,11 @@ def window_features(
     t = timing.tick(timings, "f0", t)
     t_e, e = rms_db(y, sr, hop_s=hop_s)
     t = timing.tick(timings, "energy", t)
-    sp = speech_activity(y, sr, frame_ms=vad_frame_ms, aggressiveness=vad_aggressiveness)
+    speech_ratio = window_speech_ratio(y, sr, starts_s=starts, window_s=window_s,
+                                       vad_frame_ms=vad_frame_ms, vad_aggressiveness=vad_aggressiveness)
     t = timing.tick(timings, "vad", t)
     f = _summarise(t_f0, f0, starts, ends)
     en = _summarise(t_e, e, starts, ends)
-    t_v = (np.arange(len(sp)) + 0.5) * (vad_frame_ms / 1000.0)
-    v = _summarise(t_v, sp.astype(np.float64), starts, ends)
     cols: dict[str, np.ndarray] = {
         "f0_hz": f["median"],
         "f0_mean_hz": f["mean"],
@@ -596,7 +625,7 @@ def window_features(
         "energy_db": en["mean"],
         "energy_std_db": en["std"],
         "energy_max_db": en["max"],
-        "speech_ratio": v["mean"],
+        "speech_ratio": speech_ratio,
     }
     t = timing.tick(timings, "summarise", t)
     if voice_quality:

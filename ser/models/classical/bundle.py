@@ -92,11 +92,22 @@ class ClassicalBundle:
         w = self._check_windows(windows)
         return {s: signal_features(w, feature_set=s, sample_rate=self.sample_rate) for s in self.feature_sets}
 
+    @property
+    def reference(self) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+        """The speaker reference features are z-scored with: ``{feature_set: (mean, std)}``
+        (float64 ``[d]`` each), or None when there is none."""
+        if self._reference is None:
+            return None
+        return {s: (m[0].copy(), m[1].copy()) for s, m in self._reference.items()}
+
     def with_speaker_reference(self, windows: np.ndarray) -> ClassicalBundle:
         """A copy that z-scores features with the statistics of one speaker's windows.
 
         Needed when the model was trained with ``speaker_norm``: pass (many) windows of
-        the speaker whose audio will be scored, e.g. all windows of a caregiver.
+        the speaker whose audio will be scored, e.g. all windows of a caregiver. For more
+        audio than fits in memory, accumulate :meth:`window_features` in a
+        :class:`ser.models.classical.features.RunningMoments` per feature set and use
+        :meth:`with_reference`.
 
         Raises:
             ValueError: wrong window length, or fewer than 2 windows.
@@ -104,8 +115,30 @@ class ClassicalBundle:
         feats = self.window_features(windows)
         if len(windows) < 2:
             raise ValueError("a speaker reference needs at least 2 windows of that speaker's audio")
-        return ClassicalBundle(self.model, self.meta, {s: np.stack(moments(f.astype(np.float64)))
-                                                      for s, f in feats.items()}, path=self.path)
+        return self.with_reference({s: moments(f.astype(np.float64)) for s, f in feats.items()})
+
+    def with_reference(self, reference: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> ClassicalBundle:
+        """A copy that z-scores features with given statistics (the model is shared, not copied).
+
+        Args:
+            reference: ``{feature_set: (mean, std)}`` for every feature set of the bundle,
+                each float ``[d]`` with ``std > 0`` (e.g. from
+                :meth:`ser.models.classical.features.RunningMoments.result`).
+
+        Raises:
+            ValueError: a feature set missing, or statistics of the wrong shape.
+        """
+        missing = [s for s in self.feature_sets if s not in reference]
+        if missing:
+            raise ValueError(f"speaker reference lacks feature sets {missing} of {self.path}")
+        ref: dict[str, np.ndarray] = {}
+        for s in self.feature_sets:
+            mean, std = (np.asarray(a, dtype=np.float64) for a in reference[s])
+            if mean.ndim != 1 or mean.shape != std.shape or not np.all(std > 0):
+                raise ValueError(f"speaker reference of {s}: mean and std must be [d] with std > 0; "
+                                 f"got shapes {mean.shape} and {std.shape}")
+            ref[s] = np.stack([mean, std])
+        return ClassicalBundle(self.model, self.meta, ref, path=self.path)
 
     def predict_proba(self, windows: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
         """Class probabilities of each window.

@@ -16,7 +16,9 @@ is *transductive*: the statistics of the test speaker come from that speaker's o
 speaker-independent SER (the deployed system sees all of a caregiver's audio
 before scoring it), but results with it must be reported as such, next to the
 results without it. A bundle trained with it needs a reference of the new
-speaker's audio (:meth:`ser.models.classical.bundle.ClassicalBundle.with_speaker_reference`).
+speaker's audio (:meth:`ser.models.classical.bundle.ClassicalBundle.with_speaker_reference`,
+or :class:`RunningMoments` over a stream of windows and ``with_reference``; stage 04 and
+``ser predict`` do this per caregiver, :mod:`ser.inference.speaker_norm`).
 """
 
 from __future__ import annotations
@@ -344,3 +346,76 @@ def moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def zscore(X: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """``(X - mean) / std`` with the statistics of :func:`moments`."""
     return (X - mean) / std
+
+
+class RunningMoments:
+    """The :func:`moments` of rows that arrive in batches, without keeping the rows.
+
+    Per column it keeps the count of finite values, their mean and the sum of squared
+    deviations, and merges each batch in with Chan, Golub and LeVeque's pairwise update,
+    so the moments of a stream of windows (a caregiver's hours of audio) take the memory
+    of one batch. :meth:`result` equals :func:`moments` of all rows stacked (to rounding).
+
+    Attributes:
+        n_rows: rows seen (NaN rows included).
+    """
+
+    def __init__(self) -> None:
+        self.n_rows = 0
+        self._count: np.ndarray | None = None
+        self._mean: np.ndarray | None = None
+        self._m2: np.ndarray | None = None
+
+    def _merge(self, count: np.ndarray, mean: np.ndarray, m2: np.ndarray) -> None:
+        if self._count is None or self._mean is None or self._m2 is None:
+            self._count, self._mean, self._m2 = count, mean, m2
+            return
+        if count.shape != self._count.shape:
+            raise ValueError(f"RunningMoments: rows of {count.shape[0]} columns after rows of "
+                             f"{self._count.shape[0]}")
+        total = self._count + count
+        safe = np.maximum(total, 1)
+        delta = mean - self._mean
+        self._mean = self._mean + delta * (count / safe)
+        self._m2 = self._m2 + m2 + delta ** 2 * (self._count * count / safe)
+        self._count = total
+
+    def update(self, X: np.ndarray) -> RunningMoments:
+        """Add the rows of ``X [n, d]`` (NaN ignored per column, as :func:`moments`); returns self.
+
+        Raises:
+            ValueError: ``X`` is not 2-D or has another number of columns than earlier rows.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"RunningMoments.update: X must be [n, d]; got shape {X.shape}")
+        if len(X) == 0:
+            return self
+        finite = np.isfinite(X)
+        count = finite.sum(axis=0).astype(np.float64)
+        z = np.where(finite, X, 0.0)
+        mean = np.divide(z.sum(axis=0), count, out=np.zeros(X.shape[1]), where=count > 0)
+        m2 = (np.square(z - mean) * finite).sum(axis=0)
+        self._merge(count, mean, m2)
+        self.n_rows += len(X)
+        return self
+
+    def merge(self, other: RunningMoments) -> RunningMoments:
+        """Add the rows another accumulator has seen; returns self."""
+        if other._count is not None and other._mean is not None and other._m2 is not None:
+            self._merge(other._count.copy(), other._mean.copy(), other._m2.copy())
+        self.n_rows += other.n_rows
+        return self
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation per column, with the rules of :func:`moments`.
+
+        Raises:
+            ValueError: no row was added.
+        """
+        if self._count is None or self._mean is None or self._m2 is None:
+            raise ValueError("RunningMoments.result: no rows were added")
+        has = self._count > 0
+        mean = np.where(has, self._mean, 0.0)
+        std = np.sqrt(np.divide(self._m2, self._count, out=np.full(len(has), np.nan), where=has))
+        return mean, np.where(np.isfinite(std) & (std > _STD_FLOOR), std, 1.0)

@@ -1,0 +1,349 @@
+"""Speaker normalisation at inference: the reference statistics of a bundle trained with
+``speaker_norm`` (:class:`ser.inference.protocol.SpeakerNormBundle`), per normalisation unit.
+
+Such a model z-scores each window's features with the mean and standard deviation of
+the same person's features, as in training (:func:`ser.models.classical.features.speaker_standardize`).
+At inference those statistics come from unlabelled audio of the person being scored,
+which makes the method *transductive*. The unit (:attr:`ser.inference.options.InferenceOptions.norm_unit`):
+
+- ``"caregiver"`` (default): all recordings of one person, **pooled over both phases**,
+  so one reference serves the control and the care recording and the phase difference
+  the study measures is kept (a reference per recording would z-score it away). In
+  stage 04 the person is the ``caregiver`` column; in ``ser predict`` the ``--speaker-of``
+  mapping (:func:`read_speaker_map`).
+- ``"recording"``: each recording alone.
+- ``"none"``: refused for such a bundle (it cannot run without a reference).
+
+Reference windows. A first pass over each recording (:func:`recording_moments`) cuts the
+same windows, in the same blocks, as the inference itself
+(:func:`ser.inference.recording.plan_blocks`); the windows whose ``speech_ratio`` (the
+column of ``windows.csv``) is at least :data:`MIN_SPEECH_RATIO` are the reference windows.
+Their model features (what the model sees, after pitch normalisation when the bundle
+has it) are accumulated per feature set in a
+:class:`ser.models.classical.features.RunningMoments`, block by block, so memory stays
+that of one block however long the recordings are. A unit's reference is the moments
+of all its recordings' reference windows; the second pass predicts every window of each
+recording with its unit's reference.
+
+Too little speech. A unit's speech is ``sum(speech_ratio) * hop_s`` over all its windows
+(each stretch of audio counted about once). A unit with less than
+:data:`MIN_REFERENCE_SPEECH_S` seconds of speech (or fewer than 2 reference windows) is
+normalised with the pooled statistics of every unit of the run instead (the **fallback
+rule**), and its windows carry ``norm_fallback = True``; :func:`fallback_problems` lists
+them for the stage-04 problem output. When the whole run has fewer than 2 reference
+windows, no reference exists and its recordings fail with that reason.
+
+Columns (:data:`NORM_COLUMNS`, after ``padded``, only for such a bundle): ``norm_unit``
+(the id of the recording's unit: its caregiver, person or recording id) and
+``norm_fallback``. Resume: each recording's reference is fingerprinted
+(:func:`reference_key`) into the model stamp (:func:`norm_stamp`); rows computed with
+another unit or another reference are never reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from ser.inference import recording
+from ser.inference.options import InferenceOptions
+from ser.inference.protocol import SpeakerNormBundle
+from ser.models.classical.features import RunningMoments
+from ser.signal import audio, features, pitchnorm
+
+#: Least ``speech_ratio`` of a reference window.
+MIN_SPEECH_RATIO: float = 0.5
+#: Least speech (s) of a unit for its own reference; below it the fallback rule applies.
+MIN_REFERENCE_SPEECH_S: float = 30.0
+#: Columns added after ``padded`` for a bundle that needs a reference.
+NORM_COLUMNS: tuple[str, ...] = ("norm_unit", "norm_fallback")
+#: Columns of a ``--speaker-of`` mapping: one of each pair (file, person).
+SPEAKER_MAP_FILE_COLUMNS: tuple[str, ...] = ("file", "path")
+SPEAKER_MAP_PERSON_COLUMNS: tuple[str, ...] = ("speaker", "caregiver")
+
+
+@dataclass
+class RecordingMoments:
+    """What the first pass found in one recording.
+
+    Attributes:
+        moments: ``{feature_set: RunningMoments}`` of its reference windows' features.
+        speech_s: its speech, ``sum(speech_ratio) * hop_s`` (s).
+        n_windows: its reference windows.
+    """
+
+    moments: dict[str, RunningMoments] = field(default_factory=dict)
+    speech_s: float = 0.0
+    n_windows: int = 0
+
+    def merge(self, other: RecordingMoments) -> RecordingMoments:
+        """Add another recording's windows; returns self."""
+        for s, m in other.moments.items():
+            self.moments.setdefault(s, RunningMoments()).merge(m)
+        self.speech_s += other.speech_s
+        self.n_windows += other.n_windows
+        return self
+
+
+@dataclass(frozen=True)
+class UnitReference:
+    """The reference of one normalisation unit.
+
+    Attributes:
+        unit: the unit's id (caregiver, person or recording).
+        members: the recordings (or files) of the unit.
+        speech_s: the unit's own speech (s).
+        n_windows: the unit's own reference windows.
+        fallback: True when the unit had too little speech and ``reference`` is the
+            run's pooled statistics (see the module docstring).
+        reference: ``{feature_set: (mean, std)}`` used for its recordings.
+        key: :func:`reference_key` of ``reference``.
+    """
+
+    unit: str
+    members: tuple[str, ...]
+    speech_s: float
+    n_windows: int
+    fallback: bool
+    reference: dict[str, tuple[np.ndarray, np.ndarray]]
+    key: str
+
+
+def reference_key(reference: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> str:
+    """SHA-256 of a reference's statistics (and of the reference-window rule)."""
+    h = hashlib.sha256(f"min_speech_ratio={MIN_SPEECH_RATIO!r}".encode())
+    for s in sorted(reference):
+        h.update(s.encode())
+        for a in reference[s]:
+            h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def recording_moments(bundle: SpeakerNormBundle, path: Path, *,
+                      options: InferenceOptions) -> RecordingMoments:
+    """First pass over one recording: the moments of its reference windows' model features.
+
+    Args:
+        bundle: a bundle that needs a reference.
+        path: audio file.
+        options: resolved options (hop and block size give the windows and blocks).
+
+    Raises:
+        ser.signal.audio.AudioError: the file cannot be read.
+    """
+    sr, win_n = int(bundle.sample_rate), int(bundle.window_samples)
+    plan = recording.window_plan(bundle, path, options=options)
+    hop = float(options.hop_s)
+    shift_st = 0.0
+    if bundle.pitch_norm_hz > 0:
+        shift_st = recording.recording_shift(path, sr=sr, target_hz=bundle.pitch_norm_hz,
+                                             block_n=plan.block_n, pool=None, timings=None)
+    out = RecordingMoments()
+    blocks = recording.plan_blocks(path, plan, sample_rate=sr, window_samples=win_n)
+    try:
+        for off, y, i0, i1 in blocks:
+            if i1 <= i0:
+                continue
+            local = plan.start_n[i0:i1] - off
+            ratio = features.window_speech_ratio(y, sr, starts_s=local / sr, window_s=win_n / sr)
+            out.speech_s += float(np.nansum(ratio)) * hop
+            keep = local[np.nan_to_num(ratio) >= MIN_SPEECH_RATIO]
+            if not len(keep):
+                continue
+            ymodel = pitchnorm.shift_pitch(y, sr, semitones=shift_st) if shift_st else y
+            ypad = audio.fix_length(ymodel, max(int(keep[-1]) + win_n, len(ymodel)))
+            view = np.lib.stride_tricks.sliding_window_view(ypad, win_n)
+            feats = bundle.window_features(np.ascontiguousarray(view[keep], dtype=np.float32))
+            for s, f in feats.items():
+                out.moments.setdefault(s, RunningMoments()).update(f)
+            out.n_windows += len(keep)
+    finally:
+        blocks.close()
+    return out
+
+
+def unit_references(
+    bundle: SpeakerNormBundle,
+    units: Mapping[str, Sequence[tuple[str, Path]]],
+    *,
+    options: InferenceOptions,
+    progress: bool = True,
+) -> tuple[dict[str, UnitReference], dict[str, str]]:
+    """The reference of every unit: one pass over each recording, then the fallback rule.
+
+    Args:
+        bundle: a bundle that needs a reference.
+        units: ``{unit id: [(recording id, audio path), ...]}``; each recording in one unit.
+        options: resolved options.
+        progress: tqdm bar over the recordings (stderr).
+
+    Returns:
+        ``(references, failures)``: ``{unit id: UnitReference}`` for every unit that has a
+        reference, and ``{recording id: reason}`` for recordings that could not be read
+        in the first pass or whose unit got no reference (no speech in the whole run).
+    """
+    failures: dict[str, str] = {}
+    per_unit: dict[str, RecordingMoments] = {}
+    pooled = RecordingMoments()
+    total = sum(len(m) for m in units.values())
+    bar = tqdm(total=total, disable=not progress, desc="speaker reference", unit="rec", file=sys.stderr)
+    for unit, members in units.items():
+        acc = RecordingMoments()
+        for rec, path in members:
+            try:
+                acc.merge(recording_moments(bundle, Path(path), options=options))
+            except Exception as e:  # noqa: BLE001 - the file fails again in pass 2; record it now
+                failures[rec] = f"{type(e).__name__}: {e}"
+            bar.update(1)
+        per_unit[unit] = acc
+        pooled.merge(acc)
+    bar.close()
+
+    def stats(acc: RecordingMoments) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {s: m.result() for s, m in acc.moments.items()}
+
+    pooled_ref = stats(pooled) if pooled.n_windows >= 2 else None
+    refs: dict[str, UnitReference] = {}
+    for unit, acc in per_unit.items():
+        members = tuple(rec for rec, _ in units[unit])
+        own = acc.speech_s >= MIN_REFERENCE_SPEECH_S and acc.n_windows >= 2
+        ref = stats(acc) if own else pooled_ref
+        if ref is None:
+            reason = (f"no speaker reference: normalisation unit {unit!r} has "
+                      f"{acc.n_windows} speech window(s), and the whole run {pooled.n_windows}; "
+                      f"at least 2 windows with speech_ratio >= {MIN_SPEECH_RATIO} are needed")
+            for rec in members:
+                failures.setdefault(rec, reason)
+            continue
+        refs[unit] = UnitReference(unit=unit, members=members, speech_s=acc.speech_s,
+                                   n_windows=acc.n_windows, fallback=not own, reference=ref,
+                                   key=reference_key(ref))
+    return refs, failures
+
+
+def norm_stamp(norm_unit: str, keys: Mapping[str, str]) -> dict[str, Any]:
+    """The ``norm`` entry of a model stamp: the unit and each recording's reference key."""
+    return {"unit": norm_unit, "min_speech_s": MIN_REFERENCE_SPEECH_S, "references": dict(keys)}
+
+
+def reusable(old_stamp: Mapping[str, Any] | None, new_norm: Mapping[str, Any]) -> set[str] | None:
+    """Recordings whose stored rows were computed with the same reference as now.
+
+    Returns:
+        Their ids, or None when the stored unit (or fallback threshold) differs, so that
+        nothing may be reused.
+    """
+    old = (old_stamp or {}).get("norm")
+    if not isinstance(old, Mapping) or old.get("unit") != new_norm["unit"] \
+            or old.get("min_speech_s") != new_norm["min_speech_s"]:
+        return None
+    old_refs = old.get("references") or {}
+    return {r for r, k in new_norm["references"].items() if old_refs.get(r) == k}
+
+
+def read_speaker_map(path: str | os.PathLike[str]) -> dict[Path, str]:
+    """Read a ``--speaker-of`` CSV: the person of each audio file.
+
+    Columns: ``file`` (or ``path``, as in a cohort ``manifest.csv``) and ``speaker`` (or
+    ``caregiver``); other columns are ignored. Relative file paths are taken from the
+    CSV's folder.
+
+    Returns:
+        ``{resolved file path: person id}``.
+
+    Raises:
+        FileNotFoundError: the CSV is missing.
+        ValueError: missing columns, an empty person, or a file given twice with two persons.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--speaker-of {path}: file not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"--speaker-of {path}: not a readable CSV ({e})") from e
+    fcol = next((c for c in SPEAKER_MAP_FILE_COLUMNS if c in df.columns), None)
+    pcol = next((c for c in SPEAKER_MAP_PERSON_COLUMNS if c in df.columns), None)
+    if fcol is None or pcol is None:
+        raise ValueError(f"--speaker-of {path}: needs a column {' or '.join(SPEAKER_MAP_FILE_COLUMNS)} "
+                         f"and a column {' or '.join(SPEAKER_MAP_PERSON_COLUMNS)}; got {list(df.columns)}")
+    out: dict[Path, str] = {}
+    for i, (f, p) in enumerate(zip(df[fcol], df[pcol], strict=True), start=2):
+        if not str(f).strip() or not str(p).strip():
+            raise ValueError(f"--speaker-of {path}, line {i}: empty {fcol} or {pcol}")
+        key = (path.parent / str(f).strip()).resolve()
+        if out.get(key, p.strip()) != p.strip():
+            raise ValueError(f"--speaker-of {path}, line {i}: {f} is given two persons "
+                             f"({out[key]!r} and {p.strip()!r})")
+        out[key] = p.strip()
+    return out
+
+
+def file_units(files: Sequence[Path], *, norm_unit: str,
+               speaker_of: Mapping[Path, str] | None) -> dict[str, list[tuple[str, Path]]]:
+    """The normalisation units of ``ser predict``'s files: ``{unit: [(file key, path)]}``.
+
+    With ``norm_unit="caregiver"`` the unit is each file's person in ``speaker_of``; with
+    ``"recording"`` each file is its own unit (keyed by the file).
+
+    Raises:
+        ValueError: ``caregiver`` without a mapping, a mapping with another unit, a mapping
+            that names files not given, or files given that the mapping lacks.
+    """
+    if norm_unit == "recording":
+        if speaker_of is not None:
+            raise ValueError("--speaker-of (speaker_of) groups files by person and applies to "
+                             "norm unit 'caregiver' only; drop it or --norm-unit recording")
+        return {str(f): [(str(f), f)] for f in files}
+    if speaker_of is None:
+        raise ValueError("this model was trained with speaker_norm and needs each file's person "
+                         "to pool their audio: give --speaker-of CSV (columns file, speaker), "
+                         "or --norm-unit recording (a reference per file)")
+    given = {Path(f).resolve(): f for f in files}
+    unknown = sorted(str(p) for p in speaker_of if p not in given)
+    if unknown:
+        raise ValueError(f"--speaker-of names {len(unknown)} file(s) that are not among the inputs "
+                         f"(e.g. {unknown[:3]}); a person's reference must pool all their files: "
+                         "give those files too, or remove them from the mapping")
+    unmapped = sorted(str(f) for p, f in given.items() if p not in speaker_of)
+    if unmapped:
+        raise ValueError(f"--speaker-of lacks {len(unmapped)} input file(s) (e.g. {unmapped[:3]}); "
+                         "every file needs its person")
+    units: dict[str, list[tuple[str, Path]]] = {}
+    for p, f in given.items():
+        units.setdefault(speaker_of[p], []).append((str(f), f))
+    return units
+
+
+def fallback_problems(windows: pd.DataFrame, *, id_column: str = "recording") -> pd.DataFrame:
+    """One row per recording normalised by the fallback rule, for a problem output.
+
+    Args:
+        windows: a window table with :data:`NORM_COLUMNS` (any other table gives no rows).
+        id_column: the recording's id column (``recording``, or ``file`` for ``ser predict``).
+
+    Returns:
+        ``<id_column>, reason``.
+    """
+    if not set(NORM_COLUMNS) <= set(windows.columns) or windows.empty:
+        return pd.DataFrame(columns=[id_column, "reason"])
+    flagged = windows[windows["norm_fallback"].astype(bool)]
+    rows = [{id_column: rec, "reason": (
+        f"normalisation unit {unit} has less than {MIN_REFERENCE_SPEECH_S:g} s of speech: "
+        "normalised with the statistics of every unit of the run (norm_fallback)")}
+        for (rec, unit), _ in flagged.groupby([id_column, "norm_unit"], sort=False)]
+    return pd.DataFrame(rows, columns=[id_column, "reason"])
+
+
+def norm_values(ref: UnitReference) -> dict[str, Any]:
+    """The :data:`NORM_COLUMNS` values of a recording normalised with ``ref``."""
+    return {"norm_unit": ref.unit, "norm_fallback": bool(ref.fallback)}
