@@ -9,7 +9,8 @@ ones tried again, and the result has no duplicate or missing rows.
 Outputs (see :func:`predict_paths`):
 
 - CSV with ``-o FILE``: windows in ``FILE`` (``file, start_s, end_s, p_<label>…,``
-  features, ``padded``); the per-file summary in ``FILE`` with ``.csv`` replaced by
+  features, ``padded``; ``d_arousal, d_dominance, d_valence`` in place of ``p_<label>``
+  for a dimensional model, :mod:`ser.models.dimensional`); the per-file summary in ``FILE`` with ``.csv`` replaced by
   ``.summary.csv`` (``results.csv`` → ``results.summary.csv``; ``.summary.csv`` is
   appended when ``FILE`` has another suffix); the failures (``file, reason``) in
   ``.failures.csv`` likewise. Without ``-o`` the windows go to stdout and the summary
@@ -22,7 +23,8 @@ Outputs (see :func:`predict_paths`):
 Summary columns (:func:`summary_columns`): ``file, status`` (``ok``/``failed``),
 ``duration_s`` (native length, s), ``sample_rate`` (native, Hz), ``channels``,
 ``windows``, ``dominant_emotion`` (the label with the highest mean probability over
-the file's windows), ``p_<label>`` (mean probability), ``window_s``, ``hop_s``,
+the file's windows; empty for a dimensional model), ``p_<label>`` (mean probability;
+``d_<dimension>``, the mean value, for a dimensional model), ``window_s``, ``hop_s``,
 ``model`` (bundle folder name, with ``@bf16`` or ``@int8`` for a reduced precision, so
 a resumed run never mixes precisions), ``error`` (the reason when failed).
 """
@@ -47,7 +49,7 @@ from tqdm import tqdm
 from ser.core import atomic, timing
 from ser.inference import grid, recording
 from ser.inference.options import InferenceOptions
-from ser.inference.protocol import ModelBundle
+from ser.inference.protocol import ModelBundle, output_columns
 from ser.inference.stamp import model_name, model_stamp, model_stamp_path, read_stamp
 from ser.inference.workers import feature_workers
 from ser.models.bundle import load_bundle
@@ -65,11 +67,12 @@ class ResumeError(ValueError):
     """An existing output cannot be resumed (other model, labels, hop or options)."""
 
 
-def summary_columns(labels: Iterable[str]) -> list[str]:
-    """Columns of the per-file summary of :func:`predict_paths` (see the module docstring)."""
+def summary_columns(labels: Iterable[str], *, output_prefix: str = "p_") -> list[str]:
+    """Columns of the per-file summary of :func:`predict_paths` (see the module docstring);
+    ``output_prefix`` is the bundle's (``p_`` or ``d_``)."""
     return ["file", "status", "duration_s", "sample_rate", "channels", "windows",
-            "dominant_emotion", *[f"p_{lab}" for lab in labels], "window_s", "hop_s", "model",
-            "error"]
+            "dominant_emotion", *[f"{output_prefix}{lab}" for lab in labels], "window_s", "hop_s",
+            "model", "error"]
 
 
 _SUMMARY_INTS = ("sample_rate", "channels", "windows")
@@ -209,11 +212,13 @@ class _Outputs:
 
 
 def _summary_row(file: str, df: pd.DataFrame, info: dict[str, Any], labels: list[str], *,
-                 window_s: float, hop_s: float, model: str) -> dict[str, Any]:
-    means = df[[f"p_{lab}" for lab in labels]].mean().to_numpy()
+                 output_prefix: str, window_s: float, hop_s: float, model: str) -> dict[str, Any]:
+    cols = [f"{output_prefix}{lab}" for lab in labels]
+    means = df[cols].mean().to_numpy()
+    dominant = labels[int(np.argmax(means))] if output_prefix == "p_" else None
     return {"file": file, "status": "ok", **info, "windows": len(df),
-            "dominant_emotion": labels[int(np.argmax(means))],
-            **{f"p_{lab}": float(m) for lab, m in zip(labels, means, strict=True)},
+            "dominant_emotion": dominant,
+            **{c: float(m) for c, m in zip(cols, means, strict=True)},
             "window_s": window_s, "hop_s": float(hop_s), "model": model, "error": None}
 
 
@@ -265,10 +270,10 @@ def predict_paths(
     window_s = bundle.window_samples / bundle.sample_rate
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}; got {fmt!r}")
-    labels = list(bundle.labels)
+    labels, prefix = list(bundle.labels), bundle.output_prefix
     wcols = recording.window_columns(labels, voice_quality=options.voice_quality,
-                                     egemaps=options.egemaps)
-    scols = summary_columns(labels)
+                                     egemaps=options.egemaps, output_prefix=prefix)
+    scols = summary_columns(labels, output_prefix=prefix)
     model = model_name(bundle)
     stamp = model_stamp(bundle)
     files, problems = audio.find_audio_files(inputs)
@@ -363,8 +368,8 @@ def predict_paths(
                 else:
                     df.insert(0, "file", k)
                     results[k] = df
-                    summary[k] = _summary_row(k, df, info, labels, window_s=window_s, hop_s=hop,
-                                              model=model)
+                    summary[k] = _summary_row(k, df, info, labels, output_prefix=prefix,
+                                              window_s=window_s, hop_s=hop, model=model)
                 checkpoint(force=False)
     finally:
         bar.close()
@@ -455,8 +460,9 @@ def predict_cli(
             sys.stdout.write(res.windows.to_csv(index=False, lineterminator="\n"))
             ok = res.summary[res.summary["status"] == "ok"]
             if len(ok):
-                cols = ["file", "duration_s", "windows", "dominant_emotion",
-                        *[f"p_{lab}" for lab in bundle.labels]]
+                cols = ["file", "duration_s", "windows",
+                        *(["dominant_emotion"] if bundle.output_prefix == "p_" else []),
+                        *output_columns(bundle)]
                 print("summary:\n" + ok[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"),
                       file=sys.stderr)
     else:

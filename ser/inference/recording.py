@@ -1,4 +1,9 @@
-"""Sliding-window emotion probabilities and prosody over one long recording.
+"""Sliding-window emotion probabilities (or dimensions) and prosody over one long recording.
+
+The model's outputs become the columns ``<output_prefix><label>`` of the bundle
+(:func:`ser.inference.protocol.output_columns`): ``p_<label>`` for the emotion
+classifiers, ``d_arousal, d_dominance, d_valence`` for a dimensional model
+(:mod:`ser.models.dimensional`).
 
 Windows follow the grid of :mod:`ser.inference.grid` (the model's window, every
 ``hop_s`` seconds, exact timestamps).
@@ -51,7 +56,7 @@ import pandas as pd
 from ser.core import timing
 from ser.inference import grid
 from ser.inference.options import InferenceOptions
-from ser.inference.protocol import ModelBundle
+from ser.inference.protocol import ModelBundle, output_columns
 from ser.inference.workers import Workers, feature_workers, features_job, voiced_semitones_job
 from ser.signal import audio, features, pitchnorm
 
@@ -62,9 +67,10 @@ SILENT_PEAK_DBFS: float = -80.0
 
 
 def window_columns(labels: Iterable[str], *, voice_quality: bool = False,
-                   egemaps: bool = False) -> list[str]:
-    """Columns of :func:`predict_recording`: times, ``p_<label>``, features, ``padded``."""
-    return ["start_s", "end_s", *[f"p_{lab}" for lab in labels],
+                   egemaps: bool = False, output_prefix: str = "p_") -> list[str]:
+    """Columns of :func:`predict_recording`: times, ``<output_prefix><label>`` (the
+    bundle's ``output_prefix``: ``p_`` or ``d_``), features, ``padded``."""
+    return ["start_s", "end_s", *[f"{output_prefix}{lab}" for lab in labels],
             *features.feature_columns(voice_quality=voice_quality, egemaps=egemaps), "padded"]
 
 
@@ -89,7 +95,8 @@ def predict_recording(
 
     Returns:
         One row per window: ``start_s, end_s`` (s), ``p_<label>`` per label (rows sum
-        to 1), :func:`ser.signal.features.feature_columns`, and ``padded`` (bool, see module
+        to 1; ``d_<dimension>`` for a dimensional bundle),
+        :func:`ser.signal.features.feature_columns`, and ``padded`` (bool, see module
         docstring).
 
     Raises:
@@ -129,7 +136,9 @@ def predict_file(
     sr, win_n = int(bundle.sample_rate), int(bundle.window_samples)
     batch_size, opts = options.batch_size, options.feature_options()
     labels = list(bundle.labels)
-    columns = window_columns(labels, voice_quality=opts["voice_quality"], egemaps=opts["egemaps"])
+    outputs = output_columns(bundle)
+    columns = window_columns(labels, voice_quality=opts["voice_quality"], egemaps=opts["egemaps"],
+                             output_prefix=bundle.output_prefix)
     n_feat = len(columns) - 3 - len(labels)
 
     frames, sr_in, channels = audio.info_frames(path)
@@ -143,7 +152,7 @@ def predict_file(
     align = features.frame_alignment(sr)
     ctx_n = int(math.ceil(CONTEXT_S * sr / align)) * align
     block_n = max(1, int(round(options.block_s * sr / align))) * align
-    probs = np.empty((n_win, len(labels)), dtype=np.float32)
+    values = np.empty((n_win, len(labels)), dtype=np.float32)
     feats = np.full((n_win, n_feat), np.nan)
     pending: deque[tuple[int, int, Future, np.ndarray]] = deque()
     peak = 0.0
@@ -153,7 +162,7 @@ def predict_file(
         need = int(local[-1]) + win_n
         ypad = audio.fix_length(ymodel, max(need, len(ymodel)))
         # log-mel models share the frames of overlapping windows
-        probs[i0:i1] = bundle.predict_proba_starts(ypad, local, batch_size=batch_size)
+        values[i0:i1] = bundle.predict_starts(ypad, local, batch_size=batch_size)
         timing.tick(timings, "log_mel_cnn", t)
 
     def collect() -> None:
@@ -217,8 +226,8 @@ def predict_file(
                                f"below {SILENT_PEAK_DBFS:g} dBFS): nothing to analyse; check the recording")
 
     df = pd.DataFrame({"start_s": start_s, "end_s": end_s})
-    for j, lab in enumerate(labels):
-        df[f"p_{lab}"] = probs[:, j].astype(np.float64)
+    for j, col in enumerate(outputs):
+        df[col] = values[:, j].astype(np.float64)
     for j, col in enumerate(columns[2 + len(labels):-1]):
         df[col] = feats[:, j]
     df["padded"] = padded

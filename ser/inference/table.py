@@ -131,7 +131,8 @@ def predict_table(
     _check_recordings(recordings)
     out_csv, failures_csv = Path(out_csv), Path(failures_csv)
     columns = [*ID_COLUMNS, *recording.window_columns(bundle.labels, voice_quality=options.voice_quality,
-                                                      egemaps=options.egemaps)]
+                                                      egemaps=options.egemaps,
+                                                      output_prefix=bundle.output_prefix)]
     recs = recordings.assign(**{c: recordings[c].astype(str) for c in ID_COLUMNS})
     order = {r: i for i, r in enumerate(recs["recording"])}
 

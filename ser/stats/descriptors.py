@@ -1,8 +1,11 @@
 """Per-recording (time-invariant) and per-time-bin (time-dependent) descriptors.
 
 Input is the window table of stage 04 (``results/tables/windows.csv``): one row per
-analysis window with ``recording, caregiver, level, phase, start_s, end_s``, one
-``p_<label>`` emotion probability per label, and prosody (``f0_hz`` … ``speech_ratio``).
+analysis window with ``recording, caregiver, level, phase, start_s, end_s``, the model's
+outputs (one ``p_<label>`` emotion probability per label, or ``d_arousal, d_dominance,
+d_valence`` from a dimensional model, :mod:`ser.models.dimensional`), and prosody
+(``f0_hz`` … ``speech_ratio``). Dimensional outputs are analysed exactly like the
+probabilities (:func:`model_output_columns`).
 
 - :func:`recording_descriptors` summarises each recording (or each consecutive
   ``segment_s``-second segment of it) into one row of ``<feature>__<stat>`` columns.
@@ -18,8 +21,8 @@ voiced windows only (``f0_hz`` is empty for windows without voiced frames).
 
 Emotion probabilities are measured on speech: with ``min_speech_ratio`` > 0 a window
 whose voice-activity fraction (``speech_ratio``) is below it does not enter the
-``p_<label>`` summaries (:func:`mask_low_speech`), because what a classifier outputs on
-a window of pause or background is not an emotion of the speaker, and the share of such
+``p_<label>`` (and ``d_<dimension>``) summaries (:func:`mask_low_speech`), because what a
+model outputs on a window of pause or background is not an emotion of the speaker, and the share of such
 windows differs between recordings (a talkative caregiver has fewer). Prosody is not
 masked (F0 already uses voiced windows; energy and speech ratio describe the whole
 recording on purpose). ``n_emotion_windows`` counts the windows that do count.
@@ -36,7 +39,7 @@ import pandas as pd
 
 from ser.data.schema import ID_COLUMNS, LEVEL_INDEX, LEVELS, PHASE_INDEX, PHASES
 
-#: Prosody columns of ``windows.csv`` (besides the ``p_<label>`` probabilities).
+#: Prosody columns of ``windows.csv`` (besides the model outputs ``p_<label>`` / ``d_<dimension>``).
 PROSODY_COLUMNS: tuple[str, ...] = (
     "f0_hz", "f0_mean_hz", "f0_std_hz", "voiced_ratio",
     "energy_db", "energy_std_db", "energy_max_db", "speech_ratio",
@@ -54,23 +57,41 @@ STATS: dict[str, str] = {
 }
 
 
+#: Column prefixes of model outputs: emotion probabilities (``p_``) and dimensional
+#: values (``d_``: arousal, dominance, valence on the model's scale).
+OUTPUT_PREFIXES: tuple[str, ...] = ("p_", "d_")
+
+
+def is_model_output(column: object) -> bool:
+    """Whether a window column (or a descriptor ``<column>__<stat>``) is a model output:
+    ``p_<label>`` or ``d_<dimension>``."""
+    return isinstance(column, str) and column.startswith(OUTPUT_PREFIXES)
+
+
 def probability_columns(df: pd.DataFrame) -> list[str]:
     """The ``p_<label>`` columns of a window table, in table order."""
     return [c for c in df.columns if isinstance(c, str) and c.startswith("p_")]
 
 
+def model_output_columns(df: pd.DataFrame) -> list[str]:
+    """The model-output columns of a window table (``p_<label>`` and ``d_<dimension>``),
+    in table order."""
+    return [c for c in df.columns if is_model_output(c)]
+
+
 def default_features(windows: pd.DataFrame) -> list[str]:
-    """Every emotion probability plus ``f0_hz`` and ``energy_db`` (when present)."""
-    return probability_columns(windows) + [c for c in ("f0_hz", "energy_db") if c in windows]
+    """Every model output (emotion probabilities or dimensions) plus ``f0_hz`` and
+    ``energy_db`` (when present)."""
+    return model_output_columns(windows) + [c for c in ("f0_hz", "energy_db") if c in windows]
 
 
 def key_descriptors(descriptors: pd.DataFrame) -> list[str]:
     """The descriptors modelled by default, those present in the table.
 
-    The mean of each emotion probability (``p_<label>__mean``), the median F0
-    (``f0_hz__median``), the mean energy (``energy_db__mean``) and the speech ratio.
+    The mean of each model output (``p_<label>__mean``, ``d_<dimension>__mean``), the
+    median F0 (``f0_hz__median``), the mean energy (``energy_db__mean``) and the speech ratio.
     """
-    cols = [c for c in descriptors.columns if c.startswith("p_") and c.endswith("__mean")]
+    cols = [c for c in descriptors.columns if is_model_output(c) and c.endswith("__mean")]
     return cols + [c for c in ("f0_hz__median", "energy_db__mean", "speech_ratio")
                    if c in descriptors.columns]
 
@@ -126,7 +147,7 @@ def _check_min_speech_ratio(min_speech_ratio: float, *, what: str) -> float:
 
 
 def emotion_window_mask(windows: pd.DataFrame, *, min_speech_ratio: float) -> pd.Series:
-    """Which windows count for the emotion-probability descriptors.
+    """Which windows count for the model-output (emotion) descriptors.
 
     Args:
         windows: window table (``windows.csv``) with ``speech_ratio`` (the fraction of the
@@ -153,13 +174,14 @@ def emotion_window_mask(windows: pd.DataFrame, *, min_speech_ratio: float) -> pd
 
 def mask_low_speech(windows: pd.DataFrame, *, min_speech_ratio: float,
                     columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Copy of ``windows`` with the emotion probabilities emptied where there is little speech.
+    """Copy of ``windows`` with the model outputs emptied where there is little speech.
 
     Args:
         windows: window table (``windows.csv``).
         min_speech_ratio: windows whose ``speech_ratio`` is below this fraction get empty
             ``columns``; 0 returns an unchanged copy.
-        columns: columns to empty; default every ``p_<label>`` column.
+        columns: columns to empty; default every model output (``p_<label>``,
+            ``d_<dimension>``, :func:`model_output_columns`).
 
     Returns:
         The masked copy (rows and other columns unchanged).
@@ -172,7 +194,7 @@ def mask_low_speech(windows: pd.DataFrame, *, min_speech_ratio: float,
     """
     keep = emotion_window_mask(windows, min_speech_ratio=min_speech_ratio)
     out = windows.copy()
-    cols = list(probability_columns(windows) if columns is None else columns)
+    cols = list(model_output_columns(windows) if columns is None else columns)
     if cols and not keep.all():
         out.loc[~keep, cols] = np.nan
     return out
@@ -213,7 +235,7 @@ def _check_windows(windows: pd.DataFrame, features: Sequence[str], *, what: str)
     missing = [c for c in required if c not in windows.columns]
     if missing:
         raise ValueError(f"{what}: windows.csv lacks columns {missing}; stage 04 "
-                         f"(04_inference) writes {required} + p_<label> + prosody")
+                         f"(04_inference) writes {required} + p_<label> (or d_<dimension>) + prosody")
     if not features:
         raise ValueError(f"{what}: option 'features' is empty; name window columns "
                          f"such as {default_features(windows)}")
@@ -221,7 +243,7 @@ def _check_windows(windows: pd.DataFrame, features: Sequence[str], *, what: str)
     if absent:
         raise ValueError(f"{what}: option 'features' names {absent}, which windows.csv "
                          f"does not have; available: "
-                         f"{probability_columns(windows) + [c for c in PROSODY_COLUMNS if c in windows]}")
+                         f"{model_output_columns(windows) + [c for c in PROSODY_COLUMNS if c in windows]}")
     bad_levels = sorted(set(windows["level"].dropna().astype(str)) - set(LEVELS))
     if bad_levels:
         raise ValueError(f"{what}: unknown training level(s) {bad_levels} in windows.csv; "
@@ -269,17 +291,17 @@ def recording_descriptors(
         min_segment_fraction: a recording's last, incomplete segment is kept only when its
             windows span at least this fraction of ``segment_s``.
         min_speech_ratio: windows whose ``speech_ratio`` is below this fraction (0-1) are
-            left out of the ``p_<label>`` statistics (:func:`mask_low_speech`); 0 uses
-            every window. Other features use every window.
+            left out of the model-output (``p_<label>``, ``d_<dimension>``) statistics
+            (:func:`mask_low_speech`); 0 uses every window. Other features use every window.
 
     Returns:
         DataFrame, one row per recording × segment, with ``recording, caregiver, level,
         phase, segment, segment_start_s, segment_end_s, n_windows, n_voiced_windows,
-        voiced_windows_ratio`` (+ ``n_emotion_windows`` when a ``p_<label>`` feature is
+        voiced_windows_ratio`` (+ ``n_emotion_windows`` when a model-output feature is
         summarised; + ``voiced_ratio``, ``speech_ratio`` when the window table has them)
         and one ``<feature>__<stat>`` column per feature × stat. Rows are sorted by level
         (natural order), caregiver, phase (control first) and segment. A recording
-        without a counted window has empty ``p_<label>`` statistics. See
+        without a counted window has empty model-output statistics. See
         :func:`ser.stats.names.describe_columns`.
 
     Raises:
@@ -298,7 +320,7 @@ def recording_descriptors(
     if segment_s is not None and (not np.isfinite(segment_s) or segment_s < 0):
         raise ValueError(f"recording_descriptors: segment_s must be 0/None (whole recording) "
                          f"or a positive number of seconds, got {segment_s}")
-    probs = [f for f in features if f.startswith("p_")]
+    probs = [f for f in features if is_model_output(f)]
     w = _masked_numeric(windows, features, probs, min_speech_ratio, what="recording_descriptors")
     start = pd.to_numeric(w["start_s"], errors="coerce")
     if segment_s:
@@ -363,14 +385,14 @@ def time_binned(
             shorter recordings leave late bins empty.
         normalise_time: time as a fraction of the recording (0–1) or in minutes.
         min_speech_ratio: windows whose ``speech_ratio`` is below this fraction (0-1) are
-            left out of the ``p_<label>`` means (:func:`mask_low_speech`); 0 uses every
+            left out of the model-output means (:func:`mask_low_speech`); 0 uses every
             window. Other features use every window.
 
     Returns:
         One row per recording × non-empty bin: ``recording, caregiver, level, phase,
         time_bin, time`` (bin centre: fraction 0–1, or minutes), ``time_unit``,
-        ``n_windows`` (+ ``n_emotion_windows`` when a ``p_<label>`` feature is averaged)
-        and the mean of each feature (empty ``p_<label>`` in a bin without a counted window).
+        ``n_windows`` (+ ``n_emotion_windows`` when a model-output feature is averaged)
+        and the mean of each feature (empty model outputs in a bin without a counted window).
 
     Raises:
         ValueError: ``time_bins`` < 1, missing/unknown feature columns, bad
@@ -379,7 +401,7 @@ def time_binned(
     _check_windows(windows, features, what="time_binned")
     if int(time_bins) != time_bins or time_bins < 1:
         raise ValueError(f"time_binned: time_bins must be a positive integer, got {time_bins}")
-    probs = [f for f in features if f.startswith("p_")]
+    probs = [f for f in features if is_model_output(f)]
     w = _masked_numeric(windows, features, probs, min_speech_ratio, what="time_binned")
     mid = (pd.to_numeric(w["start_s"]) + pd.to_numeric(w["end_s"])) / 2.0
     if normalise_time:

@@ -84,7 +84,7 @@ def problem_report(
         left = int((n_all - n_used).sum())
         if left > 0:
             share = (n_all - n_used) / n_all.where(n_all > 0)
-            add("windows with too little speech", "p_<label> (emotion probabilities)",
+            add("windows with too little speech", "p_<label> / d_<dimension> (model outputs)",
                 "left out of the emotion-probability descriptors (min_speech_ratio)",
                 f"{left} of {int(n_all.sum())} windows ({100 * left / n_all.sum():.1f} %); "
                 f"per row {100 * share.min():.0f}-{100 * share.max():.0f} %")
