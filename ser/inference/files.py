@@ -10,13 +10,14 @@ Outputs (see :func:`predict_paths`):
 
 - CSV with ``-o FILE``: windows in ``FILE`` (``file, start_s, end_s, p_<label>…,``
   features, ``padded``; ``d_arousal, d_dominance, d_valence`` in place of ``p_<label>``
-  for a dimensional model, :mod:`ser.models.dimensional`); the per-file summary in ``FILE`` with ``.csv`` replaced by
-  ``.summary.csv`` (``results.csv`` → ``results.summary.csv``; ``.summary.csv`` is
-  appended when ``FILE`` has another suffix); the failures (``file, reason``) in
-  ``.failures.csv`` likewise. Without ``-o`` the windows go to stdout and the summary
-  and failures to stderr. Beside ``FILE``, ``<stem>.model.json`` names the model that
-  computed it (:func:`ser.inference.stamp.model_stamp_path`); a resume with another model,
-  or with a retrained or recalibrated bundle of the same name, is refused.
+  for a dimensional model, :mod:`ser.models.dimensional`); the per-file summary in
+  ``FILE`` with ``.csv`` replaced by ``.summary.csv`` (``results.csv`` →
+  ``results.summary.csv``; ``.summary.csv`` is appended when ``FILE`` has another
+  suffix); the failures (``file, reason``) in ``.failures.csv`` likewise. Without ``-o``
+  the windows go to stdout and the summary and failures to stderr. Beside ``FILE``,
+  ``<stem>.model.json`` names the model that computed it
+  (:func:`ser.inference.stamp.model_stamp_path`); a resume with another model, or with a
+  retrained or recalibrated bundle of the same name, is refused.
 - JSON: one object ``{"windows": [...], "summary": [...], "failures": [...]}`` (lists
   of row objects, NaN written as ``null``) in ``FILE`` or on stdout.
 

@@ -8,9 +8,9 @@ sample_rate, window_s, feature config, arch, training params, split speakers,
 metrics, git commit) and ``model.pt`` (state dict). Inference needs only
 :func:`load_bundle` and :meth:`Bundle.predict_proba`. :func:`load_bundle` also reads
 classical bundles (:mod:`ser.models.classical.bundle`) and dimensional ones
-(:mod:`ser.models.dimensional`: arousal, dominance, valence instead of probabilities). ``arch_params`` in the bundle hold
-every option, defaults included (format 2); bundles of format 1 are rebuilt with the
-defaults of their time (:data:`LEGACY_ARCH_DEFAULTS`).
+(:mod:`ser.models.dimensional`: arousal, dominance, valence instead of probabilities).
+``arch_params`` in the bundle hold every option, defaults included (format 2); bundles of
+format 1 are rebuilt with the defaults of their time (:data:`LEGACY_ARCH_DEFAULTS`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Human names of window features and descriptor columns: meaning, unit, axis label.
 
 - :func:`unit_of` gives the unit of a window feature or descriptor (``Hz``, ``dB``,
-  ``probability``, ``model scale 0-1`` for the dimensional outputs ``d_<dimension>`` …), :func:`pretty_name` its readable name and :func:`axis_label` both,
-  for figure axes.
+  ``probability``, ``model scale 0-1`` for the dimensional outputs ``d_<dimension>`` …),
+  :func:`pretty_name` its readable name and :func:`axis_label` both, for figure axes.
 - :func:`describe_columns` documents every column of a descriptor table (meaning and
   unit; ``descriptors_columns.csv``).
 """
