@@ -9,15 +9,17 @@ ones tried again, and the result has no duplicate or missing rows.
 Outputs (see :func:`predict_paths`):
 
 - CSV with ``-o FILE``: windows in ``FILE`` (``file, start_s, end_s, p_<label>…,
-  emotion_entropy, emotion_top_p,`` features, ``padded``; see
-  :func:`ser.inference.recording.window_columns`); the per-file summary in ``FILE`` with ``.csv`` replaced by
-  ``.summary.csv`` (``results.csv`` → ``results.summary.csv``; ``.summary.csv`` is
-  appended when ``FILE`` has another suffix); the failures (``file, reason``) in
-  ``.failures.csv`` likewise. Without ``-o`` the windows go to stdout and the summary
-  and failures to stderr. Beside ``FILE``, ``<stem>.model.json`` names the model that
-  computed it (:func:`ser.inference.stamp.model_stamp_path`); a resume with another model,
-  or with a retrained or recalibrated bundle of the same name, is refused. Windows written
-  before ``emotion_entropy`` and ``emotion_top_p`` existed get them from their stored
+  emotion_entropy, emotion_top_p,`` features, ``padded``; ``d_arousal, d_dominance,
+  d_valence`` in place of ``p_<label>`` and the two uncertainty columns for a dimensional
+  model, :mod:`ser.models.dimensional`; see :func:`ser.inference.recording.window_columns`);
+  the per-file summary in ``FILE`` with ``.csv`` replaced by ``.summary.csv``
+  (``results.csv`` → ``results.summary.csv``; ``.summary.csv`` is appended when ``FILE``
+  has another suffix); the failures (``file, reason``) in ``.failures.csv`` likewise.
+  Without ``-o`` the windows go to stdout and the summary and failures to stderr. Beside
+  ``FILE``, ``<stem>.model.json`` names the model that computed it
+  (:func:`ser.inference.stamp.model_stamp_path`); a resume with another model, or with a
+  retrained or recalibrated bundle of the same name, is refused. Windows written before
+  ``emotion_entropy`` and ``emotion_top_p`` existed get them from their stored
   probabilities on resume (:func:`ser.inference.uncertainty.add_uncertainty`).
 - JSON: one object ``{"windows": [...], "summary": [...], "failures": [...]}`` (lists
   of row objects, NaN written as ``null``) in ``FILE`` or on stdout.
@@ -25,7 +27,8 @@ Outputs (see :func:`predict_paths`):
 Summary columns (:func:`summary_columns`): ``file, status`` (``ok``/``failed``),
 ``duration_s`` (native length, s), ``sample_rate`` (native, Hz), ``channels``,
 ``windows``, ``dominant_emotion`` (the label with the highest mean probability over
-the file's windows), ``p_<label>`` (mean probability), ``window_s``, ``hop_s``,
+the file's windows; empty for a dimensional model), ``p_<label>`` (mean probability;
+``d_<dimension>``, the mean value, for a dimensional model), ``window_s``, ``hop_s``,
 ``model`` (bundle folder name, with ``@bf16`` or ``@int8`` for a reduced precision, so
 a resumed run never mixes precisions), ``error`` (the reason when failed).
 """
@@ -50,7 +53,7 @@ from tqdm import tqdm
 from ser.core import atomic, timing
 from ser.inference import grid, recording, speaker_norm, uncertainty
 from ser.inference.options import InferenceOptions
-from ser.inference.protocol import ModelBundle, needs_reference
+from ser.inference.protocol import ModelBundle, needs_reference, output_columns
 from ser.inference.stamp import model_name, model_stamp, model_stamp_path, read_stamp, same_model
 from ser.inference.workers import feature_workers
 from ser.models.bundle import load_bundle
@@ -68,11 +71,12 @@ class ResumeError(ValueError):
     """An existing output cannot be resumed (other model, labels, hop or options)."""
 
 
-def summary_columns(labels: Iterable[str]) -> list[str]:
-    """Columns of the per-file summary of :func:`predict_paths` (see the module docstring)."""
+def summary_columns(labels: Iterable[str], *, output_prefix: str = "p_") -> list[str]:
+    """Columns of the per-file summary of :func:`predict_paths` (see the module docstring);
+    ``output_prefix`` is the bundle's (``p_`` or ``d_``)."""
     return ["file", "status", "duration_s", "sample_rate", "channels", "windows",
-            "dominant_emotion", *[f"p_{lab}" for lab in labels], "window_s", "hop_s", "model",
-            "error"]
+            "dominant_emotion", *[f"{output_prefix}{lab}" for lab in labels], "window_s", "hop_s",
+            "model", "error"]
 
 
 _SUMMARY_INTS = ("sample_rate", "channels", "windows")
@@ -219,11 +223,13 @@ class _Outputs:
 
 
 def _summary_row(file: str, df: pd.DataFrame, info: dict[str, Any], labels: list[str], *,
-                 window_s: float, hop_s: float, model: str) -> dict[str, Any]:
-    means = df[[f"p_{lab}" for lab in labels]].mean().to_numpy()
+                 output_prefix: str, window_s: float, hop_s: float, model: str) -> dict[str, Any]:
+    cols = [f"{output_prefix}{lab}" for lab in labels]
+    means = df[cols].mean().to_numpy()
+    dominant = labels[int(np.argmax(means))] if output_prefix == "p_" else None
     return {"file": file, "status": "ok", **info, "windows": len(df),
-            "dominant_emotion": labels[int(np.argmax(means))],
-            **{f"p_{lab}": float(m) for lab, m in zip(labels, means, strict=True)},
+            "dominant_emotion": dominant,
+            **{c: float(m) for c, m in zip(cols, means, strict=True)},
             "window_s": window_s, "hop_s": float(hop_s), "model": model, "error": None}
 
 
@@ -286,11 +292,12 @@ def predict_paths(
     window_s = bundle.window_samples / bundle.sample_rate
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}; got {fmt!r}")
-    labels = list(bundle.labels)
+    labels, prefix = list(bundle.labels), bundle.output_prefix
     norm = needs_reference(bundle)
     wcols = [*recording.window_columns(labels, voice_quality=options.voice_quality,
-                                       egemaps=options.egemaps), *(speaker_norm.NORM_COLUMNS if norm else ())]
-    scols = summary_columns(labels)
+                                       egemaps=options.egemaps, output_prefix=prefix),
+             *(speaker_norm.NORM_COLUMNS if norm else ())]
+    scols = summary_columns(labels, output_prefix=prefix)
     model = model_name(bundle)
     stamp = model_stamp(bundle)
     files, problems = audio.find_audio_files(inputs)
@@ -414,8 +421,8 @@ def predict_paths(
                     if norm:
                         df = df.assign(**speaker_norm.norm_values(refs[k]))
                     results[k] = df
-                    summary[k] = _summary_row(k, df, info, labels, window_s=window_s, hop_s=hop,
-                                              model=model)
+                    summary[k] = _summary_row(k, df, info, labels, output_prefix=prefix,
+                                              window_s=window_s, hop_s=hop, model=model)
                 checkpoint(force=False)
     finally:
         bar.close()
@@ -524,8 +531,9 @@ def predict_cli(
             sys.stdout.write(res.windows.to_csv(index=False, lineterminator="\n"))
             ok = res.summary[res.summary["status"] == "ok"]
             if len(ok):
-                cols = ["file", "duration_s", "windows", "dominant_emotion",
-                        *[f"p_{lab}" for lab in bundle.labels]]
+                cols = ["file", "duration_s", "windows",
+                        *(["dominant_emotion"] if bundle.output_prefix == "p_" else []),
+                        *output_columns(bundle)]
                 print("summary:\n" + ok[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"),
                       file=sys.stderr)
     else:

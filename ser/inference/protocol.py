@@ -1,9 +1,13 @@
 """What inference needs from a model bundle: the :class:`ModelBundle` protocol, and
 :class:`SpeakerNormBundle` for a bundle that z-scores its features with a speaker reference.
 
-:class:`ser.models.bundle.Bundle` (log-mel networks and transformers) and the classical
-bundle (:mod:`ser.models.classical`) both provide :class:`ModelBundle`; test doubles do
-too. A classical bundle trained with ``speaker_norm`` also provides
+:class:`ser.models.bundle.Bundle` (log-mel networks and transformers), the classical
+bundle (:mod:`ser.models.classical`) and the dimensional bundle
+(:mod:`ser.models.dimensional`) provide :class:`ModelBundle`; test doubles do too. What a
+model outputs per window is named by :attr:`ModelBundle.output_prefix` and
+:attr:`ModelBundle.labels` (:func:`output_columns`): ``p_<label>`` emotion
+probabilities, or ``d_<dimension>`` (arousal, dominance, valence) for a dimensional
+model. A classical bundle trained with ``speaker_norm`` also provides
 :class:`SpeakerNormBundle` (:func:`needs_reference`).
 """
 
@@ -20,7 +24,9 @@ class ModelBundle(Protocol):
     """What inference needs from a model bundle (see :class:`ser.models.bundle.Bundle`).
 
     Attributes:
-        labels: emotion labels, in the order of the probability columns.
+        labels: emotion labels (or dimensions), in the order of the output columns.
+        output_prefix: prefix of the output columns: ``"p_"`` (probabilities, rows sum to
+            1) or ``"d_"`` (dimensional values on the model's scale).
         sample_rate: the model's input rate (Hz).
         window_s: window length (s).
         window_samples: window length in samples at :attr:`sample_rate`.
@@ -31,9 +37,12 @@ class ModelBundle(Protocol):
         preferred_batch_size: windows per forward pass when the caller gives none.
         pitch_norm_hz: register (Hz) the model wants its input pitch-normalised to
             (:mod:`ser.signal.pitchnorm`); 0.0 when off.
+        speaker_norm: its features are z-scored with statistics of the speaker's own
+            audio, so it needs a reference first (:class:`SpeakerNormBundle`).
     """
 
     labels: list[str]
+    output_prefix: str
     sample_rate: int
     window_s: float
     window_samples: int
@@ -42,16 +51,13 @@ class ModelBundle(Protocol):
     heavy: bool
     preferred_batch_size: int
     pitch_norm_hz: float
+    speaker_norm: bool
 
-    def predict_proba(self, windows: np.ndarray, *, batch_size: int) -> np.ndarray:
-        """float32 ``[n, window_samples]`` → float32 ``[n, n_labels]``."""
-        ...
-
-    def predict_proba_starts(self, signal: np.ndarray, starts: np.ndarray, *,
-                             batch_size: int) -> np.ndarray:
-        """The probabilities of ``signal[s:s + window_samples]`` for each start sample ``s``
-        (as :meth:`predict_proba` of those windows; a model may share work between
-        overlapping windows)."""
+    def predict_starts(self, signal: np.ndarray, starts: np.ndarray, *,
+                       batch_size: int) -> np.ndarray:
+        """The outputs float32 ``[N, n_labels]`` (columns :func:`output_columns`) of
+        ``signal[s:s + window_samples]`` for each start sample ``s``, as the model gives
+        them for those windows alone (a model may share work between overlapping windows)."""
         ...
 
 
@@ -60,11 +66,9 @@ class SpeakerNormBundle(ModelBundle, Protocol):
     (:class:`ser.models.classical.bundle.ClassicalBundle` trained with ``speaker_norm``).
 
     Attributes:
-        speaker_norm: True: :meth:`predict_proba` needs a reference (:meth:`with_reference`).
         reference: the statistics in use, ``{feature_set: (mean, std)}``, or None.
     """
 
-    speaker_norm: bool
     reference: Mapping[str, tuple[np.ndarray, np.ndarray]] | None
 
     def window_features(self, windows: np.ndarray) -> dict[str, np.ndarray]:
@@ -78,5 +82,11 @@ class SpeakerNormBundle(ModelBundle, Protocol):
 
 def needs_reference(bundle: ModelBundle) -> bool:
     """Whether ``bundle`` needs a speaker reference (a :class:`SpeakerNormBundle` with
-    ``speaker_norm`` true); False for every other bundle."""
-    return bool(getattr(bundle, "speaker_norm", False))
+    ``speaker_norm`` true)."""
+    return bool(bundle.speaker_norm)
+
+
+def output_columns(bundle: ModelBundle) -> list[str]:
+    """The window-table columns of a bundle's outputs: ``<output_prefix><label>`` per label,
+    e.g. ``p_happy`` or ``d_arousal``."""
+    return [f"{bundle.output_prefix}{lab}" for lab in bundle.labels]

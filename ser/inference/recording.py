@@ -1,4 +1,9 @@
-"""Sliding-window emotion probabilities and prosody over one long recording.
+"""Sliding-window emotion probabilities (or dimensions) and prosody over one long recording.
+
+The model's outputs become the columns ``<output_prefix><label>`` of the bundle
+(:func:`ser.inference.protocol.output_columns`): ``p_<label>`` for the emotion
+classifiers, ``d_arousal, d_dominance, d_valence`` for a dimensional model
+(:mod:`ser.models.dimensional`).
 
 Windows follow the grid of :mod:`ser.inference.grid` (the model's window, every
 ``hop_s`` seconds, exact timestamps).
@@ -53,7 +58,7 @@ from ser.core import timing
 from ser.data.schema import UNCERTAINTY_COLUMNS
 from ser.inference import grid, uncertainty
 from ser.inference.options import InferenceOptions
-from ser.inference.protocol import ModelBundle
+from ser.inference.protocol import ModelBundle, output_columns
 from ser.inference.workers import Workers, feature_workers, features_job, voiced_semitones_job
 from ser.signal import audio, features, pitchnorm
 
@@ -64,10 +69,12 @@ SILENT_PEAK_DBFS: float = -80.0
 
 
 def window_columns(labels: Iterable[str], *, voice_quality: bool = False,
-                   egemaps: bool = False) -> list[str]:
-    """Columns of :func:`predict_recording`: times, ``p_<label>``, the uncertainty columns
-    (:data:`ser.data.schema.UNCERTAINTY_COLUMNS`), features, ``padded``."""
-    return ["start_s", "end_s", *[f"p_{lab}" for lab in labels], *UNCERTAINTY_COLUMNS,
+                   egemaps: bool = False, output_prefix: str = "p_") -> list[str]:
+    """Columns of :func:`predict_recording`: times, ``<output_prefix><label>`` (the
+    bundle's ``output_prefix``: ``p_`` or ``d_``), the uncertainty columns of probabilities
+    (:data:`ser.data.schema.UNCERTAINTY_COLUMNS`; not for ``d_`` values), features, ``padded``."""
+    return ["start_s", "end_s", *[f"{output_prefix}{lab}" for lab in labels],
+            *(UNCERTAINTY_COLUMNS if output_prefix == "p_" else ()),
             *features.feature_columns(voice_quality=voice_quality, egemaps=egemaps), "padded"]
 
 
@@ -92,8 +99,9 @@ def predict_recording(
 
     Returns:
         One row per window: ``start_s, end_s`` (s), ``p_<label>`` per label (rows sum
-        to 1), ``emotion_entropy`` (Shannon entropy of the window's probabilities divided
-        by log(number of labels): 0 one label certain ... 1 all labels equally likely) and
+        to 1; ``d_<dimension>`` for a dimensional bundle), and for probabilities
+        ``emotion_entropy`` (Shannon entropy of the window's probabilities divided by
+        log(number of labels): 0 one label certain ... 1 all labels equally likely) and
         ``emotion_top_p`` (the largest probability), see
         :func:`ser.inference.uncertainty.emotion_uncertainty`;
         :func:`ser.signal.features.feature_columns`, and ``padded`` (bool, see module
@@ -136,15 +144,17 @@ def predict_file(
     sr, win_n = int(bundle.sample_rate), int(bundle.window_samples)
     batch_size, opts = options.batch_size, options.feature_options()
     labels = list(bundle.labels)
-    columns = window_columns(labels, voice_quality=opts["voice_quality"], egemaps=opts["egemaps"])
-    feature_cols = columns[2 + len(labels) + len(UNCERTAINTY_COLUMNS):-1]
+    outputs = output_columns(bundle)
+    columns = window_columns(labels, voice_quality=opts["voice_quality"], egemaps=opts["egemaps"],
+                             output_prefix=bundle.output_prefix)
+    feature_cols = features.feature_columns(voice_quality=opts["voice_quality"], egemaps=opts["egemaps"])
     n_feat = len(feature_cols)
 
     plan = window_plan(bundle, path, options=options)
     start_n, n_total, block_n = plan.start_n, plan.n_total, plan.block_n
     n_win = len(start_n)
     padded = np.full(n_win, n_total < win_n)
-    probs = np.empty((n_win, len(labels)), dtype=np.float32)
+    values = np.empty((n_win, len(labels)), dtype=np.float32)
     feats = np.full((n_win, n_feat), np.nan)
     pending: deque[tuple[int, int, Future, np.ndarray]] = deque()
     peak = 0.0
@@ -154,7 +164,7 @@ def predict_file(
         need = int(local[-1]) + win_n
         ypad = audio.fix_length(ymodel, max(need, len(ymodel)))
         # log-mel models share the frames of overlapping windows
-        probs[i0:i1] = bundle.predict_proba_starts(ypad, local, batch_size=batch_size)
+        values[i0:i1] = bundle.predict_starts(ypad, local, batch_size=batch_size)
         timing.tick(timings, "log_mel_cnn", t)
 
     def collect() -> None:
@@ -216,10 +226,10 @@ def predict_file(
                                f"below {SILENT_PEAK_DBFS:g} dBFS): nothing to analyse; check the recording")
 
     df = pd.DataFrame({"start_s": plan.start_s, "end_s": plan.end_s})
-    for j, lab in enumerate(labels):
-        df[f"p_{lab}"] = probs[:, j].astype(np.float64)
-    df["emotion_entropy"], df["emotion_top_p"] = uncertainty.emotion_uncertainty(
-        df[[f"p_{lab}" for lab in labels]].to_numpy())
+    for j, col in enumerate(outputs):
+        df[col] = values[:, j].astype(np.float64)
+    if UNCERTAINTY_COLUMNS[0] in columns:  # probabilities: how sure the model is per window
+        df["emotion_entropy"], df["emotion_top_p"] = uncertainty.emotion_uncertainty(df[outputs].to_numpy())
     for j, col in enumerate(feature_cols):
         df[col] = feats[:, j]
     df["padded"] = padded

@@ -150,7 +150,8 @@ def predict_table(
     out_csv, failures_csv = Path(out_csv), Path(failures_csv)
     norm = needs_reference(bundle)
     columns = [*ID_COLUMNS, *recording.window_columns(bundle.labels, voice_quality=options.voice_quality,
-                                                      egemaps=options.egemaps),
+                                                      egemaps=options.egemaps,
+                                                      output_prefix=bundle.output_prefix),
                *(speaker_norm.NORM_COLUMNS if norm else ())]
     recs = recordings.assign(**{c: recordings[c].astype(str) for c in ID_COLUMNS})
     order = {r: i for i, r in enumerate(recs["recording"])}

@@ -6,9 +6,11 @@ raw waveform windows ``[B, T]`` to logits ``[B, n_labels]``.
 A bundle is a folder ``results/models/<name>/`` holding ``model.json`` (labels,
 sample_rate, window_s, feature config, arch, training params, split speakers,
 metrics, git commit) and ``model.pt`` (state dict). Inference needs only
-:func:`load_bundle` and :meth:`Bundle.predict_proba`. ``arch_params`` in the bundle hold
-every option, defaults included (format 2); bundles of format 1 are rebuilt with the
-defaults of their time (:data:`LEGACY_ARCH_DEFAULTS`).
+:func:`load_bundle` and :meth:`Bundle.predict_proba`. :func:`load_bundle` also reads
+classical bundles (:mod:`ser.models.classical.bundle`) and dimensional ones
+(:mod:`ser.models.dimensional`: arousal, dominance, valence instead of probabilities).
+``arch_params`` in the bundle hold every option, defaults included (format 2); bundles of
+format 1 are rebuilt with the defaults of their time (:data:`LEGACY_ARCH_DEFAULTS`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ from torch import nn
 
 from ser.core import atomic, provenance
 from ser.models.classical.bundle import ClassicalBundle, load_classical_bundle
+from ser.models.dimensional import DimensionalBundle, is_dimensional_bundle, load_dimensional_bundle
 from ser.models.nets import LogMelClassifier
 from ser.models.quantize import prepare_for_inference, quantize_for_cpu, quantize_linears
 from ser.models.registry import build_model, resolve_device
@@ -54,8 +57,12 @@ class Bundle:
         model: the network in eval mode on ``device``.
         device: where ``predict_proba`` runs.
         precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (see :func:`load_bundle`).
+        output_prefix: ``"p_"``: the window columns are ``p_<label>`` probabilities.
+        speaker_norm: False: a network needs no speaker reference.
     """
 
+    output_prefix: ClassVar[str] = "p_"
+    speaker_norm: ClassVar[bool] = False
     path: Path
     meta: dict[str, Any]
     model: nn.Module = field(repr=False)
@@ -197,6 +204,12 @@ class Bundle:
                 out[i:i + len(st)] = torch.softmax(logits.float() / self.temperature, dim=1).cpu().numpy()
         return out
 
+    def predict_starts(self, signal: np.ndarray, starts: np.ndarray, *,
+                       batch_size: int = 64) -> np.ndarray:
+        """The bundle interface's name (:class:`ser.inference.protocol.ModelBundle`) of
+        :meth:`predict_proba_starts`."""
+        return self.predict_proba_starts(signal, starts, batch_size=batch_size)
+
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     atomic.atomic_write(path, lambda f: torch.save(obj, f))
@@ -298,24 +311,27 @@ _FINGERPRINT_KEYS = ("labels", "sample_rate", "window_s", "features", "arch", "a
                      "calibration", "format")
 #: Fingerprinted only when present, so bundles written before the key existed keep their fingerprint.
 _FINGERPRINT_OPTIONAL_KEYS = ("pitch_norm_hz",)
+#: The weights file of a deep, classical or dimensional bundle (the first one present counts).
+_WEIGHTS_FILES = ("model.pt", "model.joblib", "model.safetensors")
 
 
 def bundle_fingerprint(path: str | os.PathLike[str]) -> str:
     """SHA-256 of what a bundle computes: its weights file and the ``model.json`` keys that
-    shape its outputs (labels, window, features, architecture, calibration).
+    shape its outputs (labels, window, features, architecture, calibration). The weights
+    file is ``model.pt``, ``model.joblib`` (classical) or ``model.safetensors`` (dimensional).
 
     Retraining with other data or options, or recalibrating, changes it; re-saving the same
     weights (a deterministic retrain) does not. Outputs computed by one bundle can thus be
     told from those of another bundle of the same name.
 
     Raises:
-        FileNotFoundError: no ``model.json``, or no ``model.pt`` / ``model.joblib``.
+        FileNotFoundError: no ``model.json``, or no weights file.
     """
     folder = Path(path)
     meta = read_bundle_meta(folder)
-    weights = next((folder / n for n in ("model.pt", "model.joblib") if (folder / n).is_file()), None)
+    weights = next((folder / n for n in _WEIGHTS_FILES if (folder / n).is_file()), None)
     if weights is None:
-        raise FileNotFoundError(f"model bundle {folder} has no model.pt or model.joblib")
+        raise FileNotFoundError(f"model bundle {folder} has no {' or '.join(_WEIGHTS_FILES)}")
     keyed = {k: meta.get(k) for k in _FINGERPRINT_KEYS}
     if isinstance(keyed["calibration"], dict):  # when it was fitted does not shape the outputs
         keyed["calibration"] = {k: v for k, v in keyed["calibration"].items() if k != "created_utc"}
@@ -336,13 +352,18 @@ def _is_classical_bundle(folder: Path) -> bool:
 
 
 def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
-                precision: str = "fp32") -> Bundle | ClassicalBundle:
+                precision: str = "fp32") -> Bundle | ClassicalBundle | DimensionalBundle:
     """Load a model bundle for inference.
 
     A classical bundle (``arch`` ``classical:…``, weights in ``model.joblib``) is handed
     to :func:`ser.models.classical.bundle.load_classical_bundle`, whose
     :class:`ser.models.classical.bundle.ClassicalBundle` has the attributes and
-    ``predict_proba`` / ``predict_proba_starts`` methods of :class:`Bundle`.
+    ``predict_proba`` / ``predict_proba_starts`` methods of :class:`Bundle`. A dimensional
+    bundle (``family`` ``"dimensional"``, :func:`ser.models.dimensional.save_dimensional_bundle`)
+    is handed to :func:`ser.models.dimensional.load_dimensional_bundle`: its
+    :class:`ser.models.dimensional.DimensionalBundle` has the interface inference uses
+    (:class:`ser.inference.protocol.ModelBundle`), with arousal, dominance and valence
+    (``d_<dimension>`` columns) in place of probabilities.
 
     Args:
         path: bundle folder holding ``model.json`` and ``model.pt``.
@@ -356,7 +377,8 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
             probabilities by about 1e-3 against fp32; classical bundles ignore it.
 
     Returns:
-        The :class:`Bundle`, model in eval mode (a ``ClassicalBundle`` for a classical bundle).
+        The :class:`Bundle`, model in eval mode (a ``ClassicalBundle`` for a classical
+        bundle, a ``DimensionalBundle`` for a dimensional one).
 
     Raises:
         FileNotFoundError: ``model.json`` or ``model.pt`` is missing.
@@ -368,6 +390,8 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if _is_classical_bundle(folder):
         return load_classical_bundle(folder)
+    if is_dimensional_bundle(folder):
+        return load_dimensional_bundle(folder, device=device, precision=precision)
     meta = read_bundle_meta(folder)
     weights = folder / "model.pt"
     if not weights.is_file():

@@ -88,8 +88,8 @@ def cpu_bf16_is_fast() -> bool:
         return False
 
 
-def quantize_for_cpu(model: HFAudioClassifier, *, bf16_convs: bool | None = None,
-                     inplace: bool = False) -> HFAudioClassifier:
+def quantize_for_cpu(model: nn.Module, *, bf16_convs: bool | None = None,
+                     inplace: bool = False) -> nn.Module:
     """An int8 version of ``model`` for fast CPU inference.
 
     Every ``nn.Linear`` (attention, feed-forward, head) gets int8 weights with
@@ -101,7 +101,10 @@ def quantize_for_cpu(model: HFAudioClassifier, *, bf16_convs: bool | None = None
     (``benchmarks/bench_inference_hf.py``).
 
     Args:
-        model: a float32 classifier (eval mode is set on the copy).
+        model: a float32 transformer model whose wav2vec2-style backbone is its
+            ``backbone`` (:class:`ser.models.transformer.HFAudioClassifier`) or its
+            ``wav2vec2`` (:func:`ser.models.dimensional.emotion_model_class`) attribute
+            (eval mode is set on the copy).
         bf16_convs: run the convolutions in bf16; ``None``: when :func:`cpu_bf16_is_fast`.
         inplace: modify ``model`` itself instead of a copy (saves memory and time when
             the float model is not needed any more).
@@ -111,7 +114,7 @@ def quantize_for_cpu(model: HFAudioClassifier, *, bf16_convs: bool | None = None
     """
     q = quantize_linears((model if inplace else copy.deepcopy(model)).cpu().eval())
     if cpu_bf16_is_fast() if bf16_convs is None else bf16_convs:
-        bb = q.backbone
+        bb = q.backbone if isinstance(q, HFAudioClassifier) else q.wav2vec2
         bb.feature_extractor = _Bf16Autocast(bb.feature_extractor)
         bb.encoder.pos_conv_embed = _Bf16Autocast(bb.encoder.pos_conv_embed)
     return q

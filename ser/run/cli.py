@@ -1,4 +1,5 @@
-"""The ``ser`` command line: ``ser run``, ``ser demo-data``, ``ser predict``, ``ser render``.
+"""The ``ser`` command line: ``ser run``, ``ser demo-data``, ``ser predict``, ``ser render``,
+``ser export-dimensional``.
 
 Each command imports its stage inside its handler, so a command loads only what it runs:
 ``ser predict`` starts without papermill, nbformat or the demo generator (seconds of
@@ -100,6 +101,21 @@ def _cmd_predict(a: argparse.Namespace) -> int:
                        precision=a.precision, resume=not a.no_resume, speaker_of=a.speaker_of)
 
 
+def _cmd_export_dimensional(a: argparse.Namespace) -> int:
+    from ser.models.dimensional import save_dimensional_bundle
+
+    try:
+        meta = save_dimensional_bundle(a.source, a.out, window_s=a.window_s,
+                                       local_files_only=not a.download)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"ser export-dimensional: error: {e}", file=sys.stderr)
+        return 2
+    print(f"[ser] dimensional bundle ({a.window_s:g} s windows) in {meta.parent}; use it with "
+          f"`ser predict {meta.parent} ...` or model_name: {meta.parent.name} in stage 04 "
+          "(with the bundle under results/models/)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the ``ser`` console script."""
     parser = argparse.ArgumentParser(prog="ser", description=__doc__)
@@ -160,6 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="recompute files already in -o FILE")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export-dimensional",
+                       help="write an arousal/dominance/valence model bundle from a wav2vec2 checkpoint")
+    p.add_argument("source", help="hub id, e.g. audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim "
+                                  "(from the local Hugging Face cache), or a save_pretrained folder")
+    p.add_argument("out", help="bundle folder to write, e.g. results/models/audeering_dim")
+    p.add_argument("--window-s", type=float, default=2.0,
+                   help="analysis window of the windowed inference in seconds (default 2.0)")
+    p.add_argument("--download", action="store_true",
+                   help="download SOURCE from the Hugging Face hub when it is not cached "
+                        "(default: never download)")
+    p.set_defaults(func=_cmd_export_dimensional)
     return parser
 
 

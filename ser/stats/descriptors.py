@@ -1,8 +1,11 @@
 """Per-recording (time-invariant) and per-time-bin (time-dependent) descriptors.
 
 Input is the window table of stage 04 (``results/tables/windows.csv``): one row per
-analysis window with ``recording, caregiver, level, phase, start_s, end_s``, one
-``p_<label>`` emotion probability per label, and prosody (``f0_hz`` … ``speech_ratio``).
+analysis window with ``recording, caregiver, level, phase, start_s, end_s``, the model's
+outputs (one ``p_<label>`` emotion probability per label, or ``d_arousal, d_dominance,
+d_valence`` from a dimensional model, :mod:`ser.models.dimensional`), and prosody
+(``f0_hz`` … ``speech_ratio``). Dimensional outputs are analysed exactly like the
+probabilities (:func:`model_output_columns`).
 
 - :func:`recording_descriptors` summarises each recording (or each consecutive
   ``segment_s``-second segment of it) into one row of ``<feature>__<stat>`` columns.
@@ -18,8 +21,8 @@ voiced windows only (``f0_hz`` is empty for windows without voiced frames).
 
 Emotion probabilities are measured on speech: with ``min_speech_ratio`` > 0 a window
 whose voice-activity fraction (``speech_ratio``) is below it does not enter the
-``p_<label>`` summaries (:func:`mask_low_speech`), because what a classifier outputs on
-a window of pause or background is not an emotion of the speaker, and the share of such
+``p_<label>`` (and ``d_<dimension>``) summaries (:func:`mask_low_speech`), because what a
+model outputs on a window of pause or background is not an emotion of the speaker, and the share of such
 windows differs between recordings (a talkative caregiver has fewer). With
 ``min_top_p`` > 0 a window whose largest emotion probability (``emotion_top_p``) is
 below it does not count either: the model could not tell the emotions apart there. One
@@ -41,7 +44,7 @@ import pandas as pd
 
 from ser.data.schema import ID_COLUMNS, LEVEL_INDEX, LEVELS, PHASE_INDEX, PHASES, UNCERTAINTY_COLUMNS
 
-#: Prosody columns of ``windows.csv`` (besides the ``p_<label>`` probabilities).
+#: Prosody columns of ``windows.csv`` (besides the model outputs ``p_<label>`` / ``d_<dimension>``).
 PROSODY_COLUMNS: tuple[str, ...] = (
     "f0_hz", "f0_mean_hz", "f0_std_hz", "voiced_ratio",
     "energy_db", "energy_std_db", "energy_max_db", "speech_ratio",
@@ -59,31 +62,49 @@ STATS: dict[str, str] = {
 }
 
 
+#: Column prefixes of model outputs: emotion probabilities (``p_``) and dimensional
+#: values (``d_``: arousal, dominance, valence on the model's scale).
+OUTPUT_PREFIXES: tuple[str, ...] = ("p_", "d_")
+
+
+def is_model_output(column: object) -> bool:
+    """Whether a window column (or a descriptor ``<column>__<stat>``) is a model output:
+    ``p_<label>`` or ``d_<dimension>``."""
+    return isinstance(column, str) and column.startswith(OUTPUT_PREFIXES)
+
+
 def probability_columns(df: pd.DataFrame) -> list[str]:
     """The ``p_<label>`` columns of a window table, in table order."""
     return [c for c in df.columns if isinstance(c, str) and c.startswith("p_")]
 
 
+def model_output_columns(df: pd.DataFrame) -> list[str]:
+    """The model-output columns of a window table (``p_<label>`` and ``d_<dimension>``),
+    in table order."""
+    return [c for c in df.columns if is_model_output(c)]
+
+
 def emotion_columns(columns: Sequence[str]) -> list[str]:
-    """The columns of ``columns`` that come from the emotion model: every ``p_<label>`` and
-    the uncertainty columns (:data:`ser.data.schema.UNCERTAINTY_COLUMNS`), in their order.
-    These are the columns the emotion-window mask empties (:func:`mask_low_speech`)."""
-    return [c for c in columns if isinstance(c, str)
-            and (c.startswith("p_") or c in UNCERTAINTY_COLUMNS)]
+    """The columns of ``columns`` that come from the emotion model: every model output
+    (``p_<label>``, ``d_<dimension>``, :func:`is_model_output`) and the uncertainty
+    columns (:data:`ser.data.schema.UNCERTAINTY_COLUMNS`), in their order. These are the
+    columns the emotion-window mask empties (:func:`mask_low_speech`)."""
+    return [c for c in columns if is_model_output(c) or c in UNCERTAINTY_COLUMNS]
 
 
 def default_features(windows: pd.DataFrame) -> list[str]:
-    """Every emotion probability plus ``f0_hz`` and ``energy_db`` (when present)."""
-    return probability_columns(windows) + [c for c in ("f0_hz", "energy_db") if c in windows]
+    """Every model output (emotion probabilities or dimensions) plus ``f0_hz`` and
+    ``energy_db`` (when present)."""
+    return model_output_columns(windows) + [c for c in ("f0_hz", "energy_db") if c in windows]
 
 
 def key_descriptors(descriptors: pd.DataFrame) -> list[str]:
     """The descriptors modelled by default, those present in the table.
 
-    The mean of each emotion probability (``p_<label>__mean``), the median F0
-    (``f0_hz__median``), the mean energy (``energy_db__mean``) and the speech ratio.
+    The mean of each model output (``p_<label>__mean``, ``d_<dimension>__mean``), the
+    median F0 (``f0_hz__median``), the mean energy (``energy_db__mean``) and the speech ratio.
     """
-    cols = [c for c in descriptors.columns if c.startswith("p_") and c.endswith("__mean")]
+    cols = [c for c in descriptors.columns if is_model_output(c) and c.endswith("__mean")]
     return cols + [c for c in ("f0_hz__median", "energy_db__mean", "speech_ratio")
                    if c in descriptors.columns]
 
@@ -195,7 +216,7 @@ def emotion_window_mask(windows: pd.DataFrame, *, min_speech_ratio: float,
 
 def mask_low_speech(windows: pd.DataFrame, *, min_speech_ratio: float, min_top_p: float = 0.0,
                     columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Copy of ``windows`` with the emotion probabilities emptied where there is little
+    """Copy of ``windows`` with the model outputs emptied where there is little
     speech or the model is unsure.
 
     Args:
@@ -204,8 +225,8 @@ def mask_low_speech(windows: pd.DataFrame, *, min_speech_ratio: float, min_top_p
             ``columns``; 0 keeps every window.
         min_top_p: windows whose ``emotion_top_p`` is below this probability get empty
             ``columns``; 0 keeps every window. Both 0: an unchanged copy.
-        columns: columns to empty; default every ``p_<label>`` column and the uncertainty
-            columns (:func:`emotion_columns`).
+        columns: columns to empty; default every model output (``p_<label>``,
+            ``d_<dimension>``) and the uncertainty columns (:func:`emotion_columns`).
 
     Returns:
         The masked copy (rows and other columns unchanged).
@@ -275,7 +296,7 @@ def _check_windows(windows: pd.DataFrame, features: Sequence[str], *, what: str)
     missing = [c for c in required if c not in windows.columns]
     if missing:
         raise ValueError(f"{what}: windows.csv lacks columns {missing}; stage 04 "
-                         f"(04_inference) writes {required} + p_<label> + prosody")
+                         f"(04_inference) writes {required} + p_<label> (or d_<dimension>) + prosody")
     if not features:
         raise ValueError(f"{what}: option 'features' is empty; name window columns "
                          f"such as {default_features(windows)}")
@@ -338,7 +359,7 @@ def recording_descriptors(
         min_segment_fraction: a recording's last, incomplete segment is kept only when its
             windows span at least this fraction of ``segment_s``.
         min_speech_ratio: windows whose ``speech_ratio`` is below this fraction (0-1) are
-            left out of the ``p_<label>`` statistics (:func:`mask_low_speech`); 0 uses
+            left out of the model-output (``p_<label>``, ``d_<dimension>``) statistics (:func:`mask_low_speech`); 0 uses
             every window. Other features use every window.
         min_top_p: windows whose ``emotion_top_p`` (largest emotion probability) is below
             this are left out of the same statistics; 0 uses every window. The two filters
@@ -348,13 +369,13 @@ def recording_descriptors(
     Returns:
         DataFrame, one row per recording × segment, with ``recording, caregiver, level,
         phase, segment, segment_start_s, segment_end_s, n_windows, n_voiced_windows,
-        voiced_windows_ratio`` (+ ``n_emotion_windows`` when an emotion feature
+        voiced_windows_ratio`` (+ ``n_emotion_windows`` when a model-output feature
         (:func:`emotion_columns`) is summarised, and ``n_low_confidence_windows``, the
         windows with enough speech left out by ``min_top_p``, when it is > 0;
         + ``voiced_ratio``, ``speech_ratio`` when the window table has them)
         and one ``<feature>__<stat>`` column per feature × stat. Rows are sorted by level
         (natural order), caregiver, phase (control first) and segment. A recording
-        without a counted window has empty ``p_<label>`` statistics. See
+        without a counted window has empty model-output statistics. See
         :func:`ser.stats.names.describe_columns`.
 
     Raises:
@@ -443,7 +464,7 @@ def time_binned(
             shorter recordings leave late bins empty.
         normalise_time: time as a fraction of the recording (0–1) or in minutes.
         min_speech_ratio: windows whose ``speech_ratio`` is below this fraction (0-1) are
-            left out of the ``p_<label>`` means (:func:`mask_low_speech`); 0 uses every
+            left out of the model-output means (:func:`mask_low_speech`); 0 uses every
             window. Other features use every window.
         min_top_p: windows whose ``emotion_top_p`` is below this are left out of the same
             means (one mask with the speech filter, :func:`emotion_window_mask`); 0 uses
@@ -454,7 +475,7 @@ def time_binned(
         time_bin, time`` (bin centre: fraction 0–1, or minutes), ``time_unit``,
         ``n_windows`` (+ ``n_emotion_windows`` when an emotion feature is averaged, and
         ``n_low_confidence_windows`` when ``min_top_p`` > 0, as in
-        :func:`recording_descriptors`) and the mean of each feature (empty ``p_<label>``
+        :func:`recording_descriptors`) and the mean of each feature (empty model outputs
         in a bin without a counted window).
 
     Raises:

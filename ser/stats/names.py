@@ -1,8 +1,8 @@
 """Human names of window features and descriptor columns: meaning, unit, axis label.
 
 - :func:`unit_of` gives the unit of a window feature or descriptor (``Hz``, ``dB``,
-  ``probability`` …), :func:`pretty_name` its readable name and :func:`axis_label` both,
-  for figure axes.
+  ``probability``, ``model scale 0-1`` for the dimensional outputs ``d_<dimension>`` …),
+  :func:`pretty_name` its readable name and :func:`axis_label` both, for figure axes.
 - :func:`describe_columns` documents every column of a descriptor table (meaning and
   unit; ``descriptors_columns.csv``).
 """
@@ -14,6 +14,9 @@ import pandas as pd
 from ser.data.schema import LEVELS
 from ser.stats.descriptors import STATS, emotion_columns
 
+#: Unit of the dimensional outputs ``d_arousal, d_dominance, d_valence``
+#: (:mod:`ser.models.dimensional`): the model's own regression scale, roughly 0-1.
+DIMENSION_UNIT: str = "model scale 0-1"
 #: Statistics whose value has no unit whatever the feature's unit.
 UNITLESS_STATS: frozenset[str] = frozenset({"skew", "kurtosis"})
 
@@ -40,7 +43,7 @@ _SUMMARY_COLUMNS: dict[str, tuple[str, str]] = {
     "segment_end_s": ("end of the segment (end of its last window)", "s"),
     "n_windows": ("number of analysis windows in the segment", "count"),
     "n_voiced_windows": ("windows with an F0 value (at least one voiced frame)", "count"),
-    "n_emotion_windows": (("windows whose emotion probabilities enter the p_<label> "
+    "n_emotion_windows": (("windows whose model outputs enter the p_<label> (or d_<dimension>) "
                            "descriptors (speech_ratio at least min_speech_ratio and "
                            "emotion_top_p at least min_top_p)"), "count"),
     "n_low_confidence_windows": (("windows with enough speech left out of the p_<label> "
@@ -59,8 +62,8 @@ def unit_of(column: str) -> str:
         column: a window column (``f0_hz``) or a descriptor (``f0_hz__median``).
 
     Returns:
-        ``"Hz"``, ``"dB"``, ``"probability"``, ``"fraction"``, ``"unitless"``, ``"s"``,
-        ``"count"`` or ``""`` when unknown.
+        ``"Hz"``, ``"dB"``, ``"probability"``, :data:`DIMENSION_UNIT`, ``"fraction"``,
+        ``"unitless"``, ``"s"``, ``"count"`` or ``""`` when unknown.
 
     Example:
         >>> unit_of("p_happy__mean"), unit_of("f0_hz__skew")
@@ -71,6 +74,8 @@ def unit_of(column: str) -> str:
         return "unitless"
     if feature.startswith("p_"):
         return "probability"
+    if feature.startswith("d_"):
+        return DIMENSION_UNIT
     if feature in _FEATURE_MEANING:
         return _FEATURE_MEANING[feature][1]
     if feature in _SUMMARY_COLUMNS:
@@ -87,10 +92,13 @@ def unit_of(column: str) -> str:
 
 
 def pretty_name(column: str) -> str:
-    """Readable name of a feature/descriptor: ``p_happy__mean`` → ``P(happy), mean``."""
+    """Readable name of a feature/descriptor: ``p_happy__mean`` → ``P(happy), mean``,
+    ``d_arousal__mean`` → ``arousal, mean``."""
     feature, _, stat = column.partition("__")
     if feature.startswith("p_"):
         name = f"P({feature[2:]})"
+    elif feature.startswith("d_"):
+        name = feature[2:]
     else:
         name = {"f0_hz": "F0", "f0_mean_hz": "F0 mean", "f0_std_hz": "F0 SD",
                 "energy_db": "energy", "energy_std_db": "energy SD",
@@ -135,6 +143,8 @@ def describe_columns(descriptors: pd.DataFrame, *, min_speech_ratio: float = 0.0
             feature, _, stat = col.partition("__")
             if feature.startswith("p_"):
                 what = f"probability of '{feature[2:]}' per window (model output)"
+            elif feature.startswith("d_"):
+                what = f"{feature[2:]} per window (dimensional model output, on its scale of about 0-1)"
             else:
                 what = _FEATURE_MEANING.get(feature, (feature, ""))[0]
             scope = " (voiced windows only)" if feature.startswith("f0") else ""

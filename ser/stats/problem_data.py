@@ -92,7 +92,7 @@ def problem_report(
             left = int(n_left.sum())
             if left > 0:
                 share = n_left / n_all.where(n_all > 0)
-                add(problem, "p_<label> (emotion probabilities)",
+                add(problem, "p_<label> / d_<dimension> (model outputs)",
                     f"left out of the emotion-probability descriptors ({param})",
                     f"{left} of {int(n_all.sum())} windows ({100 * left / n_all.sum():.1f} %); "
                     f"per row {100 * share.min():.0f}-{100 * share.max():.0f} %")

@@ -56,8 +56,10 @@ class ClassicalBundle:
         heavy: always False (the features, not the model, take the time).
         preferred_batch_size: windows per call that suit it (64).
         pitch_norm_hz: ``model.json["pitch_norm_hz"]``, 0 (no pitch normalisation) when absent.
+        output_prefix: ``"p_"``: the window columns are ``p_<label>`` probabilities.
     """
 
+    output_prefix: str = "p_"
     precision: str = "fp32"
     heavy: bool = False
     preferred_batch_size: int = 64
@@ -194,6 +196,12 @@ class ClassicalBundle:
                              f"{len(signal)} samples and {win}-sample windows")
         view = np.lib.stride_tricks.sliding_window_view(np.asarray(signal), win)
         return self.predict_proba(np.ascontiguousarray(view[starts]), batch_size=batch_size)
+
+    def predict_starts(self, signal: np.ndarray, starts: np.ndarray, *,
+                       batch_size: int = 64) -> np.ndarray:
+        """The bundle interface's name (:class:`ser.inference.protocol.ModelBundle`) of
+        :meth:`predict_proba_starts`."""
+        return self.predict_proba_starts(signal, starts, batch_size=batch_size)
 
 
 def load_classical_bundle(path: str | os.PathLike[str]) -> ClassicalBundle:
