@@ -31,10 +31,11 @@ from torch import nn
 from ser.core import atomic, provenance
 from ser.models.classical.bundle import ClassicalBundle, load_classical_bundle
 from ser.models.dimensional import DimensionalBundle, is_dimensional_bundle, load_dimensional_bundle
+from ser.models.meta import BundleMeta
 from ser.models.nets import LogMelClassifier
 from ser.models.quantize import prepare_for_inference, quantize_for_cpu, quantize_linears
 from ser.models.registry import build_model, resolve_device
-from ser.models.window import window_samples
+from ser.models.window import checked_starts, window_samples, windows_at
 
 BUNDLE_FORMAT = 2
 #: Options whose default changed since an older bundle format: the value those bundles
@@ -48,7 +49,7 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 
 
 @dataclass(frozen=True)
-class Bundle:
+class Bundle(BundleMeta):
     """A loaded model bundle. Build with :func:`load_bundle`.
 
     Attributes:
@@ -68,32 +69,6 @@ class Bundle:
     model: nn.Module = field(repr=False)
     device: torch.device = torch.device("cpu")
     precision: str = "fp32"
-
-    @property
-    def labels(self) -> list[str]:
-        """Class names, in the column order of :meth:`predict_proba`."""
-        return list(self.meta["labels"])
-
-    @property
-    def sample_rate(self) -> int:
-        """Sampling rate in Hz that windows must have."""
-        return int(self.meta["sample_rate"])
-
-    @property
-    def window_s(self) -> float:
-        """Window length in seconds the model was trained on."""
-        return float(self.meta["window_s"])
-
-    @property
-    def window_samples(self) -> int:
-        """Window length in samples: ``round(window_s * sample_rate)``."""
-        return window_samples(self.window_s, self.sample_rate)
-
-    @property
-    def pitch_norm_hz(self) -> float:
-        """Register (Hz) every speaker/recording is pitch-normalised to before the model
-        (:mod:`ser.signal.pitchnorm`); 0 when the model was trained without normalisation."""
-        return float(self.meta.get("pitch_norm_hz") or 0.0)
 
     @property
     def heavy(self) -> bool:
@@ -180,17 +155,13 @@ class Bundle:
         Raises:
             ValueError: a window outside ``signal``, or non-finite samples.
         """
-        starts = np.asarray(starts, dtype=np.int64)
         win = self.window_samples
-        if len(starts) and (starts.min() < 0 or starts.max() + win > len(signal)):
-            raise ValueError(f"window starts must lie in [0, {len(signal) - win}] for a signal of "
-                             f"{len(signal)} samples and {win}-sample windows")
+        starts = checked_starts(starts, signal_samples=len(signal), window_samples=win)
         model = self.model
         shared = (isinstance(model, LogMelClassifier) and len(starts) > 1
                   and model.frontend.can_share_frames(window_n=win, hop_n=int(np.gcd.reduce(np.diff(starts)))))
         if not shared:
-            view = np.lib.stride_tricks.sliding_window_view(np.asarray(signal), win)
-            return self.predict_proba(np.ascontiguousarray(view[starts]), batch_size=batch_size)
+            return self.predict_proba(windows_at(signal, starts, window_samples=win), batch_size=batch_size)
         out = np.empty((len(starts), len(self.labels)), dtype=np.float32)
         model.eval()
         with torch.inference_mode(), self._autocast():

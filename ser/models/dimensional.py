@@ -40,10 +40,11 @@ import torch
 from torch import Tensor, nn
 
 from ser.core import atomic, provenance
+from ser.models.meta import BundleMeta
 from ser.models.quantize import quantize_for_cpu
 from ser.models.registry import resolve_device
 from ser.models.transformer import SAMPLE_RATE, normalize_waveform, tiny_config
-from ser.models.window import window_samples
+from ser.models.window import window_samples, windows_at
 
 if TYPE_CHECKING:  # imported where used: see the module docstring
     from transformers import PretrainedConfig, PreTrainedModel
@@ -228,7 +229,7 @@ def load_dimensional(source: str | os.PathLike[str], *, local_files_only: bool =
 # --------------------------------------------------------------------------- the bundle
 
 
-class DimensionalBundle:
+class DimensionalBundle(BundleMeta):
     """A dimensional model with the bundle interface of windowed inference
     (:class:`ser.inference.protocol.ModelBundle`). Build with
     :func:`ser.models.bundle.load_bundle` (or :func:`load_dimensional_bundle`).
@@ -263,27 +264,6 @@ class DimensionalBundle:
     def labels(self) -> list[str]:
         """Same as :attr:`dimensions` (the names after :attr:`output_prefix`)."""
         return self.dimensions
-
-    @property
-    def sample_rate(self) -> int:
-        """Input rate (Hz): 16000."""
-        return int(self.meta["sample_rate"])
-
-    @property
-    def window_s(self) -> float:
-        """Analysis window (s) chosen when the bundle was written."""
-        return float(self.meta["window_s"])
-
-    @property
-    def window_samples(self) -> int:
-        """``round(window_s * sample_rate)``."""
-        return window_samples(self.window_s, self.sample_rate)
-
-    @property
-    def pitch_norm_hz(self) -> float:
-        """0 unless ``model.json["pitch_norm_hz"]`` asks for pitch normalisation: the
-        published model was trained on natural pitch."""
-        return float(self.meta.get("pitch_norm_hz") or 0.0)
 
     @property
     def source(self) -> str:
@@ -348,13 +328,8 @@ class DimensionalBundle:
         Raises:
             ValueError: a window outside ``signal``, or as :meth:`predict_dimensions`.
         """
-        starts = np.asarray(starts, dtype=np.int64)
-        win = self.window_samples
-        if len(starts) and (starts.min() < 0 or starts.max() + win > len(signal)):
-            raise ValueError(f"window starts must lie in [0, {len(signal) - win}] for a signal of "
-                             f"{len(signal)} samples and {win}-sample windows")
-        view = np.lib.stride_tricks.sliding_window_view(np.asarray(signal), win)
-        return self.predict_dimensions(np.ascontiguousarray(view[starts]), batch_size=batch_size)
+        return self.predict_dimensions(windows_at(signal, starts, window_samples=self.window_samples),
+                                       batch_size=batch_size)
 
 
 def is_dimensional_bundle(folder: str | os.PathLike[str]) -> bool:

@@ -72,3 +72,27 @@ def features_config(**overrides: Any) -> dict[str, Any]:
         raise ValueError(f"features: only kind={FEATURE_KIND!r} with normalization="
                          f"{NORMALIZATION!r} is implemented; got {cfg['kind']!r}/{cfg['normalization']!r}")
     return cfg
+
+
+def checked_starts(starts: np.ndarray, *, signal_samples: int, window_samples: int) -> np.ndarray:
+    """Window start samples as int64, each window ``[s, s + window_samples)`` inside the signal.
+
+    Raises:
+        ValueError: a window outside a signal of ``signal_samples`` samples.
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    if len(starts) and (starts.min() < 0 or starts.max() + window_samples > signal_samples):
+        raise ValueError(f"window starts must lie in [0, {signal_samples - window_samples}] for a signal of "
+                         f"{signal_samples} samples and {window_samples}-sample windows")
+    return starts
+
+
+def windows_at(signal: np.ndarray, starts: np.ndarray, *, window_samples: int) -> np.ndarray:
+    """The windows ``signal[s:s + window_samples]`` stacked, contiguous ``[N, window_samples]``.
+
+    Raises:
+        ValueError: a window outside ``signal`` (:func:`checked_starts`).
+    """
+    starts = checked_starts(starts, signal_samples=len(signal), window_samples=window_samples)
+    view = np.lib.stride_tricks.sliding_window_view(np.asarray(signal), window_samples)
+    return np.ascontiguousarray(view[starts])

@@ -21,7 +21,7 @@ from ser.models.classical.features import (
     signal_features,
     zscore,
 )
-from ser.models.window import window_samples
+from ser.models.window import window_samples, windows_at
 
 
 @runtime_checkable
@@ -189,13 +189,8 @@ class ClassicalBundle:
         Raises:
             ValueError: a window outside ``signal``, or as :meth:`predict_proba`.
         """
-        starts = np.asarray(starts, dtype=np.int64)
-        win = self.window_samples
-        if len(starts) and (starts.min() < 0 or starts.max() + win > len(signal)):
-            raise ValueError(f"window starts must lie in [0, {len(signal) - win}] for a signal of "
-                             f"{len(signal)} samples and {win}-sample windows")
-        view = np.lib.stride_tricks.sliding_window_view(np.asarray(signal), win)
-        return self.predict_proba(np.ascontiguousarray(view[starts]), batch_size=batch_size)
+        return self.predict_proba(windows_at(signal, starts, window_samples=self.window_samples),
+                                  batch_size=batch_size)
 
     def predict_starts(self, signal: np.ndarray, starts: np.ndarray, *,
                        batch_size: int = 64) -> np.ndarray:
