@@ -384,6 +384,19 @@ def test_model_threads_limited_while_workers_run_then_restored(rec_dir):
         torch.set_num_threads(before)
 
 
+def test_model_error_with_feature_workers_is_the_error_reported(rec_dir):
+    """A model failing while feature jobs are pending must surface as itself: the clean-up
+    of pending jobs once cancelled an array instead of the future and raised AttributeError."""
+
+    class Failing(FakeBundle):
+        def predict_proba(self, windows, *, batch_size=64):
+            raise ValueError("model failed on this block")
+
+    with pytest.raises(ValueError, match="model failed on this block"):
+        predict_recording(Failing(), rec_dir / "r1.wav",
+                          options=InferenceOptions(hop_s=1.0, block_s=2.0, workers=1))
+
+
 def test_resume_recomputes_when_the_model_bundle_changed(rec_dir, tmp_path):
     """A retrained bundle of the same name must not inherit the old bundle's windows."""
     from ser.models import bundle

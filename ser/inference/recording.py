@@ -216,7 +216,7 @@ def predict_file(
             collect()
     finally:
         blocks.close()  # an ffmpeg decoder subprocess ends now, not when the traceback is freed
-        for *_, fut in pending:
+        for _, _, fut, _ in pending:
             fut.cancel()
     if peak == 0.0:
         raise audio.AudioError(f"audio file {path} is digital silence (every sample is 0): "
