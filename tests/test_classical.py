@@ -395,3 +395,26 @@ def test_ensemble_bundle_round_trip(tmp_path):
     proba = bundle.predict_proba(windows)
     np.testing.assert_allclose(proba, ens.predict_proba(tables), atol=1e-5)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_ser_predict_runs_a_classical_bundle(tmp_path, workers):
+    """Issue 14: `ser predict` used to fail on every file with a classical bundle
+    (predict_proba rejected batch_size; with workers the clean-up hid that error)."""
+    from ser.run.cli import main
+
+    windows, labels, speakers = _window_data()
+    feats = features.signal_features(windows, feature_set="mfcc_stats", sample_rate=SR)
+    model = ClassicalModel(estimator="svm_linear", params={"C": 0.01}).fit(feats, labels, speakers,
+                                                                           calibration_folds=3)
+    out = writer.save_classical_bundle(tmp_path / "bundle", model, labels=sorted(set(labels)),
+                                       feature_set="mfcc_stats", sample_rate=SR, window_s=0.5)
+    wav = tmp_path / "rec.wav"
+    sf.write(wav, np.concatenate([windows[0], windows[8], windows[15]] * 2), SR)
+    res = tmp_path / "res.csv"
+    assert main(["predict", str(out), str(wav), "-o", str(res), "--workers", str(workers)]) == 0
+    table = pd.read_csv(res)
+    assert len(table) == 11 and list(table.filter(regex="^p_").columns) == [  # 3 s, hop 0.25 s
+        "p_angry", "p_neutral", "p_sad"]
+    np.testing.assert_allclose(table.filter(regex="^p_").sum(axis=1), 1.0, atol=1e-5)
+    assert pd.read_csv(tmp_path / "res.failures.csv").empty
