@@ -10,7 +10,7 @@ partitions *speakers*, never utterances:
 - :func:`assign_split`: adds the ``split`` column (``train``/``val``/``test``) that
   ``utterances.csv`` carries; ``method="auto"`` picks test and validation speakers
   per gender, deterministically by seed, so both genders appear in every partition
-  when there are enough speakers.
+  when there are enough speakers (and per corpus when the table holds several).
 
 In k-fold and LOSO, each fold also names ``n_val`` validation speakers drawn from
 its training speakers (for early stopping and calibration), so no choice is tuned
