@@ -249,6 +249,9 @@ def test_cross_corpus_with_and_without_level_normalisation(rule_bundle, test_tab
     m, _ = evaluation.evaluate_cross_corpus(rule_bundle, corpus="folder", root=root,
                                             exclude_speakers=["x2"], progress=False)
     assert m["n_speakers"] == 1 and m["n_excluded_speakers"] == 1 and m["n_utterances"] == 4
+    m, _ = evaluation.evaluate_cross_corpus(rule_bundle, corpus="folder", root=root,  # multi-corpus ids
+                                            exclude_speakers=["folder/x2"], progress=False)
+    assert m["n_speakers"] == 1 and m["n_excluded_speakers"] == 1 and m["n_utterances"] == 4
     with pytest.raises(ValueError, match="needs reference_paths"):
         evaluation.evaluate_cross_corpus(rule_bundle, corpus="folder", root=root, normalize=True)
     with pytest.raises(ValueError, match="no utterance with a label in"):

@@ -10,7 +10,7 @@ partitions *speakers*, never utterances:
 - :func:`assign_split`: adds the ``split`` column (``train``/``val``/``test``) that
   ``utterances.csv`` carries; ``method="auto"`` picks test and validation speakers
   per gender, deterministically by seed, so both genders appear in every partition
-  when there are enough speakers.
+  when there are enough speakers (and per corpus when the table holds several).
 
 In k-fold and LOSO, each fold also names ``n_val`` validation speakers drawn from
 its training speakers (for early stopping and calibration), so no choice is tuned
@@ -76,6 +76,9 @@ class SpeakerSplit:
 def speaker_key(table: pd.DataFrame) -> pd.Series:
     """Speaker identity per row: ``speaker``, or ``<corpus>/<speaker>`` for several corpora.
 
+    A speaker already written ``<corpus>/<speaker>`` (as :func:`ser.data.multicorpus.read_corpora`
+    writes them) is kept as it is.
+
     Raises:
         ValueError: the table has no ``speaker`` column or a row has no speaker.
     """
@@ -86,7 +89,10 @@ def speaker_key(table: pd.DataFrame) -> pd.Series:
                          "a speaker-independent split needs every speaker")
     spk = table["speaker"].astype(str)
     if "corpus" in table.columns and table["corpus"].nunique() > 1:
-        return table["corpus"].astype(str) + "/" + spk
+        prefix = table["corpus"].astype(str) + "/"
+        keyed = pd.Series([s.startswith(p) for s, p in zip(spk, prefix, strict=True)], index=spk.index,
+                          dtype=bool)
+        return spk.where(keyed, prefix + spk)  # a merged table's ids are keyed already
     return spk
 
 
@@ -176,15 +182,34 @@ def auto_speaker_split(
 ) -> SpeakerSplit:
     """Pick test and validation speakers per gender, deterministically by ``seed``.
 
+    When the table holds several corpora, each corpus gives its own test and validation
+    speakers (chosen within the corpus as above, ``n_test``/``n_val`` per corpus), so every
+    corpus is tested on voices it was not trained on.
+
     Args:
         table: utterance table with ``speaker`` (``gender``, ``corpus`` optional).
-        n_test: test speakers (default: 20 % of the speakers, at least 1).
-        n_val: validation speakers (default: as ``n_test``).
+        n_test: test speakers (default: 20 % of the speakers, at least 1), per corpus.
+        n_val: validation speakers (default: as ``n_test``), per corpus.
         seed: random seed of the choice.
 
     Raises:
-        ValueError: fewer than 3 speakers, or the counts leave no speaker for training.
+        ValueError: fewer than 3 speakers (in a corpus, named), or the counts leave no
+            speaker for training.
     """
+    if "corpus" in table.columns and table["corpus"].nunique() > 1:
+        keys = speaker_key(table)
+        parts: dict[str, list[str]] = {p: [] for p in PARTITIONS}
+        for corpus in sorted(table["corpus"].astype(str).unique()):
+            rows = table["corpus"].astype(str) == corpus
+            sub = table.loc[rows].assign(speaker=keys[rows], corpus=corpus)
+            try:
+                one = auto_speaker_split(sub, n_test=n_test, n_val=n_val, seed=seed)
+            except ValueError as e:
+                raise ValueError(f"corpus {corpus!r}: {e}; use split_method 'fixed' to name "
+                                 "the speakers, or leave this corpus out") from e
+            for p in PARTITIONS:
+                parts[p].extend(getattr(one, p))
+        return SpeakerSplit(**{p: tuple(sorted(v)) for p, v in parts.items()})
     genders = _speaker_genders(table)
     n = len(genders)
     if n < 3:

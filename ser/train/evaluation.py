@@ -350,7 +350,8 @@ def evaluate_cross_corpus(
         root: folder of that corpus' audio.
         label_map: ``{corpus_emotion: label or None}`` (default: the corpus' default map).
         exclude_speakers: speaker ids to leave out (the training/validation speakers when
-            ``corpus`` is the training corpus itself).
+            ``corpus`` is the training corpus itself), as the corpus writes them or
+            ``<corpus>/<speaker>`` (the ids of a multi-corpus ``utterances.csv``).
         normalize: apply a :class:`SpectralNormalizer` fitted on up to ``max_norm_files``
             files of ``reference_paths`` and of this corpus.
         reference_paths: audio of the training corpus (its training speakers); needed
@@ -377,7 +378,9 @@ def evaluate_cross_corpus(
     lmap = dict(label_map) if label_map is not None else resolve_label_map(corpus, labels=bundle.labels)
     table, errors = corpora.read_corpus(corpus, root, label_map=lmap)
     excluded = {str(s) for s in exclude_speakers}
-    keep = table["label"].isin(bundle.labels) & ~table["speaker"].astype(str).isin(excluded)
+    spk = table["speaker"].astype(str)
+    seen = spk.isin(excluded) | (f"{corpus}/" + spk).isin(excluded)  # a merged table keys corpus/speaker
+    keep = table["label"].isin(bundle.labels) & ~seen
     rows = table[keep]
     if rows.empty:
         raise ValueError(f"corpus {corpus!r} at {root}: no utterance with a label in {bundle.labels} "
@@ -393,7 +396,7 @@ def evaluate_cross_corpus(
     metrics, pred = evaluate_bundle(bundle, rows, split=None, sliding=sliding, batch_size=batch_size,
                                     transform=transform, progress=progress)
     n_classes = int(rows["label"].nunique())
-    n_excluded = int(table.loc[table["speaker"].astype(str).isin(excluded), "speaker"].nunique())
+    n_excluded = int(table.loc[seen, "speaker"].nunique())
     metrics = {"corpus": corpus, "normalization": SPECTRAL_NORM if normalize else "none", **metrics,
                "n_classes": n_classes, "chance_uar": 1 / n_classes, "n_read_errors": len(errors),
                "n_excluded_speakers": n_excluded}
