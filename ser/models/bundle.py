@@ -35,7 +35,7 @@ from ser.models.meta import BundleMeta
 from ser.models.nets import LogMelClassifier
 from ser.models.quantize import prepare_for_inference, quantize_for_cpu, quantize_linears
 from ser.models.registry import build_model, resolve_device
-from ser.models.window import checked_starts, window_samples, windows_at
+from ser.models.window import checked_starts, float32_audio, window_samples, windows_at
 
 BUNDLE_FORMAT = 2
 #: Options whose default changed since an older bundle format: the value those bundles
@@ -100,13 +100,7 @@ class Bundle(BundleMeta):
                              f"got shape {arr.shape} (use windows[None] for a single window)")
         if arr.shape[1] != self.window_samples:
             raise ValueError(f"{expected}; got {arr.shape[1]}")
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise ValueError(f"windows must be float audio in [-1, 1]; got dtype {arr.dtype} "
-                             "(convert PCM integers with x / 32768)")
-        arr = arr.astype(np.float32, copy=False)
-        if not np.isfinite(arr).all():
-            raise ValueError("windows contain NaN or inf samples; clean the audio first")
-        return arr
+        return float32_audio(arr)
 
     def predict_logits(self, windows: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
         """Raw logits float32 ``[n, n_labels]`` for windows float32 ``[n, window_samples]``."""

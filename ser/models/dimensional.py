@@ -44,7 +44,7 @@ from ser.models.meta import BundleMeta
 from ser.models.quantize import quantize_for_cpu
 from ser.models.registry import resolve_device
 from ser.models.transformer import SAMPLE_RATE, normalize_waveform, tiny_config
-from ser.models.window import window_samples, windows_at
+from ser.models.window import float32_audio, window_samples, windows_at
 
 if TYPE_CHECKING:  # imported where used: see the module docstring
     from transformers import PretrainedConfig, PreTrainedModel
@@ -281,13 +281,7 @@ class DimensionalBundle(BundleMeta):
             raise ValueError(f"dimensional bundle {self.path}: windows must be float [n, "
                              f"{self.window_samples}] ({self.window_s:g} s at {self.sample_rate} Hz); "
                              f"got shape {arr.shape}")
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise ValueError(f"windows must be float audio in [-1, 1]; got dtype {arr.dtype} "
-                             "(convert PCM integers with x / 32768)")
-        arr = arr.astype(np.float32, copy=False)
-        if not np.isfinite(arr).all():
-            raise ValueError("windows contain NaN or inf samples; clean the audio first")
-        return arr
+        return float32_audio(arr)
 
     def predict_dimensions(self, windows: np.ndarray, *, batch_size: int = 4) -> np.ndarray:
         """Arousal, dominance and valence of each window.

@@ -96,3 +96,19 @@ def windows_at(signal: np.ndarray, starts: np.ndarray, *, window_samples: int) -
     starts = checked_starts(starts, signal_samples=len(signal), window_samples=window_samples)
     view = np.lib.stride_tricks.sliding_window_view(np.asarray(signal), window_samples)
     return np.ascontiguousarray(view[starts])
+
+
+def float32_audio(windows: np.ndarray) -> np.ndarray:
+    """Windows of float audio as float32, checked finite (the model's input contract).
+
+    Raises:
+        ValueError: integer samples (PCM not scaled to [-1, 1]), or NaN / inf samples.
+    """
+    arr = np.asarray(windows)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"windows must be float audio in [-1, 1]; got dtype {arr.dtype} "
+                         "(convert PCM integers with x / 32768)")
+    arr = arr.astype(np.float32, copy=False)
+    if not np.isfinite(arr).all():
+        raise ValueError("windows contain NaN or inf samples; clean the audio first")
+    return arr
