@@ -163,6 +163,20 @@ def test_load_bundle_errors_name_the_folder(tmp_path):
         load_bundle(tmp_path / "noweights")
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"format": 99}, r"newer.model\.json is a bundle of format 99, newer than this code reads"),
+    ({"arch": "vision_transformer"}, r"newer.model\.json names an unknown model family or architecture "
+                                     r"'vision_transformer'"),
+])
+def test_load_bundle_refuses_a_newer_format_or_unknown_family_naming_the_file(tmp_path, change, message):
+    folder = tmp_path / "newer"
+    _save(folder)
+    meta = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**meta, **change}))
+    with pytest.raises(ValueError, match=message):
+        load_bundle(folder)
+
+
 def test_weights_that_do_not_fit_the_arch_are_reported(tmp_path):
     meta_path = _save(tmp_path / "b")
     meta = json.loads(meta_path.read_text())

@@ -30,11 +30,12 @@ from torch import nn
 
 from ser.core import atomic, provenance
 from ser.models.classical.bundle import ClassicalBundle, load_classical_bundle
+from ser.models.dimensional import FAMILY as DIMENSIONAL_FAMILY
 from ser.models.dimensional import DimensionalBundle, is_dimensional_bundle, load_dimensional_bundle
 from ser.models.meta import BundleMeta
 from ser.models.nets import LogMelClassifier
 from ser.models.quantize import prepare_for_inference, quantize_for_cpu, quantize_linears
-from ser.models.registry import build_model, resolve_device
+from ser.models.registry import ARCHITECTURES, build_model, resolve_device
 from ser.models.window import checked_starts, float32_audio, window_samples, windows_at
 
 BUNDLE_FORMAT = 2
@@ -254,6 +255,10 @@ def read_bundle_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise ValueError(f"{meta_path} lacks required keys {missing}; retrain the model")
+    fmt = meta.get("format", 1)
+    if meta.get("family") != DIMENSIONAL_FAMILY and (not isinstance(fmt, int) or fmt > BUNDLE_FORMAT):
+        raise ValueError(f"{meta_path} is a bundle of format {fmt!r}, newer than this code reads "
+                         f"(format {BUNDLE_FORMAT} and older); update the project or retrain the model")
     return meta
 
 
@@ -353,11 +358,15 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
     folder = Path(path)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    meta = read_bundle_meta(folder)  # names the file when it is missing, malformed or too new
     if _is_classical_bundle(folder):
         return load_classical_bundle(folder)
     if is_dimensional_bundle(folder):
         return load_dimensional_bundle(folder, device=device, precision=precision)
-    meta = read_bundle_meta(folder)
+    if meta["arch"] not in ARCHITECTURES:
+        raise ValueError(f"{folder / 'model.json'} names an unknown model family or architecture "
+                         f"{meta['arch']!r}; this code loads {', '.join(sorted(ARCHITECTURES))}, "
+                         f"classical:<estimator> and the {DIMENSIONAL_FAMILY!r} family")
     weights = folder / "model.pt"
     if not weights.is_file():
         raise FileNotFoundError(f"model bundle {folder} has model.json but no model.pt; retrain it")
