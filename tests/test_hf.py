@@ -338,3 +338,43 @@ def test_quantize_for_cpu_leaves_the_model_unchanged() -> None:
     x = _waves(2, 4000)
     with torch.inference_mode():
         assert q(x).dtype == torch.float32 and q(x).shape == (2, model.n_labels)
+
+
+def test_train_hf_bundle_from_a_local_save_pretrained_folder(tmp_path) -> None:
+    """Issue 14 item 1: stage 02's `train(arch="hf")` fine-tunes a backbone read from a
+    local folder, and the bundle it writes loads without that folder."""
+    import shutil
+
+    import pandas as pd
+    import soundfile as sf
+
+    from ser.train import loop
+
+    pretrained = _tiny("wav2vec2", seed=3, freeze_feature_encoder=True)
+    folder = tmp_path / "tiny-wav2vec2"
+    pretrained.backbone.save_pretrained(folder)
+    rng = np.random.default_rng(0)
+    rows = []
+    for s, split in enumerate(["train", "train", "val", "test"]):
+        for lab, f0 in (("low", 140.0), ("high", 320.0)):
+            for k in range(3):
+                t = np.arange(int(0.4 * SR)) / SR
+                y = 0.3 * np.sin(2 * np.pi * f0 * (1 + 0.02 * k + 0.01 * s) * t)
+                path = tmp_path / f"s{s}_{lab}_{k}.wav"
+                sf.write(path, (y + 0.01 * rng.standard_normal(len(t))).astype(np.float32), SR)
+                rows.append({"path": str(path), "speaker": f"s{s}", "label": lab, "split": split})
+    out = loop.train(pd.DataFrame(rows), out_dir=tmp_path / "hf_bundle", labels=["high", "low"],
+                     arch="hf", arch_params={"source": str(folder), "freeze_feature_encoder": True},
+                     window_s=0.25, sample_rate=SR, epochs=1, batch_size=4, lr=1e-3, patience=1,
+                     seed=0, device="cpu", augment=False, pitch_norm_hz=0.0, progress=False)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["arch"] == "hf" and meta["arch_params"]["config"]["model_type"] == "wav2vec2"
+    shutil.rmtree(folder)  # the bundle carries its config and weights: the source is not needed
+    bundle = load_bundle(out)
+    # the frozen feature encoder is the pretrained one: the weights came from the folder
+    for (name, a), b in zip(pretrained.backbone.feature_extractor.named_parameters(),
+                            bundle.model.backbone.feature_extractor.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
+    proba = bundle.predict_proba(_waves(3, bundle.window_samples).numpy())
+    assert proba.shape == (3, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
