@@ -43,6 +43,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_name  # noqa: E402
+
 from ser.core import paths  # noqa: E402
 from ser.data import corpora  # noqa: E402
 from ser.models.classical import ensemble, estimator, features  # noqa: E402
@@ -64,16 +66,6 @@ def _member(spec: str, speaker_norm: bool) -> ensemble.Member:
         raise SystemExit(f"--models: {spec!r}: feature sets {features.FEATURE_SETS}, "
                          f"estimators {estimator.ESTIMATORS}")
     return ensemble.Member(fs, est, speaker_norm)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:
@@ -180,7 +172,7 @@ def main() -> int:
     total = time.perf_counter() - t_start
     load1 = os.getloadavg()
     res = pd.DataFrame(results)
-    print(f"machine: {platform.node()} {platform.machine()} ({_cpu_name()}), {os.cpu_count()} cores, "
+    print(f"machine: {platform.node()} {platform.machine()} ({cpu_name()}), {os.cpu_count()} cores, "
           f"python {platform.python_version()}; load average at start/end "
           f"{load0[0]:.1f}/{load1[0]:.1f}")
     print(f"data: {len(table)} EmoDB utterances, {len(set(spk))} speakers, {len(set(y))} classes; "

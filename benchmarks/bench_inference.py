@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_name
 
 from ser.data import synth
 from ser.models import registry, window
@@ -107,16 +108,6 @@ def pin_cores(n: int) -> list[int]:
     os.sched_setaffinity(0, cores)
     os.environ["OMP_NUM_THREADS"] = str(len(cores))
     return cores
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> int:

@@ -31,6 +31,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_name  # noqa: E402
+
 from ser.core import paths  # noqa: E402
 from ser.data import corpora  # noqa: E402
 from ser.models.classical import estimator, features  # noqa: E402
@@ -45,16 +47,6 @@ def _spec(spec: str) -> tuple[str, str]:
         raise SystemExit(f"--models: {spec!r} must be <feature_set>+<estimator> with feature sets "
                          f"{features.FEATURE_SETS} and estimators {estimator.ESTIMATORS}")
     return fs, est
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:
@@ -115,7 +107,7 @@ def main() -> int:
     total = time.perf_counter() - t_start
     load1 = os.getloadavg()
     out = pd.concat(rows, ignore_index=True)
-    print(f"machine: {platform.node()} {platform.machine()} ({_cpu_name()}), {os.cpu_count()} cores, "
+    print(f"machine: {platform.node()} {platform.machine()} ({cpu_name()}), {os.cpu_count()} cores, "
           f"python {platform.python_version()}; load average at start/end {load0[0]:.1f}/{load1[0]:.1f}")
     summary = table.groupby("corpus").agg(utterances=("label", "size"), speakers=("speaker", "nunique"))
     print("data (4 classes):\n" + summary.to_markdown())

@@ -32,7 +32,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_inference import ROOT, cpu_name, small_cnn_bundle, speech_wav  # noqa: E402
+from bench_inference import ROOT, small_cnn_bundle, speech_wav  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
