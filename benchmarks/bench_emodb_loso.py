@@ -43,6 +43,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from feature_tables import extract_aligned  # noqa: E402
 from machine import cpu_name  # noqa: E402
 
 from ser.core import paths  # noqa: E402
@@ -95,24 +96,9 @@ def main() -> int:
     needed = {_member(m, False).feature_set for m in singles} | (
         {_member(m, False).feature_set for m in ENSEMBLE} if want_ensemble else set())
 
-    feats: dict[str, pd.DataFrame] = {}
-    extraction: list[dict] = []
-    for fs in features.FEATURE_SETS:
-        if fs not in needed:
-            continue
-        t0 = time.perf_counter()
-        X, err = features.extract_features(table["path"], feature_set=fs, sample_rate=16000,
-                                            cache_dir=a.cache_dir, n_jobs=a.n_jobs, progress=False)
-        if len(err):
-            print(f"WARNING: {len(err)} file(s) failed for {fs}:\n{err.to_string(index=False)}")
-        feats[fs] = X
-        extraction.append({"feature_set": fs, "dims": X.shape[1], "files": len(X),
-                           "computed": X.attrs.get("n_computed"), "cached": X.attrs.get("n_cached"),
-                           "wall_s": round(time.perf_counter() - t0, 1)})
-    common = feats[next(iter(feats))].index
-    for X in feats.values():
-        common = common.intersection(X.index, sort=False)
-    feats = {k: v.loc[common] for k, v in feats.items()}
+    feats, extraction, common = extract_aligned(
+        table["path"], (fs for fs in features.FEATURE_SETS if fs in needed),
+        cache_dir=a.cache_dir, n_jobs=a.n_jobs)
     keep = table["path"].astype(str).isin(common).to_numpy()
     table = table[keep].set_index(table["path"].astype(str)[keep]).loc[common]
     y, spk = table["label"].to_numpy(), table["speaker"].to_numpy()

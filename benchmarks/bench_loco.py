@@ -31,6 +31,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from feature_tables import extract_aligned  # noqa: E402
 from machine import cpu_name  # noqa: E402
 
 from ser.core import paths  # noqa: E402
@@ -75,21 +76,8 @@ def main() -> int:
         tables.append(t)
     table = pd.concat(tables, ignore_index=True)
 
-    feats: dict[str, pd.DataFrame] = {}
-    extraction = []
-    for fs in dict.fromkeys(fs for fs, _ in specs):
-        t0 = time.perf_counter()
-        X, err = features.extract_features(table["path"], feature_set=fs, sample_rate=16000,
-                                            cache_dir=a.cache_dir, n_jobs=a.n_jobs, progress=False)
-        if len(err):
-            print(f"WARNING: {len(err)} file(s) failed for {fs}:\n{err.to_string(index=False)}")
-        feats[fs] = X
-        extraction.append({"feature_set": fs, "dims": X.shape[1], "files": len(X),
-                           "computed": X.attrs.get("n_computed"), "cached": X.attrs.get("n_cached"),
-                           "wall_s": round(time.perf_counter() - t0, 1)})
-    common = feats[next(iter(feats))].index
-    for X in feats.values():
-        common = common.intersection(X.index, sort=False)
+    feats, extraction, common = extract_aligned(table["path"], (fs for fs, _ in specs),
+                                                 cache_dir=a.cache_dir, n_jobs=a.n_jobs)
     table = table.set_index(table["path"].astype(str)).loc[common]
 
     norms = {"both": (False, True), "on": (True,), "off": (False,)}[a.speaker_norm]
@@ -98,7 +86,7 @@ def main() -> int:
         for norm in norms:
             t0 = time.perf_counter()
             res = cross_corpus_eval.evaluate_loco(
-                {fs: feats[fs].loc[common]}, table["label"].to_numpy(), table["speaker"].to_numpy(),
+                {fs: feats[fs]}, table["label"].to_numpy(), table["speaker"].to_numpy(),
                 table["corpus"].to_numpy(), estimator=est, speaker_norm=norm, inner_folds=a.inner_folds,
                 seed=a.seed, n_jobs=a.n_jobs, progress=False)
             cross_corpus_eval.write_cross_corpus_table(res.table, a.out)
