@@ -84,6 +84,7 @@ def test_bundle_and_history_are_written(trained):
     tp = meta["train_params"]
     assert tp["n_train"] == 48 and tp["n_val"] == 24 and tp["n_failed"] == 1 and tp["n_ignored_labels"] == 1
     assert tp["n_too_short"] == 1 and tp["n_unknown_label"] == 1 and tp["class_weighting"]
+    assert tp["utterances_per_corpus"] == {"": {lab: 12 for lab in LABELS}}  # no corpus column
     assert meta["arch_params"] == {"channels": [8, 16], "dropout": 0.0, "freq_bins": 4, "pooled_blocks": 0,
                                    "block_convs": [1, 1]}
     assert not (trained / loop.CHECKPOINT_NAME).exists()  # removed once the bundle is written
@@ -250,3 +251,10 @@ def test_command_line_trains_from_a_params_file(corpus, tmp_path):
     meta = json.loads((out / "model.json").read_text())
     assert meta["train_params"]["epochs_run"] == 1 and meta["train_params"]["world_size"] == 1
     assert meta["arch_params"]["channels"] == [4]
+
+
+def test_utterances_seen_counts_per_corpus_and_label():
+    train = pd.DataFrame({"corpus": ["emodb", "emodb", "emovo", "emovo", "emovo"],
+                          "label": ["angry", "sad", "angry", "angry", "happy"]})
+    assert loop.utterances_seen(train, ["angry", "happy", "sad"]) == {
+        "emodb": {"angry": 1, "happy": 0, "sad": 1}, "emovo": {"angry": 2, "happy": 1, "sad": 0}}

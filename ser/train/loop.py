@@ -270,6 +270,16 @@ def _partition(utterances: pd.DataFrame, labels: Sequence[str], split: str) -> p
     return part
 
 
+def utterances_seen(train: pd.DataFrame, labels: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Training utterances per corpus and label, ``{corpus: {label: n}}`` (every label, 0
+    when absent), so a bundle says what it learnt from (a table without a ``corpus``
+    column counts as one corpus, ``""``)."""
+    corpus = (train["corpus"].fillna("").astype(str) if "corpus" in train.columns
+              else pd.Series("", index=train.index))
+    table = pd.crosstab(corpus, train["label"]).reindex(columns=list(labels), fill_value=0)
+    return {str(c): {str(lab): int(n) for lab, n in row.items()} for c, row in table.iterrows()}
+
+
 def _label_errors(utterances: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
     """Rows of train/val whose label is not in ``labels``: named, then ignored."""
     rows = utterances[utterances["split"].isin(["train", "val"]) & ~utterances["label"].isin(labels)]
@@ -643,6 +653,7 @@ def _train(utterances: pd.DataFrame, *, d: _Dist, dev: torch.device, out: Path, 
             "bf16_autocast": dev.type == "cuda", "num_workers": num_workers, "world_size": d.world,
             "best_epoch": best["epoch"], "epochs_run": len(history), "resumed": bool(resume),
             "n_train": len(train_df), "n_val": len(val_df), **counts,
+            "utterances_per_corpus": utterances_seen(train_df, labels),
             "n_ignored_labels": int((~utterances["label"].isin(labels)).sum()),
             "class_weights": dict(zip(labels, weights.tolist())),
             "pitch_shift_st": {k: round(v, 3) for k, v in pitch_shifts.items()},
