@@ -1,8 +1,10 @@
 """The fallback renderer: the prepared pages as HTML with mistune and nbconvert, without Quarto.
 
-Renders the same prepared sources as Quarto would, with the site's navbar, figures
-inlined from the staged notebooks, and a banner on every page saying why the fallback
-was used.
+Renders the same prepared sources as Quarto would, with the site's navbar and figures
+inlined from the staged notebooks. Why the fallback was used is said in small print: in
+the run-status section (:data:`ser.report.sections.RENDER_NOTE`) and in each page's
+footer, never in a box above what a reader came for. Inline TeX (``$T$``) is rendered as
+HTML (:func:`ser.report.readable.inline_math`): no MathJax, no network.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from ser.core import paths
 from ser.report.notebooks import Figure, cell_options, front_matter, split_front_matter
 from ser.report.pages import EMBED, ReportContext
 from ser.report.project import PAGES, quarto_config, write_text
-from ser.report.sections import fmt_when
+from ser.report.readable import inline_math
+from ser.report.sections import fmt_when, render_note
 from ser.report.state import StageState
 
 #: Folder of the report's static assets (fallback CSS, nbconvert template).
@@ -138,7 +141,7 @@ def _markdown_page(text: str, ctx: ReportContext, *, page: str, numbering: list[
         href = _rel(_site_path(state.page), page) if link_pages else None
         figures.append(_figure_html(fig, number=numbering[0], state=state, href=href))
         return f"\n<!--ser-figure-{len(figures) - 1}-->\n"
-    body = EMBED.sub(embed, body)
+    body = inline_math(EMBED.sub(embed, body))
     md, toc = _markdown_renderer()
     out = md(_callouts_to_html(body))
     for i, fig_html in enumerate(figures):
@@ -177,20 +180,16 @@ def _nav_html(ctx: ReportContext, *, page: str, self_contained: bool) -> str:
     return f'<nav class="ser-nav">{"".join(parts)}</nav>'
 
 
-def _banner(reason: str) -> str:
-    return (f'<div class="ser-banner" role="note"><strong>Fallback rendering.</strong> '
-            f"{html.escape(reason)}</div>")
-
-
-def _footer(ctx: ReportContext) -> str:
+def _footer(ctx: ReportContext, reason: str) -> str:
     run = ctx.run or {}
     bits = [f"profile {run.get('profile', '–')}"]
     if run.get("finished_utc"):
         bits.append(f"run finished {fmt_when(run['finished_utc'])}")
     if run.get("params_hash"):
         bits.append(f"parameters {str(run['params_hash'])[:12]}")
+    note = f'<br><small class="ser-render-note">{html.escape(reason)}</small>' if reason else ""
     return (f'<footer class="ser-footer">Rendered by ser.report (nbconvert fallback) · '
-            f"{html.escape(' · '.join(bits))}</footer>")
+            f"{html.escape(' · '.join(bits))}{note}</footer>")
 
 
 def _css() -> str:
@@ -217,18 +216,18 @@ def _title_block(meta: Mapping[str, Any]) -> str:
     return out + "</header>"
 
 
-def _html_page(*, title: str, banner: str, nav: str, header: str, body: str, toc: str,
+def _html_page(*, title: str, nav: str, header: str, body: str, toc: str,
                footer: str) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f"<title>{html.escape(title)}</title>\n<style>\n{_css()}\n</style>\n</head>\n"
-            f'<body class="ser-page">\n{banner}\n{nav}\n<div class="ser-layout">\n'
+            f'<body class="ser-page">\n{nav}\n<div class="ser-layout">\n'
             f'<main class="ser-main">\n{header}\n{body}\n</main>\n{toc}\n</div>\n{footer}\n'
             f"</body>\n</html>\n")
 
 
 def _notebook_html(nb: nbformat.NotebookNode, state: StageState, ctx: ReportContext, *, page: str,
-                   banner: str, self_contained: bool) -> str:
+                   reason: str, self_contained: bool) -> str:
     from nbconvert import HTMLExporter
 
     nb = copy.deepcopy(nb)
@@ -238,7 +237,7 @@ def _notebook_html(nb: nbformat.NotebookNode, state: StageState, ctx: ReportCont
     kept = []
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            cell.source = _callouts_to_html(cell.source)
+            cell.source = inline_math(_callouts_to_html(cell.source))
         elif cell.cell_type == "code":
             opts = cell_options(cell.source)
             if opts.get("include") is False:
@@ -269,10 +268,10 @@ def _notebook_html(nb: nbformat.NotebookNode, state: StageState, ctx: ReportCont
                             extra_template_basedirs=[str(ASSETS / "templates")],
                             exclude_input_prompt=True, exclude_output_prompt=True)
     resources = {"ser": {"css": _css(),
-                         "shell_top": banner + _nav_html(ctx, page=page,
+                         "shell_top": _nav_html(ctx, page=page,
                                                          self_contained=self_contained)
                          + '<div class="ser-layout">',
-                         "shell_bottom": "</div>" + _footer(ctx),
+                         "shell_bottom": "</div>" + _footer(ctx, reason),
                          "page_header": header},
                  "metadata": {"name": state.title}}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
@@ -287,33 +286,34 @@ def render_fallback(ctx: ReportContext, pages: Mapping[str, str], site: Path, *,
         ctx: the run's report context.
         pages: prepared sources by name (:func:`ser.report.pages.prepare_pages`).
         site: the site folder, ``results/site``.
-        reason: why the fallback renders, shown in the banner of every page.
+        reason: why the fallback renders, in small print in every page's footer and in
+            the run-status section (the sources' :data:`ser.report.sections.RENDER_NOTE`).
         self_contained: also write the single-file ``report.html``.
     """
     if site.exists():
         shutil.rmtree(site)
     site.mkdir(parents=True)
-    banner = _banner(reason)
+    pages = render_note(pages, f"Rendered without Quarto: {reason}")
     numbering = {p: [0] for p in (*PAGES, "report.qmd")}
     for src in PAGES:
         page = _site_path(src)
         meta, body, toc = _markdown_page(pages[src], ctx, page=page, numbering=numbering[src],
                                          link_pages=True)
-        doc = _html_page(title=str(meta.get("title", page)), banner=banner,
+        doc = _html_page(title=str(meta.get("title", page)),
                          nav=_nav_html(ctx, page=page, self_contained=self_contained),
                          header=_title_block(meta), body=body, toc=_toc_html(toc),
-                         footer=_footer(ctx))
+                         footer=_footer(ctx, reason))
         write_text(site / page, doc)
     for state in ctx.states:
         page = _site_path(state.page)
-        doc = _notebook_html(ctx.notebooks[state.stage], state, ctx, page=page, banner=banner,
+        doc = _notebook_html(ctx.notebooks[state.stage], state, ctx, page=page, reason=reason,
                              self_contained=self_contained)
         write_text(site / page, doc)
     if self_contained:
         meta, body, toc = _markdown_page(pages["report.qmd"], ctx, page="report.html",
                                          numbering=numbering["report.qmd"], link_pages=False)
         body = re.sub(r'href="(?!#|data:)[^"]*"', 'href="#"', body)  # no links out of the file
-        doc = _html_page(title=str(meta.get("title", "Report")), banner=banner, nav="",
+        doc = _html_page(title=str(meta.get("title", "Report")), nav="",
                          header=_title_block(meta), body=body, toc=_toc_html(toc),
-                         footer=_footer(ctx))
+                         footer=_footer(ctx, reason))
         write_text(site / "report.html", doc)

@@ -23,7 +23,15 @@ from ser.core import paths
 from ser.report import privacy
 from ser.report.notebooks import Figure, front_matter, notebook_figures, read_notebook, split_front_matter
 from ser.report.project import PAGES, write_text
-from ser.report.sections import SINGLE_FILE_NOTE, callout, sentence, unavailable, write_generated_inputs
+from ser.report.readable import plain_progress
+from ser.report.sections import (
+    SINGLE_FILE_NOTE,
+    callout,
+    is_cohort_run,
+    sentence,
+    unavailable,
+    write_generated_inputs,
+)
 from ser.report.state import StageState, load_run_record, read_table, stage_states
 
 _INCLUDE = re.compile(r"^[ \t]*\{\{<\s*include\s+(\S+?)\s*>\}\}[ \t]*$", re.MULTILINE)
@@ -42,6 +50,9 @@ class ReportContext:
         scrub: the scrubber of recording paths and file names.
         notebooks: staged (scrubbed) notebooks by stage.
         figures: labelled figures of the stages whose figures may be shown.
+        cohort: whether the run is a cohort study
+            (:func:`ser.report.sections.is_cohort_run`); a model-only run's findings
+            page is the model report (``report/model_report.qmd``).
     """
 
     results_dir: Path
@@ -50,6 +61,7 @@ class ReportContext:
     scrub: privacy.Scrubber
     notebooks: dict[str, nbformat.NotebookNode]  # staged (scrubbed) notebooks by stage
     figures: dict[str, dict[str, Figure]]  # of stages whose figures may be shown
+    cohort: bool = True  # a cohort study; False: a model-only run, shown as a model report
 
     def state(self, stage: str) -> StageState | None:
         """State of the stage named ``stage``, or ``None``."""
@@ -112,6 +124,9 @@ def _combined_report(index_meta: Mapping[str, Any], index_body: str, methods_bod
             + "\n")
 
 
+#: Findings page of a run that trained and evaluated a model but studied no cohort.
+MODEL_REPORT: Path = paths.ROOT / "report" / "model_report.qmd"
+
 _KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 
@@ -149,6 +164,7 @@ def _stage_notebook(state: StageState, scrub: privacy.Scrubber) -> nbformat.Note
     if nb is None:
         return scrub.notebook(_placeholder_notebook(state))
     _restyle_papermill_error_cells(nb)
+    plain_progress(nb)  # progress bars and warnings as plain text, never error-styled
     if state.status != "ok":
         pos = 1 if nb.cells and front_matter(nb) else 0
         nb.cells.insert(pos, nbformat.v4.new_markdown_cell(_status_callout(state)))
@@ -202,7 +218,8 @@ def build_context(results_dir: Path, *, self_contained: bool) -> ReportContext:
         if st.status == "ok":
             figures[st.stage] = notebook_figures(nb)
     write_generated_inputs(results_dir, run, states, scrub, self_contained=self_contained)
-    return ReportContext(results_dir, run, states, scrub, notebooks, figures)
+    return ReportContext(results_dir, run, states, scrub, notebooks, figures,
+                         cohort=is_cohort_run(run, states))
 
 
 def prepare_pages(ctx: ReportContext, *, self_contained: bool) -> dict[str, str]:
@@ -211,6 +228,8 @@ def prepare_pages(ctx: ReportContext, *, self_contained: bool) -> dict[str, str]
     bodies: dict[str, tuple[dict[str, Any], str]] = {}
     for page in PAGES:
         src = paths.ROOT / page
+        if page == "index.qmd" and not ctx.cohort:
+            src = MODEL_REPORT
         if not src.is_file():
             raise FileNotFoundError(f"{src} is missing: the report's page sources live at the "
                                     "repository root")

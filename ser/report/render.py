@@ -23,8 +23,8 @@ placeholder page saying why.
 With the Quarto CLI on PATH the prepared sources are rendered by ``quarto render`` in a
 staging project (``results/report/quarto/``, a copy of ``_quarto.yml`` with its output
 redirected; :mod:`ser.report.quarto`); without it the fallback renders the same text with
-mistune and nbconvert (:mod:`ser.report.fallback`) and says so in a banner at the top of
-every page. Every rendered file is then scanned for the recordings' paths and file names
+mistune and nbconvert (:mod:`ser.report.fallback`) and says so in small print in the
+run-status section and each page's footer. Every rendered file is then scanned for the recordings' paths and file names
 (:func:`ser.report.privacy.check_site`); a hit removes the page and raises
 :class:`ser.report.privacy.PrivacyError`. The headless-browser check of the rendered site
 is :mod:`ser.report.browser`.
@@ -46,6 +46,7 @@ from ser.report import privacy
 from ser.report.fallback import render_fallback
 from ser.report.pages import build_context, prepare_pages
 from ser.report.quarto import QuartoError, find_quarto, render_quarto
+from ser.report.sections import render_note
 from ser.report.state import read_table
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ def render_site(*, results_dir: str | os.PathLike[str] | None = None,
     if use:
         assert quarto is not None
         try:
-            render_quarto(quarto, ctx, pages, site, self_contained=self_contained)
+            render_quarto(quarto, ctx, render_note(pages, "Rendered with Quarto."), site,
+                          self_contained=self_contained)
         except (QuartoError, subprocess.TimeoutExpired) as exc:
             reason = ("quarto render failed, so this site was rendered with the nbconvert "
                       "fallback; see the run log for Quarto's error.")

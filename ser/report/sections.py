@@ -19,6 +19,14 @@ import pandas as pd
 
 from ser.data.schema import LEVELS, PHASES
 from ser.report import privacy
+from ser.report.findings import (
+    effects,
+    findings_summary_markdown,
+    glossary_markdown,
+    recognition_summary,
+    shown_value,
+)
+from ser.report.names import ANALYSES, analysis_heading, display_name, term_name
 from ser.report.project import write_text
 from ser.report.state import StageState, read_provenance, read_table
 
@@ -115,49 +123,63 @@ def cohort_markdown(recordings: pd.DataFrame) -> str:
 
 
 def mixed_models_markdown(table: pd.DataFrame, *, alpha: float = 0.05, max_rows: int = 20) -> str:
-    """Fixed effects of the mixed models, strongest evidence first, with a plain reading.
+    """Fixed effects of the mixed models, grouped by analysis, strongest evidence first.
+
+    Each analysis gets a heading and one line saying what it asks, so the same measure and
+    effect under two analyses never look like duplicated rows. Measures and effects carry
+    the reader's names and units of :mod:`ser.report.names` (fractions shown in %).
 
     Args:
         table: ``mixed_models.csv`` rows of the analyses that may be shown.
         alpha: false-discovery rate under which an effect counts as clear evidence.
-        max_rows: rows shown; the rest are counted (the full table is in the notebooks).
+        max_rows: rows shown per analysis; the rest are counted.
     """
     if table.empty:
         return "No model results are available.\n"
-    df = table.copy()
-    term = df["term"].astype(str)
-    df = df[~term.str.contains(r"intercept|group var|^re_|residual", case=False, regex=True)]
+    df = effects(table)
     if df.empty:
         return "The models report no fixed effects besides their intercepts.\n"
-    df["_p"] = pd.to_numeric(df.get("p_fdr"), errors="coerce")
     df = df.sort_values("_p", na_position="last", kind="stable")
     n_clear = int((df["_p"] < alpha).sum())
-    rows = []
-    for _, r in df.head(max_rows).iterrows():
-        conv = str(r.get("converged", "True")).strip().lower() not in ("false", "0", "no")
-        reading = "clear evidence" if r["_p"] < alpha else "no clear evidence"
-        if not conv:
-            reading += " (model did not converge)"
-        est = r.get("estimate")
-        estimate = ("omnibus test" if pd.isna(pd.to_numeric(est, errors="coerce"))
-                    else f"{_fmt(est)} [{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]")
-        analysis = str(r.get("analysis", "")).replace("_", "-")
-        model = str(r.get("model", "") if pd.notna(r.get("model")) else "").replace("_", " ")
-        rows.append([f"{analysis}<br><small>{model}</small>" if model else analysis,
-                     f"`{r.get('feature', '')}`", _term_label(str(r.get("term", ""))),
-                     estimate, _fmt_p(r["_p"]), reading])
-    table_md = _md_table(["Analysis (model)", "Measure", "Effect", "Estimate [95% CI]",
-                          "p (FDR)", "Reading"], rows, ["l", "l", "l", "r", "r", "l"])
+    analyses = list(dict.fromkeys(df.get("analysis", pd.Series(["", ] * len(df))).astype(str)))
+    order = [a for a in ANALYSES if a in analyses] + [a for a in analyses if a not in ANALYSES]
+    blocks = []
+    for analysis in order:
+        sub = df[df["analysis"].astype(str) == analysis] if "analysis" in df else df
+        heading, question = analysis_heading(analysis)
+        rows = []
+        for _, r in sub.head(max_rows).iterrows():
+            conv = str(r.get("converged", "True")).strip().lower() not in ("false", "0", "no")
+            reading = "clear evidence" if r["_p"] < alpha else "no clear evidence"
+            if not conv:
+                reading += " (model did not converge)"
+            feature = str(r.get("feature", ""))
+            est = r.get("estimate")
+            estimate = ("test of all levels together"
+                        if pd.isna(pd.to_numeric(est, errors="coerce"))
+                        else f"{shown_value(est, feature)} [{shown_value(r.get('ci_low'), feature)}, "
+                             f"{shown_value(r.get('ci_high'), feature)}]")
+            model = _MODEL_NAMES.get(str(r.get("model", "")), "")
+            rows.append([display_name(feature), term_name(str(r.get("term", "")))
+                         + (f"<br><small>{model}</small>" if model else ""),
+                         estimate, _fmt_p(r["_p"]), reading])
+        more = len(sub) - len(rows)
+        tail = (f"\n{more} further effects of this analysis, none with clearer evidence, are in "
+                "its notebook page.\n" if more > 0 else "")
+        blocks.append(f"#### {heading}\n\n*{question}*\n\n"
+                      + _md_table(["Measure", "Effect", "Estimate [95% CI]", "p (FDR)", "Reading"],
+                                  rows, ["l", "l", "r", "r", "l"]) + tail)
     n_cg = pd.to_numeric(df.get("n_caregivers"), errors="coerce").max()
-    more = len(df) - len(rows)
-    tail = (f"\n{more} further effects, none with clearer evidence, are in the analysis "
-            "notebooks and in `results/tables/mixed_models.csv` (with raw p-values and the "
-            "number of observations).\n" if more > 0 else "")
     who = f" on up to {int(n_cg)} caregivers" if pd.notna(n_cg) else ""
     return (f"{len(df)} effects were tested{who}; **{n_clear}** reach a false-discovery rate "
             f"below {alpha:g} (*clear evidence*). *No clear evidence* means the data are "
             "compatible with no effect, which is not the same as showing there is none. "
-            f"Effects are listed from the strongest evidence down.\n\n{table_md}{tail}")
+            "Within each analysis, effects are listed from the strongest evidence down.\n\n"
+            + "\n".join(blocks))
+
+
+#: How each model of ``mixed_models.csv`` codes training level, for the reader.
+_MODEL_NAMES = {"level_trend": "levels as ordered steps", "level_categories": "levels as categories"}
 
 
 def sentence(text: str) -> str:
@@ -175,26 +197,6 @@ def _int(x: Any) -> str:
         return "–"
 
 
-#: Readable names of model terms (reference levels as coded in ``ser.stats.mixed``).
-_LEVEL_NAMES = {"phase": "{} vs. control", "level": "{} vs. untrained"}
-_TERM_NAMES = {"phase": "phase (omnibus)", "level": "training level (omnibus)",
-               "level_trend": "training level (per step)", "time": "time in session"}
-
-
-def _term_label(term: str) -> str:
-    """``phase[care]:level_trend`` → ``care vs. control × training level (per step)``."""
-    parts = []
-    for piece in term.split(":"):
-        piece = piece.strip()
-        m = re.match(r"^(?:C\()?([\w.]+?)(?:,[^)]*)?\)?\[(?:T\.)?([^\]]+)\]$", piece)
-        if m:
-            fmt = _LEVEL_NAMES.get(m.group(1), m.group(1) + ": {}")
-            parts.append(fmt.format(m.group(2)))
-        else:
-            parts.append(_TERM_NAMES.get(piece, piece))
-    return " × ".join(parts)
-
-
 def stages_markdown(states: Sequence[StageState], *, link: bool = True) -> str:
     """Run status table: one row per stage with its status and reason."""
     rows = []
@@ -203,7 +205,73 @@ def stages_markdown(states: Sequence[StageState], *, link: bool = True) -> str:
         secs = f"{s.seconds:.0f} s" if s.seconds is not None else "–"
         rows.append([name, f"**{s.status}**" if s.status != "ok" else "ok", secs,
                      sentence(s.reason) if s.reason else ""])
-    return _md_table(["Stage", "Status", "Time", "Note"], rows, ["l", "l", "r", "l"])
+    return (_md_table(["Stage", "Status", "Time", "Note"], rows, ["l", "l", "r", "l"])
+            + f'\n<p class="ser-render-note"><small>{RENDER_NOTE}</small></p>\n')
+
+
+#: Placeholder in the run-status section for how the site was rendered; each renderer
+#: replaces it (:func:`render_note`), so the notice stays in small print there and never
+#: opens a reader's page.
+RENDER_NOTE: str = "@@ser-render-note@@"
+
+
+def render_note(pages: Mapping[str, str], note: str) -> dict[str, str]:
+    """``pages`` with the :data:`RENDER_NOTE` placeholder replaced by ``note`` (escaped)."""
+    import html
+
+    text = html.escape(note)
+    return {name: src.replace(RENDER_NOTE, text) for name, src in pages.items()}
+
+
+def is_demo(run: Mapping[str, Any] | None) -> bool:
+    """The run used the synthetic demonstration data (its profile says demo or smoke)."""
+    return bool(re.search(r"demo|smoke", str((run or {}).get("profile") or ""), re.IGNORECASE))
+
+
+#: Stage suffixes of the cohort study (after the model stages 01-03).
+COHORT_STAGES: tuple[str, ...] = ("inference", "time_dependent", "time_invariant", "delta")
+
+
+def is_cohort_run(run: Mapping[str, Any] | None, states: Sequence[StageState]) -> bool:
+    """Whether the run is a cohort study (report on caregivers) or only trains and
+    evaluates a model (``ser run --profile emodb --to 03_evaluate``: a model report).
+
+    A cohort study has run, or tried to run, a cohort stage (04-07), or indexes a
+    cohort manifest in stage 01 (``manifest`` other than ``none``). Without a run record
+    the cohort report (saying that nothing can be shown) is kept.
+    """
+    if run is None:
+        return True
+    for s in states:
+        if any(s.stage == c or s.stage.endswith("_" + c) for c in COHORT_STAGES) \
+                and s.status not in ("pending", "not run"):
+            return True
+    pre = _state_of(states, "preprocess")
+    manifest = (pre.params or {}).get("manifest") if pre is not None else None
+    return manifest not in (None, "", "none", "None", False)
+
+
+def _model_labels(results_dir: Path, states: Sequence[StageState]) -> list[str]:
+    """Emotion labels of the run's model (``model.json`` of its ``model_name``)."""
+    for suffix in ("evaluate", "train", "inference"):
+        name = _stage_params(states, _state_of(states, suffix).stage).get("model_name") \
+            if _state_of(states, suffix) is not None else None
+        if name:
+            card = results_dir / "models" / str(name) / "model.json"
+            if card.is_file():
+                try:
+                    return [str(x) for x in json.loads(card.read_text(encoding="utf-8"))
+                            .get("labels", [])]
+                except json.JSONDecodeError:
+                    return []
+    cards = sorted((results_dir / "models").glob("*/model.json"))
+    if len(cards) == 1:
+        try:
+            return [str(x) for x in json.loads(cards[0].read_text(encoding="utf-8"))
+                    .get("labels", [])]
+        except json.JSONDecodeError:
+            return []
+    return []
 
 
 def run_summary_markdown(run: Mapping[str, Any] | None, states: Sequence[StageState], *,
@@ -215,7 +283,7 @@ def run_summary_markdown(run: Mapping[str, Any] | None, states: Sequence[StageSt
                        "a run and none is shown. Run the pipeline with `ser run` (or `make run`).")
     out = []
     profile = str(run.get("profile") or "unknown")
-    if re.search(r"demo|smoke", profile, re.IGNORECASE):
+    if is_demo(run):
         out.append(callout("note", "Demonstration data",
                            f"This report was produced with the **{profile}** profile on "
                            "synthetic recordings generated by the pipeline itself. The numbers "
@@ -441,6 +509,24 @@ def write_generated_inputs(results_dir: Path, run: Mapping[str, Any] | None,
                                      "analysis", st, analysis))
     body = mixed_models_markdown(pd.concat(shown)) if shown else ""
     files["_mixed_models.md"] = body + ("\n" if body else "") + "\n".join(notes)
+    mixed = pd.concat(shown) if shown else None
+    evaluate = _state_of(states, "evaluate")
+    evaluated = evaluate is not None and evaluate.stage in ok
+    labels = _model_labels(results_dir, states)
+    tables = results_dir / "tables" if evaluated else None
+    files["_summary.md"] = findings_summary_markdown(tables, mixed, demo=is_demo(run),
+                                                     n_labels=len(labels) or None)
+    files["_model_summary.md"] = (is_demo(run) and "**Demonstration data:** synthetic speech "
+                                  "generated by the pipeline; the figures below say nothing "
+                                  "about real speakers.\n\n" or "") + recognition_summary(
+        tables, n_labels=len(labels) or None)
+    columns = (list(dict.fromkeys(mixed["feature"].astype(str))) if mixed is not None
+               and "feature" in mixed else [])
+    columns = columns or [*(f"p_{lab}__mean" for lab in labels), "f0_hz__median",
+                          "energy_db__mean", "speech_ratio"]
+    terms = (list(dict.fromkeys(effects(mixed)["term"].astype(str))) if mixed is not None
+             else ["phase[care]", "level_trend", "phase[care]:level_trend"])
+    files["_glossary.md"] = glossary_markdown(columns, terms)
     files["_stages.md"] = stages_markdown(states)
     files.update(methods_sections(results_dir, run, states))
     for name, text in files.items():
