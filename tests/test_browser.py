@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_report import build_results  # tests/ is on sys.path under pytest
+from test_report import STAGES, _notebook, build_results  # tests/ is on sys.path under pytest
 
 from ser.report import browser, render
 
@@ -36,6 +36,62 @@ def test_pages_load_without_errors(site: Path, tmp_path: Path, page: str, n_imag
     assert result["external_requests"] == []  # opens offline
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def successful_results(root: Path) -> Path:
+    """``build_results`` turned into a run where every stage succeeded (no stale notebook,
+    no failure), with a progress bar on stderr and inline maths in the notebooks."""
+    import json
+
+    import nbformat
+
+    res = build_results(root)
+    run = json.loads((res / "run.json").read_text())
+    figures = {"05_time_dependent": {"fig-trajectories": ("Trajectories.", "Lines", "tab:blue")},
+               "07_delta": {"fig-delta": ("Change per caregiver.", "Points", "tab:orange")}}
+    for rec in run["stages"]:
+        stage = rec["stage"]
+        rec.update(status="ok", error=None, executed=f"notebooks/{stage}.ipynb")
+        if stage in ("04_inference", "05_time_dependent", "07_delta"):
+            nb = _notebook(stage, stage, rec["params"], figures=figures.get(stage))
+            nbformat.write(nb, res / "notebooks" / f"{stage}.ipynb")
+    nb = nbformat.read(res / "notebooks" / "03_evaluate.ipynb", as_version=4)
+    bar = nbformat.v4.new_code_cell("calibrate()")
+    bar.outputs = [nbformat.v4.new_output("stream", name="stderr",
+                                          text="  0%|  | 0/5\r100%|##| 5/5 [00:01<00:00, 5it/s]\n")]
+    nb.cells += [nbformat.v4.new_markdown_cell("Temperature $T$; $T > 1$: over-confident."), bar]
+    nbformat.write(nb, res / "notebooks" / "03_evaluate.ipynb")
+    (res / "run.json").write_text(json.dumps(run))
+    return res
+
+
+def test_every_page_reads_cleanly_at_1400_px(tmp_path: Path) -> None:
+    """Issue 18 item 7: every page of a successful run, as a reader sees it at 1400 px."""
+    site = render.render_site(results_dir=successful_results(tmp_path), use_quarto=False).parent
+    pages = sorted(site.rglob("*.html"))
+    assert len(pages) == 2 + len(STAGES) + 1  # index, methods, a page per stage, report.html
+    for page in pages:
+        shot = tmp_path / "shots" / (page.relative_to(site).as_posix().replace("/", "_") + ".png")
+        result = browser.browser_check(page, screenshot=shot, width=1400)
+        name = page.relative_to(site).as_posix()
+        assert result["console_errors"] == [], name
+        assert result["broken_images"] == [], name
+        assert result["error_boxes"] == [], name
+        assert result["raw_math"] == [], name
+        assert result["code_names"] == [], name
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_check_flags_raw_maths_error_boxes_and_code_names(tmp_path: Path) -> None:
+    page = tmp_path / "raw.html"
+    page.write_text('<!DOCTYPE html><html><head><title>raw</title></head><body>'
+                    '<p>divide by $T$ where mean energy_db__mean rose</p>'
+                    '<div data-mime-type="application/vnd.jupyter.stderr">50%|#</div>'
+                    '<div class="ser-for-analysts">speech_ratio</div></body></html>')
+    result = browser.browser_check(page, screenshot=None, width=1400)
+    assert result["raw_math"] == ["$T$"]
+    assert result["code_names"] == ["energy_db"]  # the glossary for analysts is exempt
+    assert len(result["error_boxes"]) == 1
 
 
 def test_check_reports_errors_and_broken_images(tmp_path: Path) -> None:

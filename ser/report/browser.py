@@ -4,6 +4,9 @@
 ``file://``, and reports what a reader's browser would see: console errors and
 uncaught exceptions, images that did not load (``naturalWidth == 0``), and requests
 that left the machine (anything but ``file:``, ``data:``, ``about:``, ``blob:``);
+what a reader sees that a report must not show: error-styled boxes
+(:data:`ERROR_SELECTORS`), raw ``$…$`` maths, and code names of the tables
+(:data:`ser.report.names.CODE_NAMES`, outside the analysts' glossary) in the visible text;
 optionally it saves a full-page PNG screenshot. ``ser run`` uses it on
 ``results/site/index.html`` when Chromium is installed (:func:`find_chromium`), and
 the browser test of the report skips without it. Talking to the browser needs
@@ -15,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +26,17 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from ser.report.names import code_names_in
+
+#: Elements styled as an error or a failure: notebook stderr/error output (nbconvert and
+#: Quarto) and "important" callouts (a failed stage). None belongs on a successful run.
+ERROR_SELECTORS: tuple[str, ...] = (
+    '[data-mime-type="application/vnd.jupyter.stderr"]', ".cell-output-stderr",
+    ".cell-output-error", ".callout-important", ".ser-banner",
+)
+#: Inline TeX left as raw text (``$T$``): maths that did not render.
+RAW_MATH = re.compile(r"(?<![\\$\w])\$[^$\s][^$\n]{0,80}?(?<!\s)\$(?![\w$])")
 
 
 def find_chromium() -> str | None:
@@ -53,7 +68,9 @@ def browser_check(index_html: str | os.PathLike[str], *,
     Returns:
         ``{"url", "title", "console_errors": [str], "images": [{"src", "alt",
         "natural_width"}], "broken_images": [str], "external_requests": [str],
-        "screenshot": str | None}``.
+        "error_boxes": [str], "raw_math": [str], "code_names": [str],
+        "screenshot": str | None}`` (``code_names``: in the visible text outside
+        ``.ser-for-analysts``; the folded code of notebook pages is not visible text).
 
     Raises:
         FileNotFoundError: the page or the browser is missing.
@@ -205,12 +222,19 @@ def _inspect_page(conn: Any, page: Path, *, screenshot: str | os.PathLike[str] |
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not finish loading within {timeout_s:.0f} s")
         events.append(recv())
-    state = call("Runtime.evaluate", returnByValue=True, awaitPromise=True, expression="""
+    state = call("Runtime.evaluate", returnByValue=True, awaitPromise=True, expression=
+                 f"const ERROR_SELECTORS = {json.dumps(', '.join(ERROR_SELECTORS))};" + """
         (async () => {
           const imgs = Array.from(document.images);
           await Promise.all(imgs.map(i => i.complete ? null :
               new Promise(r => { i.onload = r; i.onerror = r; })));
-          return {title: document.title,
+          const analysts = Array.from(document.querySelectorAll('.ser-for-analysts'));
+          analysts.forEach(e => { e.dataset.serDisplay = e.style.display; e.style.display = 'none'; });
+          const text = document.body ? document.body.innerText : '';
+          analysts.forEach(e => { e.style.display = e.dataset.serDisplay; });
+          const boxes = Array.from(document.querySelectorAll(ERROR_SELECTORS)).map(
+              e => (e.className || e.tagName) + ': ' + (e.innerText || '').trim().slice(0, 80));
+          return {title: document.title, text: text, error_boxes: boxes,
                   height: Math.ceil(document.documentElement.scrollHeight),
                   images: imgs.map(i => ({src: i.currentSrc.startsWith('data:') ? i.currentSrc.slice(0, 40) + '…' : i.currentSrc, alt: i.alt,
                                           natural_width: i.naturalWidth}))};
@@ -244,7 +268,10 @@ def _inspect_page(conn: Any, page: Path, *, screenshot: str | os.PathLike[str] |
         shot_path.write_bytes(base64.b64decode(data))
         shot = str(shot_path)
     images = state["images"]
+    text = str(state.get("text") or "")
     return {"url": url, "title": state["title"], "console_errors": console_errors,
-            "images": images,
+            "images": images, "error_boxes": list(state.get("error_boxes") or []),
+            "raw_math": sorted(set(RAW_MATH.findall(text))),
+            "code_names": code_names_in(text),
             "broken_images": [i["src"] for i in images if not i["natural_width"]],
             "external_requests": sorted(set(external)), "screenshot": shot}
