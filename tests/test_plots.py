@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -52,8 +53,8 @@ def test_trajectories_units_and_level_order(windows: pd.DataFrame) -> None:
     fig = P.plot_trajectories(s)
     assert isinstance(fig, Figure)
     axes = fig.axes
-    assert axes[0].get_ylabel() == "F0 (Hz)"
-    assert axes[2].get_ylabel() == "P(happy) (probability)"
+    assert axes[0].get_ylabel() == "pitch (Hz)"  # issue 18 item 4: the tables' wording
+    assert axes[2].get_ylabel() == "probability of happy speech"  # unit said once (none)
     assert axes[-1].get_xlabel() == "time (fraction of recording)"
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert [t.split(" ")[0] for t in texts] == list(schema.LEVELS)
@@ -71,8 +72,8 @@ def test_descriptors_figure(desc: pd.DataFrame) -> None:
     fig = P.plot_descriptors(shuffled, features=["f0_hz__median", "p_happy__mean"])
     assert isinstance(fig, Figure)
     ax0, ax1 = fig.axes[:2]
-    assert ax0.get_ylabel() == "F0, median (Hz)"
-    assert ax1.get_ylabel() == "P(happy), mean (probability)"
+    assert ax0.get_ylabel() == "median pitch (Hz)"
+    assert ax1.get_ylabel() == "probability of happy speech (mean over windows)"
     assert ax0.get_xlabel() == "training level"
     assert _level_ticks(ax0) == list(schema.LEVELS)
     assert ax0.get_xticklabels()[1].get_text() == "beginner\n(n=3)"
@@ -90,11 +91,12 @@ def test_forest_plot(desc: pd.DataFrame) -> None:
     fig = P.plot_forest(mm, model="level_trend")
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "estimate (Hz), 95 % CI"
-    assert fig.axes[1].get_xlabel() == "estimate (dB), 95 % CI"
+    assert ax.get_title() == "median pitch (Hz)" and ax.get_xlabel() == "estimate with 95 % CI"
+    assert fig.axes[1].get_title() == "mean loudness (dB)"
     top_down = [t.get_text() for t in sorted(ax.get_yticklabels(),
                                              key=lambda t: -t.get_position()[1])]
-    assert top_down == ["phase[care]", "level_trend", "phase[care]:level_trend"]
+    assert top_down == ["care vs. control", "per step of training level",
+                        "care vs. control, per step of training level"]
     with pytest.raises(ValueError, match="no estimated terms"):
         P.plot_forest(mm, model="missing")
 
@@ -104,7 +106,7 @@ def test_delta_figure(desc: pd.DataFrame) -> None:
     fig = P.plot_delta(dt, features=["f0_hz__median", "p_happy__mean"])
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
-    assert ax.get_ylabel() == "Δ care − control: F0, median (Hz)"
+    assert ax.get_ylabel() == "change care − control: median pitch (Hz)"
     assert _level_ticks(ax) == list(schema.LEVELS)
     assert sum(len(c.get_offsets()) for c in ax.collections) == 10  # one per caregiver
     rel = P.plot_delta(dt, features=["f0_hz__median"], value="delta_rel")
@@ -136,3 +138,49 @@ def test_level_classification_figure() -> None:
     skipped = res.summary.assign(kind="skipped")
     with pytest.raises(ValueError, match="no model rows"):
         P.plot_level_classification(skipped, res.null)
+
+
+def _legend_covers_data(fig: Figure) -> list[str]:
+    """Legends whose box overlaps the data area of an axes."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    hits = []
+    for leg in legends:
+        box = leg.get_window_extent(renderer)
+        for ax in fig.axes:
+            if ax.get_visible() and box.overlaps(ax.get_window_extent(renderer)):
+                hits.append(f"legend over axes {ax.get_title() or ax.get_ylabel()!r}")
+    return hits
+
+
+def test_figures_for_readers(windows: pd.DataFrame, desc: pd.DataFrame) -> None:
+    """Issue 18 item 4: legends never over data, page-wide panels, readable ticks, no code
+    names, fractions in % as in the tables."""
+    from ser.report import names
+
+    b = descriptors.time_binned(windows, features=["f0_hz", "speech_ratio"], time_bins=4)
+    mm = mixed.mixed_models_table(desc, features=["f0_hz__median", "speech_ratio"],
+                                  models={"level_trend": "phase * level_trend"}, analysis="x",
+                                  progress=False)
+    figs = {"trajectories": P.plot_trajectories(trajectory.trajectory_summary(
+                b, features=["f0_hz", "speech_ratio"])),
+            "descriptors": P.plot_descriptors(desc, features=["f0_hz__median", "speech_ratio",
+                                                              "p_happy__mean"]),
+            "forest": P.plot_forest(mm, model="level_trend"),
+            "delta": P.plot_delta(deltas.delta_table(desc, eps_rule="rel:0.05"),
+                                  features=["f0_hz__median", "p_happy__mean"])}
+    for name, fig in figs.items():
+        assert _legend_covers_data(fig) == [], name
+        assert fig.get_figwidth() >= P.PAGE_WIDTH_IN, name
+        texts = [t.get_text() for ax in fig.axes for t in
+                 (ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_yticklabels())]
+        texts += [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+        assert names.code_names_in(" | ".join(texts)) == [], (name, texts)
+        for ax in fig.axes:
+            assert all(t.get_fontsize() >= P.TICK_PT for t in ax.get_xticklabels()), name
+    ratio = desc.groupby(["caregiver", "level", "phase"])["speech_ratio"].mean()
+    ys = np.concatenate([c.get_offsets()[:, 1] for c in figs["descriptors"].axes[1].collections
+                         if len(c.get_offsets())])
+    assert np.isclose(ys.max(), 100 * ratio.max())  # shown in %, as its label says
+    assert figs["descriptors"].axes[1].get_ylabel() == "share of time speaking (%)"

@@ -2,9 +2,12 @@
 
 Conventions: training levels always in their natural order (untrained → expert) with an
 ordered, colour-blind-safe palette (viridis); phases with the Okabe–Ito blue/vermillion
-pair; units on every axis (see :func:`ser.stats.names.axis_label`); one point per
-caregiver drawn over the box summary. Every function returns a
-:class:`matplotlib.figure.Figure` and never calls ``plt.show``.
+pair; the reader's names with their unit said once, worded as in the report's tables
+(:func:`ser.report.names.display_name`, :func:`ser.report.names.term_name`); legends
+outside the panels so they never cover data; tick labels at least 9 pt; multi-panel
+figures as wide as the report page (:data:`PAGE_WIDTH_IN`); one point per caregiver drawn
+over the box summary. Every function returns a :class:`matplotlib.figure.Figure` and
+never calls ``plt.show``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from ser.data.schema import LEVELS, PHASES
-from ser.stats.names import axis_label, pretty_name, unit_of
+from ser.report.names import display_name, display_scale, feature_name, feature_unit, term_name
 
 #: Ordered, colour-blind-safe colours of the training levels (viridis, light → dark reversed
 #: so that "more training" reads as "darker").
@@ -31,6 +34,22 @@ LEVEL_PALETTE: dict[str, tuple[float, float, float]] = dict(
 PHASE_PALETTE: dict[str, str] = {"control": "#0072B2", "care": "#D55E00"}
 #: Axis label of the training level.
 LEVEL_AXIS = "training level"
+#: Width of a multi-panel figure in inches: the report's text column at 100 % zoom.
+PAGE_WIDTH_IN: float = 12.0
+#: Smallest font size of tick labels (pt), readable at 100 % zoom.
+TICK_PT: float = 9.0
+
+
+def _readable(fig: Figure) -> Figure:
+    """Tick labels of every axis at least :data:`TICK_PT`."""
+    for ax in fig.axes:
+        ax.tick_params(labelsize=max(TICK_PT, 9.0))
+    return fig
+
+
+def _scaled(values: pd.Series | np.ndarray, column: str) -> np.ndarray:
+    """Values of ``column`` as the tables show them (fractions in %)."""
+    return np.asarray(values, dtype=float) * display_scale(column)
 
 
 @contextlib.contextmanager
@@ -46,11 +65,11 @@ def _levels_present(values: pd.Series) -> list[str]:
     return [lv for lv in LEVELS if lv in present]
 
 
-def _grid(n: int, *, ncols: int, width: float = 4.2, height: float = 3.4,
+def _grid(n: int, *, ncols: int, height: float = 3.4,
           sharey: bool = False) -> tuple[Figure, np.ndarray]:
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_WIDTH_IN, height * nrows),
                              squeeze=False, sharey=sharey, layout="constrained")
     for ax in axes.flat[n:]:
         ax.set_visible(False)
@@ -95,7 +114,7 @@ def plot_trajectories(
     phases = [p for p in PHASES if p in set(summary["phase"])]
     levels = _levels_present(summary["level"])
     unit = str(summary["time_unit"].iloc[0]) if "time_unit" in summary else ""
-    fig, axes = plt.subplots(len(feats), len(phases), figsize=(5.0 * len(phases), 2.6 * len(feats)),
+    fig, axes = plt.subplots(len(feats), len(phases), figsize=(PAGE_WIDTH_IN, 2.8 * len(feats)),
                              squeeze=False, sharex=True, layout="constrained")
     for i, f in enumerate(feats):
         sub = summary[summary["feature"] == f]
@@ -111,14 +130,16 @@ def plot_trajectories(
                     continue
                 n = int(s["n_caregivers"].max()) if "n_caregivers" in s else 0
                 band = n >= min_n_band
-                ax.plot(s["time"], s["mean"], color=LEVEL_PALETTE[lv], lw=1.8,
+                k = display_scale(f)
+                ax.plot(s["time"], s["mean"] * k, color=LEVEL_PALETTE[lv], lw=1.8,
                         ls="-" if band else "--",
                         label=f"{lv} (n={n}{'' if band else ', no band'})")
                 if band:
-                    ax.fill_between(s["time"], s["ci_low"], s["ci_high"],
+                    ax.fill_between(s["time"], s["ci_low"] * k, s["ci_high"] * k,
                                     color=LEVEL_PALETTE[lv], alpha=0.18, lw=0)
-            ax.set_title(f"{pretty_name(f)} · {ph}", fontsize=10)
-            ax.set_ylabel(axis_label(f) if j == 0 else "")
+            if i == 0:
+                ax.set_title(f"{ph} phase", fontsize=11)
+            ax.set_ylabel(display_name(f) if j == 0 else "")
             if i == len(feats) - 1:
                 ax.set_xlabel(f"time ({unit})" if unit else "time")
             ax.grid(alpha=0.3)
@@ -126,7 +147,7 @@ def plot_trajectories(
     if handles:
         fig.legend(handles, labels, title=LEVEL_AXIS, loc="outside upper center",
                    ncols=len(handles), frameon=False)
-    return fig
+    return _readable(fig)
 
 
 def plot_descriptors(
@@ -153,6 +174,8 @@ def plot_descriptors(
         raise ValueError("plot_descriptors: no features to draw")
     per = (descriptors.groupby(["caregiver", "level", "phase"], as_index=False, observed=True)
            [list(features)].mean())
+    for f in features:
+        per[f] = _scaled(per[f], f)
     levels = _levels_present(per["level"])
     phases = [p for p in PHASES if p in set(per["phase"])]
     counts = per.groupby("level")["caregiver"].nunique()
@@ -165,13 +188,15 @@ def plot_descriptors(
         sns.stripplot(**kw, palette=PHASE_PALETTE, dodge=True, size=4.5, alpha=0.8,
                       jitter=0.12, legend=ax is axes.flat[0])
         _level_ticks(ax, counts, levels)
-        ax.set_ylabel(axis_label(f))
-        ax.set_title(pretty_name(f), fontsize=10)
+        ax.set_ylabel(display_name(f))
         ax.grid(axis="y", alpha=0.3)
     leg = axes.flat[0].get_legend()
-    if leg is not None:
-        leg.set_title("phase (1 point = 1 caregiver)")
-    return fig
+    if leg is not None:  # above the panels, never over the points
+        handles, labels = leg.legend_handles, [t.get_text() for t in leg.get_texts()]
+        leg.remove()
+        fig.legend(handles, labels, title="phase (1 point = 1 caregiver)",
+                   loc="outside upper center", ncols=len(labels), frameon=False)
+    return _readable(fig)
 
 
 def plot_forest(
@@ -210,25 +235,26 @@ def plot_forest(
     if t.empty:
         raise ValueError(f"plot_forest: no estimated terms for model={model!r}, features={feats}")
     order = list(terms) if terms is not None else list(dict.fromkeys(t["term"]))
-    fig, axes = _grid(len(feats), ncols=ncols, width=5.0, height=0.45 * len(order) + 1.3)
+    fig, axes = _grid(len(feats), ncols=ncols, height=0.5 * len(order) + 1.5)
     for ax, f in zip(axes.flat, feats, strict=False):
         s = t[t["feature"] == f].set_index("term").reindex(order)
         y = np.arange(len(order))[::-1]
         sig = (s["p_fdr"] < alpha).to_numpy()
-        ax.hlines(y, s["ci_low"], s["ci_high"], color="0.3", lw=1.5)
-        ax.scatter(s["estimate"][sig], y[sig], color="#D55E00", zorder=3, s=36,
-                   label=f"FDR p < {alpha}")
-        ax.scatter(s["estimate"][~sig], y[~sig], facecolor="white", edgecolor="0.2",
-                   zorder=3, s=36, label="not significant")
+        est, lo, hi = (_scaled(s[c], f) for c in ("estimate", "ci_low", "ci_high"))
+        ax.hlines(y, lo, hi, color="0.3", lw=1.5)
+        ax.scatter(est[sig], y[sig], color="#D55E00", zorder=3, s=36,
+                   label=f"clear evidence (FDR p < {alpha})")
+        ax.scatter(est[~sig], y[~sig], facecolor="white", edgecolor="0.2",
+                   zorder=3, s=36, label="no clear evidence")
         ax.axvline(0, color="0.5", ls="--", lw=1)
         ax.set_yticks(y)
-        ax.set_yticklabels(order)
-        unit = unit_of(f)
-        ax.set_xlabel(f"estimate ({unit}), 95 % CI" if unit else "estimate, 95 % CI")
-        ax.set_title(pretty_name(f), fontsize=10)
+        ax.set_yticklabels([term_name(term) for term in order])
+        ax.set_xlabel("estimate with 95 % CI")
+        ax.set_title(display_name(f), fontsize=10)
         ax.grid(axis="x", alpha=0.3)
-    axes.flat[0].legend(loc="best", fontsize=8, frameon=False)
-    return fig
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncols=len(labels), frameon=False)
+    return _readable(fig)
 
 
 def plot_delta(
@@ -257,6 +283,10 @@ def plot_delta(
         raise ValueError("plot_delta: no features to draw")
     ok = delta[(delta["status"] == "ok") & delta["feature"].isin(features)]
     per = ok.groupby(["feature", "caregiver", "level"], as_index=False)[value].mean()
+    if value == "delta_abs":
+        for f in features:
+            rows = per["feature"] == f
+            per.loc[rows, value] = _scaled(per.loc[rows, value], f)
     levels = [lv for lv in LEVELS if lv in set(delta["level"].astype(str))]
     fig, axes = _grid(len(features), ncols=ncols)
     for ax, f in zip(axes.flat, features, strict=False):
@@ -269,12 +299,13 @@ def plot_delta(
         ax.axhline(0, color="0.4", ls="--", lw=1)
         _level_ticks(ax, s.groupby("level")["caregiver"].nunique(), levels)
         if value == "delta_abs":
-            ax.set_ylabel(axis_label(f, prefix="Δ care − control: "))
+            unit = feature_unit(f)
+            ax.set_ylabel(f"change care − control: {feature_name(f)}"
+                          + (f" ({'percentage points' if unit == '%' else unit})" if unit else ""))
         else:
-            ax.set_ylabel(f"relative Δ {pretty_name(f)} (fraction of |control|)")
-        ax.set_title(pretty_name(f), fontsize=10)
+            ax.set_ylabel(f"relative change of {feature_name(f)} (fraction of |control|)")
         ax.grid(axis="y", alpha=0.3)
-    return fig
+    return _readable(fig)
 
 
 #: Readable names of the level classifiers and baselines.
@@ -315,7 +346,7 @@ def plot_level_classification(
     names = [CLASSIFIER_NAMES.get(m, m) for m in models["model"]]
     y = np.arange(len(models))[::-1]
     rng = np.random.default_rng(0)
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 1.0 + 0.9 * len(models)), sharey=True,
+    fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 1.6 + 0.9 * len(models)), sharey=True,
                              layout="constrained")
     panels = (("balanced_accuracy", "p_perm", "balanced accuracy (UAR, 0-1)"),
               ("macro_f1", "p_perm_macro_f1", "macro-F1 (0-1)"))
@@ -342,11 +373,12 @@ def plot_level_classification(
         ax.set_xlim(0, 1)
         ax.set_xlabel(xlabel)
         ax.grid(axis="x", alpha=0.3)
-        ax.legend(loc="lower right", fontsize=7, frameon=True)
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.22), fontsize=8, frameon=False,
+                  ncols=2)  # below the axis: never over the points
     axes[0].set_yticks(y)
     axes[0].set_yticklabels(names)
     axes[0].set_ylim(y.min() - 0.6, y.max() + 0.6)
-    return fig
+    return _readable(fig)
 
 
 def save_figure(fig: Figure, path: str, *, dpi: int = 150) -> None:
