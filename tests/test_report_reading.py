@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from test_report import build_results  # tests/ is on sys.path under pytest
 
-from ser.report import findings, names, readable, render, sections
+from ser.report import findings, names, privacy, readable, render, sections
 
 
 def _text(page: str) -> str:
@@ -231,3 +231,37 @@ def test_cohort_runs_stay_cohort_reports(tmp_path: Path) -> None:
     res = build_results(tmp_path)
     index = render.render_site(results_dir=res, use_quarto=False).read_text(encoding="utf-8")
     assert "How caregivers sound with Humanitude training" in index
+
+
+# --------------------------------------------------- 13 privacy: ids against a pattern
+
+
+def test_ids_are_checked_against_the_study_pattern() -> None:
+    table = pd.DataFrame({"caregiver": ["p001", "Anna", "p002"],
+                          "recording": ["p001_care", "Anna_care", "p002-control"]})
+    assert privacy.unexpected_ids(table, id_pattern=r"p\d{3}") == ["caregiver 'Anna'",
+                                                                   "recording 'Anna_care'"]
+    assert privacy.unexpected_ids(table, id_pattern=r"p\d{3}|Anna") == []
+    with pytest.raises(ValueError, match="not a regular expression"):
+        privacy.unexpected_ids(table, id_pattern="p(")
+
+
+def test_render_refuses_ids_outside_the_pattern_and_says_what_it_checked(
+        tmp_path: Path) -> None:
+    res = build_results(tmp_path)
+    site = render.render_site(results_dir=res, use_quarto=False).parent
+    for page in ("index.html", "methods.html"):
+        raw = (site / page).read_text(encoding="utf-8")
+        text = _text(raw)
+        assert "checked against the form the study declared for its pseudonymous ids" in text
+        assert r"<code>p\d{3}</code>" in raw, page
+        assert "p001 to p023" not in text
+    recordings = pd.read_csv(res / "tables" / "recordings.csv")
+    recordings.loc[0, "caregiver"] = "Anna Meier"
+    recordings.to_csv(res / "tables" / "recordings.csv", index=False)
+    with pytest.raises(privacy.PrivacyError, match="caregiver 'Anna Meier'.*id_pattern"):
+        render.render_site(results_dir=res, use_quarto=False)
+    run = json.loads((res / "run.json").read_text())
+    run["stages"][0]["params"]["id_pattern"] = r"p\d{3}|Anna Meier"  # the study's own form
+    (res / "run.json").write_text(json.dumps(run))
+    render.render_site(results_dir=res, use_quarto=False)

@@ -1,8 +1,10 @@
 """Keep recordings' identifiers out of the rendered report: scrub, then scan.
 
-The report shows caregivers only by pseudonymous id (``p001``); recording paths, audio
-file names and the data folder's location must never reach a rendered page. Two steps
-guard that:
+The report shows caregivers and recordings by their manifest ids (``p001``,
+``p001_care``) as they are; :func:`check_ids` refuses a report whose ids do not have the
+form the study declared for its pseudonymous ids (``id_pattern`` of stage 01). Recording
+paths, audio file names and the data folder's location must never reach a rendered page.
+Two steps guard that:
 
 - :class:`Scrubber` rewrites text before rendering (notebook sources, printed output,
   tracebacks, generated tables): recording paths and file names become
@@ -42,7 +44,76 @@ _WITHHELD_PATH = "[path withheld]"
 
 
 class PrivacyError(RuntimeError):
-    """A rendered page still contains a recording's path or file name."""
+    """A rendered page still contains a recording's path or file name, or an id of the
+    manifest does not match the study's id pattern."""
+
+
+#: Pattern of the study's pseudonymous caregiver ids (``p001``); a study sets its own as
+#: ``id_pattern`` of stage 01 (``params/01_preprocess.yaml``).
+DEFAULT_ID_PATTERN: str = r"p\d{3}"
+
+
+def unexpected_ids(recordings: pd.DataFrame, *, id_pattern: str) -> list[str]:
+    """Ids of a recordings table that do not have the form the study declared pseudonymous.
+
+    A ``caregiver`` id must match ``id_pattern`` in full; a ``recording`` id must be such
+    an id, optionally followed by ``_`` or ``-`` and letters/digits (``p001_care``). The
+    report shows these ids as they are, so an id that does not match (``Anna_M``) may be a
+    real name. Whether ids that match are pseudonymous cannot be checked by software.
+
+    Args:
+        recordings: ``recordings.csv`` (or the manifest); missing id columns are skipped.
+        id_pattern: regular expression of one caregiver id.
+
+    Returns:
+        ``"<column> '<id>'"`` per id that does not match, sorted; ``[]`` when all match.
+
+    Raises:
+        ValueError: ``id_pattern`` is not a valid regular expression.
+    """
+    try:
+        caregiver = re.compile(f"(?:{id_pattern})")
+    except re.error as err:
+        raise ValueError(f"id_pattern {id_pattern!r} is not a regular expression: {err}") from err
+    recording = re.compile(f"(?:{id_pattern})(?:[_-][A-Za-z0-9]+)*")
+    bad: set[str] = set()
+    for column, rx in (("caregiver", caregiver), ("recording", recording)):
+        if column not in recordings.columns:
+            continue
+        for value in recordings[column].dropna().astype(str).unique():
+            if not rx.fullmatch(value.strip()):
+                bad.add(f"{column} {value!r}")
+    return sorted(bad)
+
+
+def check_ids(recordings: pd.DataFrame, *, id_pattern: str) -> None:
+    """Refuse to release a report whose ids do not match ``id_pattern``.
+
+    Raises:
+        PrivacyError: some ids do not match (at most 10 named).
+        ValueError: ``id_pattern`` is not a valid regular expression.
+    """
+    bad = unexpected_ids(recordings, id_pattern=id_pattern)
+    if bad:
+        raise PrivacyError(
+            f"recordings.csv has ids that do not match id_pattern {id_pattern!r} "
+            f"(params/01_preprocess.yaml): {', '.join(bad[:10])}{' …' if len(bad) > 10 else ''}. "
+            "The report shows ids as they are: give pseudonymous ids in the manifest, or set "
+            "id_pattern to the form your pseudonymous ids have")
+
+
+def privacy_markdown(id_pattern: str, *, checked_ids: bool) -> str:
+    """What the release checks of this report verified, for the reader."""
+    ids = (f"Caregivers and recordings appear only by their study ids. Before this report "
+           f"was released, every id was checked against the form the study declared for its "
+           f"pseudonymous ids (`{id_pattern}`); a report with any other id is not "
+           "released. Software can check the form of an id, not that it is pseudonymous: "
+           "that the ids reveal no one is the study's responsibility." if checked_ids else
+           "This run has no cohort recordings, so no participant id appears.")
+    return (f"{ids} No page contains audio, the location of a recording or its original "
+            "file name: paths and audio file names are removed from the notebooks before "
+            "rendering, and every rendered page is scanned for each recording's path and file "
+            "name and for the data folder's location; a page with a hit is deleted.\n")
 
 
 class Scrubber:

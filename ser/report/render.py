@@ -46,7 +46,7 @@ from ser.report import privacy
 from ser.report.fallback import render_fallback
 from ser.report.pages import build_context, prepare_pages
 from ser.report.quarto import QuartoError, find_quarto, render_quarto
-from ser.report.sections import render_note
+from ser.report.sections import id_pattern_of, render_note
 from ser.report.state import read_table
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,9 @@ def render_site(*, results_dir: str | os.PathLike[str] | None = None,
             source (``_quarto.yml``, ``index.qmd``, ``methods.qmd``) is missing.
         QuartoError: ``quarto render`` failed; the fallback site was written first, so
             HTML exists, and the error carries Quarto's stderr.
-        ser.report.privacy.PrivacyError: a rendered file still names a recording; it was
-            deleted.
+        ser.report.privacy.PrivacyError: a rendered file still names a recording (it was
+            deleted), or an id of ``recordings.csv`` does not match the run's ``id_pattern``
+            (stage 01; nothing is rendered then).
     """
     results = Path(results_dir).resolve() if results_dir is not None else paths.results_dir()
     if not results.is_dir():
@@ -99,6 +100,9 @@ def render_site(*, results_dir: str | os.PathLike[str] | None = None,
                                 "`pip install quarto-cli`) or pass use_quarto=None")
     use = quarto is not None if use_quarto is None else use_quarto
     ctx = build_context(results, self_contained=self_contained)
+    recordings = read_table(results / "tables" / "recordings.csv")
+    if ctx.cohort and recordings is not None:  # ids are shown as they are: check their form
+        privacy.check_ids(recordings, id_pattern=id_pattern_of(ctx.run))
     pages = prepare_pages(ctx, self_contained=self_contained)
     site = results / "site"
     if use:

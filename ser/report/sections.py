@@ -118,8 +118,8 @@ def cohort_markdown(recordings: pd.DataFrame) -> str:
     table = _md_table(header, rows, ["l"] + ["r"] * (len(header) - 1))
     total = df["minutes"].sum()
     return (f"{df['caregiver'].nunique()} caregivers, {len(df)} recordings, "
-            f"{total:.1f} minutes of audio in total. Caregivers appear only by pseudonymous "
-            f"id (p001, p002, …); no audio is part of this report.\n\n{table}")
+            f"{total:.1f} minutes of audio in total. Caregivers appear only by their study "
+            f"id (see *Privacy* below); no audio is part of this report.\n\n{table}")
 
 
 def mixed_models_markdown(table: pd.DataFrame, *, alpha: float = 0.05, max_rows: int = 20) -> str:
@@ -249,6 +249,17 @@ def is_cohort_run(run: Mapping[str, Any] | None, states: Sequence[StageState]) -
     pre = _state_of(states, "preprocess")
     manifest = (pre.params or {}).get("manifest") if pre is not None else None
     return manifest not in (None, "", "none", "None", False)
+
+
+def id_pattern_of(run: Mapping[str, Any] | None) -> str:
+    """The run's pattern of pseudonymous caregiver ids: stage 01's ``id_pattern``, or
+    :data:`ser.report.privacy.DEFAULT_ID_PATTERN`."""
+    for rec in (run or {}).get("stages", []):
+        if str(rec.get("stage", "")).endswith("preprocess"):
+            value = (rec.get("params") or {}).get("id_pattern")
+            if isinstance(value, str) and value:
+                return value
+    return privacy.DEFAULT_ID_PATTERN
 
 
 def _model_labels(results_dir: Path, states: Sequence[StageState]) -> list[str]:
@@ -528,6 +539,9 @@ def write_generated_inputs(results_dir: Path, run: Mapping[str, Any] | None,
              else ["phase[care]", "level_trend", "phase[care]:level_trend"])
     files["_glossary.md"] = glossary_markdown(columns, terms)
     files["_stages.md"] = stages_markdown(states)
+    files["_privacy.md"] = privacy.privacy_markdown(
+        id_pattern_of(run), checked_ids="_cohort.md" in files and recordings is not None
+        and pre is not None and pre.stage in ok)
     files.update(methods_sections(results_dir, run, states))
     for name, text in files.items():
         write_text(out / name, scrub(text))
