@@ -59,10 +59,18 @@ def test_render_notice_is_small_print_in_run_status_only(site: Path) -> None:
     assert sections.RENDER_NOTE not in index
 
 
-def test_quarto_pages_say_quarto_in_small_print() -> None:
-    pages = sections.render_note({"index.qmd": f"x\n<small>{sections.RENDER_NOTE}</small>"},
-                                 "Rendered with Quarto.")
-    assert pages["index.qmd"] == "x\n<small>Rendered with Quarto.</small>"
+def test_quarto_pages_say_quarto_in_small_print(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_report import _fake_quarto
+
+    res = build_results(tmp_path)
+    monkeypatch.setattr(render, "find_quarto", lambda: _fake_quarto(tmp_path, fail=False))
+    render.render_site(results_dir=res)
+    for staged in (res / "report" / "quarto" / "index.qmd",
+                   res / "report" / "quarto_single" / "report.qmd"):
+        text = staged.read_text(encoding="utf-8")
+        assert '<p class="ser-render-note"><small>Rendered with Quarto.</small></p>' in text
+        assert sections.RENDER_NOTE not in text and "nbconvert" not in text
 
 
 # ---------------------------------------------------------------- 2 plain summary
@@ -153,7 +161,8 @@ def test_no_code_name_visible_and_glossary_maps_back(site: Path) -> None:
         assert re.search(r"<td>window-mean pitch \(Hz\)</td>\s*<td><code>f0_mean_hz</code>",
                          glossary)
         assert re.search(r"<td>care vs. control</td>\s*<td><code>phase\[care\]</code>", glossary)
-        assert "results/tables/mixed_models.csv" not in _text(raw)  # no file a reader lacks
+        shown = _text(raw)
+        assert not re.search(r"results/|benchmarks/|provenance/", shown), page  # files a reader lacks
 
 
 # --------------------------------------------------------- 5 notebook pages, maths

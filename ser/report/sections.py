@@ -372,8 +372,8 @@ def methods_sections(results_dir: Path, run: Mapping[str, Any] | None,
     data = ("Every stage records a SHA-256 hash of each input it read (a folder is hashed "
             "over its files' names and contents). Only the input's own name is kept, never its "
             "location, so the table identifies the exact data without revealing where it is "
-            "stored. Hashes are shortened to 16 hex digits here; the full values are in "
-            "`results/provenance/`.\n\n")
+            "stored. Hashes are shortened to 16 hex digits here; the run's provenance records "
+            "hold the full values.\n\n")
     sections["_methods_data.md"] = data + (
         _md_table(["Stage", "Input", "Files", "SHA-256 (first 16)"], rows, ["l", "l", "r", "l"])
         if rows else "No provenance records were found.\n")
