@@ -274,3 +274,18 @@ def test_render_refuses_ids_outside_the_pattern_and_says_what_it_checked(
     run["stages"][0]["params"]["id_pattern"] = r"p\d{3}|Anna Meier"  # the study's own form
     (res / "run.json").write_text(json.dumps(run))
     render.render_site(results_dir=res, use_quarto=False)
+
+
+def test_main_effects_of_models_with_an_interaction_say_where_they_hold() -> None:
+    base = dict(analysis="time_invariant", model="level_trend", feature="f0_hz__median",
+                ci_low=5.0, ci_high=15.0, p=0.001, p_fdr=0.004, n_caregivers=23, converged=True)
+    table = pd.DataFrame([{**base, "term": "phase[care]", "estimate": 10.0},
+                          {**base, "term": "level_trend", "estimate": 10.0},
+                          {**base, "term": "phase[care]:level_trend", "estimate": 10.0,
+                           "p_fdr": 0.5}])
+    summary = findings.effects_summary(table)
+    assert "higher in care than in control among untrained caregivers (95 % CI" in summary
+    assert "higher per step of training level in the control phase (95 % CI" in summary
+    md = sections.mixed_models_markdown(table)
+    assert "| care vs. control, among untrained caregivers<br>" in md
+    assert "| care vs. control, per step of training level<br>" in md  # the interaction itself

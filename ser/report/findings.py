@@ -85,8 +85,37 @@ def effects(table: pd.DataFrame) -> pd.DataFrame:
     return df.assign(_p=pd.to_numeric(df.get("p_fdr"), errors="coerce"))
 
 
-def effect_sentence(row: Mapping[str, Any]) -> str:
-    """One sentence for one effect: what, how large (unit), 95 % CI, adjusted p."""
+def conditional_terms(table: pd.DataFrame) -> set[tuple[str, str, str]]:
+    """``(analysis, model, feature)`` of the fits with a phase × level interaction: their
+    main effects are conditional (care vs. control among untrained caregivers, level
+    differences in the control phase; :mod:`ser.stats.mixed`)."""
+    if table is None or table.empty or "term" not in table.columns:
+        return set()
+    rows = table[table["term"].astype(str).str.contains(":", regex=False)]
+    return {(str(r.get("analysis", "")), str(r.get("model", "")), str(r.get("feature", "")))
+            for _, r in rows.iterrows()}
+
+
+def condition_of(row: Mapping[str, Any], conditional: set[tuple[str, str, str]]) -> str:
+    """Where a main effect holds when its model has an interaction (``""`` otherwise)."""
+    key = (str(row.get("analysis", "")), str(row.get("model", "")), str(row.get("feature", "")))
+    term = str(row.get("term", ""))
+    if key not in conditional or ":" in term or str(row.get("analysis", "")) == "delta":
+        return ""
+    if term.startswith("phase"):
+        return "among untrained caregivers"
+    if term.startswith("level"):
+        return "in the control phase"
+    return ""
+
+
+def effect_sentence(row: Mapping[str, Any], *, condition: str = "") -> str:
+    """One sentence for one effect: what, how large (unit), 95 % CI, adjusted p.
+
+    Args:
+        row: a row of ``mixed_models.csv``.
+        condition: where a conditional main effect holds (:func:`condition_of`).
+    """
     feature = str(row.get("feature", ""))
     term = str(row.get("term", ""))
     name = feature_name(feature)
@@ -116,6 +145,8 @@ def effect_sentence(row: Mapping[str, Any]) -> str:
         what = f"{name} {'rose' if est > 0 else 'fell'} by {size} per unit of session time"
     else:
         what = f"{name}, {term_name(term)}: {'+' if est > 0 else '−'}{size}"
+    if condition:
+        what += f" {condition}"
     return f"{what[0].upper()}{what[1:]} ({ci})."
 
 
@@ -138,8 +169,10 @@ def effects_summary(table: pd.DataFrame | None, *, alpha: float = 0.05) -> str:
     else:
         out.append(f"**{len(clear)} of {len(df)} effects tested show clear evidence** "
                    f"(false-discovery rate below {alpha:g}):\n")
+        cond = conditional_terms(df)
         for _, r in clear.iterrows():
-            out.append(f"- {effect_sentence(r)} *({_heading_of(r.get('analysis'))})*")
+            out.append(f"- {effect_sentence(r, condition=condition_of(r, cond))} "
+                       f"*({_heading_of(r.get('analysis'))})*")
         out.append("")
     features = list(dict.fromkeys(df["feature"].astype(str)))
     found = set(clear["feature"].astype(str))

@@ -20,6 +20,8 @@ import pandas as pd
 from ser.data.schema import LEVELS, PHASES
 from ser.report import privacy
 from ser.report.findings import (
+    condition_of,
+    conditional_terms,
     effects,
     findings_summary_markdown,
     glossary_markdown,
@@ -141,6 +143,7 @@ def mixed_models_markdown(table: pd.DataFrame, *, alpha: float = 0.05, max_rows:
         return "The models report no fixed effects besides their intercepts.\n"
     df = df.sort_values("_p", na_position="last", kind="stable")
     n_clear = int((df["_p"] < alpha).sum())
+    conditional = conditional_terms(df)
     analyses = list(dict.fromkeys(df.get("analysis", pd.Series(["", ] * len(df))).astype(str)))
     order = [a for a in ANALYSES if a in analyses] + [a for a in analyses if a not in ANALYSES]
     blocks = []
@@ -160,7 +163,9 @@ def mixed_models_markdown(table: pd.DataFrame, *, alpha: float = 0.05, max_rows:
                         else f"{shown_value(est, feature)} [{shown_value(r.get('ci_low'), feature)}, "
                              f"{shown_value(r.get('ci_high'), feature)}]")
             model = _MODEL_NAMES.get(str(r.get("model", "")), "")
+            condition = condition_of(r, conditional)
             rows.append([display_name(feature), term_name(str(r.get("term", "")))
+                         + (f", {condition}" if condition else "")
                          + (f"<br><small>{model}</small>" if model else ""),
                          estimate, _fmt_p(r["_p"]), reading])
         more = len(sub) - len(rows)

@@ -222,13 +222,16 @@ def _browser_check(index: Path) -> dict[str, Any] | None:
         return None
     shot = paths.results_dir() / "site_screenshot.png"
     try:
-        res = browser.browser_check(index, screenshot=shot)
+        res = browser.browser_check(index, screenshot=shot, width=1400)
     except Exception as err:  # noqa: BLE001 - a check, not a stage: report and go on
         print(f"[ser] browser check could not run: {type(err).__name__}: {err}", flush=True)
         return {"error": f"{type(err).__name__}: {err}"}
     summary = {"console_errors": res["console_errors"], "broken_images": res["broken_images"],
-               "images": len(res["images"]), "screenshot": "site_screenshot.png"}
-    status = "ok" if not (res["console_errors"] or res["broken_images"]) else "PROBLEMS"
+               "images": len(res["images"]), "screenshot": "site_screenshot.png",
+               "error_boxes": res["error_boxes"], "raw_math": res["raw_math"],
+               "code_names": res["code_names"]}
+    status = "ok" if not any(res[k] for k in ("console_errors", "broken_images", "error_boxes",
+                                               "raw_math", "code_names")) else "PROBLEMS"
     print(f"[ser] browser check {status}: {summary['images']} images, "
           f"{len(res['console_errors'])} console errors, screenshot {shot}", flush=True)
     return summary
