@@ -495,7 +495,7 @@ def predict_cli(
     window_s = bundle.window_samples / bundle.sample_rate
     if hop_s is not None and not grid.hop_is_valid(hop_s, window_s=window_s):
         return usage(f"--hop must be at most the model's window ({window_s:g} s, from "
-                     f"{Path(model) / 'model.json'}); got --hop {hop_s}")
+                     f"{Path(bundle.path) / 'model.json'}); got --hop {hop_s}")
     mapping = None
     if not needs_reference(bundle):
         if speaker_of is not None or options.norm_unit != "caregiver":
