@@ -221,6 +221,11 @@ def test_ser_predict_refuses_an_edited_bundle_and_takes_model_json(model_dir, tm
     assert f"{edited / 'model.json'}: the bundle was modified after it was saved" in err
     assert "keys window_s changed" in err and "Traceback" not in err
     assert not (tmp_path / "x.csv").exists()
+    del meta["integrity"], meta["window_s"]  # a bundle written before seals existed
+    (edited / "model.json").write_text(json.dumps({**meta, "window_s": 1.0}))
+    assert _predict(edited, wav, "-o", tmp_path / "x.csv") == 0
+    err = capsys.readouterr().err
+    assert "ser predict: warning: model bundle" in err and "written before bundles stored a fingerprint" in err
 
 
 # ------------------------------------------------------------- item 8: signals and workers

@@ -47,6 +47,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,7 @@ from ser.inference.protocol import ModelBundle, needs_reference, output_columns
 from ser.inference.stamp import model_name, model_stamp, model_stamp_path, read_stamp, same_model
 from ser.inference.workers import feature_workers
 from ser.models.bundle import load_bundle
+from ser.models.integrity import UnsealedBundleWarning
 from ser.signal import audio, wavheader
 
 #: Columns of the failure table of :func:`predict_paths` / ``ser predict``.
@@ -588,9 +590,16 @@ def predict_cli(
         except OutputPathError as e:
             return usage(f"-o {output}: {e}")
     try:
-        bundle = load_bundle(model, device=device, precision=precision)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UnsealedBundleWarning)
+            bundle = load_bundle(model, device=device, precision=precision)
     except (FileNotFoundError, ValueError, OSError) as e:
         return usage(f"MODEL {model}: {e}")
+    for w in caught:  # one line each, not the source line of warnings.warn
+        if issubclass(w.category, UnsealedBundleWarning):
+            print(f"ser predict: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     window_s = bundle.window_samples / bundle.sample_rate
     if hop_s is not None and not grid.hop_is_valid(hop_s, window_s=window_s):
         return usage(f"--hop must be at most the model's window ({window_s:g} s, from "
