@@ -10,6 +10,7 @@ import torch
 
 from ser.models import registry, window
 from ser.models.bundle import BUNDLE_FORMAT, bundle_arch_params, load_bundle, save_bundle
+from ser.models.integrity import write_sealed_meta
 
 SR, WINDOW_S = 8000, 0.5
 FEATURES = {"n_mels": 24, "n_fft": 256, "hop_length": 80}
@@ -112,7 +113,7 @@ def test_format_1_bundles_keep_their_pooled_small_cnn(tmp_path):
     meta_path = tmp_path / "old" / "model.json"
     meta = json.loads(meta_path.read_text())
     meta["format"] = 1
-    meta_path.write_text(json.dumps(meta))
+    write_sealed_meta(meta_path.parent, meta)
     x = _windows(3)
     with torch.inference_mode():
         expected = torch.softmax(legacy(torch.from_numpy(x)), dim=1).numpy()
@@ -152,7 +153,7 @@ def test_hf_arch_builds_a_waveform_model_from_a_stored_config(tmp_path):
     _save(tmp_path / "hf", model, "hf", stored, sample_rate=16000)
     meta = json.loads((tmp_path / "hf" / "model.json").read_text())
     meta["window_s"] = 0.25
-    (tmp_path / "hf" / "model.json").write_text(json.dumps(meta))
+    write_sealed_meta(tmp_path / "hf", meta)
     bundle = load_bundle(tmp_path / "hf")
     np.testing.assert_allclose(bundle.predict_proba(x), torch.softmax(logits, dim=1).numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="16000 Hz"):

@@ -16,7 +16,7 @@ from ser.data import schema
 from ser.inference import uncertainty, workers
 from ser.inference.grid import window_starts
 from ser.inference.options import InferenceOptions
-from ser.inference.recording import predict_recording, window_columns
+from ser.inference.recording import TooShortError, predict_recording, window_columns
 from ser.inference.stamp import model_stamp_path
 from ser.inference.table import predict_table
 from ser.models import registry, window
@@ -225,7 +225,9 @@ def test_bad_options_in_predict(rec_dir, kwargs, match):
 def test_short_file_is_one_padded_window(tmp_path):
     p = tmp_path / "short.wav"
     audio.write_wav(p, voiced(0.6), SR)
-    df = predict_recording(FakeBundle(), p, options=InferenceOptions(hop_s=0.5))
+    with pytest.raises(TooShortError, match=r"short\.wav is 0\.60 s long, shorter than the model's 1 s window"):
+        predict_recording(FakeBundle(), p, options=InferenceOptions(hop_s=0.5))
+    df = predict_recording(FakeBundle(), p, options=InferenceOptions(hop_s=0.5, pad_short=True))
     assert len(df) == 1 and bool(df["padded"].iloc[0])
     assert (df["start_s"].iloc[0], df["end_s"].iloc[0]) == (0.0, 1.0)
 
@@ -285,6 +287,21 @@ def test_predict_table_records_failures_and_carries_on(rec_dir, tmp_path):
     assert failures.columns.tolist() == ["recording", "path", "reason"]
     assert failures["recording"].tolist() == ["p002_control"]
     assert "AudioError" in failures["reason"].iloc[0] and "r3.wav" in failures["reason"].iloc[0]
+
+
+def test_predict_table_lists_a_too_short_recording_unless_pad_short(tmp_path):
+    audio.write_wav(tmp_path / "short.wav", voiced(0.4), SR)
+    table = pd.DataFrame([{"recording": "p001_care", "caregiver": "p001", "level": "expert",
+                           "phase": "care", "session": 1, "path": str(tmp_path / "short.wav")}])
+    out, fail = tmp_path / "windows.csv", tmp_path / "failures.csv"
+    df = predict_table(FakeBundle(), table, options=InferenceOptions(hop_s=0.5), out_csv=out,
+                       failures_csv=fail, progress=False)
+    assert df.empty
+    reason = pd.read_csv(fail)["reason"].iloc[0]
+    assert reason.startswith("TooShortError") and "shorter than the model's 1 s window" in reason
+    df = predict_table(FakeBundle(), table, options=InferenceOptions(hop_s=0.5, pad_short=True),
+                       out_csv=out, failures_csv=fail, progress=False)
+    assert len(df) == 1 and bool(df["padded"].iloc[0]) and pd.read_csv(fail).empty
 
 
 def test_predict_table_with_options_and_workers(rec_dir, tmp_path):

@@ -10,6 +10,7 @@ import torch
 
 from ser.models import quantize, registry, window
 from ser.models.bundle import load_bundle, save_bundle, update_bundle_metrics
+from ser.models.integrity import BundleIntegrityError, UnsealedBundleWarning, write_sealed_meta
 
 SR, WINDOW_S = 8000, 0.5
 FEATURES = {"n_mels": 24, "n_fft": 256, "hop_length": 80}
@@ -138,7 +139,7 @@ def test_temperature_from_calibration_softens_probabilities(tmp_path):
     plain = load_bundle(tmp_path / "b")
     meta = json.loads(meta_path.read_text())
     meta["calibration"] = {"temperature": 2.0}
-    meta_path.write_text(json.dumps(meta))
+    write_sealed_meta(meta_path.parent, meta)  # as stage 03 writes it
     warm = load_bundle(tmp_path / "b")
     x = _windows(3)
     expected = torch.softmax(torch.from_numpy(plain.predict_logits(x)) / 2.0, dim=1).numpy()
@@ -181,7 +182,7 @@ def test_weights_that_do_not_fit_the_arch_are_reported(tmp_path):
     meta_path = _save(tmp_path / "b")
     meta = json.loads(meta_path.read_text())
     meta["arch_params"] = {"channels": [4, 16], "dropout": 0.1}
-    meta_path.write_text(json.dumps(meta))
+    write_sealed_meta(meta_path.parent, meta)  # sealed: the weights themselves must be checked
     with pytest.raises(ValueError, match=r"model\.pt does not fit arch 'small_cnn'"):
         load_bundle(tmp_path / "b")
 
@@ -262,3 +263,39 @@ def test_loaded_bundle_is_prepared_for_inference_with_the_same_outputs(tmp_path)
     with torch.no_grad():
         ref = torch.softmax(net.eval()(torch.from_numpy(x)), dim=1).numpy()
     np.testing.assert_allclose(bundle.predict_proba(x), ref, rtol=0, atol=1e-5)
+
+
+def test_a_bundle_edited_after_saving_is_refused_naming_the_file_and_keys(tmp_path):
+    meta_path = _save(tmp_path / "b", window_s=2.0)
+    assert load_bundle(meta_path).path == tmp_path / "b"  # MODEL given as its model.json
+    update_bundle_metrics(tmp_path / "b", split="test", metrics={"uar": 0.7})  # legitimate update
+    meta = json.loads(meta_path.read_text())
+    assert meta["metrics"]["test"] == {"uar": 0.7}
+    load_bundle(tmp_path / "b")
+    meta["window_s"] = 5.0  # a hand edit: the model would run on the wrong window
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(BundleIntegrityError, match=r"b.model\.json: the bundle was modified after "
+                                                   r"it was saved \(model\.json keys window_s changed\)"):
+        load_bundle(tmp_path / "b")
+    with pytest.raises(BundleIntegrityError, match="window_s"):  # an update never seals an edit
+        update_bundle_metrics(tmp_path / "b", split="test", metrics={"uar": 0.8})
+    meta["window_s"] = 2.0
+    meta["metrics"] = {"edited": True}  # not a key that shapes outputs
+    meta_path.write_text(json.dumps(meta))
+    load_bundle(tmp_path / "b")
+    (tmp_path / "b" / "model.pt").write_bytes((tmp_path / "b" / "model.pt").read_bytes() + b"\0")
+    with pytest.raises(BundleIntegrityError, match=r"the weights \(model\.pt\) changed"):
+        load_bundle(tmp_path / "b")
+
+
+def test_a_bundle_saved_before_seals_still_loads_with_a_warning(tmp_path):
+    meta_path = _save(tmp_path / "old")
+    meta = json.loads(meta_path.read_text())
+    del meta["integrity"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.warns(UnsealedBundleWarning, match="written before bundles stored a fingerprint"):
+        bundle = load_bundle(tmp_path / "old")
+    assert bundle.labels == LABELS
+    update_bundle_metrics(tmp_path / "old", split="test", metrics={"uar": 0.6})  # seals it
+    assert "integrity" in json.loads(meta_path.read_text())
+    load_bundle(tmp_path / "old")  # no warning now (warnings are errors in the tests)

@@ -21,6 +21,7 @@ from ser.inference.recording import window_columns
 from ser.inference.workers import resolve_workers
 from ser.models import registry, window
 from ser.models.bundle import load_bundle, save_bundle
+from ser.models.integrity import write_sealed_meta
 from ser.run.cli import main
 from ser.signal import audio
 
@@ -72,8 +73,9 @@ def audio_dir(tmp_path_factory):
 
 
 def _run(*args) -> int:
-    """``ser predict ARGS --quiet``; returns the exit code."""
-    return main(["predict", *map(str, args), "--quiet"])
+    """``ser predict ARGS --quiet --pad-short`` (short.wav gets one padded window); returns the
+    exit code."""
+    return main(["predict", *map(str, args), "--quiet", "--pad-short"])
 
 
 def _expected_windows(dur: float, hop: float = WINDOW_S / 2) -> int:
@@ -313,8 +315,8 @@ def test_outputs_written_as_files_finish(model_dir, audio_dir, tmp_path, monkeyp
 
     files = [audio_dir / "a.wav", audio_dir / "short.wav", audio_dir / "sub" / "c.ogg"]
     monkeypatch.setattr(recording, "predict_file", spy)
-    res = predict_paths(bundle, files, options=InferenceOptions(), output=out, progress=False,
-                        checkpoint_s=0)
+    res = predict_paths(bundle, files, options=InferenceOptions(pad_short=True), output=out,
+                        progress=False, checkpoint_s=0)
     assert seen == [[str(files[0])], [str(files[0]), str(files[1])]]
     assert res.summary["status"].eq("ok").all() and res.failures.empty
 
@@ -378,6 +380,7 @@ def test_resume_refuses_a_retrained_bundle_of_the_same_name(model_dir, audio_dir
     state = torch.load(retrained / "model.pt", weights_only=True)
     torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()},
                retrained / "model.pt")
+    write_sealed_meta(retrained, json.loads((retrained / "model.json").read_text()))  # as a retrain
     capsys.readouterr()
     assert _run(retrained, audio_dir / "a.wav", "-o", out) == 2
     assert "another version of 'tiny_cnn'" in capsys.readouterr().err

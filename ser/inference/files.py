@@ -24,13 +24,17 @@ Outputs (see :func:`predict_paths`):
 - JSON: one object ``{"windows": [...], "summary": [...], "failures": [...]}`` (lists
   of row objects, NaN written as ``null``) in ``FILE`` or on stdout.
 
-Summary columns (:func:`summary_columns`): ``file, status`` (``ok``/``failed``),
+Summary columns (:func:`summary_columns`): ``file, status`` (``ok``; ``failed``;
+``too_short``: shorter than the model's window, no windows unless ``pad_short`` /
+``--pad-short``, which gives one zero-padded window and status ``ok``; ``truncated``: a WAV
+whose header promises more samples than it holds, the samples present analysed),
 ``duration_s`` (native length, s), ``sample_rate`` (native, Hz), ``channels``,
 ``windows``, ``dominant_emotion`` (the label with the highest mean probability over
 the file's windows; empty for a dimensional model), ``p_<label>`` (mean probability;
 ``d_<dimension>``, the mean value, for a dimensional model), ``window_s``, ``hop_s``,
 ``model`` (bundle folder name, with ``@bf16`` or ``@int8`` for a reduced precision, so
-a resumed run never mixes precisions), ``error`` (the reason when failed).
+a resumed run never mixes precisions), ``error`` (the reason when failed, too short or
+truncated: name, promised and found length).
 """
 
 from __future__ import annotations
@@ -39,9 +43,12 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,18 +64,25 @@ from ser.inference.protocol import ModelBundle, needs_reference, output_columns
 from ser.inference.stamp import model_name, model_stamp, model_stamp_path, read_stamp, same_model
 from ser.inference.workers import feature_workers
 from ser.models.bundle import load_bundle
-from ser.signal import audio
+from ser.models.integrity import UnsealedBundleWarning
+from ser.signal import audio, wavheader
 
 #: Columns of the failure table of :func:`predict_paths` / ``ser predict``.
 FILE_FAILURE_COLUMNS: tuple[str, ...] = ("file", "reason")
 #: Output formats of :func:`predict_paths`.
 FORMATS: tuple[str, ...] = ("csv", "json")
+#: Summary statuses whose windows a resumed run keeps (``too_short`` files are redone).
+RESUMABLE_STATUSES: tuple[str, ...] = ("ok", "truncated")
 #: Minimum seconds between two checkpoint writes of a batch (and always at the end).
 CHECKPOINT_S: float = 5.0
 
 
 class ResumeError(ValueError):
     """An existing output cannot be resumed (other model, labels, hop or options)."""
+
+
+class OutputPathError(ValueError):
+    """An output file of :func:`predict_paths` cannot be written where it was asked."""
 
 
 def summary_columns(labels: Iterable[str], *, output_prefix: str = "p_") -> list[str]:
@@ -113,6 +127,30 @@ def output_paths(output: str | os.PathLike[str], *, fmt: str = "csv") -> dict[st
     stem = out.name[:-4] if out.name.lower().endswith(".csv") else out.name
     return {"windows": out, "summary": out.with_name(f"{stem}.summary.csv"),
             "failures": out.with_name(f"{stem}.failures.csv")}
+
+
+def check_output_paths(output: str | os.PathLike[str], *, fmt: str = "csv") -> None:
+    """Check, before any work, that every file :func:`predict_paths` writes for ``output``
+    (:func:`output_paths` and the model stamp) can be written: none is a folder, and the
+    nearest existing folder above each is a folder (not a regular file) that this process
+    may write into (missing folders are created later).
+
+    Raises:
+        OutputPathError: naming the path and the problem.
+    """
+    targets = [*output_paths(output, fmt=fmt).values(), model_stamp_path(Path(output))]
+    for path in targets:
+        if path.is_dir():
+            raise OutputPathError(f"cannot write {path}: it is a folder; give a file name (-o FILE)")
+        folder = path.parent
+        while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise OutputPathError(f"cannot write {path}: {folder} is a file, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputPathError(f"cannot write {path}: permission denied for folder {folder}")
+        if path.exists() and not os.access(path, os.R_OK):
+            raise OutputPathError(f"cannot resume {path}: permission denied (it cannot be read)")
 
 
 def _json_value(v: Any) -> Any:
@@ -233,6 +271,30 @@ def _summary_row(file: str, df: pd.DataFrame, info: dict[str, Any], labels: list
             "window_s": window_s, "hop_s": float(hop_s), "model": model, "error": None}
 
 
+def _reason(e: BaseException) -> str:
+    """A failure's reason for the failure table: a denied read says "permission denied"."""
+    if isinstance(e, PermissionError) or "Permission denied" in str(e):
+        return f"permission denied: {getattr(e, 'filename', None) or e}"
+    return f"{type(e).__name__}: {e}"
+
+
+def _note_truncation(path: Path, row: dict[str, Any]) -> None:
+    """Mark a file's summary row ``truncated`` (status and message) when its WAV header
+    promises more samples than it holds (:func:`ser.signal.wavheader.wav_truncation`)."""
+    cut = wavheader.wav_truncation(path)
+    if cut is None:
+        return
+    promised, found = cut
+    sr = row.get("sample_rate") or 0
+    secs = (lambda n: f" ({n / sr:.2f} s)") if sr else (lambda n: "")
+    note = (f"{path}: truncated: its header promises {promised} samples{secs(promised)}, the file "
+            f"holds {found}{secs(found)}")
+    if row["status"] == "ok":
+        row["status"], row["error"] = "truncated", note + f"; the {found} samples present were analysed"
+    else:
+        row["error"] = f"{row['error']}; {note}"
+
+
 def predict_paths(
     bundle: ModelBundle,
     inputs: Sequence[str | os.PathLike[str]],
@@ -298,6 +360,8 @@ def predict_paths(
                                        egemaps=options.egemaps, output_prefix=prefix),
              *(speaker_norm.NORM_COLUMNS if norm else ())]
     scols = summary_columns(labels, output_prefix=prefix)
+    if output is not None:
+        check_output_paths(output, fmt=fmt)  # before any work
     model = model_name(bundle)
     stamp = model_stamp(bundle)
     files, problems = audio.find_audio_files(inputs)
@@ -341,7 +405,7 @@ def predict_paths(
             groups = {k: g for k, g in win.groupby("file", sort=False)}
             for row in summ.to_dict("records"):
                 k = row["file"]
-                if k not in keys or row["status"] != "ok":
+                if k not in keys or row["status"] not in RESUMABLE_STATUSES:
                     continue
                 if row["model"] != model or not math.isclose(row["hop_s"], hop, abs_tol=1e-9) \
                         or not math.isclose(row["window_s"], window_s, abs_tol=1e-9):
@@ -412,8 +476,11 @@ def predict_paths(
                     df, info = recording.predict_file(fbundle, f, options=options, pool=pool,
                                                       timings=timings,
                                                       on_progress=lambda s: bar.update(s))
+                except recording.TooShortError as e:  # not analysed, but not a failure
+                    summary[k] = {"file": k, "status": "too_short", **e.info, "windows": 0,
+                                  "window_s": window_s, "hop_s": hop, "model": model, "error": str(e)}
                 except Exception as e:  # noqa: BLE001 - any per-file error goes to the failure table
-                    failures[k] = f"{type(e).__name__}: {e}"
+                    failures[k] = _reason(e)
                     if progress:
                         bar.write(f"ser predict: failed: {k}: {failures[k]}", file=sys.stderr)
                 else:
@@ -423,6 +490,11 @@ def predict_paths(
                     results[k] = df
                     summary[k] = _summary_row(k, df, info, labels, output_prefix=prefix,
                                               window_s=window_s, hop_s=hop, model=model)
+                if k in summary:
+                    _note_truncation(f, summary[k])
+                    if progress and summary[k]["status"] != "ok":
+                        bar.write(f"ser predict: {summary[k]['status']}: {summary[k]['error']}",
+                                  file=sys.stderr)
                 checkpoint(force=False)
     finally:
         bar.close()
@@ -432,6 +504,28 @@ def predict_paths(
                else pd.DataFrame({c: pd.Series(dtype=object if c == "file" else np.float64)
                                   for c in ["file", *wcols]}))
     return Prediction(windows=windows, summary=summ, failures=fail)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received by ``ser predict``: handled like Ctrl-C (finished files kept)."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (like Ctrl-C
+    raises KeyboardInterrupt), so the run ends through the same ``finally`` clauses."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def predict_cli(
@@ -473,8 +567,10 @@ def predict_cli(
             ignored (with a note) for other bundles.
 
     Returns:
-        Exit code: 0 all files done, 1 some failed (the rest is written), 2 usage error,
-        130 interrupted (finished files are written; run again to resume).
+        Exit code: 0 all files done (files too short for the model's window are listed on
+        stderr), 1 some failed (the rest is written), 2 usage error (outputs that cannot be
+        written are found before any work), 130 interrupted by Ctrl-C, 143 ended by SIGTERM
+        (in both cases finished files are written; run again to resume).
     """
 
     def usage(msg: str) -> int:
@@ -488,14 +584,26 @@ def predict_cli(
     hop_s = options.hop_s  # checked here, before the model loads, to name --hop in the error
     if hop_s is not None and not grid.hop_is_valid(hop_s):
         return usage(f"--hop must be a number of seconds > 0; got --hop {hop_s}")
+    if output is not None:
+        try:
+            check_output_paths(output, fmt=fmt)  # before the model loads
+        except OutputPathError as e:
+            return usage(f"-o {output}: {e}")
     try:
-        bundle = load_bundle(model, device=device, precision=precision)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UnsealedBundleWarning)
+            bundle = load_bundle(model, device=device, precision=precision)
     except (FileNotFoundError, ValueError, OSError) as e:
         return usage(f"MODEL {model}: {e}")
+    for w in caught:  # one line each, not the source line of warnings.warn
+        if issubclass(w.category, UnsealedBundleWarning):
+            print(f"ser predict: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     window_s = bundle.window_samples / bundle.sample_rate
     if hop_s is not None and not grid.hop_is_valid(hop_s, window_s=window_s):
         return usage(f"--hop must be at most the model's window ({window_s:g} s, from "
-                     f"{Path(model) / 'model.json'}); got --hop {hop_s}")
+                     f"{Path(bundle.path) / 'model.json'}); got --hop {hop_s}")
     mapping = None
     if not needs_reference(bundle):
         if speaker_of is not None or options.norm_unit != "caregiver":
@@ -511,17 +619,19 @@ def predict_cli(
         except (FileNotFoundError, ValueError) as e:
             return usage(str(e))
     try:
-        res = predict_paths(bundle, inputs, options=options, output=output, fmt=fmt,
-                            resume=resume, progress=progress, speaker_of=mapping)
-    except ResumeError as e:
+        with _sigterm_interrupts():
+            res = predict_paths(bundle, inputs, options=options, output=output, fmt=fmt,
+                                resume=resume, progress=progress, speaker_of=mapping)
+    except (ResumeError, OutputPathError) as e:
         return usage(f"-o {output}: {e}")
     except ValueError as e:
         return usage(str(e))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         where = (f"finished files are in {output}; run the same command again to resume"
                  if output else "nothing was written (no -o)")
-        print(f"\nser predict: interrupted; {where}", file=sys.stderr)
-        return 130
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"\nser predict: {how}; {where}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     if output is None:
         if fmt == "json":
             sys.stdout.write('{"windows": [' + _json_rows(res.windows) + '], "summary": ['
@@ -529,7 +639,7 @@ def predict_cli(
                              + _json_rows(res.failures) + "]}\n")
         else:
             sys.stdout.write(res.windows.to_csv(index=False, lineterminator="\n"))
-            ok = res.summary[res.summary["status"] == "ok"]
+            ok = res.summary[res.summary["status"].isin(RESUMABLE_STATUSES)]
             if len(ok):
                 cols = ["file", "duration_s", "windows",
                         *(["dominant_emotion"] if bundle.output_prefix == "p_" else []),
@@ -538,8 +648,15 @@ def predict_cli(
                       file=sys.stderr)
     else:
         names = ", ".join(str(p) for p in output_paths(output, fmt=fmt).values())
-        print(f"ser predict: {int((res.summary['status'] == 'ok').sum())} file(s), "
+        print(f"ser predict: {int(res.summary['status'].isin(RESUMABLE_STATUSES).sum())} file(s), "
               f"{len(res.windows)} windows -> {names}", file=sys.stderr)
+    for status, what in (("too_short", "shorter than the model's window, not analysed (--pad-short "
+                                       "pads them to one window)"),
+                         ("truncated", "truncated (the samples present were analysed)")):
+        rows = res.summary[res.summary["status"] == status]
+        if len(rows):
+            print(f"ser predict: {len(rows)} file(s) {what}:\n"
+                  + "\n".join(f"  {e}" for e in rows["error"]), file=sys.stderr)
     if len(res.failures):
         print(f"ser predict: {len(res.failures)} file(s) failed:\n"
               + res.failures.to_string(index=False), file=sys.stderr)

@@ -68,6 +68,9 @@ class InferenceOptions:
             ``caregiver`` column in stage 04, the ``--speaker-of`` mapping in ``ser predict``),
             ``"recording"`` (each recording alone) or ``"none"`` (refused for such a
             bundle). Other bundles ignore it.
+        pad_short: a recording shorter than the model's window gets one zero-padded
+            window (``padded`` True) instead of being refused as too short
+            (:class:`ser.inference.recording.TooShortError`).
     """
 
     hop_s: float | Fraction | None = None
@@ -78,6 +81,7 @@ class InferenceOptions:
     egemaps: bool = False
     workers: int | None = 0
     norm_unit: str = "caregiver"
+    pad_short: bool = False
 
     def resolve(self, bundle: ModelBundle) -> InferenceOptions:
         """These options checked for ``bundle``: the exact hop (the default one when
@@ -87,7 +91,7 @@ class InferenceOptions:
 
         Raises:
             ValueError: bad ``hop_s``, ``batch_size``, ``block_s``, ``f0_method``,
-                ``voice_quality``, ``egemaps``, ``workers`` or ``norm_unit``, or
+                ``voice_quality``, ``egemaps``, ``pad_short``, ``workers`` or ``norm_unit``, or
                 ``norm_unit="none"`` for a bundle that needs a speaker reference.
         """
         hop = grid.default_hop(bundle) if self.hop_s is None else self.hop_s
@@ -97,7 +101,8 @@ class InferenceOptions:
             raise ValueError(f"block_s must be > 0 seconds; got {self.block_s!r}")
         if self.f0_method not in features.F0_METHODS:
             raise ValueError(f"f0_method must be one of {features.F0_METHODS}; got {self.f0_method!r}")
-        for name, v in (("voice_quality", self.voice_quality), ("egemaps", self.egemaps)):
+        for name, v in (("voice_quality", self.voice_quality), ("egemaps", self.egemaps),
+                        ("pad_short", self.pad_short)):
             if not isinstance(v, (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False; got {v!r}")
         if self.norm_unit not in NORM_UNITS:
@@ -109,7 +114,7 @@ class InferenceOptions:
         n_workers = resolve_workers(self.workers, heavy_model=bundle.heavy)
         return replace(self, hop_s=grid.exact_seconds(hop, name="hop_s"), batch_size=batch_size,
                        voice_quality=bool(self.voice_quality), egemaps=bool(self.egemaps),
-                       workers=n_workers)
+                       pad_short=bool(self.pad_short), workers=n_workers)
 
     def feature_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`ser.signal.features.window_features` for these options."""

@@ -8,9 +8,10 @@ classifiers, ``d_arousal, d_dominance, d_valence`` for a dimensional model
 Windows follow the grid of :mod:`ser.inference.grid` (the model's window, every
 ``hop_s`` seconds, exact timestamps).
 
-Short input. A recording shorter than one window gives exactly one window at 0 s,
-zero-padded at the end to ``W`` samples and flagged ``padded = True`` (all other
-windows have ``padded = False``); its prosody uses only the real samples.
+Short input. A recording shorter than one window is refused with :class:`TooShortError`
+(the model would read mostly zeros), unless ``options.pad_short``: then it gives exactly
+one window at 0 s, zero-padded at the end to ``W`` samples and flagged ``padded = True``
+(all other windows have ``padded = False``); its prosody uses only the real samples.
 
 Bad input. Anything :mod:`ser.signal.audio` rejects (missing, empty, corrupt, non-audio,
 NaN/inf samples, M4A without ffmpeg) raises :class:`ser.signal.audio.AudioError` naming the
@@ -68,6 +69,18 @@ CONTEXT_S: float = 1.0
 SILENT_PEAK_DBFS: float = -80.0
 
 
+class TooShortError(audio.AudioError):
+    """A recording is shorter than the model's window (and ``pad_short`` is off).
+
+    Attributes:
+        info: ``{"duration_s", "sample_rate", "channels"}`` of the file as stored.
+    """
+
+    def __init__(self, message: str, *, info: dict[str, Any]):
+        super().__init__(message)
+        self.info = info
+
+
 def window_columns(labels: Iterable[str], *, voice_quality: bool = False,
                    egemaps: bool = False, output_prefix: str = "p_") -> list[str]:
     """Columns of :func:`predict_recording`: times, ``<output_prefix><label>`` (the
@@ -108,7 +121,9 @@ def predict_recording(
         docstring).
 
     Raises:
-        ser.signal.audio.AudioError: missing, unreadable, empty, non-finite or silent audio.
+        ser.signal.audio.AudioError: missing, unreadable, empty, non-finite or silent audio;
+            :class:`TooShortError` (an ``AudioError``) for a recording shorter than the
+            window without ``options.pad_short``.
         ValueError: bad ``hop_s``, ``batch_size``, ``block_s``, ``f0_method`` or ``workers``.
     """
     options = options.resolve(bundle)
@@ -152,6 +167,11 @@ def predict_file(
 
     plan = window_plan(bundle, path, options=options)
     start_n, n_total, block_n = plan.start_n, plan.n_total, plan.block_n
+    info = {"duration_s": plan.frames / plan.sr_in, "sample_rate": plan.sr_in, "channels": plan.channels}
+    if n_total < win_n and not options.pad_short:
+        raise TooShortError(f"audio file {path} is {info['duration_s']:.2f} s long, shorter than the "
+                            f"model's {win_n / sr:g} s window: no emotion computed (pad_short / "
+                            "--pad-short pads it with zeros to one window)", info=info)
     n_win = len(start_n)
     padded = np.full(n_win, n_total < win_n)
     values = np.empty((n_win, len(labels)), dtype=np.float32)
@@ -233,7 +253,6 @@ def predict_file(
     for j, col in enumerate(feature_cols):
         df[col] = feats[:, j]
     df["padded"] = padded
-    info = {"duration_s": plan.frames / plan.sr_in, "sample_rate": plan.sr_in, "channels": plan.channels}
     return df[columns], info
 
 

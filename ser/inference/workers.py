@@ -10,10 +10,12 @@ recording's register.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -58,9 +60,41 @@ class Workers:
     n: int
 
 
-def _ignore_sigint() -> None:
-    """Worker initializer: Ctrl-C is handled by the parent, which shuts the pool down."""
+#: Seconds between two checks of a worker's watchdog that its parent is still alive.
+WATCHDOG_S: float = 0.5
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _init_worker(parent_pid: int) -> None:
+    """Worker initializer: Ctrl-C is handled by the parent, which shuts the pool down;
+    SIGTERM ends the worker (not the parent's handler, inherited by the fork); and the
+    worker ends when its parent dies, even by SIGKILL (:func:`_die_with_parent`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent(parent_pid)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """End this process when ``parent_pid`` dies: on Linux the kernel sends SIGKILL
+    (``prctl(PR_SET_PDEATHSIG)``); everywhere a daemon thread checks ``os.getppid()``
+    every :data:`WATCHDOG_S` seconds (a re-parented process has another parent)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCHDOG_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="ser-parent-watchdog", daemon=True).start()
+
+
+def _ready() -> int:
+    return os.getpid()
 
 
 def _usable_cores() -> int:
@@ -78,6 +112,9 @@ def feature_workers(n: int) -> Iterator[Workers | None]:
     ``max(1, cores - n)`` intra-op threads, so that the model and the feature
     processes do not oversubscribe the cores (OpenMP threads that wait for a core they
     share burn CPU); the previous setting is restored afterwards.
+
+    The workers never outlive this process: each ends when its parent dies, however it
+    dies (SIGKILL included), and ignores Ctrl-C, which the parent handles.
     """
     if n == 0:
         yield None
@@ -86,8 +123,12 @@ def feature_workers(n: int) -> Iterator[Workers | None]:
     threads = torch.get_num_threads() if torch is not None else None
     # fork: the children need no imports and never touch torch (they only run features)
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    ex = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_ignore_sigint)
+    ex = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
+                             initargs=(os.getpid(),))
     try:
+        # start the processes now, from the thread that will also shut them down: the
+        # kernel's parent-death signal follows the thread that forked a worker
+        ex.submit(_ready).result()
         if torch is not None and threads is not None:
             torch.set_num_threads(max(1, min(threads, _usable_cores() - n)))
         yield Workers(ex, n)

@@ -16,7 +16,6 @@ format 1 are rebuilt with the defaults of their time (:data:`LEGACY_ARCH_DEFAULT
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from ser.core import atomic, provenance
+from ser.models import integrity
 from ser.models.classical.bundle import ClassicalBundle, load_classical_bundle
 from ser.models.dimensional import FAMILY as DIMENSIONAL_FAMILY
 from ser.models.dimensional import DimensionalBundle, is_dimensional_bundle, load_dimensional_bundle
@@ -230,17 +230,25 @@ def save_bundle(
         "torch_version": torch.__version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    return atomic.atomic_write_json(out / "model.json", meta)
+    return integrity.write_sealed_meta(out, meta)
+
+
+def bundle_folder(path: str | os.PathLike[str]) -> Path:
+    """The bundle folder of ``path``: the folder itself, or the folder of a ``model.json``
+    given by its own path."""
+    p = Path(path)
+    return p.parent if p.name == "model.json" and p.is_file() else p
 
 
 def read_bundle_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Parse and check ``<path>/model.json`` without loading weights.
+    """Parse and check ``<path>/model.json`` without loading weights (``path`` may also be
+    the ``model.json`` itself).
 
     Raises:
         FileNotFoundError: the folder has no ``model.json``.
         ValueError: the file is not valid JSON or lacks a required key.
     """
-    folder = Path(path)
+    folder = bundle_folder(path)
     meta_path = folder / "model.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"no model bundle at {folder}: {meta_path.name} is missing; "
@@ -276,19 +284,12 @@ def bundle_arch_params(meta: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
-#: ``model.json`` keys that decide what a bundle computes (timestamps and metrics excluded).
-_FINGERPRINT_KEYS = ("labels", "sample_rate", "window_s", "features", "arch", "arch_params",
-                     "calibration", "format")
-#: Fingerprinted only when present, so bundles written before the key existed keep their fingerprint.
-_FINGERPRINT_OPTIONAL_KEYS = ("pitch_norm_hz",)
-#: The weights file of a deep, classical or dimensional bundle (the first one present counts).
-_WEIGHTS_FILES = ("model.pt", "model.joblib", "model.safetensors")
-
-
 def bundle_fingerprint(path: str | os.PathLike[str]) -> str:
     """SHA-256 of what a bundle computes: its weights file and the ``model.json`` keys that
     shape its outputs (labels, window, features, architecture, calibration). The weights
     file is ``model.pt``, ``model.joblib`` (classical) or ``model.safetensors`` (dimensional).
+    The same value is sealed into ``model.json`` when the bundle is written
+    (:mod:`ser.models.integrity`) and checked by :func:`load_bundle`.
 
     Retraining with other data or options, or recalibrating, changes it; re-saving the same
     weights (a deterministic retrain) does not. Outputs computed by one bundle can thus be
@@ -297,20 +298,12 @@ def bundle_fingerprint(path: str | os.PathLike[str]) -> str:
     Raises:
         FileNotFoundError: no ``model.json``, or no weights file.
     """
-    folder = Path(path)
+    folder = bundle_folder(path)
     meta = read_bundle_meta(folder)
-    weights = next((folder / n for n in _WEIGHTS_FILES if (folder / n).is_file()), None)
+    weights = integrity.weights_file(folder)
     if weights is None:
-        raise FileNotFoundError(f"model bundle {folder} has no {' or '.join(_WEIGHTS_FILES)}")
-    keyed = {k: meta.get(k) for k in _FINGERPRINT_KEYS}
-    if isinstance(keyed["calibration"], dict):  # when it was fitted does not shape the outputs
-        keyed["calibration"] = {k: v for k, v in keyed["calibration"].items() if k != "created_utc"}
-    keyed.update({k: meta[k] for k in _FINGERPRINT_OPTIONAL_KEYS if meta.get(k)})
-    h = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode())
-    with weights.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        raise FileNotFoundError(f"model bundle {folder} has no {' or '.join(integrity.WEIGHTS_FILES)}")
+    return integrity.fingerprint(meta, weights)
 
 
 def _is_classical_bundle(folder: Path) -> bool:
@@ -335,8 +328,12 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
     (:class:`ser.inference.protocol.ModelBundle`), with arousal, dominance and valence
     (``d_<dimension>`` columns) in place of probabilities.
 
+    A bundle whose ``model.json`` was edited after it was written (its stored seal,
+    :mod:`ser.models.integrity`, no longer matches) is refused; one written before seals
+    existed loads with an :class:`ser.models.integrity.UnsealedBundleWarning`.
+
     Args:
-        path: bundle folder holding ``model.json`` and ``model.pt``.
+        path: bundle folder holding ``model.json`` and ``model.pt`` (or that ``model.json``).
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` (cuda when available) or any torch device.
         precision: arithmetic of the network (the log-mel front end always runs in
             float32): ``"fp32"`` (default, the reference); ``"bf16"``: bfloat16 autocast
@@ -352,21 +349,25 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
 
     Raises:
         FileNotFoundError: ``model.json`` or ``model.pt`` is missing.
+        ser.models.integrity.BundleIntegrityError: (a ``ValueError``) ``model.json`` or
+            the weights changed after the bundle was written; names the keys that changed.
         ValueError: malformed ``model.json``, weights that do not fit the architecture,
             an unknown precision, or ``"int8"`` on a GPU.
     """
-    folder = Path(path)
+    folder = bundle_folder(path)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     meta = read_bundle_meta(folder)  # names the file when it is missing, malformed or too new
-    if _is_classical_bundle(folder):
-        return load_classical_bundle(folder)
-    if is_dimensional_bundle(folder):
-        return load_dimensional_bundle(folder, device=device, precision=precision)
-    if meta["arch"] not in ARCHITECTURES:
+    classical, dimensional = _is_classical_bundle(folder), is_dimensional_bundle(folder)
+    if not (classical or dimensional) and meta["arch"] not in ARCHITECTURES:
         raise ValueError(f"{folder / 'model.json'} names an unknown model family or architecture "
                          f"{meta['arch']!r}; this code loads {', '.join(sorted(ARCHITECTURES))}, "
                          f"classical:<estimator> and the {DIMENSIONAL_FAMILY!r} family")
+    integrity.check_seal(folder, meta)  # refuses a model.json edited after the bundle was written
+    if classical:
+        return load_classical_bundle(folder)
+    if dimensional:
+        return load_dimensional_bundle(folder, device=device, precision=precision)
     weights = folder / "model.pt"
     if not weights.is_file():
         raise FileNotFoundError(f"model bundle {folder} has model.json but no model.pt; retrain it")
@@ -402,7 +403,7 @@ def update_bundle_metrics(path: str | os.PathLike[str], *, split: str,
     Returns:
         Path of ``model.json``.
     """
-    folder = Path(path)
+    folder = bundle_folder(path)
     meta = read_bundle_meta(folder)
     meta.setdefault("metrics", {})[split] = dict(metrics)
-    return atomic.atomic_write_json(folder / "model.json", meta)
+    return integrity.write_sealed_meta(folder, meta, update=True)

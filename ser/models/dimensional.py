@@ -39,7 +39,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ser.core import atomic, provenance
+from ser.core import provenance
+from ser.models.integrity import write_sealed_meta
 from ser.models.meta import BundleMeta
 from ser.models.quantize import quantize_for_cpu
 from ser.models.registry import resolve_device
@@ -403,7 +404,7 @@ def save_dimensional_bundle(source: str | os.PathLike[str], out_dir: str | os.Pa
         "transformers_version": transformers.__version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    return atomic.atomic_write_json(out / "model.json", meta)
+    return write_sealed_meta(out, meta)
 
 
 def load_dimensional_bundle(path: str | os.PathLike[str], *, device: str = "cpu",

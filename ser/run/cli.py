@@ -95,7 +95,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
     options = InferenceOptions(hop_s=a.hop, batch_size=a.batch_size, f0_method=a.f0_method,
                                voice_quality=a.voice_quality, egemaps=a.egemaps, workers=a.workers,
-                               norm_unit=a.norm_unit)
+                               norm_unit=a.norm_unit, pad_short=a.pad_short)
     return predict_cli(model=a.model, inputs=a.paths, options=options, fmt=a.format,
                        output=a.output, progress=not a.quiet, device=a.device,
                        precision=a.precision, resume=not a.no_resume, speaker_of=a.speaker_of)
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser("predict", help="windowed emotion + prosody over audio files")
-    p.add_argument("model", help="model bundle folder (holding model.json)")
+    p.add_argument("model", help="model bundle folder (holding model.json), or that model.json")
     p.add_argument("paths", nargs="+", help="audio files or directories (searched recursively)")
     p.add_argument("--hop", type=float, default=None, help="hop in seconds (default: half the window)")
     p.add_argument("--format", choices=("csv", "json"), default="csv")
@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm-unit", choices=("caregiver", "recording", "none"), default="caregiver",
                    help="speaker_norm models only: whose audio gives the reference: caregiver (the "
                         "person of --speaker-of, default), recording (each file alone); none is refused")
+    p.add_argument("--pad-short", action="store_true",
+                   help="give a file shorter than the model's window one zero-padded window "
+                        "(default: status too_short, no probabilities)")
     p.add_argument("--no-resume", action="store_true", help="recompute files already in -o FILE")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_predict)

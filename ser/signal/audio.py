@@ -98,6 +98,8 @@ def _check_exists(path: Path) -> None:
         raise AudioError(f"audio file {path} does not exist")
     if not path.is_file():
         raise AudioError(f"{path} is not a file")
+    if not os.access(path, os.R_OK):
+        raise AudioError(f"audio file {path}: permission denied (this user may not read it)")
     if path.stat().st_size == 0:
         raise AudioError(f"audio file {path} is empty (0 bytes)")
 
@@ -663,15 +665,19 @@ def find_audio_files(
 
     A file given by name is kept whatever its extension (reading it will tell whether it
     is audio); a folder is searched recursively for :data:`AUDIO_EXTENSIONS` (any case),
-    hidden files and folders skipped, in sorted order. A file reached twice is listed once.
+    hidden files and folders skipped, in sorted order, following symbolic links to
+    folders. A file reached twice is listed once. Every entry the scan has to skip is
+    named in ``problems``: a symbolic link that leads back into a folder being searched
+    (a loop), a broken link, a subfolder it may not list and an audio file it may not read
+    ("permission denied").
 
     Args:
         inputs: files and/or folders.
 
     Returns:
         ``(files, problems)``: the files in input order, each as given or as the folder
-        joined with its relative path; and ``(path, reason)`` for inputs that do not exist
-        or folders without audio files.
+        joined with its relative path; and ``(path, reason)`` for inputs that do not exist,
+        folders without audio files and the entries skipped inside folders.
     """
     files: list[Path] = []
     problems: list[tuple[Path, str]] = []
@@ -686,20 +692,67 @@ def find_audio_files(
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(
-                q for q in p.rglob("*")
-                if q.suffix.lower() in AUDIO_EXTENSIONS and q.is_file()
-                and not any(part.startswith(".") for part in q.relative_to(p).parts))
-            if not found:
+            found, skipped = _scan_folder(p)
+            problems.extend(skipped)
+            if not found and not skipped:
                 reason = f"folder {p} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})"
                 problems.append((p, reason))
             for q in found:
                 add(q)
         elif p.exists():
             add(p)
+        elif p.is_symlink():
+            problems.append((p, f"{p} is a broken symbolic link (its target {os.readlink(p)} does not exist)"))
         else:
             problems.append((p, f"{p} does not exist"))
     return files, problems
+
+
+def _scan_folder(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Audio files under ``root`` (sorted) and the entries skipped, with the reason."""
+    found: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+
+    def walk(folder: Path, chain: tuple[Path, ...]) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except PermissionError:
+            skipped.append((folder, f"folder {folder}: permission denied (not searched)"))
+            return
+        except OSError as e:
+            skipped.append((folder, f"folder {folder} cannot be listed: {e.strerror or e}"))
+            return
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            q = folder / e.name
+            try:
+                is_dir = e.is_dir()
+                is_file = not is_dir and e.is_file()
+            except OSError as err:  # e.g. too many levels of symbolic links
+                skipped.append((q, f"{q} cannot be examined: {err.strerror or err}"))
+                continue
+            if is_dir:
+                real = q.resolve()
+                if real in chain:
+                    skipped.append((q, f"{q} is a symbolic link loop (it leads back to {real}); "
+                                       "not followed"))
+                else:
+                    walk(q, (*chain, real))
+            elif not is_file and e.is_symlink():  # maybe a folder's link: named whatever its name
+                skipped.append((q, f"{q} is a broken symbolic link (its target {os.readlink(q)} "
+                                   "does not exist)"))
+            elif q.suffix.lower() not in AUDIO_EXTENSIONS:
+                continue
+            elif not is_file:
+                skipped.append((q, f"{q} is not a regular file"))
+            elif not os.access(q, os.R_OK):
+                skipped.append((q, f"audio file {q}: permission denied (this user may not read it)"))
+            else:
+                found.append(q)
+
+    walk(root, (root.resolve(),))
+    return sorted(found), skipped
 
 
 def write_wav(path: str | os.PathLike[str], y: np.ndarray, sample_rate: int) -> Path:

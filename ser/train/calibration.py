@@ -36,8 +36,8 @@ import pandas as pd
 from scipy import optimize, special
 from tqdm import tqdm
 
-from ser.core import atomic
 from ser.models.bundle import Bundle, read_bundle_meta
+from ser.models.integrity import write_sealed_meta
 from ser.models.window import fit_window
 from ser.signal import audio, pitchnorm
 
@@ -323,4 +323,4 @@ def store_calibration(bundle_dir: str | os.PathLike[str], *, temperature: float,
         "n_bins": int(n_bins), **dict(extra or {}),
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    return atomic.atomic_write_json(folder / "model.json", meta)
+    return write_sealed_meta(folder, meta, update=True)  # the bundle's seal covers the new temperature

@@ -17,6 +17,7 @@ from ser.core import atomic, provenance
 from ser.models.classical.ensemble import ClassicalEnsemble
 from ser.models.classical.estimator import ClassicalModel
 from ser.models.classical.features import check_feature_set, check_sample_rate, feature_config
+from ser.models.integrity import write_sealed_meta
 
 
 def save_classical_bundle(
@@ -93,5 +94,5 @@ def save_classical_bundle(
         "packages": provenance.package_versions(("scikit-learn", "opensmile", "librosa", "numpy")),
     }
     atomic.atomic_write(out / "model.joblib", lambda f: joblib.dump(model, f))
-    atomic.atomic_write_json(out / "model.json", meta)
+    write_sealed_meta(out, meta)
     return out
