@@ -8,7 +8,13 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from ser.models.classical.estimator import ClassicalModel
-from ser.train.cross_corpus_eval import TABLE_COLUMNS, evaluate_loco, write_cross_corpus_table
+from ser.train.cross_corpus_eval import (
+    TABLE_COLUMNS,
+    evaluate_loco,
+    loco_from_utterances,
+    plot_loco,
+    write_cross_corpus_table,
+)
 
 CLASSES = ("angry", "happy", "neutral", "sad")
 GRID = {"C": [0.1, 1.0]}
@@ -138,3 +144,96 @@ def test_writer_replaces_matching_rows(tmp_path):
     with pytest.raises(ValueError, match="other.csv"):
         write_cross_corpus_table(res.table, tmp_path / "other.csv")
 
+
+
+def test_train_only_rows_train_but_are_never_tested():
+    X, y, spk, corp = _corpora()
+    copies = X.set_axis([f"aug_{i}" for i in X.index]) + 0.01
+    X2 = pd.concat([X, copies])
+    extra = np.r_[np.zeros(len(X), bool), np.ones(len(X), bool)]
+    res = evaluate_loco({"egemaps": X2}, np.r_[y, y], np.r_[spk, spk], np.r_[corp, corp],
+                        estimator="logreg", param_grid=GRID, inner_folds=3, progress=False,
+                        train_only=extra)
+    n = len(y)
+    t = res.table
+    assert (t["n_test"] == n // 3).all()
+    assert (t["n_train"] == 2 * (n - n // 3)).all()  # originals and copies of the other corpora
+    assert not res.predictions.index.str.startswith("aug_").any()
+    assert t["in_corpus_loso_uar"].notna().all()  # the LOSO runs on originals only
+    with pytest.raises(ValueError, match="train_only"):
+        evaluate_loco({"egemaps": X}, y, spk, corp, estimator="logreg", param_grid=GRID,
+                      train_only=[True], progress=False)
+
+
+def _tone_corpora(root):
+    """3 corpora x 3 speakers x 4 classes x 2 files: class = pitch, corpus = a level offset."""
+    import soundfile as sf
+
+    sr = 16000
+    f0 = {"angry": 400.0, "happy": 300.0, "neutral": 200.0, "sad": 120.0}
+    rows = []
+    for c, gain in (("alpha", 0.1), ("beta", 0.2), ("gamma", 0.05)):
+        for s in ("s1", "s2", "s3"):
+            for lab, f in f0.items():
+                for k in range(2):
+                    t = np.arange(int(0.5 * sr)) / sr
+                    y = gain * np.sin(2 * np.pi * f * (1 + 0.02 * k) * t)
+                    path = root / c / f"{s}_{lab}_{k}.wav"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    sf.write(path, y.astype(np.float32), sr)
+                    rows.append({"path": str(path), "label": lab, "speaker": f"{c}/{s}", "corpus": c,
+                                 "language": "xx", "split": "train"})
+    return pd.DataFrame(rows)
+
+
+def test_loco_from_utterances_extracts_caches_and_plots(tmp_path):
+    utt = _tone_corpora(tmp_path)
+    broken = tmp_path / "alpha" / "broken.wav"
+    broken.write_bytes(b"not audio")
+    utt = pd.concat([utt, pd.DataFrame([{"path": str(broken), "label": "sad", "speaker": "alpha/s1",
+                                         "corpus": "alpha", "language": "xx", "split": "test"}])],
+                    ignore_index=True)
+    res, errors = loco_from_utterances(utt, feature_sets=("mfcc_stats",), estimator="logreg",
+                                       cache_dir=tmp_path / "cache", inner_folds=3)
+    assert errors["path"].tolist() == [str(broken)]  # named, not silently dropped
+    t = res.table
+    assert t["held_out_corpus"].tolist() == ["alpha", "beta", "gamma"]
+    assert (t["n_test"] == 24).all() and set(t["language"]) == {"xx"}
+    assert t["uar"].between(0, 1).all() and t["in_corpus_loso_uar"].notna().all()
+    assert t["ece"].notna().all()
+    assert any((tmp_path / "cache").rglob("*"))  # features cached for the next run
+    ax = plot_loco(t, n_classes=4)
+    heights = [p.get_height() for p in ax.patches]
+    np.testing.assert_allclose(heights, [*t["in_corpus_loso_uar"], *t["uar"]])
+    with pytest.raises(ValueError, match="at least 2 corpora"):
+        loco_from_utterances(utt[utt["corpus"] == "alpha"], feature_sets=("mfcc_stats",))
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['corpus'\]"):
+        loco_from_utterances(utt.drop(columns="corpus"))
+
+
+def test_stage_03_loco_cells_write_the_table(tmp_path, monkeypatch):
+    """The last cells of notebooks/03_evaluate.ipynb, run on a 3-corpus utterance table."""
+    import json
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from ser.core import paths
+
+    matplotlib.use("Agg")
+    monkeypatch.setenv("SER_RESULTS_DIR", str(tmp_path / "results"))
+    nb = json.loads((paths.ROOT / "notebooks" / "03_evaluate.ipynb").read_text(encoding="utf-8"))
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    start = next(i for i, s in enumerate(code) if "loco_from_utterances" in s)
+    ns = {"utterances": _tone_corpora(tmp_path / "audio"), "paths": paths, "plt": plt, "pd": pd,
+          "display": lambda *a, **k: None, "loco": True, "loco_feature_sets": ["mfcc_stats"],
+          "loco_estimator": "logreg"}
+    for src in code[start:]:
+        exec(compile(src, "03_evaluate.ipynb", "exec"), ns)
+    out = pd.read_csv(paths.tables_dir() / "cross_corpus.csv")
+    assert list(out.columns) == list(TABLE_COLUMNS)
+    assert out["held_out_corpus"].tolist() == ["alpha", "beta", "gamma"] and out["speaker_norm"].all()
+    ns.update(loco=False)
+    for src in code[start:]:
+        exec(compile(src, "03_evaluate.ipynb", "exec"), ns)
+    assert ns["loco_table"] is None

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from ser.core import paths
-from ser.data import corpora, multicorpus, splits
+from ser.data import corpora, corpus_issues, multicorpus, splits
 from ser.run import params, pipeline
 
 SR = 16000
@@ -218,3 +218,76 @@ def test_multicorpus_profile_stage_01(tmp_path, monkeypatch):
     assert prov["params"]["corpora"] == list(_REAL) and prov["skipped_corpora"] == []
     errs = pd.read_csv(tmp_path / "results" / "tables" / "preprocess_errors.csv")
     assert set(errs["source"]) <= set(_REAL)
+    issues = pd.read_csv(tmp_path / "results" / "tables" / "corpus_issues.csv")
+    outside = issues[issues["issue"] == "label_outside_set"].set_index("corpus")["n_files"].to_dict()
+    assert outside == {"emodb": 196, "emovo": 252}  # boredom, disgust, fear; disgusto, paura, sorpresa
+
+
+# ---- bad input: conflicting labels, shared speaker ids, too few speakers, unknown labels ----
+
+
+LABELS4 = ["angry", "happy", "neutral", "sad"]
+
+
+def _issues(corpora_list, corpora_root, **kw):
+    labels = LABELS4
+    table, _, _ = multicorpus.read_corpora(corpora_list, corpora_root=corpora_root, labels=labels, **kw)
+    names = list(dict.fromkeys(table["corpus"]))
+    maps = multicorpus.label_maps_used(names, labels=labels, label_maps=kw.get("label_maps"))
+    return table, *corpus_issues.check_corpora(table, label_maps=maps, labels=labels)
+
+
+def test_issues_table_counts_every_left_out_file(corpora_root):
+    table, kept, issues = _issues(["emodb", "emovo"], corpora_root)
+    assert list(issues.columns) == list(corpus_issues.ISSUE_COLUMNS)
+    assert len(kept) == len(table)
+    outside = issues[issues["issue"] == "label_outside_set"].set_index("corpus")
+    assert outside["n_files"].to_dict() == {"emodb": 10, "emovo": 6}  # boredom x10 speakers, paura x6
+    assert "boredom (10)" in outside.loc["emodb", "detail"]
+    assert set(issues["issue"]) == {"label_outside_set"}
+
+
+def test_unknown_label_shared_speaker_and_conflicting_label_are_named(tmp_path, corpora_root):
+    folder = tmp_path / "mine"
+    for spk in ("f1", "m1", "x9"):  # f1, m1: EMOVO speaker ids too
+        for emo in ("angry", "sad", "grumpy"):  # grumpy: in no label map
+            write_wav(folder / emo / f"{spk}_001.wav")
+    table, kept, issues = _issues(["emovo", {"corpus": "folder", "root": str(folder)}], corpora_root,
+                                  label_maps={"folder": {"sad": "neutral"}})
+    by = {k: g.reset_index(drop=True) for k, g in issues.groupby("issue")}
+    unknown = by["unknown_label"]
+    assert unknown[["corpus", "n_files"]].to_dict("records") == [{"corpus": "folder", "n_files": 3}]
+    assert "grumpy (3)" in unknown.loc[0, "detail"]
+    shared = by["shared_speaker_id"]
+    assert sorted(shared["detail"].str.extract(r"speaker id '(\w+)'")[0]) == ["f1", "m1"]
+    assert (shared["corpus"] == "emovo, folder").all()
+    assert shared.loc[0, "n_files"] == 5 + 3  # 5 EMOVO files + 3 folder files of that id
+    assert "emovo/f1" in " ".join(shared["action"]) and "folder/f1" in " ".join(shared["action"])
+    conflict = by["conflicting_label"]
+    assert conflict["detail"].tolist() == ["emotion 'sad' becomes different labels (folder: neutral)"]
+    assert len(kept) == len(table)  # nothing left out by these three
+    msgs = corpus_issues.issue_messages(issues)
+    assert len(msgs) == len(issues) and msgs[0].startswith("CONFLICTING_LABEL folder: emotion 'sad'")
+    assert any(m.startswith("UNKNOWN_LABEL folder: 3 file(s)") for m in msgs)
+
+
+def test_corpus_with_one_speaker_is_left_out_and_counted(tmp_path, corpora_root):
+    folder = tmp_path / "solo"
+    for emo in ("angry", "sad"):
+        for k in range(3):
+            write_wav(folder / emo / f"f1_{k:03d}.wav")
+    table, kept, issues = _issues(["emodb", {"corpus": "folder", "root": str(folder)}], corpora_root)
+    few = issues[issues["issue"] == "too_few_speakers"]
+    assert few[["corpus", "n_files"]].to_dict("records") == [{"corpus": "folder", "n_files": 6}]
+    assert "1 labelled speaker(s), fewer than 2" in few["detail"].iloc[0]
+    assert few["action"].iloc[0] == "corpus left out of the merged table"
+    assert set(kept["corpus"]) == {"emodb"} and len(kept) == len(table) - 6
+    # alone, it is kept (the split then says what it needs)
+    _, kept1, issues1 = _issues([{"corpus": "folder", "root": str(folder)}], corpora_root)
+    assert len(kept1) == 6 and issues1["action"].iloc[0].startswith("kept")
+
+
+def test_check_corpora_rejects_a_table_without_its_columns():
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['emotion'"):
+        corpus_issues.check_corpora(pd.DataFrame({"corpus": [], "speaker": [], "label": [],
+                                                  "dropped_reason": []}), label_maps={}, labels=["a"])

@@ -258,3 +258,42 @@ def test_utterances_seen_counts_per_corpus_and_label():
                           "label": ["angry", "sad", "angry", "angry", "happy"]})
     assert loop.utterances_seen(train, ["angry", "happy", "sad"]) == {
         "emodb": {"angry": 1, "happy": 0, "sad": 1}, "emovo": {"angry": 2, "happy": 1, "sad": 0}}
+
+
+def test_single_corpus_training_is_unchanged_by_corpus_balancing(corpus, tmp_path):
+    """One corpus: balance_corpora on (the default) trains exactly as without it."""
+    kw = {**TINY, "arch_params": {"channels": [4], "dropout": 0.2}}
+    one = corpus.assign(corpus="tones")
+    a = loop.train(one, out_dir=tmp_path / "a", epochs=2, balance_corpora=True, **kw)
+    b = loop.train(one, out_dir=tmp_path / "b", epochs=2, balance_corpora=False, **kw)
+    cols = ["train_loss", "val_loss", "val_uar"]
+    pd.testing.assert_frame_equal(pd.read_csv(a / "history.csv")[cols], pd.read_csv(b / "history.csv")[cols])
+    x = np.random.default_rng(0).standard_normal((2, 4000)).astype(np.float32)
+    np.testing.assert_array_equal(load_bundle(a).predict_proba(x), load_bundle(b).predict_proba(x))
+    assert json.loads((a / "model.json").read_text())["train_params"]["balance_corpora"] is False
+
+
+def test_two_corpora_are_balanced_and_the_class_weights_follow(corpus, tmp_path, monkeypatch):
+    """Speaker s1 is corpus "big" (and a second copy of it), s2 corpus "small": balanced
+    sampling is used, recorded, and changes the run; class weights come from the epoch mix."""
+    big = corpus[corpus["speaker"] == "s1"]
+    two = pd.concat([corpus.assign(corpus="small"), big.assign(corpus="big", path=big["path"])],
+                    ignore_index=True)
+    two.loc[two["speaker"] == "s1", "corpus"] = "big"
+    used = []
+    real = loop.CorpusBalancedSampler
+
+    def spy(*args, **kwargs):
+        used.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "CorpusBalancedSampler", spy)
+    kw = {**TINY, "arch_params": {"channels": [4], "dropout": 0.0}}
+    out = loop.train(two, out_dir=tmp_path / "m", epochs=1, **kw)
+    assert len(used) == 1 and set(used[0]) == {"big", "small"}
+    tp = json.loads((out / "model.json").read_text())["train_params"]
+    assert tp["balance_corpora"] is True
+    assert set(tp["utterances_per_corpus"]) == {"big", "small"}
+    off = loop.train(two, out_dir=tmp_path / "off", epochs=1, balance_corpora=False, **kw)
+    assert json.loads((off / "model.json").read_text())["train_params"]["balance_corpora"] is False
+    assert len(used) == 1

@@ -8,7 +8,9 @@ UAR, macro-F1 (:mod:`ser.train.metrics`) and top-label ECE
 comparison the same estimator is evaluated leave-one-speaker-out *within* each corpus
 (:func:`ser.train.classical_loso.evaluate_loso`), so the table shows the transfer gap
 (``in_corpus_loso_uar - uar``). :func:`write_cross_corpus_table` writes
-``results/tables/cross_corpus.csv``.
+``results/tables/cross_corpus.csv``. :func:`loco_from_utterances` runs it on the labelled
+rows of ``utterances.csv`` (stage 03's ``loco``), :func:`plot_loco` draws held-out against
+in-corpus UAR per corpus.
 
 Speaker ids are prefixed with their corpus (``emodb:03``), so equal ids in two corpora
 never count as one speaker. With ``speaker_norm`` every speaker, the held-out ones
@@ -24,12 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from tqdm import tqdm
 
 from ser.core import atomic
 from ser.data.corpora import LANGUAGES
+from ser.models.classical import features as classical_features
 from ser.models.classical.classes import aligned_proba
 from ser.models.classical.estimator import ClassicalModel, check_aligned
 from ser.train.calibration import expected_calibration_error
@@ -98,6 +103,7 @@ def evaluate_loco(
     seed: int = 0,
     n_jobs: int = 1,
     progress: bool = True,
+    train_only: Sequence[bool] | None = None,
 ) -> LocoResult:
     """Leave-one-corpus-out evaluation of one classical estimator on each feature set.
 
@@ -126,6 +132,9 @@ def evaluate_loco(
         seed: estimator seed.
         n_jobs: parallel fits inside each grid search.
         progress: tqdm bar over the held-out corpora.
+        train_only: ``[n]`` flags of rows that only ever train (e.g. augmented copies of
+            an utterance, under its corpus and speaker): used when their corpus is not
+            held out, never tested nor in the in-corpus LOSO. Default: none.
 
     Returns:
         :class:`LocoResult` (``table`` rows ordered by feature set, then corpus name).
@@ -144,12 +153,15 @@ def evaluate_loco(
     if pd.isna(pd.Series(c)).any():
         raise ValueError("corpora contains NA; give every row its corpus name")
     c = c.astype(str)
+    extra = np.zeros(len(c), dtype=bool) if train_only is None else np.asarray(train_only, dtype=bool)
+    if extra.shape != c.shape:
+        raise ValueError(f"train_only ({extra.shape}) must have one flag per feature row ({len(c)})")
     g = np.char.add(np.char.add(c, ":"), g_raw)
     names = sorted(pd.unique(c).tolist())
     if len(names) < 2:
         raise ValueError(f"leave-one-corpus-out needs at least 2 corpora; got {names}")
     if in_corpus_loso:
-        few = [n for n in names if len(pd.unique(g[c == n])) < 3]
+        few = [n for n in names if len(pd.unique(g[(c == n) & ~extra])) < 3]
         if few:
             raise ValueError(f"corpus {', '.join(few)} has fewer than 3 speakers: in-corpus "
                              "leave-one-speaker-out is impossible; pass in_corpus_loso=False")
@@ -163,8 +175,8 @@ def evaluate_loco(
     jobs = [(fs, held) for fs in feature_tables for held in names]
     for fs, held in tqdm(jobs, desc=f"LOCO {estimator}", disable=not progress):
         X = feature_tables[fs].to_numpy(dtype=np.float64)
-        te = c == held
-        tr = ~te
+        tr = c != held
+        te = ~tr & ~extra
         if len(pd.unique(g[tr])) < 2:
             raise ValueError(f"training on all corpora but {held!r} leaves fewer than 2 speakers")
         t0 = time.perf_counter()
@@ -232,3 +244,103 @@ def write_cross_corpus_table(table: pd.DataFrame, path: str | os.PathLike[str], 
         keep = ~old[key].astype(str).agg("|".join, axis=1).isin(new_keys)
         out = pd.concat([old[keep], out], ignore_index=True)
     return atomic.atomic_write_csv(path, out, index=False)
+
+
+def loco_from_utterances(
+    utterances: pd.DataFrame,
+    *,
+    feature_sets: Sequence[str] = ("egemaps",),
+    estimator: str = "svm_rbf",
+    speaker_norm: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    sample_rate: int = 16000,
+    inner_folds: int = 5,
+    seed: int = 0,
+    n_jobs: int = 1,
+    progress: bool = False,
+) -> tuple[LocoResult, pd.DataFrame]:
+    """:func:`evaluate_loco` on every labelled utterance of an utterance table (all splits).
+
+    Features are extracted (and cached) with
+    :func:`ser.models.classical.features.extract_features`; files that cannot be read are
+    returned, not dropped silently.
+
+    Args:
+        utterances: ``utterances.csv`` rows with ``path, label, speaker, corpus``
+            (``language`` optional); 2+ corpora, each with 3+ speakers.
+        feature_sets: classical feature sets (:data:`ser.models.classical.features.FEATURE_SETS`).
+        estimator: one of :data:`ser.models.classical.estimator.ESTIMATORS`.
+        speaker_norm: per-speaker normalisation (transductive, see the module docstring).
+        cache_dir: feature cache folder (``None``: no cache).
+        sample_rate: Hz, audio is resampled to it before feature extraction.
+        inner_folds: speaker-grouped inner folds of the tuning.
+        seed: estimator seed.
+        n_jobs: feature-extraction workers and parallel inner folds.
+        progress: tqdm bars.
+
+    Returns:
+        ``(result, errors)``: the :class:`LocoResult` (``in_corpus_loso_uar`` filled) and
+        the files that could not be read (``path, reason``).
+
+    Raises:
+        ValueError: a missing column, fewer than 2 corpora, or a corpus with fewer than 3
+            speakers (named).
+    """
+    missing = [c for c in ("path", "label", "speaker", "corpus") if c not in utterances.columns]
+    if missing:
+        raise ValueError(f"utterances table lacks column(s) {missing}; it must come from stage 01")
+    rows = utterances[utterances["label"].notna()]
+    names = sorted(rows["corpus"].dropna().astype(str).unique().tolist())
+    if len(names) < 2:
+        raise ValueError(f"leave-one-corpus-out needs utterances of at least 2 corpora; got {names}; "
+                         "set corpora in stage 01_preprocess")
+    paths_ = rows["path"].astype(str).tolist()
+    tables: dict[str, pd.DataFrame] = {}
+    errors: list[pd.DataFrame] = []
+    for fs in feature_sets:
+        X, err = classical_features.extract_features(paths_, feature_set=fs, sample_rate=sample_rate,
+                                                     cache_dir=cache_dir, n_jobs=n_jobs, progress=progress)
+        tables[fs] = X
+        errors.append(err)
+    common = tables[feature_sets[0]].index
+    for X in tables.values():
+        common = common.intersection(X.index, sort=False)
+    kept = rows.set_index(rows["path"].astype(str)).loc[common]
+    kept = kept[~kept.index.duplicated()]
+    tables = {fs: X.loc[kept.index] for fs, X in tables.items()}
+    langs = dict(LANGUAGES)
+    if "language" in kept.columns:
+        langs.update({str(c): str(lang) for c, lang in kept.groupby("corpus")["language"].first().dropna().items()})
+    result = evaluate_loco(tables, kept["label"].to_numpy(), kept["speaker"].astype(str).to_numpy(),
+                           kept["corpus"].astype(str).to_numpy(), estimator=estimator,
+                           speaker_norm=speaker_norm, inner_folds=inner_folds, languages=langs,
+                           seed=seed, n_jobs=n_jobs, progress=progress)
+    err = pd.concat(errors, ignore_index=True).drop_duplicates() if errors else pd.DataFrame()
+    return result, err
+
+
+def plot_loco(table: pd.DataFrame, ax: Axes | None = None, *, n_classes: int | None = None) -> Axes:
+    """Held-out (LOCO) UAR beside in-corpus LOSO UAR, per corpus and feature set.
+
+    Args:
+        table: rows with :data:`TABLE_COLUMNS` (e.g. :attr:`LocoResult.table`).
+        ax: axes to draw on (``None``: a new figure).
+        n_classes: classes of the task; draws the chance level ``1 / n_classes``.
+
+    Returns:
+        The axes (bars: in-corpus, then held out, labelled with the held-out ECE).
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.6 + 1.4 * len(table), 3.2))
+    labels = [f"{r.held_out_corpus}\n{r.feature_set}" if table["feature_set"].nunique() > 1
+              else str(r.held_out_corpus) for r in table.itertuples()]
+    x = np.arange(len(table))
+    ax.bar(x - 0.2, table["in_corpus_loso_uar"], width=0.4, label="in corpus (LOSO)", color="tab:gray")
+    bars = ax.bar(x + 0.2, table["uar"], width=0.4, label="held out (LOCO)", color="tab:blue")
+    ax.bar_label(bars, labels=[f"ECE {e:.2f}" for e in table["ece"]], fontsize=7, padding=2)
+    if n_classes:
+        ax.axhline(1.0 / n_classes, ls="--", lw=0.8, color="k", label=f"chance, {n_classes} classes")
+    ax.set_xticks(x, labels)
+    ax.set(ylim=(0, 1), ylabel="UAR", xlabel="corpus")
+    ax.legend(fontsize=8, loc="upper right")
+    return ax

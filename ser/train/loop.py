@@ -85,6 +85,7 @@ from ser.models.window import features_config, fit_window, window_samples
 from ser.signal import audio, pitchnorm
 from ser.signal.spectrogram import freq_warp, spec_augment
 from ser.train.metrics import uar
+from ser.train.sampling import CorpusBalancedSampler, balanced_class_counts
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +163,21 @@ def load_waveforms(
     return waves, pd.DataFrame(errors, columns=ERROR_COLUMNS)
 
 
-def class_weights(y: np.ndarray, n_labels: int) -> np.ndarray:
+def class_weights(y: np.ndarray, n_labels: int, *, counts: np.ndarray | None = None) -> np.ndarray:
     """Inverse-frequency class weights ``n / (n_labels * count_c)`` (mean weight per sample = 1).
+
+    Args:
+        y: class indices ``[n]``.
+        n_labels: number of classes.
+        counts: windows per class per epoch when they are not those of ``y`` (e.g. the
+            expected counts of corpus-balanced sampling); default ``bincount(y)``.
 
     Raises:
         ValueError: a class has no samples.
     """
-    counts = np.bincount(np.asarray(y, dtype=int), minlength=n_labels).astype(float)
+    if counts is None:
+        counts = np.bincount(np.asarray(y, dtype=int), minlength=n_labels)
+    counts = np.asarray(counts, dtype=float)
     if (counts == 0).any():
         raise ValueError(f"class indices {np.flatnonzero(counts == 0).tolist()} have no training samples")
     return (counts.sum() / (n_labels * counts)).astype(np.float32)
@@ -221,13 +230,14 @@ class WindowDataset(Dataset):
 
 
 class EpochSampler(Sampler):
-    """Wrap a :class:`~torch.utils.data.DistributedSampler` to yield ``(epoch, index)`` pairs.
+    """Wrap a :class:`~torch.utils.data.DistributedSampler` (or a
+    :class:`~ser.train.sampling.CorpusBalancedSampler`) to yield ``(epoch, index)`` pairs.
 
     DataLoader workers hold copies of the dataset, so the epoch travels with each index
     instead of being set on the dataset.
     """
 
-    def __init__(self, sampler: DistributedSampler) -> None:
+    def __init__(self, sampler: DistributedSampler | CorpusBalancedSampler) -> None:
         self.sampler, self.epoch = sampler, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -418,6 +428,7 @@ def train(
     cache: bool = True,
     num_workers: int | None = None,
     pitch_norm_hz: float = 0.0,
+    balance_corpora: bool = True,
     progress: bool = True,
 ) -> Path:
     """Train a model on the ``train`` split, select it on ``val``, write the bundle.
@@ -456,6 +467,10 @@ def train(
             utterances are shifted (PSOLA, formants kept) so the speaker's register is this
             many Hz; the bundle stores it and evaluation and inference shift each speaker or
             recording the same way. 0 (default): off.
+        balance_corpora: when the training utterances come from more than one corpus
+            (column ``corpus``), every corpus fills the same share of each epoch
+            (:class:`ser.train.sampling.CorpusBalancedSampler`) and the class weights follow
+            that composition; with one corpus it has no effect.
         progress: show tqdm bars.
 
     Returns:
@@ -480,7 +495,8 @@ def train(
                       weight_decay=float(weight_decay), patience=int(patience), seed=int(seed), augment=aug,
                       mixup_alpha=float(mixup_alpha), class_weighting=bool(class_weighting),
                       min_duration_s=float(min_duration_s), resume=bool(resume), cache_dir=folder,
-                      num_workers=workers, pitch_norm_hz=pitch_norm_hz, progress=progress)
+                      num_workers=workers, pitch_norm_hz=pitch_norm_hz,
+                      balance_corpora=bool(balance_corpora), progress=progress)
 
 
 def _train(utterances: pd.DataFrame, *, d: _Dist, dev: torch.device, out: Path, labels: list[str],
@@ -488,7 +504,7 @@ def _train(utterances: pd.DataFrame, *, d: _Dist, dev: torch.device, out: Path, 
            sample_rate: int, epochs: int, batch_size: int, lr: float, weight_decay: float,
            patience: int, seed: int, augment: dict[str, Any] | None, mixup_alpha: float,
            class_weighting: bool, min_duration_s: float, resume: bool, cache_dir: Path | None,
-           num_workers: int, pitch_norm_hz: float, progress: bool) -> Path:
+           num_workers: int, pitch_norm_hz: float, balance_corpora: bool, progress: bool) -> Path:
     t_start = time.perf_counter()
     progress = progress and d.main
     if d.main:
@@ -534,14 +550,21 @@ def _train(utterances: pd.DataFrame, *, d: _Dist, dev: torch.device, out: Path, 
     index = {lab: i for i, lab in enumerate(labels)}
     y_train = train_df["label"].map(index).to_numpy(int)
     y_val = val_df["label"].map(index).to_numpy(int)
-    weights = class_weights(y_train, len(labels)) if class_weighting else np.ones(len(labels), np.float32)
+    train_corpora = (train_df["corpus"].fillna("").astype(str).to_numpy() if "corpus" in train_df.columns
+                     else np.full(len(train_df), "", dtype=object))
+    balanced = balance_corpora and len(set(train_corpora)) > 1
+    epoch_counts = balanced_class_counts(y_train, train_corpora, len(labels)) if balanced else None
+    weights = (class_weights(y_train, len(labels), counts=epoch_counts) if class_weighting
+               else np.ones(len(labels), np.float32))
     aug = augment or {"random_crop": True}
 
     train_ds = WindowDataset([waves[str(p)] for p in train_df["path"]], y_train, n_win, train=True,
                              seed=seed, augment=augment)
     val_ds = WindowDataset([waves[str(p)] for p in val_df["path"]], y_val, n_win, train=False, seed=seed)
-    sampler = EpochSampler(DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True,
-                                              seed=seed, drop_last=False))
+    sampler = EpochSampler(
+        CorpusBalancedSampler(train_corpora, seed=seed, num_replicas=d.world, rank=d.rank) if balanced
+        else DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=seed,
+                                drop_last=False))
     loader_kw: dict[str, Any] = dict(num_workers=num_workers, pin_memory=dev.type == "cuda",
                                      persistent_workers=num_workers > 0)
     train_dl = DataLoader(train_ds, batch_size=batch_size, sampler=sampler,
@@ -554,7 +577,7 @@ def _train(utterances: pd.DataFrame, *, d: _Dist, dev: torch.device, out: Path, 
                 "window_s": window_s, "sample_rate": sample_rate, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "seed": seed, "augment": aug, "mixup_alpha": mixup_alpha,
                 "class_weighting": class_weighting, "min_duration_s": min_duration_s, "world": d.world,
-                "pitch_norm_hz": pitch_norm_hz,
+                "pitch_norm_hz": pitch_norm_hz, **({"balance_corpora": True} if balanced else {}),
                 "train": sorted(zip(train_df["path"].astype(str), train_df["label"])),
                 "val": sorted(zip(val_df["path"].astype(str), val_df["label"]))}
     fingerprint = _fingerprint(settings)
@@ -654,6 +677,7 @@ def _train(utterances: pd.DataFrame, *, d: _Dist, dev: torch.device, out: Path, 
             "best_epoch": best["epoch"], "epochs_run": len(history), "resumed": bool(resume),
             "n_train": len(train_df), "n_val": len(val_df), **counts,
             "utterances_per_corpus": utterances_seen(train_df, labels),
+            "balance_corpora": bool(balanced),
             "n_ignored_labels": int((~utterances["label"].isin(labels)).sum()),
             "class_weights": dict(zip(labels, weights.tolist())),
             "pitch_shift_st": {k: round(v, 3) for k, v in pitch_shifts.items()},
