@@ -227,3 +227,30 @@ def test_cli_writes_atomically_flags_failures_and_resumes(tmp_path, monkeypatch,
     pd.testing.assert_frame_equal(pd.read_csv(out), segs)
     # other options: refused
     assert main(["diarize", str(d), "-o", str(out), "--vad", "webrtc", "--quiet"]) == 2
+
+
+def test_manifest_keys_by_recording_and_uses_enrolment_clips(tmp_path, encoder):
+    for phase, seed in (("control", 5), ("care", 6)):
+        audio.write_wav(tmp_path / f"a_{phase}.wav", conversation(24.0, seed=seed, first_share=0.6)[0], SR)
+    audio.write_wav(tmp_path / "a_enrol.wav", conversation(8.0, seed=7, voices=(WOMAN,))[0], SR)
+    rows = "recording,caregiver,level,phase,session,path,enrolment_path\n"
+    (tmp_path / "manifest.csv").write_text(rows + "r1,a,expert,control,1,a_control.wav,a_enrol.wav\n"
+                                           "r2,a,expert,care,1,a_care.wav,\n")
+    out = tmp_path / "speakers.csv"
+    res = diarize_files.diarize_manifest(tmp_path / "manifest.csv", output=out, encoder=encoder)
+    assert res.summary["recording"].tolist() == ["r1", "r2"] and set(pd.read_csv(out)["recording"]) == {"r1", "r2"}
+    t = res.caregivers.set_index("recording")
+    assert (t["method"] == "enrolment").all() and (t["status"] == "ok").all()
+    # the enrolled voice is the woman's: her speaker holds the turns overlapping her true speech most
+    seg = res.segments[res.segments["recording"] == "r1"]
+    assert seg.loc[seg["is_caregiver"] == True, "speaker"].unique().tolist() == [t.loc["r1", "speaker"]]  # noqa: E712
+    woman = conversation(24.0, seed=5, first_share=0.6)[1]
+    hyp = seg.assign(d=0.0)
+    for a, b, who in woman:
+        if who == "w":
+            hyp["d"] += np.clip(np.minimum(hyp["end_s"], b) - np.maximum(hyp["start_s"], a), 0, None)
+    assert hyp.groupby("speaker")["d"].sum().idxmax() == t.loc["r1", "speaker"]
+    (tmp_path / "m2.csv").write_text(rows + "r1,a,expert,control,1,a_control.wav,a_enrol.wav\n"
+                                     "r2,a,expert,care,1,a_care.wav,a_control.wav\n")
+    with pytest.raises(ValueError, match="two enrolment clips"):
+        diarize_files.diarize_manifest(tmp_path / "m2.csv", encoder=encoder)

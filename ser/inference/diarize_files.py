@@ -1,4 +1,5 @@
-"""Diarization of audio files and folders (``ser diarize``): :func:`diarize_paths`.
+"""Diarization of audio files and folders (``ser diarize``): :func:`diarize_paths`; of a cohort
+manifest, keyed by recording id (for ``results/tables/speakers.csv``): :func:`diarize_manifest`.
 
 Like ``ser predict`` (:mod:`ser.inference.files`): folders are searched recursively, a
 file that fails gets a failure row and the rest carries on, the outputs are rewritten
@@ -111,6 +112,7 @@ def diarize_paths(
     resume: bool = True,
     progress: bool = True,
     encoder: SpeakerEncoder | None = None,
+    recording_ids: Mapping[Path, str] | None = None,
 ) -> Diarization:
     """Diarize audio files and folders, identify the caregiver, write the tables.
 
@@ -125,6 +127,8 @@ def diarize_paths(
         resume: keep files finished in an existing ``output``.
         progress: one line per file on stderr.
         encoder: speaker encoder (default: one per process).
+        recording_ids: ``{resolved file path: recording id}`` written as ``recording``
+            instead of the path (e.g. a manifest's ids; :func:`diarize_manifest`).
 
     Returns:
         The :class:`Diarization` tables, as written.
@@ -134,7 +138,10 @@ def diarize_paths(
     """
     opt = options or DiarizationOptions()
     files, problems = audio.find_audio_files(inputs)
-    keys = [str(f) for f in files]
+    ids = {Path(p).resolve(): r for p, r in (recording_ids or {}).items()}
+    keys = [ids.get(f.resolve(), str(f)) for f in files]
+    cg_of = {k: caregiver_of[f.resolve()] for f, k in zip(files, keys, strict=True)
+             if caregiver_of and f.resolve() in caregiver_of}
     paths = output_paths(output) if output is not None else None
     opt_json = dataclasses.asdict(opt)
     done: dict[str, dict] = {}
@@ -164,7 +171,7 @@ def diarize_paths(
             failures[str(clip)] = f"enrolment clip of {cg}: {e}"
 
     def tables() -> Diarization:
-        cg_map = {k: caregiver_of[Path(k)] for k in done if caregiver_of and Path(k) in caregiver_of}
+        cg_map = {k: cg_of[k] for k in done if k in cg_of}
         cents = {k: {s: np.asarray(c) for s, c in done[k]["centroids"].items()} for k in cg_map}
         ident = cgid.identify_caregivers(cents, {k: done[k]["speech_s"] for k in cg_map}, cg_map,
                                          enrolment={c: e for c, e in enrol_c.items()})
@@ -220,6 +227,43 @@ def diarize_paths(
                   f"{'failed: ' + failures[k] if k in failures else 'ok'}", file=sys.stderr)
         write()
     return write()
+
+
+def diarize_manifest(
+    manifest: str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None,
+    options: DiarizationOptions | None = None, resume: bool = True, progress: bool = False,
+    encoder: SpeakerEncoder | None = None,
+) -> Diarization:
+    """Diarize a cohort's recordings (e.g. into ``results/tables/speakers.csv``), keyed by recording id.
+
+    Args:
+        manifest: ``manifest.csv`` with ``recording, caregiver, path`` (paths relative to it)
+            and optionally ``enrolment_path``: an enrolment clip of that row's caregiver
+            (empty where there is none; one clip per caregiver).
+        output, options, resume, progress, encoder: as :func:`diarize_paths`.
+
+    Returns:
+        :class:`Diarization` with ``recording`` = the manifest's ids.
+
+    Raises:
+        ValueError: missing columns, or two enrolment clips for one caregiver.
+    """
+    manifest = Path(manifest)
+    df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    need = {"recording", "caregiver", "path"}
+    if not need <= set(df.columns):
+        raise ValueError(f"{manifest}: needs columns {sorted(need)}; got {list(df.columns)}")
+    files = [(manifest.parent / p).resolve() for p in df["path"]]
+    enrol: dict[str, str] = {}
+    for cg, clip in zip(df["caregiver"], df.get("enrolment_path", pd.Series([""] * len(df))), strict=True):
+        if clip.strip():
+            path = str((manifest.parent / clip.strip()).resolve())
+            if enrol.setdefault(cg, path) != path:
+                raise ValueError(f"{manifest}: caregiver {cg} has two enrolment clips ({enrol[cg]}, {path})")
+    return diarize_paths(files, options=options, output=output,
+                         caregiver_of=dict(zip(files, df["caregiver"], strict=True)),
+                         enrolment=enrol or None, resume=resume, progress=progress, encoder=encoder,
+                         recording_ids=dict(zip(files, df["recording"], strict=True)))
 
 
 def diarize_cli(*, inputs: Sequence[str], output: str, options: DiarizationOptions,
