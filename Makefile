@@ -19,6 +19,9 @@ $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	# --no-deps: resemblyzer requires `webrtcvad` (sdist only, needs a compiler); webrtcvad-wheels
+	# from requirements.txt provides that module, and its other requirements are pinned there.
+	$(PY) -m pip install --quiet --no-deps resemblyzer==0.1.4
 	$(PY) -m pip install --quiet --no-deps -e .
 	@if $(PY) -m pip show torchaudio >/dev/null 2>&1; then \
 	  echo "torchaudio is installed in $(VENV) but does not load with CPU torch 2.13; removing it"; \

@@ -1,5 +1,5 @@
 """The ``ser`` command line: ``ser run``, ``ser demo-data``, ``ser predict``, ``ser render``,
-``ser export-dimensional``.
+``ser export-dimensional``, ``ser diarize``.
 
 Each command imports its stage inside its handler, so a command loads only what it runs:
 ``ser predict`` starts without papermill, nbformat or the demo generator (seconds of
@@ -116,6 +116,20 @@ def _cmd_export_dimensional(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_diarize(a: argparse.Namespace) -> int:
+    from ser.inference.diarization import DiarizationOptions
+    from ser.inference.diarize_files import diarize_cli
+
+    try:
+        options = DiarizationOptions(vad=a.vad, num_speakers=a.speakers, window_s=a.window,
+                                     hop_s=a.hop)
+    except ValueError as e:
+        print(f"ser diarize: error: {e}", file=sys.stderr)
+        return 2
+    return diarize_cli(inputs=a.paths, output=a.output, options=options, caregiver_of=a.caregiver_of,
+                       enrolment=a.enrolment, resume=not a.no_resume, progress=not a.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the ``ser`` console script."""
     parser = argparse.ArgumentParser(prog="ser", description=__doc__)
@@ -191,6 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="download SOURCE from the Hugging Face hub when it is not cached "
                         "(default: never download)")
     p.set_defaults(func=_cmd_export_dimensional)
+
+    p = sub.add_parser("diarize", help="who speaks when: speaker turns per audio file, caregiver marked")
+    p.add_argument("paths", nargs="+", help="audio files or directories (searched recursively)")
+    p.add_argument("-o", "--output", required=True, help="output CSV (turns; .summary.csv, "
+                   ".failures.csv and .speakers.json beside it)")
+    p.add_argument("--vad", choices=("silero", "webrtc"), default="silero", help="speech detector")
+    p.add_argument("--speakers", type=int, default=None,
+                   help="fixed number of speakers per file (default: estimated)")
+    p.add_argument("--window", type=float, default=1.5, help="embedding window in seconds")
+    p.add_argument("--hop", type=float, default=0.75, help="embedding window step in seconds")
+    p.add_argument("--caregiver-of", metavar="CSV",
+                   help="the caregiver of each file (columns file or path, and caregiver or speaker); "
+                        "her speaker is the one her files share")
+    p.add_argument("--enrolment", metavar="CSV",
+                   help="an enrolment clip per caregiver (columns caregiver, path; relative to the CSV)")
+    p.add_argument("--no-resume", action="store_true", help="recompute files already in -o FILE")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_diarize)
     return parser
 
 
