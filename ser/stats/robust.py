@@ -1,0 +1,276 @@
+"""Robust p-values on caregiver-level summaries: sign flipping and level permutation.
+
+The mixed models (:mod:`ser.stats.mixed`) give estimates and confidence intervals; their
+likelihood-ratio p-values are exact only for Gaussian errors with one residual variance.
+The primary hypotheses (:mod:`ser.stats.primary`) are decided by tests that need neither:
+
+- **Sign flipping** (:func:`sign_flip_test`) of per-caregiver care − control differences
+  ``d_i``: under "no care effect" each ``d_i`` is symmetric about 0, whatever its own
+  variance, so flipping signs at random gives the null distribution of the mean. A
+  nuisance covariate (the centred training level) is handled as Freedman–Lane: the
+  residuals of ``d ~ 0 + level`` are flipped, which leaves the mean unchanged because
+  the covariate is centred.
+- **Permutation of training levels across caregivers** (:func:`permutation_slope_test`):
+  under "no level effect" the caregivers' values are exchangeable, so shuffling the
+  levels gives the null distribution of the slope per level step.
+
+Both use the whole null distribution when it is small (``2^n`` flips or ``n!``
+permutations at most ``n_resamples + 1``: exact p-values) and otherwise ``n_resamples``
+Monte Carlo draws with ``p = (1 + #{|T*| >= |T|}) / (1 + n_resamples)`` (valid at any
+number of draws). The draws are vectorised (one matrix product), so 9,999 of them cost
+about a millisecond for 23 caregivers; no model is refitted.
+
+:func:`caregiver_pairs` turns a long table (one row per recording, segment or time
+bin) into the per-caregiver control and care values these tests need, weighting rows by
+their number of windows; :func:`recording_slopes` gives each recording's
+window-weighted least-squares slope over time (the time-dependent primary test).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ser.data.schema import LEVEL_INDEX
+
+#: Relative tolerance under which a resampled statistic counts as a tie with the observed one.
+_TIE = 1e-10
+
+
+@dataclass(frozen=True)
+class RobustResult:
+    """One robust test.
+
+    Attributes:
+        p: two-sided p-value (0-1).
+        statistic: the observed statistic (mean difference or slope per level step, in
+            the outcome's unit).
+        n: caregivers used.
+        n_resamples: sign flips / permutations the p-value rests on.
+        exact: True when every flip / permutation was enumerated.
+        method: a short description for the ``test`` column of ``mixed_models.csv``.
+    """
+
+    p: float
+    statistic: float
+    n: int
+    n_resamples: int
+    exact: bool
+    method: str
+
+
+def _check(values: np.ndarray, covariate: np.ndarray | None, *, what: str,
+           n_resamples: int) -> None:
+    if values.ndim != 1:
+        raise ValueError(f"{what}: values must be one-dimensional, got shape {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{what}: values contain missing or infinite entries; drop them first")
+    if covariate is not None and covariate.shape != values.shape:
+        raise ValueError(f"{what}: covariate shape {covariate.shape} != values shape "
+                         f"{values.shape}")
+    if int(n_resamples) < 1:
+        raise ValueError(f"{what}: n_resamples must be >= 1, got {n_resamples}")
+
+
+def _p_value(observed: float, null: np.ndarray, *, exact: bool) -> float:
+    """Two-sided p from the absolute statistic; ties within a relative tolerance count."""
+    obs = abs(observed)
+    hits = int(np.sum(np.abs(null) >= obs * (1 - _TIE) - _TIE))
+    if exact:
+        return hits / len(null)
+    return (1 + hits) / (1 + len(null))
+
+
+def sign_flip_test(values: np.ndarray, *, covariate: np.ndarray | None = None,
+                   n_resamples: int = 9999, seed: int = 0,
+                   what: str = "care - control") -> RobustResult:
+    """Is the mean of ``values`` (per-caregiver care − control differences) zero?
+
+    Args:
+        values: one difference per caregiver (outcome unit), shape ``(n,)``.
+        covariate: optional nuisance covariate per caregiver (e.g. the training level);
+            it is centred here, and its slope is removed before flipping (Freedman–Lane),
+            so the test is of the mean difference at the average covariate.
+        n_resamples: Monte Carlo sign flips when ``2^n > n_resamples + 1``; otherwise
+            all ``2^n`` flips are enumerated (exact p).
+        seed: seed of the Monte Carlo draws.
+        what: what ``values`` are, for the method text.
+
+    Returns:
+        :class:`RobustResult` with the mean difference as statistic.
+
+    Raises:
+        ValueError: non-finite values, mismatched shapes, fewer than 2 caregivers.
+
+    Example:
+        >>> sign_flip_test(np.array([1.0, 2.0, 3.0])).p  # 2 of 8 flips as extreme
+        0.25
+    """
+    d = np.asarray(values, dtype=float)
+    cov = None if covariate is None else np.asarray(covariate, dtype=float)
+    _check(d, cov, what="sign_flip_test", n_resamples=n_resamples)
+    n = len(d)
+    if n < 2:
+        raise ValueError(f"sign_flip_test: need at least 2 caregivers, got {n}")
+    resid = d
+    if cov is not None:
+        c = cov - cov.mean()
+        ss = float(c @ c)
+        if ss > 0:
+            resid = d - c * float(c @ d) / ss
+    observed = float(d.mean())
+    exact = 2**n <= int(n_resamples) + 1
+    if exact:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+    else:
+        rng = np.random.default_rng(seed)
+        signs = rng.integers(0, 2, size=(int(n_resamples), n), dtype=np.int8) * 2.0 - 1.0
+    null = signs @ resid / n
+    method = (f"sign-flip of caregiver {what} ({'exact, ' if exact else ''}"
+              f"{len(signs)} flips, n={n}" + (", level removed Freedman-Lane" if cov is not None
+                                              else "") + ")")
+    return RobustResult(p=_p_value(observed, null, exact=exact), statistic=observed, n=n,
+                        n_resamples=len(signs), exact=exact, method=method)
+
+
+def permutation_slope_test(values: np.ndarray, *, covariate: np.ndarray,
+                           n_resamples: int = 9999, seed: int = 0,
+                           what: str = "value") -> RobustResult:
+    """Does ``values`` change with ``covariate`` (training level)? Permute the covariate.
+
+    The statistic is the least-squares slope of ``values`` on ``covariate`` (outcome
+    unit per covariate unit); its null distribution comes from shuffling the covariate
+    across caregivers (exact when ``n! <= n_resamples + 1``).
+
+    Args:
+        values: one value per caregiver, shape ``(n,)``.
+        covariate: the caregivers' training-level scores, shape ``(n,)``.
+        n_resamples: Monte Carlo permutations (or all of them when few enough).
+        seed: seed of the Monte Carlo draws.
+        what: what ``values`` are, for the method text.
+
+    Returns:
+        :class:`RobustResult` with the slope as statistic.
+
+    Raises:
+        ValueError: non-finite values, mismatched shapes, a constant covariate.
+    """
+    y = np.asarray(values, dtype=float)
+    x = np.asarray(covariate, dtype=float)
+    _check(y, x, what="permutation_slope_test", n_resamples=n_resamples)
+    n = len(y)
+    xc = x - x.mean()
+    ss = float(xc @ xc)
+    if n < 3 or ss <= 0:
+        raise ValueError(f"permutation_slope_test: need at least 3 caregivers and more than "
+                         f"one level; got n={n}, levels {sorted(set(x.tolist()))}")
+    yc = y - y.mean()
+    observed = float(xc @ yc) / ss
+    exact = math.factorial(n) <= int(n_resamples) + 1
+    if exact:
+        perms = np.array(list(itertools.permutations(range(n))))
+    else:
+        rng = np.random.default_rng(seed)
+        perms = rng.permuted(np.tile(np.arange(n), (int(n_resamples), 1)), axis=1)
+    null = xc[perms] @ yc / ss
+    method = (f"permutation of training levels across caregivers ({'exact, ' if exact else ''}"
+              f"{len(perms)} permutations, n={n}; slope of {what})")
+    return RobustResult(p=_p_value(observed, null, exact=exact), statistic=observed, n=n,
+                        n_resamples=len(perms), exact=exact, method=method)
+
+
+def caregiver_pairs(data: pd.DataFrame, *, feature: str,
+                    weight: str | None = "n_windows") -> pd.DataFrame:
+    """Per caregiver: the control and care value of ``feature`` and the level score.
+
+    Rows (recordings, segments or time bins) are averaged per caregiver and phase,
+    weighted by ``weight`` (their number of windows) when that column is present, so a
+    short segment counts less than a long one. Only caregivers with both phases are kept.
+
+    Args:
+        data: long table with ``caregiver, level, phase`` and ``feature``.
+        feature: the outcome column.
+        weight: weight column (rows with weight 0 or a missing value are left out);
+            ``None`` or an absent column: equal weights.
+
+    Returns:
+        ``caregiver, level_score, control, care, delta (care - control), mean``
+        (average of the two phases), one row per caregiver with both phases.
+
+    Raises:
+        ValueError: a missing column.
+    """
+    need = ["caregiver", "level", "phase", feature]
+    missing = [c for c in need if c not in data.columns]
+    if missing:
+        raise ValueError(f"caregiver_pairs: data lack column(s) {missing}")
+    df = data[need].copy()
+    df["_y"] = pd.to_numeric(df[feature], errors="coerce")
+    df["_w"] = (pd.to_numeric(data[weight], errors="coerce") if weight and weight in data
+                else 1.0)
+    df = df[np.isfinite(df["_y"]) & (df["_w"] > 0)]
+    df["_wy"] = df["_w"] * df["_y"]
+    g = df.groupby(["caregiver", "phase"], observed=True)[["_wy", "_w"]].sum()
+    wide = (g["_wy"] / g["_w"]).unstack("phase")
+    for ph in ("control", "care"):
+        if ph not in wide:
+            wide[ph] = np.nan
+    wide = wide[["control", "care"]].dropna()
+    level = df.drop_duplicates("caregiver").set_index("caregiver")["level"].astype(str)
+    out = pd.DataFrame({"caregiver": wide.index.astype(str),
+                        "level_score": level.reindex(wide.index).map(LEVEL_INDEX).to_numpy(float),
+                        "control": wide["control"].to_numpy(float),
+                        "care": wide["care"].to_numpy(float)})
+    out["delta"] = out["care"] - out["control"]
+    out["mean"] = (out["care"] + out["control"]) / 2.0
+    return out.reset_index(drop=True)
+
+
+def recording_slopes(binned: pd.DataFrame, *, feature: str, time: str = "time",
+                     weight: str | None = "n_windows") -> pd.DataFrame:
+    """Each recording's weighted least-squares slope of ``feature`` over ``time``.
+
+    Bins are weighted by ``weight`` (their number of windows), so a bin of 3 windows
+    counts a tenth of one of 30, as its mean is that much less precise.
+
+    Args:
+        binned: time-binned table (``ser.stats.descriptors.time_binned``) with
+            ``recording, caregiver, level, phase``, ``time`` and ``feature``.
+        feature: the outcome column.
+        time: the time column (fraction of the recording, or minutes).
+        weight: weight column; ``None`` or absent: equal weights.
+
+    Returns:
+        ``recording, caregiver, level, phase, slope, n_windows`` (summed weight): one row
+        per recording with at least two bins at different times (outcome unit per time unit).
+
+    Raises:
+        ValueError: a missing column.
+    """
+    need = ["recording", "caregiver", "level", "phase", time, feature]
+    missing = [c for c in need if c not in binned.columns]
+    if missing:
+        raise ValueError(f"recording_slopes: data lack column(s) {missing}")
+    df = binned[need].copy()
+    df["_y"] = pd.to_numeric(df[feature], errors="coerce")
+    df["_t"] = pd.to_numeric(df[time], errors="coerce")
+    df["_w"] = (pd.to_numeric(binned[weight], errors="coerce") if weight and weight in binned
+                else 1.0)
+    df = df[np.isfinite(df["_y"]) & np.isfinite(df["_t"]) & (df["_w"] > 0)]
+    df["_wt"], df["_wy"] = df["_w"] * df["_t"], df["_w"] * df["_y"]
+    g = df.groupby("recording", sort=True)
+    sw = g["_w"].transform("sum")
+    df["_tc"] = df["_t"] - g["_wt"].transform("sum") / sw
+    df["_yc"] = df["_y"] - g["_wy"].transform("sum") / sw
+    df["_sxy"] = df["_w"] * df["_tc"] * df["_yc"]
+    df["_sxx"] = df["_w"] * df["_tc"] ** 2
+    agg = df.groupby("recording", sort=True).agg(
+        caregiver=("caregiver", "first"), level=("level", "first"), phase=("phase", "first"),
+        sxy=("_sxy", "sum"), sxx=("_sxx", "sum"), n_windows=("_w", "sum"))
+    agg = agg[agg["sxx"] > 1e-12]
+    agg["slope"] = agg["sxy"] / agg["sxx"]
+    return agg.reset_index()[["recording", "caregiver", "level", "phase", "slope", "n_windows"]]
