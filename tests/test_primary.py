@@ -170,3 +170,18 @@ def test_family_adjusted_over_stages(tmp_path):
     assert prim["p_adj"].to_numpy() == pytest.approx(expect)
     assert prim["p_adj"].min() == pytest.approx(0.006)
     assert table["adjustment"].str.contains("Holm over the primary family of 6").sum() == 4
+
+
+def test_simulated_violations():
+    base = simulate.simulate_windows(seed=4, duration_s=60.0)
+    w = simulate.simulate_windows(seed=4, duration_s=60.0, tail_df=3.0, caregiver_sd_ratio=4.0,
+                                  duration_by_level=(30.0, 60.0, 60.0, 90.0), missing_share=0.2)
+    ends = w.groupby("level")["end_s"].max()
+    assert ends["untrained"] == 30.0 and ends["expert"] == 90.0
+    assert w["recording"].nunique() < base["recording"].nunique()
+    # caregiver-specific variability: within-recording SDs of energy spread far wider
+    spread = lambda df: df.groupby("caregiver")["energy_db"].std().agg(lambda s: s.max() / s.min())
+    assert spread(w) > 1.5 * spread(base)
+    assert w.attrs["truth"]["tail_df"] == 3.0
+    with pytest.raises(ValueError, match="tail_df"):
+        simulate.simulate_windows(seed=1, tail_df=2.0)

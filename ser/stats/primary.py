@@ -37,9 +37,14 @@ import yaml
 from ser.core import paths
 from ser.core.atomic import atomic_write_csv
 from ser.data.schema import LEVEL_INDEX
-from ser.stats.descriptors import is_model_output
+from ser.stats.descriptors import (
+    default_features,
+    is_model_output,
+    recording_descriptors,
+    time_binned,
+)
 from ser.stats.mixed import MIXED_COLUMNS, mixed_models_table
-from ser.stats.multiplicity import FAMILY_METHODS, adjust_family
+from ser.stats.multiplicity import FAMILY_METHODS, add_fdr, adjust_family
 from ser.stats.robust import (
     RobustResult,
     caregiver_pairs,
@@ -95,13 +100,18 @@ class Hypotheses:
         return d
 
 
+def hypotheses_path() -> Path:
+    """``params/hypotheses.yaml``: where the primary family is written down."""
+    return paths.PARAMS / HYPOTHESES_FILE
+
+
 def load_hypotheses(path: str | Path | None = None) -> Hypotheses:
     """Read and check the primary family (default ``params/hypotheses.yaml``).
 
     Raises:
         ValueError: the file is missing or malformed, with what to fix.
     """
-    path = Path(path) if path is not None else paths.PARAMS / HYPOTHESES_FILE
+    path = Path(path) if path is not None else hypotheses_path()
     if not path.is_file():
         raise ValueError(f"{path}: primary hypotheses file not found (params/{HYPOTHESES_FILE} "
                          f"names the primary family of stages 05-07)")
@@ -287,7 +297,7 @@ def primary_model_rows(data: pd.DataFrame, *, analysis: str, hyp: Hypotheses,
                                         if s and s != "nan")
             row["family"] = "primary"
             rows.append(row)
-    out = pd.DataFrame(rows)
+    out = add_fdr(pd.DataFrame(rows))  # p_fdr of the robust p-values (the fits' was of p_model)
     return out[[c for c in MIXED_COLUMNS if c in out] + [c for c in out if c not in MIXED_COLUMNS]]
 
 
@@ -335,3 +345,55 @@ def finalise_mixed_models(path: str | Path, *, hyp: Hypotheses, family_size: int
     table = table[order]
     atomic_write_csv(path, table)
     return table
+
+
+def family_pvalues(windows: pd.DataFrame, *, hyp: Hypotheses, n_resamples: int | None = None,
+                   seed: int = 0, time_bins: int = 10, min_speech_ratio: float = 0.2,
+                   min_top_p: float = 0.0) -> pd.DataFrame:
+    """Every primary hypothesis's robust p-value from a window table, without model fits.
+
+    What stages 05-07 decide on, in one cheap pass (the fast path of the violation and
+    power benchmarks): stage 06's per-recording descriptors, stage 05's time bins (time
+    as a fraction of the recording), then :func:`robust_test` per outcome × term, and
+    ``p_adj`` by the family's rule over the whole family.
+
+    Args:
+        windows: a ``windows.csv`` table.
+        hyp: the primary family.
+        n_resamples: sign flips / permutations per test (default ``hyp.n_permutations``).
+        seed: seed of the draws.
+        time_bins, min_speech_ratio, min_top_p: as stages 05 and 06.
+
+    Returns:
+        ``analysis, feature, term, statistic, p, p_adj``, one row per hypothesis.
+    """
+    n_resamples = int(n_resamples or hyp.n_permutations)
+    tables: dict[bool, pd.DataFrame] = {}
+    rows = []
+    for analysis, terms in hyp.primary.items():
+        timed = analysis == "time_dependent"
+        if timed not in tables:
+            if timed:
+                tables[timed] = time_binned(
+                    windows, features=primary_features(hyp, windows.columns, descriptors=False),
+                    time_bins=time_bins, min_speech_ratio=min_speech_ratio, min_top_p=min_top_p)
+            else:
+                tables[timed] = recording_descriptors(
+                    windows, features=default_features(windows), stats=["mean", "median"],
+                    min_speech_ratio=min_speech_ratio, min_top_p=min_top_p)
+        data = tables[timed]
+        feats = primary_features(hyp, data.columns, descriptors=not timed)
+        for feature in feats:
+            for term in terms:
+                try:
+                    res = robust_test(data, feature=feature, term=term, n_resamples=n_resamples,
+                                      seed=_seed(hyp, str(seed), analysis, feature, term))
+                    stat, p = res.statistic, res.p
+                except ValueError:
+                    stat, p = np.nan, np.nan
+                rows.append({"analysis": analysis, "feature": feature, "term": term,
+                             "statistic": stat, "p": p})
+    out = pd.DataFrame(rows, columns=["analysis", "feature", "term", "statistic", "p"])
+    out["p_adj"] = adjust_family(out["p"].to_numpy(float), method=hyp.multiplicity,
+                                 family_size=len(out)) if len(out) else []
+    return out

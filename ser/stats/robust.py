@@ -183,6 +183,12 @@ def permutation_slope_test(values: np.ndarray, *, covariate: np.ndarray,
                         n_resamples=len(perms), exact=exact, method=method)
 
 
+def _weights(data: pd.DataFrame, weight: str | None) -> np.ndarray:
+    if weight and weight in data:
+        return pd.to_numeric(data[weight], errors="coerce").to_numpy(float)
+    return np.ones(len(data))
+
+
 def caregiver_pairs(data: pd.DataFrame, *, feature: str,
                     weight: str | None = "n_windows") -> pd.DataFrame:
     """Per caregiver: the control and care value of ``feature`` and the level score.
@@ -208,26 +214,28 @@ def caregiver_pairs(data: pd.DataFrame, *, feature: str,
     missing = [c for c in need if c not in data.columns]
     if missing:
         raise ValueError(f"caregiver_pairs: data lack column(s) {missing}")
-    df = data[need].copy()
-    df["_y"] = pd.to_numeric(df[feature], errors="coerce")
-    df["_w"] = (pd.to_numeric(data[weight], errors="coerce") if weight and weight in data
-                else 1.0)
-    df = df[np.isfinite(df["_y"]) & (df["_w"] > 0)]
-    df["_wy"] = df["_w"] * df["_y"]
-    g = df.groupby(["caregiver", "phase"], observed=True)[["_wy", "_w"]].sum()
-    wide = (g["_wy"] / g["_w"]).unstack("phase")
-    for ph in ("control", "care"):
-        if ph not in wide:
-            wide[ph] = np.nan
-    wide = wide[["control", "care"]].dropna()
-    level = df.drop_duplicates("caregiver").set_index("caregiver")["level"].astype(str)
-    out = pd.DataFrame({"caregiver": wide.index.astype(str),
-                        "level_score": level.reindex(wide.index).map(LEVEL_INDEX).to_numpy(float),
-                        "control": wide["control"].to_numpy(float),
-                        "care": wide["care"].to_numpy(float)})
+    y = pd.to_numeric(data[feature], errors="coerce").to_numpy(float)
+    w = _weights(data, weight)
+    phase = data["phase"].astype(str).to_numpy()
+    side = np.where(phase == "care", 1, np.where(phase == "control", 0, -1))
+    ok = np.isfinite(y) & (w > 0) & (side >= 0)
+    codes, names = pd.factorize(data["caregiver"].astype(str).to_numpy()[ok], sort=True)
+    n = len(names)
+    idx = codes * 2 + side[ok]
+    sw = np.bincount(idx, w[ok], minlength=2 * n).reshape(n, 2)
+    swy = np.bincount(idx, w[ok] * y[ok], minlength=2 * n).reshape(n, 2)
+    both = (sw > 0).all(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = swy / sw
+    first = np.unique(codes, return_index=True)[1]
+    level = data["level"].astype(str).to_numpy()[ok][first]
+    out = pd.DataFrame({"caregiver": np.asarray(names, dtype=str)[both],
+                        "level_score": np.array([LEVEL_INDEX.get(lv, np.nan)
+                                                 for lv in level], float)[both],
+                        "control": means[both, 0], "care": means[both, 1]})
     out["delta"] = out["care"] - out["control"]
     out["mean"] = (out["care"] + out["control"]) / 2.0
-    return out.reset_index(drop=True)
+    return out
 
 
 def recording_slopes(binned: pd.DataFrame, *, feature: str, time: str = "time",
@@ -255,22 +263,24 @@ def recording_slopes(binned: pd.DataFrame, *, feature: str, time: str = "time",
     missing = [c for c in need if c not in binned.columns]
     if missing:
         raise ValueError(f"recording_slopes: data lack column(s) {missing}")
-    df = binned[need].copy()
-    df["_y"] = pd.to_numeric(df[feature], errors="coerce")
-    df["_t"] = pd.to_numeric(df[time], errors="coerce")
-    df["_w"] = (pd.to_numeric(binned[weight], errors="coerce") if weight and weight in binned
-                else 1.0)
-    df = df[np.isfinite(df["_y"]) & np.isfinite(df["_t"]) & (df["_w"] > 0)]
-    df["_wt"], df["_wy"] = df["_w"] * df["_t"], df["_w"] * df["_y"]
-    g = df.groupby("recording", sort=True)
-    sw = g["_w"].transform("sum")
-    df["_tc"] = df["_t"] - g["_wt"].transform("sum") / sw
-    df["_yc"] = df["_y"] - g["_wy"].transform("sum") / sw
-    df["_sxy"] = df["_w"] * df["_tc"] * df["_yc"]
-    df["_sxx"] = df["_w"] * df["_tc"] ** 2
-    agg = df.groupby("recording", sort=True).agg(
-        caregiver=("caregiver", "first"), level=("level", "first"), phase=("phase", "first"),
-        sxy=("_sxy", "sum"), sxx=("_sxx", "sum"), n_windows=("_w", "sum"))
-    agg = agg[agg["sxx"] > 1e-12]
-    agg["slope"] = agg["sxy"] / agg["sxx"]
-    return agg.reset_index()[["recording", "caregiver", "level", "phase", "slope", "n_windows"]]
+    y = pd.to_numeric(binned[feature], errors="coerce").to_numpy(float)
+    t = pd.to_numeric(binned[time], errors="coerce").to_numpy(float)
+    w = _weights(binned, weight)
+    ok = np.isfinite(y) & np.isfinite(t) & (w > 0)
+    codes, names = pd.factorize(binned["recording"].astype(str).to_numpy()[ok], sort=True)
+    n = len(names)
+    y, t, w = y[ok], t[ok], w[ok]
+    sw = np.bincount(codes, w, minlength=n)
+    st, sy = np.bincount(codes, w * t, minlength=n), np.bincount(codes, w * y, minlength=n)
+    # centre within recording before the cross-products (no cancellation in minutes)
+    tc, yc = t - (st / sw)[codes], y - (sy / sw)[codes]
+    sxx = np.bincount(codes, w * tc * tc, minlength=n)
+    sxy = np.bincount(codes, w * tc * yc, minlength=n)
+    first = np.unique(codes, return_index=True)[1]
+    ids = {c: binned[c].astype(str).to_numpy()[ok][first] for c in ("caregiver", "level", "phase")}
+    keep = sxx > 1e-12
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = sxy / sxx
+    return pd.DataFrame({"recording": np.asarray(names, dtype=str)[keep],
+                         **{c: v[keep] for c, v in ids.items()},
+                         "slope": slope[keep], "n_windows": sw[keep]})
