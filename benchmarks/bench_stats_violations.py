@@ -103,17 +103,21 @@ def _run(jobs: list[tuple[Path, dict]], n_jobs: int) -> None:
         print("done", name, flush=True)
 
 
-def violations(reps: int, n_jobs: int, n_resamples: int, scenarios: list[str]) -> str:
-    jobs = []
-    for sc in scenarios:
-        for start in range(0, reps, CHUNK):
+def violations(reps: int, n_jobs: int, n_resamples: int, scenarios: list[str], *,
+               summary_only: bool = False) -> str:
+    jobs = []  # interleaved, so that what finished covers every scenario
+    for start in range(0, reps, CHUNK):
+        for sc in scenarios:
             path = OUT / sc / f"r{n_resamples}_{start:05d}_{min(CHUNK, reps - start)}.csv"
             jobs.append((path, dict(scenario=sc, start=start, n=min(CHUNK, reps - start),
                                     n_resamples=n_resamples)))
-    _run(jobs, n_jobs)
+    if not summary_only:
+        _run(jobs, n_jobs)
     rows = []
     for sc in scenarios:
         files = sorted((OUT / sc).glob(f"r{n_resamples}_*.csv"))
+        if not files:
+            continue
         df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
         df = df[df["seed"] < reps]
         n_coh = df["seed"].nunique()
@@ -186,13 +190,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="sign flips / permutations per test (the stages use 9,999)")
     ap.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     ap.add_argument("--power", action="store_true")
+    ap.add_argument("--summary-only", action="store_true",
+                    help="summarise the cached chunks without running more")
     a = ap.parse_args(argv)
     t0 = time.time()
     head = (f"{dt.date.today()} on {cpu_name()} "
             f"({'power' if a.power else 'violations'}, {a.reps} cohorts, "
             f"{a.n_resamples} resamples per test)")
     body = (power(a.reps, a.n_jobs, max(a.n_resamples, 1999)) if a.power
-            else violations(a.reps, a.n_jobs, a.n_resamples, a.scenarios))
+            else violations(a.reps, a.n_jobs, a.n_resamples, a.scenarios,
+                            summary_only=a.summary_only))
     text = f"{head}\n\n{body}\n\n({time.time() - t0:.0f} s wall)\n"
     print(text)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -120,7 +120,8 @@ def mixed_models_markdown(table: pd.DataFrame, *, alpha: float = 0.05, max_rows:
     Args:
         table: ``mixed_models.csv`` rows of the analyses that may be shown.
         alpha: false-discovery rate under which an effect counts as clear evidence.
-        max_rows: rows shown; the rest are counted (the full table is in the notebooks).
+        max_rows: rows shown besides every primary hypothesis (``family``, when present);
+            the rest are counted (the full table is in the notebooks).
     """
     if table.empty:
         return "No model results are available.\n"
@@ -130,10 +131,18 @@ def mixed_models_markdown(table: pd.DataFrame, *, alpha: float = 0.05, max_rows:
     if df.empty:
         return "The models report no fixed effects besides their intercepts.\n"
     df["_p"] = pd.to_numeric(df.get("p_fdr"), errors="coerce")
-    df = df.sort_values("_p", na_position="last", kind="stable")
+    # pre-specified primary hypotheses first, decided by their study-wise adjusted p
+    primary = (df["family"].astype(str) == "primary" if "family" in df
+               else pd.Series(False, index=df.index))
+    if primary.any():
+        df.loc[primary, "_p"] = pd.to_numeric(df.loc[primary, "p_adj"], errors="coerce")
+    df["_secondary"] = ~primary
+    df = df.sort_values(["_secondary", "_p"], na_position="last", kind="stable")
     n_clear = int((df["_p"] < alpha).sum())
+    n_primary, n_primary_clear = int(primary.sum()), int((df["_p"] < alpha)[primary].sum())
     rows = []
-    for _, r in df.head(max_rows).iterrows():
+    shown = pd.concat([df[~df["_secondary"]], df[df["_secondary"]].head(max_rows)])
+    for _, r in shown.iterrows():
         conv = str(r.get("converged", "True")).strip().lower() not in ("false", "0", "no")
         reading = "clear evidence" if r["_p"] < alpha else "no clear evidence"
         if not conv:
@@ -142,18 +151,33 @@ def mixed_models_markdown(table: pd.DataFrame, *, alpha: float = 0.05, max_rows:
         estimate = ("omnibus test" if pd.isna(pd.to_numeric(est, errors="coerce"))
                     else f"{_fmt(est)} [{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]")
         analysis = str(r.get("analysis", "")).replace("_", "-")
+        if n_primary:
+            analysis = f"{'**primary**' if not r['_secondary'] else 'exploratory'}: {analysis}"
         model = str(r.get("model", "") if pd.notna(r.get("model")) else "").replace("_", " ")
         rows.append([f"{analysis}<br><small>{model}</small>" if model else analysis,
                      f"`{r.get('feature', '')}`", _term_label(str(r.get("term", ""))),
                      estimate, _fmt_p(r["_p"]), reading])
     table_md = _md_table(["Analysis (model)", "Measure", "Effect", "Estimate [95% CI]",
-                          "p (FDR)", "Reading"], rows, ["l", "l", "l", "r", "r", "l"])
+                          "p (adjusted)" if n_primary else "p (FDR)", "Reading"], rows,
+                         ["l", "l", "l", "r", "r", "l"])
     n_cg = pd.to_numeric(df.get("n_caregivers"), errors="coerce").max()
     more = len(df) - len(rows)
     tail = (f"\n{more} further effects, none with clearer evidence, are in the analysis "
             "notebooks and in `results/tables/mixed_models.csv` (with raw p-values and the "
             "number of observations).\n" if more > 0 else "")
     who = f" on up to {int(n_cg)} caregivers" if pd.notna(n_cg) else ""
+    if n_primary:
+        rule = str(df.loc[~df["_secondary"], "adjustment"].dropna().astype(str).iloc[0]
+                   if "adjustment" in df and df.loc[~df["_secondary"], "adjustment"].notna().any()
+                   else "adjusted over the primary family")
+        return (f"**Primary hypotheses** (fixed in `params/hypotheses.yaml` before the data were "
+                f"seen; robust p-values, {rule}): **{n_primary_clear}** of {n_primary} reach "
+                f"p < {alpha:g} (*clear evidence*). The other {len(df) - n_primary} effects"
+                f"{who} are **exploratory** (false-discovery rate within each analysis, model "
+                f"and term; {n_clear - n_primary_clear} below {alpha:g}): they suggest, they do "
+                "not confirm. *No clear evidence* means the data are compatible with no "
+                "effect, which is not the same as showing there is none. Primary results "
+                f"come first, each group from the strongest evidence down.\n\n{table_md}{tail}")
     return (f"{len(df)} effects were tested{who}; **{n_clear}** reach a false-discovery rate "
             f"below {alpha:g} (*clear evidence*). *No clear evidence* means the data are "
             "compatible with no effect, which is not the same as showing there is none. "
@@ -178,7 +202,9 @@ def _int(x: Any) -> str:
 #: Readable names of model terms (reference levels as coded in ``ser.stats.mixed``).
 _LEVEL_NAMES = {"phase": "{} vs. control", "level": "{} vs. untrained"}
 _TERM_NAMES = {"phase": "phase (omnibus)", "level": "training level (omnibus)",
-               "level_trend": "training level (per step)", "time": "time in session"}
+               "level_trend": "training level (per step)", "time": "time in session",
+               "care": "care vs. control (all caregivers)",
+               "level_step": "training level (per step, both phases)"}
 
 
 def _term_label(term: str) -> str:

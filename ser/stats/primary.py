@@ -213,14 +213,30 @@ def robust_test(data: pd.DataFrame, *, feature: str, term: str, n_resamples: int
     Raises:
         ValueError: unknown term, too few caregivers.
     """
+    return pairs_test(summaries(data, feature=feature, timed="time" in term.split(":")),
+                      term=term, n_resamples=n_resamples, seed=seed)
+
+
+def summaries(data: pd.DataFrame, *, feature: str, timed: bool) -> pd.DataFrame:
+    """Per-caregiver control and care values (:func:`ser.stats.robust.caregiver_pairs`)
+    of ``feature``, or of each recording's slope over time with ``timed``; rows are
+    weighted by their emotion windows (emotion outputs) or windows."""
+    weight = _weight_for(feature, data)
+    if timed:
+        return caregiver_pairs(recording_slopes(data, feature=feature, weight=weight),
+                               feature="slope", weight=None)
+    return caregiver_pairs(data, feature=feature, weight=weight)
+
+
+def pairs_test(pairs: pd.DataFrame, *, term: str, n_resamples: int, seed: int) -> RobustResult:
+    """The robust test of ``term`` on per-caregiver summaries from :func:`summaries`.
+
+    Raises:
+        ValueError: unknown term, too few caregivers.
+    """
     if term not in PRIMARY_TERMS:
         raise ValueError(f"robust_test: unknown primary term {term!r}; use {PRIMARY_TERMS}")
     parts = set(term.split(":"))
-    base, weight = data, _weight_for(feature, data)
-    if "time" in parts:
-        base = recording_slopes(data, feature=feature, weight=weight)
-        feature, weight = "slope", None
-    pairs = caregiver_pairs(base, feature=feature, weight=weight)
     what = "slope over time " if "time" in parts else ""
     if "level_step" in parts:
         values = pairs["delta"] if "care" in parts else pairs["mean"]
@@ -369,6 +385,7 @@ def family_pvalues(windows: pd.DataFrame, *, hyp: Hypotheses, n_resamples: int |
     """
     n_resamples = int(n_resamples or hyp.n_permutations)
     tables: dict[bool, pd.DataFrame] = {}
+    cache: dict[tuple[bool, str], pd.DataFrame] = {}
     rows = []
     for analysis, terms in hyp.primary.items():
         timed = analysis == "time_dependent"
@@ -384,10 +401,13 @@ def family_pvalues(windows: pd.DataFrame, *, hyp: Hypotheses, n_resamples: int |
         data = tables[timed]
         feats = primary_features(hyp, data.columns, descriptors=not timed)
         for feature in feats:
+            if (timed, feature) not in cache:
+                cache[(timed, feature)] = summaries(data, feature=feature, timed=timed)
+            pairs = cache[(timed, feature)]
             for term in terms:
                 try:
-                    res = robust_test(data, feature=feature, term=term, n_resamples=n_resamples,
-                                      seed=_seed(hyp, str(seed), analysis, feature, term))
+                    res = pairs_test(pairs, term=term, n_resamples=n_resamples,
+                                     seed=_seed(hyp, str(seed), analysis, feature, term))
                     stat, p = res.statistic, res.p
                 except ValueError:
                     stat, p = np.nan, np.nan

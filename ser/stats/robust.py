@@ -216,10 +216,10 @@ def caregiver_pairs(data: pd.DataFrame, *, feature: str,
         raise ValueError(f"caregiver_pairs: data lack column(s) {missing}")
     y = pd.to_numeric(data[feature], errors="coerce").to_numpy(float)
     w = _weights(data, weight)
-    phase = data["phase"].astype(str).to_numpy()
+    phase = data["phase"].to_numpy().astype(str)
     side = np.where(phase == "care", 1, np.where(phase == "control", 0, -1))
     ok = np.isfinite(y) & (w > 0) & (side >= 0)
-    codes, names = pd.factorize(data["caregiver"].astype(str).to_numpy()[ok], sort=True)
+    codes, names = pd.factorize(data["caregiver"].to_numpy().astype(str)[ok], sort=True)
     n = len(names)
     idx = codes * 2 + side[ok]
     sw = np.bincount(idx, w[ok], minlength=2 * n).reshape(n, 2)
@@ -228,10 +228,10 @@ def caregiver_pairs(data: pd.DataFrame, *, feature: str,
     with np.errstate(invalid="ignore", divide="ignore"):
         means = swy / sw
     first = np.unique(codes, return_index=True)[1]
-    level = data["level"].astype(str).to_numpy()[ok][first]
+    level = data["level"].to_numpy().astype(str)[ok][first][both]
     out = pd.DataFrame({"caregiver": np.asarray(names, dtype=str)[both],
                         "level_score": np.array([LEVEL_INDEX.get(lv, np.nan)
-                                                 for lv in level], float)[both],
+                                                 for lv in level], float),
                         "control": means[both, 0], "care": means[both, 1]})
     out["delta"] = out["care"] - out["control"]
     out["mean"] = (out["care"] + out["control"]) / 2.0
@@ -267,7 +267,7 @@ def recording_slopes(binned: pd.DataFrame, *, feature: str, time: str = "time",
     t = pd.to_numeric(binned[time], errors="coerce").to_numpy(float)
     w = _weights(binned, weight)
     ok = np.isfinite(y) & np.isfinite(t) & (w > 0)
-    codes, names = pd.factorize(binned["recording"].astype(str).to_numpy()[ok], sort=True)
+    codes, names = pd.factorize(binned["recording"].to_numpy().astype(str)[ok], sort=True)
     n = len(names)
     y, t, w = y[ok], t[ok], w[ok]
     sw = np.bincount(codes, w, minlength=n)
@@ -277,7 +277,7 @@ def recording_slopes(binned: pd.DataFrame, *, feature: str, time: str = "time",
     sxx = np.bincount(codes, w * tc * tc, minlength=n)
     sxy = np.bincount(codes, w * tc * yc, minlength=n)
     first = np.unique(codes, return_index=True)[1]
-    ids = {c: binned[c].astype(str).to_numpy()[ok][first] for c in ("caregiver", "level", "phase")}
+    ids = {c: binned[c].to_numpy().astype(str)[ok][first] for c in ("caregiver", "level", "phase")}
     keep = sxx > 1e-12
     with np.errstate(invalid="ignore", divide="ignore"):
         slope = sxy / sxx
