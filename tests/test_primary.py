@@ -185,3 +185,26 @@ def test_simulated_violations():
     assert w.attrs["truth"]["tail_df"] == 3.0
     with pytest.raises(ValueError, match="tail_df"):
         simulate.simulate_windows(seed=1, tail_df=2.0)
+
+
+def test_detectable_effect_gives_about_80_percent_power():
+    rng = np.random.default_rng(11)
+    level = np.repeat([0.0, 1.0, 2.0, 3.0], [2, 9, 4, 8])
+    alpha = 0.05 / 28
+    # with unit SD the detectable mean is about (t_{1-alpha/2} + t_0.8) / sqrt(23)
+    mde = np.median([robust.detectable_effect(rng.normal(0, 1, 23), covariate=level,
+                                              kind="mean", alpha=alpha) for _ in range(200)])
+    assert 0.85 < mde < 1.0
+    hits = [robust.sign_flip_test(rng.normal(mde, 1, 23), covariate=level, n_resamples=4999,
+                                  seed=i).p <= alpha for i in range(200)]
+    assert 0.65 <= np.mean(hits) <= 0.93
+    y = rng.normal(0, 1, 23)
+    xc = level - level.mean()
+    b = xc @ (y - y.mean()) / (xc @ xc)
+    s = np.sqrt(np.sum((y - y.mean() - b * xc) ** 2) / 21)
+    from scipy import stats as st
+    by_hand = (st.t.ppf(1 - alpha / 2, 21) + st.t.ppf(0.8, 21)) * s / np.sqrt(xc @ xc)
+    assert robust.detectable_effect(y, covariate=level, kind="slope", alpha=alpha) == \
+        pytest.approx(by_hand)
+    with pytest.raises(ValueError, match="kind"):
+        robust.detectable_effect(np.ones(5), covariate=level[:5], kind="median", alpha=0.05)

@@ -426,10 +426,12 @@ def test_mixed_models_section_shows_primary_results_first() -> None:
         "estimate": [1.0, 2.0, 3.0], "ci_low": [0.5, 1.0, 1.0], "ci_high": [1.5, 3.0, 5.0],
         "p_fdr": [0.0001, 0.01, 0.5], "p_adj": [0.0001, 0.03, 0.9], "n_caregivers": 23,
         "family": ["exploratory", "primary", "primary"], "converged": True,
-        "adjustment": ["BH", "Holm over the primary family of 28 hypotheses", "Holm over the primary family of 28 hypotheses"]})
+        "adjustment": ["BH", "Holm over the primary family of 28 hypotheses", "Holm over the primary family of 28 hypotheses"],
+        "detectable_80": [None, 1.5, 4.0]})
     md = sections.mixed_models_markdown(rows, max_rows=0)
     body = md.split("| --- |")[-1] if "| --- |" in md else md
     assert md.index("`b`") < md.index("`c`")  # primary rows, by adjusted p
     assert "`a`" not in md  # exploratory rows beyond max_rows are only counted
     assert "**1** of 2" in md and "Holm over the primary family of 28" in md
     assert "care vs. control (all caregivers)" in body and "p (adjusted)" in md
+    assert "could have seen ±1.5" in md and "could have seen ±4" in md

@@ -147,6 +147,9 @@ def mixed_models_markdown(table: pd.DataFrame, *, alpha: float = 0.05, max_rows:
         reading = "clear evidence" if r["_p"] < alpha else "no clear evidence"
         if not conv:
             reading += " (model did not converge)"
+        d80 = pd.to_numeric(r.get("detectable_80"), errors="coerce")
+        if not r["_secondary"] and pd.notna(d80):
+            reading += f"; could have seen ±{_fmt(d80)} (80 % power)"
         est = r.get("estimate")
         estimate = ("omnibus test" if pd.isna(pd.to_numeric(est, errors="coerce"))
                     else f"{_fmt(est)} [{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]")
@@ -176,7 +179,10 @@ def mixed_models_markdown(table: pd.DataFrame, *, alpha: float = 0.05, max_rows:
                 f"{who} are **exploratory** (false-discovery rate within each analysis, model "
                 f"and term; {n_clear - n_primary_clear} below {alpha:g}): they suggest, they do "
                 "not confirm. *No clear evidence* means the data are compatible with no "
-                "effect, which is not the same as showing there is none. Primary results "
+                "effect, which is not the same as showing there is none: *could have seen* "
+                "gives, per primary hypothesis, the smallest effect this cohort detects with "
+                "80 % power after the study-wise correction; smaller effects may exist unseen. "
+                "Primary results "
                 f"come first, each group from the strongest evidence down.\n\n{table_md}{tail}")
     return (f"{len(df)} effects were tested{who}; **{n_clear}** reach a false-discovery rate "
             f"below {alpha:g} (*clear evidence*). *No clear evidence* means the data are "

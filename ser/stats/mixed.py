@@ -55,6 +55,7 @@ MIXED_COLUMNS: tuple[str, ...] = (
     "n_caregivers", "n_obs", "converged", "note",
     "se", "ddf", "p_chi2", "test", "singular", "estimator", "formula", "group_var",
     "resid_var", "family", "p_adj", "adjustment", "p_model", "test_model",
+    "detectable_80",
 )
 #: The interface columns that every row must have.
 REQUIRED_MIXED_COLUMNS: tuple[str, ...] = MIXED_COLUMNS[:13]

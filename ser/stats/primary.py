@@ -48,6 +48,7 @@ from ser.stats.multiplicity import FAMILY_METHODS, add_fdr, adjust_family
 from ser.stats.robust import (
     RobustResult,
     caregiver_pairs,
+    detectable_effect,
     permutation_slope_test,
     recording_slopes,
     sign_flip_test,
@@ -251,6 +252,17 @@ def pairs_test(pairs: pd.DataFrame, *, term: str, n_resamples: int, seed: int) -
                                        else "mean of both phases"))
 
 
+def detectable(pairs: pd.DataFrame, *, term: str, alpha: float, power: float = 0.8) -> float:
+    """Smallest effect of ``term`` detected with ``power`` at two-sided ``alpha``, from the
+    caregiver summaries of :func:`summaries` (:func:`ser.stats.robust.detectable_effect`),
+    in the unit of the term's estimate."""
+    parts = set(term.split(":"))
+    values = pairs["delta"] if "care" in parts else pairs["mean"]
+    return detectable_effect(values.to_numpy(float), covariate=pairs["level_score"].to_numpy(float),
+                             kind="slope" if "level_step" in parts else "mean",
+                             alpha=alpha, power=power)
+
+
 def _seed(hyp: Hypotheses, *parts: str) -> int:
     return (hyp.seed + zlib.crc32(":".join(parts).encode())) % (2**32)
 
@@ -263,8 +275,11 @@ def primary_model_rows(data: pd.DataFrame, *, analysis: str, hyp: Hypotheses,
     Estimates and 95 % CIs are the mixed model's (:func:`ser.stats.mixed.fit_mixed`);
     ``p`` is the robust test's (:func:`robust_test`, described in ``test``), the
     model's likelihood-ratio p-value is kept in ``p_model`` (described in
-    ``test_model``). ``family`` is ``primary``; ``p_adj`` is filled by
-    :func:`finalise_mixed_models`.
+    ``test_model``). ``detectable_80`` is the smallest effect (the estimate's unit) that
+    this cohort detects with 80 % power at Holm's first step (``alpha / family size``),
+    from the observed spread of the caregiver summaries (:func:`detectable`): what the
+    study could and could not have seen. ``family`` is ``primary``; ``p_adj`` is filled
+    by :func:`finalise_mixed_models`.
 
     Args:
         data: long table of the stage (descriptors, or time bins with ``time`` centred).
@@ -283,6 +298,7 @@ def primary_model_rows(data: pd.DataFrame, *, analysis: str, hyp: Hypotheses,
         return pd.DataFrame(columns=list(MIXED_COLUMNS))
     if analysis not in PRIMARY_FORMULAS:
         raise ValueError(f"primary_model_rows: unknown analysis {analysis!r}")
+    size = family_size(hyp, len(features))
     model_data = with_primary_covariates(data)
     fits = mixed_models_table(model_data, features=list(features),
                               models={PRIMARY_MODEL: PRIMARY_FORMULAS[analysis]},
@@ -302,10 +318,12 @@ def primary_model_rows(data: pd.DataFrame, *, analysis: str, hyp: Hypotheses,
                            term=term, converged=False, note=f"model: {skip}")
             row["p_model"], row["test_model"] = row.get("p"), row.get("test")
             try:
-                res = robust_test(data, feature=feature, term=term,
-                                  n_resamples=hyp.n_permutations,
-                                  seed=_seed(hyp, analysis, feature, term))
+                pairs = summaries(data, feature=feature, timed="time" in term.split(":"))
+                res = pairs_test(pairs, term=term, n_resamples=hyp.n_permutations,
+                                 seed=_seed(hyp, analysis, feature, term))
                 row["p"], row["test"] = res.p, res.method
+                row["detectable_80"] = detectable(pairs, term=term,
+                                                  alpha=hyp.alpha / max(size, 1))
             except ValueError as err:
                 row["p"], row["test"] = np.nan, ""
                 row["note"] = "; ".join(s for s in (str(row.get("note") or ""),

@@ -284,3 +284,50 @@ def recording_slopes(binned: pd.DataFrame, *, feature: str, time: str = "time",
     return pd.DataFrame({"recording": np.asarray(names, dtype=str)[keep],
                          **{c: v[keep] for c, v in ids.items()},
                          "slope": slope[keep], "n_windows": sw[keep]})
+
+
+def detectable_effect(values: np.ndarray, *, covariate: np.ndarray, kind: str, alpha: float,
+                      power: float = 0.8) -> float:
+    """Smallest effect a test on these caregivers detects with ``power`` at two-sided ``alpha``.
+
+    From the observed spread of the caregiver summaries: the residual SD ``s`` of
+    ``values ~ 1 + covariate`` (``n - 2`` df) gives the standard error of the mean at the
+    average covariate (``kind="mean"``: ``s / sqrt(n)``, the sign-flip test's statistic)
+    or of the slope (``kind="slope"``: ``s / sqrt(sum((x - mean x)^2))``, the permutation
+    test's), and ``(t_{1-alpha/2} + t_{power}) * SE`` is the effect detected with that
+    power (the normal-theory approximation of both randomisation tests).
+
+    Args:
+        values: one value per caregiver (care − control differences, means or slopes).
+        covariate: the caregivers' training-level scores.
+        kind: ``"mean"`` or ``"slope"``.
+        alpha: two-sided level the effect must reach (e.g. the family's first Holm step,
+            ``0.05 / family size``).
+        power: wanted power (0-1).
+
+    Returns:
+        The effect in the unit of ``values`` (per level step for ``"slope"``); NaN with
+        fewer than 4 caregivers.
+
+    Raises:
+        ValueError: unknown ``kind`` or levels outside (0, 1).
+    """
+    from scipy import stats as st
+
+    if kind not in ("mean", "slope"):
+        raise ValueError(f"detectable_effect: kind must be 'mean' or 'slope', got {kind!r}")
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise ValueError(f"detectable_effect: need 0 < alpha, power < 1; got {alpha}, {power}")
+    y = np.asarray(values, dtype=float)
+    x = np.asarray(covariate, dtype=float)
+    n = len(y)
+    xc = x - x.mean()
+    ss = float(xc @ xc)
+    if n < 4 or ss <= 0:
+        return float("nan")
+    b = float(xc @ (y - y.mean())) / ss
+    resid = y - y.mean() - b * xc
+    s = math.sqrt(float(resid @ resid) / (n - 2))
+    se = s / math.sqrt(n) if kind == "mean" else s / math.sqrt(ss)
+    df = n - 2
+    return float((st.t.ppf(1 - alpha / 2, df) + st.t.ppf(power, df)) * se)
