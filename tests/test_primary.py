@@ -21,13 +21,29 @@ def test_sign_flip_exact_small_example():
     assert robust.sign_flip_test(np.array([1.0, -1.0, 2.0])).p == pytest.approx(6 / 8)
 
 
+def _hc2_t(x, y):
+    """Slope t with HC2 SE, the textbook way (design matrix, hat matrix)."""
+    X = np.column_stack([np.ones(len(x)), x])
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    e = y - X @ beta
+    inv = np.linalg.inv(X.T @ X)
+    h = np.diag(X @ inv @ X.T)
+    cov = inv @ (X.T * (e**2 / (1 - h))) @ X @ inv
+    return beta[1] / np.sqrt(cov[1, 1])
+
+
 def test_permutation_slope_exact_small_example():
-    # increasing values: only the identity and the reversed order give |slope| >= 1.3
-    res = robust.permutation_slope_test(np.array([1.0, 2.0, 3.0, 5.0]),
-                                        covariate=np.array([0.0, 1.0, 2.0, 3.0]))
-    assert res.exact and res.n_resamples == 24
-    assert res.statistic == pytest.approx(1.3)
-    assert res.p == pytest.approx(2 / 24)
+    import itertools
+
+    y, x = np.array([1.0, 2.0, 3.0, 5.0, 4.0]), np.array([0.0, 1.0, 2.0, 3.0, 3.0])
+    res = robust.permutation_slope_test(y, covariate=x)
+    assert res.exact and res.n_resamples == 120
+    assert res.statistic == pytest.approx(np.polyfit(x, y, 1)[0])
+    t_obs = abs(_hc2_t(x, y))
+    by_hand = np.mean([abs(_hc2_t(x[list(p)], y)) >= t_obs - 1e-9
+                       for p in itertools.permutations(range(5))])
+    assert res.p == pytest.approx(by_hand)
+    assert res.p < 0.1
 
 
 def test_monte_carlo_p_is_never_zero():

@@ -209,7 +209,8 @@ def robust_test(data: pd.DataFrame, *, feature: str, term: str, n_resamples: int
     Terms with ``time`` use each recording's window-weighted slope over ``time``
     (:func:`ser.stats.robust.recording_slopes`); the others the window-weighted value
     per caregiver and phase. Then ``care`` (and ``time`` alone: the mean slope) is a
-    sign-flip test, terms with ``level_step`` a permutation of training levels.
+    sign-flip test of the caregivers' mean, terms with ``level_step`` a permutation of
+    training levels (HC2-studentised slope).
 
     Raises:
         ValueError: unknown term, too few caregivers.
@@ -246,8 +247,9 @@ def pairs_test(pairs: pd.DataFrame, *, term: str, n_resamples: int, seed: int) -
                                       what=what + ("care - control" if "care" in parts
                                                    else "mean of both phases"))
     values = pairs["delta"] if "care" in parts else pairs["mean"]
-    return sign_flip_test(values.to_numpy(), covariate=pairs["level_score"].to_numpy(),
-                          n_resamples=n_resamples, seed=seed,
+    # no level adjustment: mean(d) is the centred-level estimate, and flipping d itself is
+    # exact under "no care effect for anyone" (conservative when effects vary by level)
+    return sign_flip_test(values.to_numpy(), n_resamples=n_resamples, seed=seed,
                           what=what + ("care - control" if "care" in parts
                                        else "mean of both phases"))
 

@@ -12,7 +12,8 @@ The primary hypotheses (:mod:`ser.stats.primary`) are decided by tests that need
   the covariate is centred.
 - **Permutation of training levels across caregivers** (:func:`permutation_slope_test`):
   under "no level effect" the caregivers' values are exchangeable, so shuffling the
-  levels gives the null distribution of the slope per level step.
+  levels gives the null distribution of the slope per level step, studentised with an
+  HC2 standard error (robust when the spread differs by level, e.g. recording lengths).
 
 Both use the whole null distribution when it is small (``2^n`` flips or ``n!``
 permutations at most ``n_resamples + 1``: exact p-values) and otherwise ``n_resamples``
@@ -176,11 +177,38 @@ def permutation_slope_test(values: np.ndarray, *, covariate: np.ndarray,
     else:
         rng = np.random.default_rng(seed)
         perms = rng.permuted(np.tile(np.arange(n), (int(n_resamples), 1)), axis=1)
-    null = xc[perms] @ yc / ss
+    t_obs = float(hc2_slope_t(xc[None, :], yc)[0])
+    null = hc2_slope_t(xc[perms], yc)
     method = (f"permutation of training levels across caregivers ({'exact, ' if exact else ''}"
-              f"{len(perms)} permutations, n={n}; slope of {what})")
-    return RobustResult(p=_p_value(observed, null, exact=exact), statistic=observed, n=n,
+              f"{len(perms)} permutations, n={n}; slope of {what} studentised with HC2)")
+    return RobustResult(p=_p_value(t_obs, null, exact=exact), statistic=observed, n=n,
                         n_resamples=len(perms), exact=exact, method=method)
+
+
+def hc2_slope_t(xc: np.ndarray, yc: np.ndarray) -> np.ndarray:
+    """Slope t statistics with HC2 (heteroscedasticity-consistent) standard errors.
+
+    Studentising makes the level permutation robust to variances that differ with
+    level (e.g. longer recordings at one level); for equal variances it orders
+    permutations almost as the plain slope does.
+
+    Args:
+        xc: centred covariates, one row per permutation, shape ``(B, n)``.
+        yc: centred values, shape ``(n,)``.
+
+    Returns:
+        ``slope / SE_HC2`` per row, shape ``(B,)`` (0 where the SE is 0).
+    """
+    n = yc.shape[0]
+    ss = np.sum(xc * xc, axis=1, keepdims=True)
+    b = (xc @ yc)[:, None] / ss
+    e = yc[None, :] - b * xc
+    h = 1.0 / n + xc * xc / ss
+    var = np.sum(xc * xc * e * e / (1.0 - h), axis=1) / ss[:, 0] ** 2
+    se = np.sqrt(np.maximum(var, 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(se > 0, b[:, 0] / se, 0.0)
+    return t
 
 
 def _weights(data: pd.DataFrame, weight: str | None) -> np.ndarray:
