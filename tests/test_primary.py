@@ -224,3 +224,24 @@ def test_detectable_effect_gives_about_80_percent_power():
         pytest.approx(by_hand)
     with pytest.raises(ValueError, match="kind"):
         robust.detectable_effect(np.ones(5), covariate=level[:5], kind="median", alpha=0.05)
+
+
+def test_family_pvalues_batches_independent_cohorts():
+    hyp = _hyp()
+    single = [simulate.simulate_windows(seed=s, duration_s=30.0) for s in (1, 2)]
+    batch = []
+    for s, w in zip((1, 2), single):
+        w = w.copy()
+        for c in ("recording", "caregiver"):
+            w[c] = f"{s}/" + w[c]
+        batch.append(w.assign(seed=s))
+    both = primary.family_pvalues(pd.concat(batch, ignore_index=True), hyp=hyp,
+                                  n_resamples=99, cohort="seed")
+    assert len(both) == 2 * primary.family_size(hyp, 2) == 16
+    for s, w in zip((1, 2), single):
+        alone = primary.family_pvalues(w, hyp=hyp, n_resamples=99)
+        mine = both[both["cohort"] == str(s)].reset_index(drop=True)
+        assert list(mine["term"]) == list(alone["term"])
+        assert mine["statistic"].to_numpy() == pytest.approx(alone["statistic"].to_numpy())
+        assert mine["p_adj"].to_numpy() == pytest.approx(
+            adjust_family(mine["p"].to_numpy(), method="holm", family_size=8))

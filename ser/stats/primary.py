@@ -385,7 +385,7 @@ def finalise_mixed_models(path: str | Path, *, hyp: Hypotheses, family_size: int
 
 def family_pvalues(windows: pd.DataFrame, *, hyp: Hypotheses, n_resamples: int | None = None,
                    seed: int = 0, time_bins: int = 10, min_speech_ratio: float = 0.2,
-                   min_top_p: float = 0.0) -> pd.DataFrame:
+                   min_top_p: float = 0.0, cohort: str | None = None) -> pd.DataFrame:
     """Every primary hypothesis's robust p-value from a window table, without model fits.
 
     What stages 05-07 decide on, in one cheap pass (the fast path of the violation and
@@ -397,13 +397,19 @@ def family_pvalues(windows: pd.DataFrame, *, hyp: Hypotheses, n_resamples: int |
         windows: a ``windows.csv`` table.
         hyp: the primary family.
         n_resamples: sign flips / permutations per test (default ``hyp.n_permutations``).
-        seed: seed of the draws.
+        seed: seed of the draws (each cohort adds its own label).
         time_bins, min_speech_ratio, min_top_p: as stages 05 and 06.
+        cohort: optional column of ``windows`` naming independent cohorts (their
+            caregiver and recording ids must differ): the descriptors are computed once
+            for all, the tests and the adjustment per cohort (simulation batches).
 
     Returns:
-        ``analysis, feature, term, statistic, p, p_adj``, one row per hypothesis.
+        ``analysis, feature, term, statistic, p, p_adj`` (+ ``cohort``), one row per
+        hypothesis (and cohort).
     """
     n_resamples = int(n_resamples or hyp.n_permutations)
+    cohort_of = (windows.drop_duplicates("caregiver").set_index("caregiver")[cohort].astype(str)
+                 if cohort else None)
     tables: dict[bool, pd.DataFrame] = {}
     cache: dict[tuple[bool, str], pd.DataFrame] = {}
     rows = []
@@ -423,17 +429,23 @@ def family_pvalues(windows: pd.DataFrame, *, hyp: Hypotheses, n_resamples: int |
         for feature in feats:
             if (timed, feature) not in cache:
                 cache[(timed, feature)] = summaries(data, feature=feature, timed=timed)
-            pairs = cache[(timed, feature)]
-            for term in terms:
-                try:
-                    res = pairs_test(pairs, term=term, n_resamples=n_resamples,
-                                     seed=_seed(hyp, str(seed), analysis, feature, term))
-                    stat, p = res.statistic, res.p
-                except ValueError:
-                    stat, p = np.nan, np.nan
-                rows.append({"analysis": analysis, "feature": feature, "term": term,
-                             "statistic": stat, "p": p})
-    out = pd.DataFrame(rows, columns=["analysis", "feature", "term", "statistic", "p"])
-    out["p_adj"] = adjust_family(out["p"].to_numpy(float), method=hyp.multiplicity,
-                                 family_size=len(out)) if len(out) else []
-    return out
+            everyone = cache[(timed, feature)]
+            groups = (everyone.groupby(everyone["caregiver"].map(cohort_of), sort=False)
+                      if cohort_of is not None else [("", everyone)])
+            for label, pairs in groups:
+                for term in terms:
+                    try:
+                        res = pairs_test(pairs, term=term, n_resamples=n_resamples,
+                                         seed=_seed(hyp, str(seed), str(label), analysis,
+                                                    feature, term))
+                        stat, p = res.statistic, res.p
+                    except ValueError:
+                        stat, p = np.nan, np.nan
+                    rows.append({"cohort": label, "analysis": analysis, "feature": feature,
+                                 "term": term, "statistic": stat, "p": p})
+    out = pd.DataFrame(rows, columns=["cohort", "analysis", "feature", "term", "statistic", "p"])
+    out["p_adj"] = np.nan
+    for _, idx in out.groupby("cohort", sort=False).groups.items():
+        out.loc[idx, "p_adj"] = adjust_family(out.loc[idx, "p"].to_numpy(float),
+                                              method=hyp.multiplicity, family_size=len(idx))
+    return out if cohort else out.drop(columns="cohort")
