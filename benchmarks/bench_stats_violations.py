@@ -65,7 +65,8 @@ SCENARIOS: dict[str, dict] = {
 #: logit for emotions and speech_ratio, Hz, dB).
 SIM_TERM = {"care": "phase", "level_step": "level_trend", "care:level_step": "phase:level_trend",
             "care:time": "phase:time"}
-UNIT = {"p_angry": 0.25, "p_happy": 0.25, "p_neutral": 0.25, "p_sad": 0.25, "f0_hz": 5.0,
+#: Emotion logits get alternating signs: one shift on every label would cancel in the softmax.
+UNIT = {"p_angry": 0.5, "p_happy": -0.5, "p_neutral": 0.5, "p_sad": -0.5, "f0_hz": 5.0,
         "energy_db": 1.0, "speech_ratio": 0.25}
 GRID = (0.5, 1.0, 1.5, 2.0, 3.0)
 CHUNK = 25
@@ -139,11 +140,11 @@ def violations(reps: int, n_jobs: int, n_resamples: int, scenarios: list[str], *
     return table.to_markdown(index=False)
 
 
-def power(reps: int, n_jobs: int, n_resamples: int) -> str:
+def power(reps: int, n_jobs: int, n_resamples: int, grid: tuple[float, ...] = GRID) -> str:
     hyp = primary.load_hypotheses()
     jobs = []
     for term, sim_term in SIM_TERM.items():
-        for k in GRID:
+        for k in grid:
             effects = {(f"p_{o[2:]}" if o.startswith("p_") else o): {sim_term: k * u}
                        for o, u in UNIT.items()}
             for start in range(0, reps, CHUNK):
@@ -155,6 +156,7 @@ def power(reps: int, n_jobs: int, n_resamples: int) -> str:
     _run(jobs, n_jobs)
     df = pd.concat([pd.read_csv(f) for f in sorted((OUT / "power").glob(f"*_r{n_resamples}_*.csv"))],
                    ignore_index=True)
+    df = df[df["seed"] < 10_000 + reps]
     df[["pterm", "k"]] = df["tag"].str.split("|", expand=True)
     df = df[df["term"] == df["pterm"]]
     df["k"] = df["k"].astype(float)
@@ -175,7 +177,7 @@ def power(reps: int, n_jobs: int, n_resamples: int) -> str:
             else:
                 k80 = float(np.interp(0.8, ps[j - 1:j + 1], ks[j - 1:j + 1]))
             est80 = float(np.interp(k80, ks, pw["est"].to_numpy()))
-        unit = UNIT.get(o.replace("__mean", ""), np.nan)
+        unit = abs(UNIT.get(o.replace("__mean", ""), np.nan))
         rows.append({"term": term, "outcome": feature,
                      "power by multiple of the unit effect": ", ".join(
                          f"{k:g}: {p:.0%}" for k, p in zip(ks, ps)),
@@ -194,14 +196,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="sign flips / permutations per test (the stages use 9,999)")
     ap.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     ap.add_argument("--power", action="store_true")
+    ap.add_argument("--grid", type=float, nargs="*", default=list(GRID),
+                    help="power: multiples of the unit effects (UNIT) to plant")
     ap.add_argument("--summary-only", action="store_true",
                     help="summarise the cached chunks without running more")
     a = ap.parse_args(argv)
     t0 = time.time()
+    n_res = max(a.n_resamples, 1999) if a.power else a.n_resamples
     head = (f"{dt.date.today()} on {cpu_name()} "
             f"({'power' if a.power else 'violations'}, {a.reps} cohorts, "
-            f"{a.n_resamples} resamples per test)")
-    body = (power(a.reps, a.n_jobs, max(a.n_resamples, 1999)) if a.power
+            f"{n_res} resamples per test)")
+    body = (power(a.reps, a.n_jobs, max(a.n_resamples, 1999), tuple(a.grid)) if a.power
             else violations(a.reps, a.n_jobs, a.n_resamples, a.scenarios,
                             summary_only=a.summary_only))
     text = f"{head}\n\n{body}\n\n({time.time() - t0:.0f} s wall)\n"
