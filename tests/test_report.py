@@ -417,3 +417,23 @@ def test_model_card_says_whether_pitch_was_normalised(tmp_path: Path, target: fl
     run = state.load_run_record(res)
     text = sections.methods_sections(res, run, state.stage_states(res, run))["_methods_model.md"]
     assert expected in text
+
+
+def test_mixed_models_section_shows_primary_results_first() -> None:
+    rows = pd.DataFrame({
+        "analysis": ["time_invariant"] * 3, "feature": ["a", "b", "c"],
+        "model": ["level_trend", "primary", "primary"], "term": ["phase[care]", "care", "level_step"],
+        "estimate": [1.0, 2.0, 3.0], "ci_low": [0.5, 1.0, 1.0], "ci_high": [1.5, 3.0, 5.0],
+        "p_fdr": [0.0001, 0.01, 0.5], "p_adj": [0.0001, 0.03, 0.9], "n_caregivers": 23,
+        "family": ["exploratory", "primary", "primary"], "converged": True,
+        "adjustment": ["BH", "Holm over the primary family of 28 hypotheses", "Holm over the primary family of 28 hypotheses"],
+        "detectable_80": [None, 1.5, 4.0]})
+    md = sections.mixed_models_markdown(rows, max_rows=0)
+    primary_block = md.split("#### Primary hypotheses")[1].split("####")[0]
+    assert primary_block.index("| b |") < primary_block.index("| c |")  # by adjusted p
+    assert "| a |" not in md  # exploratory rows beyond max_rows are only counted
+    assert md.index("#### Primary hypotheses") < md.index("(exploratory)")
+    assert "**1** of 2" in md and "Holm over the primary family of 28" in md
+    assert "care vs. control" in primary_block and "p (adjusted)" in md
+    assert "0.030" in primary_block  # the study-wise adjusted p, not p_fdr (0.010)
+    assert "could have seen ±1.5" in md and "could have seen ±4" in md

@@ -78,11 +78,17 @@ def with_unit(value: Any, column: str) -> str:
 
 def effects(table: pd.DataFrame) -> pd.DataFrame:
     """Rows of ``mixed_models.csv`` that are effects (no intercepts or variances), with
-    ``_p`` (the adjusted p as a number)."""
+    ``_p`` (the adjusted p as a number: the study-wise ``p_adj`` of a primary hypothesis,
+    the false-discovery-rate ``p_fdr`` of an exploratory effect) and ``_primary``."""
     if table.empty or "term" not in table.columns:
-        return table.assign(_p=pd.Series(dtype=float))
+        return table.assign(_p=pd.Series(dtype=float), _primary=pd.Series(dtype=bool))
     df = table[~table["term"].astype(str).str.contains(NON_EFFECT_TERMS, case=False, regex=True)]
-    return df.assign(_p=pd.to_numeric(df.get("p_fdr"), errors="coerce"))
+    primary = (df["family"].astype(str) == "primary" if "family" in df.columns
+               else pd.Series(False, index=df.index))
+    p = pd.to_numeric(df.get("p_fdr"), errors="coerce")
+    if primary.any():
+        p = p.where(~primary, pd.to_numeric(df.get("p_adj"), errors="coerce"))
+    return df.assign(_p=p, _primary=primary.astype(bool))
 
 
 def conditional_terms(table: pd.DataFrame) -> set[tuple[str, str, str]]:
@@ -100,7 +106,8 @@ def condition_of(row: Mapping[str, Any], conditional: set[tuple[str, str, str]])
     """Where a main effect holds when its model has an interaction (``""`` otherwise)."""
     key = (str(row.get("analysis", "")), str(row.get("model", "")), str(row.get("feature", "")))
     term = str(row.get("term", ""))
-    if key not in conditional or ":" in term or str(row.get("analysis", "")) == "delta":
+    if (key not in conditional or ":" in term or str(row.get("analysis", "")) == "delta"
+            or str(row.get("model", "")) == "primary"):
         return ""
     if term.startswith("phase"):
         return "among untrained caregivers"
@@ -120,27 +127,31 @@ def effect_sentence(row: Mapping[str, Any], *, condition: str = "") -> str:
     term = str(row.get("term", ""))
     name = feature_name(feature)
     est = _num(row.get("estimate"))
+    p_adj = row.get("_p", row.get("p_fdr"))
     ci = (f"95 % CI {shown_value(row.get('ci_low'), feature)} to "
-          f"{with_unit(row.get('ci_high'), feature)}; adjusted p {fmt_p(row.get('p_fdr'))}")
+          f"{with_unit(row.get('ci_high'), feature)}; adjusted p {fmt_p(p_adj)}")
     if math.isnan(est):
-        return f"{name.capitalize()} differed by {term_name(term)} (adjusted p {fmt_p(row.get('p_fdr'))})."
+        return f"{name.capitalize()} differed by {term_name(term)} (adjusted p {fmt_p(p_adj)})."
     size = with_unit(abs(est), feature)
     more = "higher" if est > 0 else "lower"
     delta = str(row.get("analysis", "")) == "delta"
-    if term == "phase[care]":
+    if term in ("phase[care]", "care"):
         what = f"{name} was {size} {more} in care than in control"
         if delta:
             what = f"the change in {name} from control to care was {size} {more}"
-    elif term == "level_trend":
+    elif term in ("level_trend", "level_step"):
         what = (f"the change in {name} from control to care was {size} {'larger' if est > 0 else 'smaller'} "
                 f"per step of training level" if delta else
                 f"{name} was {size} {more} per step of training level")
-    elif term == "phase[care]:level_trend":
+    elif term in ("phase[care]:level_trend", "care:level_step"):
         what = (f"the difference in {name} between care and control was {size} "
                 f"{'larger' if est > 0 else 'smaller'} per step of training level")
     elif term.startswith("level[") and ":" not in term:
         level = term[len("level["):].rstrip("]").replace("T.", "")
         what = f"{name} was {size} {more} in {level} than in untrained caregivers"
+    elif term == "care:time":
+        what = (f"over the session, {name} {'rose' if est > 0 else 'fell'} by {size} more per unit "
+                "of session time in care than in control")
     elif term == "time":
         what = f"{name} {'rose' if est > 0 else 'fell'} by {size} per unit of session time"
     else:
@@ -161,8 +172,14 @@ def effects_summary(table: pd.DataFrame | None, *, alpha: float = 0.05) -> str:
     df = effects(table)
     if df.empty:
         return "No statistical results are available in this run.\n"
-    clear = df[df["_p"] < alpha].sort_values("_p", kind="stable")
     out = []
+    if df["_primary"].any():
+        n_all = len(df)
+        df = df[df["_primary"]]
+        out.append(f"The study fixed {len(df)} primary hypotheses before the data were seen; each is "
+                   "decided by a robust test, with one correction over all of them. The other "
+                   f"{n_all - len(df)} effects tested are exploratory and listed further down.\n")
+    clear = df[df["_p"] < alpha].sort_values("_p", kind="stable")
     if clear.empty:
         out.append(f"**No difference reached clear evidence** (false-discovery rate below "
                    f"{alpha:g}) among the {len(df)} effects tested.")

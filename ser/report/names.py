@@ -67,7 +67,8 @@ ANALYSES: dict[str, tuple[str, str]] = {
 _LEVEL_TERMS = {"phase": "{} vs. control", "level": "{} vs. untrained"}
 _TERMS = {"phase": "care vs. control (all levels)", "level": "training level (any difference)",
           "level_trend": "per step of training level", "time": "per unit of session time",
-          "intercept": "average change from control to care"}
+          "intercept": "average change from control to care",
+          "care": "care vs. control", "level_step": "per step of training level"}
 
 
 def _split(column: str) -> tuple[str, str]:

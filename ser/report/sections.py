@@ -124,17 +124,50 @@ def cohort_markdown(recordings: pd.DataFrame) -> str:
             f"id (see *Privacy* below); no audio is part of this report.\n\n{table}")
 
 
-def mixed_models_markdown(table: pd.DataFrame, *, alpha: float = 0.05, max_rows: int = 20) -> str:
-    """Fixed effects of the mixed models, grouped by analysis, strongest evidence first.
+def _effect_rows(sub: pd.DataFrame, conditional: set[tuple[str, str, str]], *, alpha: float,
+                 primary: bool = False) -> list[list[str]]:
+    """Table rows (measure, effect, estimate [CI], p, reading) of effects of ``mixed_models.csv``."""
+    rows = []
+    for _, r in sub.iterrows():
+        conv = str(r.get("converged", "True")).strip().lower() not in ("false", "0", "no")
+        reading = "clear evidence" if r["_p"] < alpha else "no clear evidence"
+        if not conv:
+            reading += " (model did not converge)"
+        feature = str(r.get("feature", ""))
+        d80 = pd.to_numeric(r.get("detectable_80"), errors="coerce")
+        if primary and pd.notna(d80):
+            reading += f"; could have seen ±{shown_value(d80, feature)} (80 % power)"
+        est = r.get("estimate")
+        estimate = ("test of all levels together"
+                    if pd.isna(pd.to_numeric(est, errors="coerce"))
+                    else f"{shown_value(est, feature)} [{shown_value(r.get('ci_low'), feature)}, "
+                         f"{shown_value(r.get('ci_high'), feature)}]")
+        model = "" if primary else _MODEL_NAMES.get(str(r.get("model", "")), "")
+        condition = condition_of(r, conditional)
+        effect = term_name(str(r.get("term", ""))) + (f", {condition}" if condition else "")
+        if primary:
+            heading, _ = analysis_heading(str(r.get("analysis", "")))
+            effect += f"<br><small>{heading.lower()}</small>"
+        elif model:
+            effect += f"<br><small>{model}</small>"
+        rows.append([display_name(feature), effect, estimate, _fmt_p(r["_p"]), reading])
+    return rows
 
-    Each analysis gets a heading and one line saying what it asks, so the same measure and
-    effect under two analyses never look like duplicated rows. Measures and effects carry
-    the reader's names and units of :mod:`ser.report.names` (fractions shown in %).
+
+def mixed_models_markdown(table: pd.DataFrame, *, alpha: float = 0.05, max_rows: int = 20) -> str:
+    """Fixed effects of the mixed models: primary hypotheses first, then by analysis.
+
+    The pre-specified primary hypotheses (``family == "primary"`` in ``mixed_models.csv``)
+    come first, all of them, judged by their study-wise adjusted robust p-value
+    (``p_adj``). Every other effect is exploratory: grouped by analysis, each with a
+    heading and one line saying what it asks, so the same measure and effect under two
+    analyses never look like duplicated rows. Measures and effects carry the reader's
+    names and units of :mod:`ser.report.names` (fractions shown in %).
 
     Args:
         table: ``mixed_models.csv`` rows of the analyses that may be shown.
-        alpha: false-discovery rate under which an effect counts as clear evidence.
-        max_rows: rows shown per analysis; the rest are counted.
+        alpha: adjusted p under which an effect counts as clear evidence.
+        max_rows: exploratory rows shown per analysis; the rest are counted.
     """
     if table.empty:
         return "No model results are available.\n"
@@ -142,49 +175,59 @@ def mixed_models_markdown(table: pd.DataFrame, *, alpha: float = 0.05, max_rows:
     if df.empty:
         return "The models report no fixed effects besides their intercepts.\n"
     df = df.sort_values("_p", na_position="last", kind="stable")
-    n_clear = int((df["_p"] < alpha).sum())
     conditional = conditional_terms(df)
-    analyses = list(dict.fromkeys(df.get("analysis", pd.Series(["", ] * len(df))).astype(str)))
-    order = [a for a in ANALYSES if a in analyses] + [a for a in analyses if a not in ANALYSES]
+    primary = df["_primary"]
     blocks = []
+    if primary.any():
+        prim = df[primary]
+        rule = (str(prim["adjustment"].dropna().astype(str).iloc[0])
+                if "adjustment" in prim and prim["adjustment"].notna().any()
+                else "adjusted over the primary family")
+        blocks.append("#### Primary hypotheses\n\n*The questions fixed before the data were seen, "
+                      f"each decided by a robust test with one correction over all of them ({rule}); "
+                      "main effects are averages over caregivers and phases.*\n\n"
+                      + _md_table(["Measure", "Effect", "Estimate [95% CI]", "p (adjusted)", "Reading"],
+                                  _effect_rows(prim, conditional, alpha=alpha, primary=True),
+                                  ["l", "l", "r", "r", "l"]))
+    rest = df[~primary]
+    analyses = list(dict.fromkeys(rest.get("analysis", pd.Series(["", ] * len(rest))).astype(str)))
+    order = [a for a in ANALYSES if a in analyses] + [a for a in analyses if a not in ANALYSES]
     for analysis in order:
-        sub = df[df["analysis"].astype(str) == analysis] if "analysis" in df else df
+        sub = rest[rest["analysis"].astype(str) == analysis] if "analysis" in rest else rest
         heading, question = analysis_heading(analysis)
-        rows = []
-        for _, r in sub.head(max_rows).iterrows():
-            conv = str(r.get("converged", "True")).strip().lower() not in ("false", "0", "no")
-            reading = "clear evidence" if r["_p"] < alpha else "no clear evidence"
-            if not conv:
-                reading += " (model did not converge)"
-            feature = str(r.get("feature", ""))
-            est = r.get("estimate")
-            estimate = ("test of all levels together"
-                        if pd.isna(pd.to_numeric(est, errors="coerce"))
-                        else f"{shown_value(est, feature)} [{shown_value(r.get('ci_low'), feature)}, "
-                             f"{shown_value(r.get('ci_high'), feature)}]")
-            model = _MODEL_NAMES.get(str(r.get("model", "")), "")
-            condition = condition_of(r, conditional)
-            rows.append([display_name(feature), term_name(str(r.get("term", "")))
-                         + (f", {condition}" if condition else "")
-                         + (f"<br><small>{model}</small>" if model else ""),
-                         estimate, _fmt_p(r["_p"]), reading])
+        rows = _effect_rows(sub.head(max_rows), conditional, alpha=alpha)
         more = len(sub) - len(rows)
         tail = (f"\n{more} further effects of this analysis, none with clearer evidence, are in "
                 "its notebook page.\n" if more > 0 else "")
-        blocks.append(f"#### {heading}\n\n*{question}*\n\n"
+        label = f"{heading} (exploratory)" if primary.any() else heading
+        blocks.append(f"#### {label}\n\n*{question}*\n\n"
                       + _md_table(["Measure", "Effect", "Estimate [95% CI]", "p (FDR)", "Reading"],
                                   rows, ["l", "l", "r", "r", "l"]) + tail)
     n_cg = pd.to_numeric(df.get("n_caregivers"), errors="coerce").max()
     who = f" on up to {int(n_cg)} caregivers" if pd.notna(n_cg) else ""
+    n_clear = int((df["_p"] < alpha).sum())
+    caveat = ("*No clear evidence* means the data are compatible with no effect, which is not "
+              "the same as showing there is none.")
+    if primary.any():
+        n_primary, n_primary_clear = int(primary.sum()), int((df["_p"] < alpha)[primary].sum())
+        return (f"**Primary hypotheses** (fixed before the data were seen; robust p-values, one "
+                f"correction over all of them): **{n_primary_clear}** of {n_primary} reach an "
+                f"adjusted p below {alpha:g} (*clear evidence*). The other {len(df) - n_primary} "
+                f"effects{who} are **exploratory** (false-discovery rate within each analysis, "
+                f"model and effect; {n_clear - n_primary_clear} below {alpha:g}): they suggest, "
+                f"they do not confirm. {caveat} *Could have seen* gives, per primary hypothesis, "
+                "the smallest effect this cohort detects with 80 % power after the study-wise "
+                "correction; smaller effects may exist unseen. Within each group, effects are "
+                "listed from the strongest evidence down.\n\n" + "\n".join(blocks))
     return (f"{len(df)} effects were tested{who}; **{n_clear}** reach a false-discovery rate "
-            f"below {alpha:g} (*clear evidence*). *No clear evidence* means the data are "
-            "compatible with no effect, which is not the same as showing there is none. "
+            f"below {alpha:g} (*clear evidence*). {caveat} "
             "Within each analysis, effects are listed from the strongest evidence down.\n\n"
             + "\n".join(blocks))
 
 
 #: How each model of ``mixed_models.csv`` codes training level, for the reader.
-_MODEL_NAMES = {"level_trend": "levels as ordered steps", "level_categories": "levels as categories"}
+_MODEL_NAMES = {"level_trend": "levels as ordered steps", "level_categories": "levels as categories",
+                "primary": "primary model"}
 
 
 def sentence(text: str) -> str:

@@ -27,6 +27,9 @@ Design (the notebooks 05–07 explain the same choices for a clinical reader):
 :func:`mixed_models_table` fits every feature × model and adds Benjamini–Hochberg FDR
 across features (:func:`ser.stats.multiplicity.add_fdr`);
 :func:`update_mixed_models_table` replaces one analysis's rows of ``mixed_models.csv``.
+``family``, ``p_adj`` and ``adjustment`` say whether a row is a pre-specified primary
+hypothesis (decided by a robust test, ``p_model`` keeping the model's own p-value) or
+exploratory; :mod:`ser.stats.primary` fills them.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ MIXED_COLUMNS: tuple[str, ...] = (
     "analysis", "feature", "model", "term", "estimate", "ci_low", "ci_high", "p", "p_fdr",
     "n_caregivers", "n_obs", "converged", "note",
     "se", "ddf", "p_chi2", "test", "singular", "estimator", "formula", "group_var",
-    "resid_var",
+    "resid_var", "family", "p_adj", "adjustment", "p_model", "test_model",
+    "detectable_80",
 )
 #: The interface columns that every row must have.
 REQUIRED_MIXED_COLUMNS: tuple[str, ...] = MIXED_COLUMNS[:13]
@@ -598,7 +602,8 @@ def mixed_models_table(
     else:
         from joblib import Parallel, delayed
 
-        cols = list(dict.fromkeys([*features, group, "phase", "level", "time"]
+        named = sorted(set().union(*(_formula_vars(fm) for fm in models.values())))
+        cols = list(dict.fromkeys([*features, group, "phase", "level", "time", *named]
                                   + ([nested] if nested else [])
                                   + ([nested_slope] if nested_slope else [])))
         small = data[[c for c in cols if c in data.columns]]  # ship only what the fits use

@@ -2,7 +2,8 @@
 
 :func:`simulate_windows` draws a cohort at the window level (caregiver and recording
 intercepts, AR(1) window noise within each recording, planted fixed effects) in a few
-vectorised steps. It is used by the tests and by the validation by simulation
+vectorised steps; optionally with the violations real data show (heavy tails,
+caregiver-specific variability, unequal recording lengths by level, lost recordings). It is used by the tests and by the validation by simulation
 (:mod:`ser.stats.validation`, ``benchmarks/bench_stats_validation.py``).
 """
 
@@ -57,6 +58,10 @@ def simulate_windows(
     labels: Sequence[str] = ("angry", "happy", "neutral", "sad"),
     ar_rho: float = 0.6,
     unvoiced_below: float = 0.1,
+    tail_df: float | None = None,
+    caregiver_sd_ratio: float = 1.0,
+    duration_by_level: Sequence[float] | None = None,
+    missing_share: float = 0.0,
 ) -> pd.DataFrame:
     """Simulate a ``windows.csv``-like table with planted effects (fast, vectorised).
 
@@ -82,6 +87,13 @@ def simulate_windows(
         labels: emotion labels (``p_<label>`` columns).
         ar_rho: lag-1 autocorrelation of the window noise within a recording.
         unvoiced_below: ``voiced_ratio`` below which a window has no F0.
+        tail_df: Student-t degrees of freedom (> 2) of every noise component (caregiver,
+            recording, window), scaled to the same SD; ``None``: normal. Heavy tails.
+        caregiver_sd_ratio: caregivers' window-noise SDs differ by up to this factor
+            (each caregiver's SD multiplier log-uniform in [1/sqrt(r), sqrt(r)]); 1: equal.
+        duration_by_level: recording length per level (untrained … expert), s, instead of
+            ``duration_s`` (e.g. longer expert recordings).
+        missing_share: share of recordings dropped at random (0-1), as lost recordings.
 
     Returns:
         DataFrame with the ``windows.csv`` columns (``recording, caregiver, level, phase,
@@ -103,6 +115,15 @@ def simulate_windows(
                          f"window_s; got {hop_s}, {window_s}, {duration_s}")
     if not -1 < ar_rho < 1:
         raise ValueError(f"simulate_windows: ar_rho must be in (-1, 1), got {ar_rho}")
+    if tail_df is not None and not tail_df > 2:
+        raise ValueError(f"simulate_windows: tail_df must be > 2 (finite variance), got {tail_df}")
+    if not caregiver_sd_ratio >= 1 or not 0 <= missing_share < 1:
+        raise ValueError(f"simulate_windows: need caregiver_sd_ratio >= 1 and 0 <= missing_share "
+                         f"< 1; got {caregiver_sd_ratio}, {missing_share}")
+    if duration_by_level is not None and (len(duration_by_level) != len(LEVELS)
+                                          or min(duration_by_level) < window_s):
+        raise ValueError(f"simulate_windows: duration_by_level needs {len(LEVELS)} lengths >= "
+                         f"window_s ({window_s} s), got {duration_by_level}")
     effects = {k: dict(v) for k, v in (effects or {}).items()}
     label_feats = {f"p_{lb}": lb for lb in labels}
     unknown = sorted(set(effects) - set(label_feats) - set(SIM_FEATURES))
@@ -115,23 +136,35 @@ def simulate_windows(
     if n_cg == 0:
         raise ValueError("simulate_windows: n_per_level sums to 0 caregivers")
     caregivers = np.array([f"p{i + 1:03d}" for i in range(n_cg)])
-    starts = np.arange(0.0, duration_s - window_s + 1e-9, hop_s)
-    n_w = len(starts)
     n_rec = n_cg * len(PHASES)
     rec_cg = np.repeat(np.arange(n_cg), len(PHASES))          # recording -> caregiver idx
     rec_care = np.tile(np.arange(len(PHASES)), n_cg).astype(float)  # 0 control, 1 care
+    rec_dur = (np.full(n_rec, float(duration_s)) if duration_by_level is None else
+               np.array([float(duration_by_level[LEVEL_INDEX[lv]]) for lv in levels])[rec_cg])
+    starts = np.arange(0.0, rec_dur.max() - window_s + 1e-9, hop_s)
+    n_w = len(starts)
+    inside = starts[None, :] + window_s <= rec_dur[:, None] + 1e-9  # (n_rec, n_w)
     # per-window covariates, shape (n_rec, n_w)
     care = np.repeat(rec_care[:, None], n_w, axis=1)
     score = np.repeat(np.array([LEVEL_INDEX[lv] for lv in levels])[rec_cg][:, None], n_w, 1)
     level = np.repeat(levels[rec_cg][:, None], n_w, axis=1)
-    time = np.broadcast_to(((starts + window_s / 2) / duration_s)[None, :], (n_rec, n_w))
+    time = (starts + window_s / 2)[None, :] / rec_dur[:, None]
+    # the violations draw from their own stream, so the default cohort is unchanged
+    extra = np.random.default_rng([int(seed), 17])
+    cg_scale = (np.exp(extra.uniform(-0.5, 0.5, n_cg) * math.log(caregiver_sd_ratio))
+                if caregiver_sd_ratio > 1 else np.ones(n_cg))
+
+    def draw(size: int | tuple[int, int]) -> np.ndarray:
+        if tail_df is None:
+            return rng.standard_normal(size)
+        return rng.standard_t(tail_df, size) / math.sqrt(tail_df / (tail_df - 2))
 
     def noise(sd_cg: float, sd_rec: float, sd_w: float) -> np.ndarray:
-        w = rng.standard_normal((n_rec, n_w))
+        w = draw((n_rec, n_w))
         w[:, 0] /= math.sqrt(1 - ar_rho**2)
         ar = _signal.lfilter([1.0], [1.0, -ar_rho], w, axis=1) * math.sqrt(1 - ar_rho**2)
-        return (sd_cg * rng.standard_normal(n_cg)[rec_cg][:, None]
-                + sd_rec * rng.standard_normal(n_rec)[:, None] + sd_w * ar)
+        return (sd_cg * draw(n_cg)[rec_cg][:, None]
+                + sd_rec * draw(n_rec)[:, None] + sd_w * cg_scale[rec_cg][:, None] * ar)
 
     def planted(feature: str) -> np.ndarray:
         out = np.zeros((n_rec, n_w))
@@ -170,17 +203,25 @@ def simulate_windows(
         "speech_ratio": speech,
     })
     rec_names = np.array([f"{caregivers[c]}_{PHASES[int(p)]}" for c, p in zip(rec_cg, rec_care)])
+    keep = inside.copy()
+    if missing_share > 0:
+        keep &= (extra.random(n_rec) >= missing_share)[:, None]
+    flat = keep.reshape(-1)
     df = pd.DataFrame({
-        "recording": np.repeat(rec_names, n_w),
-        "caregiver": np.repeat(caregivers[rec_cg], n_w),
-        "level": np.repeat(levels[rec_cg], n_w),
-        "phase": np.repeat(np.array(PHASES)[rec_care.astype(int)], n_w),
-        "start_s": np.tile(starts, n_rec),
-        "end_s": np.tile(starts + window_s, n_rec),
-        **{k: v.reshape(-1) for k, v in cols.items()},
-    })
+        "recording": np.repeat(rec_names, n_w)[flat],
+        "caregiver": np.repeat(caregivers[rec_cg], n_w)[flat],
+        "level": np.repeat(levels[rec_cg], n_w)[flat],
+        "phase": np.repeat(np.array(PHASES)[rec_care.astype(int)], n_w)[flat],
+        "start_s": np.tile(starts, n_rec)[flat],
+        "end_s": np.tile(starts + window_s, n_rec)[flat],
+        **{k: v.reshape(-1)[flat] for k, v in cols.items()},
+    }).reset_index(drop=True)
     df.attrs["truth"] = {"seed": seed, "effects": effects, "n_per_level": list(n_per_level),
-                         "ar_rho": ar_rho, "effect_units": {
+                         "ar_rho": ar_rho, "tail_df": tail_df,
+                         "caregiver_sd_ratio": caregiver_sd_ratio,
+                         "duration_by_level": (list(duration_by_level) if duration_by_level
+                                               else None),
+                         "missing_share": missing_share, "effect_units": {
                              **{f: "logit" for f in label_feats}, "speech_ratio": "logit",
                              "f0_hz": "Hz", "energy_db": "dB"}}
     return df
