@@ -255,3 +255,25 @@ def test_deployed_resolves_to_the_bundle_stage_03_chose(run, tmp_path):
         write_deployed(tmp_path, model_name="absent")
     assert params.load_stage_params("04_inference")["model_name"] == "deployed"
     assert params.load_stage_params("04_inference", profile="emodb")["model_name"] == "deployed"
+
+
+def test_ser_predict_runs_the_deployed_ensemble(run, tmp_path, monkeypatch):
+    from ser.run import cli
+
+    models = tmp_path / "results" / "models"
+    shutil.copytree(run["models"], models)
+    write_deployed(models, model_name="t_ens")
+    monkeypatch.setenv("SER_RESULTS_DIR", str(tmp_path / "results"))
+    rows = run["utterances"][run["utterances"]["speaker"] == "s7"]
+    audio_dir = tmp_path / "audio"
+    audio_dir.mkdir()
+    for i in range(2):  # two 'recordings' of a few seconds, utterances one after another
+        y = np.concatenate([sf.read(p)[0] for p in rows["path"].iloc[i::2]])
+        sf.write(audio_dir / f"r{i}.wav", y.astype(np.float32), SR)
+    out = tmp_path / "w.csv"
+    assert cli.main(["predict", "deployed", str(audio_dir), "-o", str(out), "--workers", "0", "--quiet",
+                     "--norm-unit", "recording"]) == 0
+    win = pd.read_csv(out)
+    p = win[[f"p_{lab}" for lab in LABELS]].to_numpy()
+    assert len(win) > 4 and np.allclose(p.sum(axis=1), 1, atol=1e-4)
+    assert json.loads((tmp_path / "w.model.json").read_text())["model"] == "t_ens"
