@@ -30,8 +30,8 @@ TINY_CNN = dict(arch="small_cnn", arch_params={"channels": [8, 16], "dropout": 0
                 features={"n_mels": 24, "n_fft": 256, "hop_length": 80}, batch_size=16, lr=3e-3,
                 weight_decay=0.0, patience=5, device="cpu", epochs=2)
 CANDIDATES = [
-    {"name": "t_lr", "family": "classical", "feature_set": "mfcc", "estimator": "logreg", "speaker_norm": True,
-     "param_grid": {"C": [1.0]}},
+    {"name": "t_lr", "family": "classical", "feature_set": "mfcc", "estimator": "logreg",
+     "speaker_norm": True, "param_grid": {"C": [1.0]}},
     {"name": "t_cnn", "family": "cnn"},
     {"name": "t_ens", "family": "ensemble", "members": ["t_lr", "t_cnn"]},
 ]
@@ -231,12 +231,13 @@ def test_parse_candidates_rejects_bad_entries():
     with pytest.raises(ValueError, match="family 'tree'"):
         cv.parse_candidates([{"name": "a", "family": "tree"}], default_name="x")
     with pytest.raises(ValueError, match="used twice"):
-        cv.parse_candidates([{"name": "a", "family": "cnn"}, {"name": "a", "family": "cnn"}], default_name="x")
+        cv.parse_candidates([{"name": "a", "family": "cnn"}] * 2, default_name="x")
     with pytest.raises(ValueError, match="members"):
         cv.parse_candidates([{"name": "a", "family": "cnn"}, {"name": "e", "family": "ensemble",
                                                               "members": ["a", "later"]}], default_name="x")
     with pytest.raises(ValueError, match="feature_set 'wav2vec'"):
-        cv.parse_candidates([{"name": "a", "family": "classical", "feature_set": "wav2vec"}], default_name="x")
+        cv.parse_candidates([{"name": "a", "family": "classical", "feature_set": "wav2vec"}],
+                            default_name="x")
     with pytest.raises(ValueError, match=r"\['epochs'\] are not options of family classical"):
         cv.parse_candidates([{"name": "a", "family": "classical", "epochs": 3}], default_name="x")
     with pytest.raises(ValueError, match="other than 'deployed'"):
@@ -277,3 +278,11 @@ def test_ser_predict_runs_the_deployed_ensemble(run, tmp_path, monkeypatch):
     p = win[[f"p_{lab}" for lab in LABELS]].to_numpy()
     assert len(win) > 4 and np.allclose(p.sum(axis=1), 1, atol=1e-4)
     assert json.loads((tmp_path / "w.model.json").read_text())["model"] == "t_ens"
+
+
+@pytest.mark.parametrize("name", ["t_lr", "t_cnn", "t_ens"])
+def test_final_bundles_record_the_split_and_their_cross_validation(run, name):
+    meta = json.loads((run["models"] / name / "model.json").read_text())
+    assert meta["split"]["test"] == ["s7", "s8"] and "s7" not in meta["split"]["train"]
+    assert meta["selection"]["cv_folds"] == 3 and meta["selection"]["n_oof"] == 72
+    assert meta["selection"]["seconds"] > 0

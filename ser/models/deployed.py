@@ -43,7 +43,8 @@ def write_deployed(models_dir: str | os.PathLike[str], *, model_name: str,
     if not model_name or Path(model_name).name != model_name or model_name == DEPLOYED:
         raise ValueError(f"model_name must be a bundle folder name under {folder}; got {model_name!r}")
     if not (folder / model_name / "model.json").is_file():
-        raise FileNotFoundError(f"cannot deploy {model_name!r}: {folder / model_name / 'model.json'} is missing")
+        raise FileNotFoundError(f"cannot deploy {model_name!r}: "
+                                f"{folder / model_name / 'model.json'} is missing")
     record = {"model_name": model_name, **dict(info or {}),
               "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     return atomic.atomic_write_json(folder / DEPLOYED_FILE, record)

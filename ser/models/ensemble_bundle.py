@@ -89,7 +89,8 @@ def member_dirs(folder: str | os.PathLike[str], meta: Mapping[str, Any] | None =
 def _weights(weights: Sequence[float] | None, n: int, where: str) -> list[float]:
     w = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (n,) or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"{where}: weights must be {n} non-negative numbers with a positive sum; got {weights}")
+        raise ValueError(f"{where}: weights must be {n} non-negative numbers with a positive sum; "
+                         f"got {weights}")
     return [float(x) for x in w / w.sum()]
 
 
@@ -179,8 +180,9 @@ class EnsembleBundle:
         """
         w = np.asarray(windows, dtype=np.float32)
         if w.ndim != 2 or w.shape[1] != self.window_samples:
-            raise ValueError(f"windows must be float32 [n, {self.window_samples}] (ensemble {self.path.name}: "
-                             f"{self.window_s:g} s at {self.sample_rate} Hz); got shape {w.shape}")
+            raise ValueError(f"windows must be float32 [n, {self.window_samples}] "
+                             f"(ensemble {self.path.name}: {self.window_s:g} s at {self.sample_rate} Hz); "
+                             f"got shape {w.shape}")
         if len(w) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
         p = sum(wt * m.predict_proba(w, batch_size=batch_size).astype(np.float64)
@@ -269,7 +271,8 @@ def save_ensemble_bundle(out_dir: str | os.PathLike[str], *, members: Sequence[s
         "family": FAMILY, "format": 2, "arch": ARCH,
         "arch_params": {"members": names, "weights": _weights(weights, len(names), str(where))},
         "members": names, "weights": _weights(weights, len(names), str(where)),
-        "labels": list(first.labels), "sample_rate": int(first.sample_rate), "window_s": float(first.window_s),
+        "labels": list(first.labels), "sample_rate": int(first.sample_rate),
+        "window_s": float(first.window_s),
         "features": {"kind": "ensemble"},
         **({"pitch_norm_hz": float(first.pitch_norm_hz)} if first.pitch_norm_hz > 0 else {}),
         "speaker_norm": any(m.speaker_norm for m in loaded),

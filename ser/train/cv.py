@@ -109,11 +109,13 @@ def parse_candidates(specs: Sequence[Mapping[str, Any]], *, default_name: str) -
             raise ValueError(f"candidates[{i}] must be a mapping with 'name' and 'family'; got {spec!r}")
         name, family = str(spec["name"]), str(spec["family"])
         if not name or Path(name).name != name or name in (DEPLOYED, Path(DEPLOYED_FILE).stem, ".", ".."):
-            raise ValueError(f"candidates[{i}]: name {name!r} must be a plain folder name other than 'deployed'")
+            raise ValueError(f"candidates[{i}]: name {name!r} must be a plain folder name "
+                             "other than 'deployed'")
         if any(c.name == name for c in out):
             raise ValueError(f"candidates: the name {name!r} is used twice")
         if family not in FAMILIES:
-            raise ValueError(f"candidates[{i}] ({name}): family {family!r} is unknown; use {', '.join(FAMILIES)}")
+            raise ValueError(f"candidates[{i}] ({name}): family {family!r} is unknown; "
+                             f"use {', '.join(FAMILIES)}")
         opts = {k: v for k, v in spec.items() if k not in ("name", "family")}
         unknown = sorted(set(opts) - set(allowed[family]))
         if unknown:
@@ -224,7 +226,8 @@ def bundle_proba(bundle: Any, rows: pd.DataFrame, *, calibrated: bool = False, b
     return proba, ok
 
 
-def oof_frame(rows: pd.DataFrame, folds: Mapping[str, int], proba: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
+def oof_frame(rows: pd.DataFrame, folds: Mapping[str, int], proba: np.ndarray,
+              labels: Sequence[str]) -> pd.DataFrame:
     """``path, speaker, fold, label, p_<label>…`` of out-of-fold probabilities ``[len(rows), k]``."""
     out = rows[["path", "speaker"]].copy()
     out["fold"] = out["speaker"].map(folds).astype(int)
@@ -240,13 +243,15 @@ def _store_selection(bundle_dir: Path, info: Mapping[str, Any]) -> None:
     atomic.atomic_write_json(bundle_dir / "model.json", meta)
 
 
-def _split_of(rows: pd.DataFrame) -> dict[str, list[str]]:
-    return {p: sorted(rows.loc[rows["split"] == p, "speaker"].unique().tolist()) for p in ("train", "val")}
+def _split_of(utterances: pd.DataFrame, labels: Sequence[str]) -> dict[str, list[str]]:
+    rows = utterances[utterances["label"].isin(list(labels))]
+    return {p: sorted(rows.loc[rows["split"] == p, "speaker"].astype(str).unique().tolist())
+            for p in ("train", "val", "test")}
 
 
 def _fit_classical(c: Candidate, rows: pd.DataFrame, folds: Mapping[str, int], *, labels: list[str],
-                   window_s: float, sample_rate: int, pitch_norm_hz: float, seed: int, out: Path,
-                   cache: dict[tuple[Any, ...], Any], progress: bool) -> pd.DataFrame:
+                   split: Mapping[str, list[str]], window_s: float, sample_rate: int, pitch_norm_hz: float,
+                   seed: int, out: Path, cache: dict[tuple[Any, ...], Any], progress: bool) -> pd.DataFrame:
     o = c.options
     pnorm = pitchnorm.check_target(o.get("pitch_norm_hz", pitch_norm_hz))
     n = window_samples(window_s, sample_rate)
@@ -276,14 +281,15 @@ def _fit_classical(c: Candidate, rows: pd.DataFrame, folds: Mapping[str, int], *
         proba[te] = aligned_proba(m.predict_proba(X[te], g[te]), [str(x) for x in m.classes_], labels)
     final = fit(np.ones(len(used), bool))
     save_classical_bundle(out, final, labels=labels, feature_set=o["feature_set"], sample_rate=sample_rate,
-                          window_s=window_s, split=_split_of(rows), pitch_norm_hz=pnorm,
+                          window_s=window_s, split=split, pitch_norm_hz=pnorm,
                           train_params={"n_train": len(used), "seed": seed, "family": "classical",
                                         "feature_set": o["feature_set"], "estimator": o["estimator"]})
     return oof_frame(used, folds, proba, labels)
 
 
-def _fit_cnn(c: Candidate, rows: pd.DataFrame, folds: Mapping[str, int], *, labels: list[str],
-             defaults: Mapping[str, Any], seed: int, out: Path, resume: bool, progress: bool) -> pd.DataFrame:
+def _fit_cnn(c: Candidate, rows: pd.DataFrame, folds: Mapping[str, int], *, utterances: pd.DataFrame,
+             labels: list[str], defaults: Mapping[str, Any], seed: int, out: Path, resume: bool,
+             progress: bool) -> pd.DataFrame:
     kw = {**dict(defaults), **c.options}
     work = out.parent / f".{out.name}_cv"
     val_speakers = set(rows.loc[rows["split"] == "val", "speaker"])
@@ -306,7 +312,8 @@ def _fit_cnn(c: Candidate, rows: pd.DataFrame, folds: Mapping[str, int], *, labe
         idx = np.flatnonzero(held)[ok]
         proba[idx] = p
     shutil.rmtree(work, ignore_errors=True)
-    train(rows, out_dir=out, labels=labels, seed=seed, resume=resume, progress=progress, **kw)
+    # the final network: train partition, early stopping on val (the test rows only name the split)
+    train(utterances, out_dir=out, labels=labels, seed=seed, resume=resume, progress=progress, **kw)
     done = ~np.isnan(proba).any(axis=1)
     return oof_frame(rows[done], folds, proba[done], labels)
 
@@ -365,6 +372,7 @@ def train_candidates(
     labels = [str(x) for x in labels]
     rows = training_rows(utterances, labels)
     folds = speaker_folds(rows["speaker"], n_folds=cv_folds, seed=seed)
+    split = _split_of(utterances, labels)
     defaults = {"window_s": window_s, "sample_rate": sample_rate, "pitch_norm_hz": pitch_norm_hz,
                 **dict(cnn_defaults or {})}
     oofs: dict[str, pd.DataFrame] = {}
@@ -375,23 +383,26 @@ def train_candidates(
         out = Path(models_dir) / c.name
         t0 = time.perf_counter()
         if c.family == "classical":
-            oof = _fit_classical(c, rows, folds, labels=labels, window_s=window_s, sample_rate=sample_rate,
-                                 pitch_norm_hz=pitch_norm_hz, seed=seed, out=out, cache=cache, progress=progress)
+            oof = _fit_classical(c, rows, folds, labels=labels, split=split, window_s=window_s,
+                                 sample_rate=sample_rate, pitch_norm_hz=pitch_norm_hz, seed=seed, out=out,
+                                 cache=cache, progress=progress)
         elif c.family == "cnn":
-            oof = _fit_cnn(c, rows, folds, labels=labels, defaults=defaults, seed=seed, out=out,
-                           resume=resume, progress=progress)
+            oof = _fit_cnn(c, rows, folds, utterances=utterances, labels=labels, defaults=defaults, seed=seed,
+                           out=out, resume=resume, progress=progress)
         else:
             oof = _ensemble_oof(c, oofs, labels)
             save_ensemble_bundle(out, members=c.options["members"], weights=c.options.get("weights"),
-                                 load_member=load_bundle, split=_split_of(rows),
+                                 load_member=load_bundle, split=split,
                                  train_params={"family": "ensemble", "seed": seed})
         own = time.perf_counter() - t0
         # an ensemble costs what its members cost (their CV and final fits) plus its own step
-        seconds[c.name] = own + (sum(seconds[m] for m in c.options["members"]) if c.family == "ensemble" else 0)
+        members = c.options["members"] if c.family == "ensemble" else []
+        seconds[c.name] = own + sum(seconds[m] for m in members)
         oofs[c.name] = oof
         atomic.atomic_write_csv(out / OOF_FILE, oof)
-        info = {"family": c.family, "cv_folds": int(cv_folds), "seed": int(seed), "seconds": round(seconds[c.name], 2),
-                "n_oof": len(oof), "oof": OOF_FILE, "options": c.options}
+        info = {"family": c.family, "cv_folds": int(cv_folds), "seed": int(seed),
+                "seconds": round(seconds[c.name], 2), "n_oof": len(oof), "oof": OOF_FILE,
+                "options": c.options}
         _store_selection(out, info)
         records.append({"model": c.name, **{k: info[k] for k in ("family", "seconds", "n_oof", "cv_folds")}})
     table = pd.DataFrame(records)

@@ -151,7 +151,8 @@ def evaluate_bundle(
     order = np.argsort(speakers, kind="stable") if norm else np.arange(len(rows))
     for k, i in enumerate(tqdm(order, desc=f"evaluate {split or 'all'}", unit="utt", disable=not progress)):
         r = rows.iloc[int(i)]
-        rec: dict[str, Any] = {"_row": int(i), "path": str(r["path"]), "speaker": r["speaker"], "label": r["label"]}
+        rec: dict[str, Any] = {"_row": int(i), "path": str(r["path"]), "speaker": r["speaker"],
+                               "label": r["label"]}
         try:
             wave = load(r["path"], r["speaker"])
         except (audio.AudioError, OSError, ValueError) as err:

@@ -69,7 +69,8 @@ def read_oof(bundle_dir: str | os.PathLike[str], labels: Sequence[str]) -> pd.Da
     oof = pd.read_csv(path, dtype={"speaker": str, "path": str, "label": str})
     missing = [f"p_{lab}" for lab in labels if f"p_{lab}" not in oof.columns]
     if missing or not {"speaker", "fold", "label"} <= set(oof.columns):
-        raise ValueError(f"{path} lacks columns {missing or ['speaker', 'fold', 'label']}; rerun stage 02_train")
+        raise ValueError(f"{path} lacks columns {missing or ['speaker', 'fold', 'label']}; "
+                         "rerun stage 02_train")
     return oof
 
 
@@ -164,10 +165,12 @@ def per_speaker_calibration(proba: np.ndarray, y: np.ndarray, speakers: Sequence
         sel = np.ones(len(spk), bool) if name == "all" else spk == name
         after = _softmax(z[sel] / temperature)
         before = _softmax(z[sel])
-        rows.append({"speaker": name, "n": int(sel.sum()), "accuracy": float((before.argmax(1) == y[sel]).mean()),
+        rows.append({"speaker": name, "n": int(sel.sum()),
+                     "accuracy": float((before.argmax(1) == y[sel]).mean()),
                      "ece_before": expected_calibration_error(before, y[sel], n_bins=n_bins),
                      "ece_after": expected_calibration_error(after, y[sel], n_bins=n_bins),
-                     "nll_before": nll(z[sel], y[sel]), "nll_after": nll(z[sel], y[sel], temperature=temperature),
+                     "nll_before": nll(z[sel], y[sel]),
+                     "nll_after": nll(z[sel], y[sel], temperature=temperature),
                      "temperature": float(temperature)})
     return pd.DataFrame(rows, columns=list(PER_SPEAKER_COLUMNS))
 
