@@ -15,7 +15,9 @@ format 1 are rebuilt with the defaults of their time (:data:`LEGACY_ARCH_DEFAULT
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -32,7 +34,8 @@ from ser.models import integrity
 from ser.models.classical.bundle import ClassicalBundle, load_classical_bundle
 from ser.models.dimensional import FAMILY as DIMENSIONAL_FAMILY
 from ser.models.dimensional import DimensionalBundle, is_dimensional_bundle, load_dimensional_bundle
-from ser.models.meta import BundleMeta
+from ser.models.ensemble_bundle import EnsembleBundle, is_ensemble_bundle, load_ensemble_bundle, member_dirs
+from ser.models.meta import BundleMeta, calibration_temperature, without_calibration
 from ser.models.nets import LogMelClassifier
 from ser.models.quantize import prepare_for_inference, quantize_for_cpu, quantize_linears
 from ser.models.registry import ARCHITECTURES, build_model, resolve_device
@@ -90,7 +93,11 @@ class Bundle(BundleMeta):
     @property
     def temperature(self) -> float:
         """Softmax temperature (``meta["calibration"]["temperature"]``, 1.0 when uncalibrated)."""
-        return float((self.meta.get("calibration") or {}).get("temperature", 1.0))
+        return calibration_temperature(self.meta)
+
+    def uncalibrated(self) -> Bundle:
+        """A copy (sharing the network) that gives probabilities before any stored calibration."""
+        return dataclasses.replace(self, meta=without_calibration(self.meta))
 
     def _check_windows(self, windows: np.ndarray) -> np.ndarray:
         arr = np.asarray(windows)
@@ -300,6 +307,12 @@ def bundle_fingerprint(path: str | os.PathLike[str]) -> str:
     """
     folder = bundle_folder(path)
     meta = read_bundle_meta(folder)
+    if is_ensemble_bundle(folder):  # no weights of its own: its members' fingerprints
+        keyed = {k: meta.get(k) for k in (*_FINGERPRINT_KEYS, "members", "weights", "pitch_norm_hz")}
+        if isinstance(keyed["calibration"], dict):
+            keyed["calibration"] = {k: v for k, v in keyed["calibration"].items() if k != "created_utc"}
+        keyed["member_fingerprints"] = [bundle_fingerprint(d) for d in member_dirs(folder, meta)]
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
     weights = integrity.weights_file(folder)
     if weights is None:
         raise FileNotFoundError(f"model bundle {folder} has no {' or '.join(integrity.WEIGHTS_FILES)}")
@@ -315,7 +328,7 @@ def _is_classical_bundle(folder: Path) -> bool:
 
 
 def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
-                precision: str = "fp32") -> Bundle | ClassicalBundle | DimensionalBundle:
+                precision: str = "fp32") -> Bundle | ClassicalBundle | DimensionalBundle | EnsembleBundle:
     """Load a model bundle for inference.
 
     A classical bundle (``arch`` ``classical:…``, weights in ``model.joblib``) is handed
@@ -326,7 +339,9 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
     is handed to :func:`ser.models.dimensional.load_dimensional_bundle`: its
     :class:`ser.models.dimensional.DimensionalBundle` has the interface inference uses
     (:class:`ser.inference.protocol.ModelBundle`), with arousal, dominance and valence
-    (``d_<dimension>`` columns) in place of probabilities.
+    (``d_<dimension>`` columns) in place of probabilities. An ensemble bundle (``family``
+    ``"ensemble"``, :mod:`ser.models.ensemble_bundle`) loads each member with this function
+    and averages their probabilities (:class:`ser.models.ensemble_bundle.EnsembleBundle`).
 
     A bundle whose ``model.json`` was edited after it was written (its stored seal,
     :mod:`ser.models.integrity`, no longer matches) is refused; one written before seals
@@ -358,6 +373,9 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     meta = read_bundle_meta(folder)  # names the file when it is missing, malformed or too new
+    if is_ensemble_bundle(folder):  # each member is checked (seal included) as it loads
+        return load_ensemble_bundle(folder, precision=precision,
+                                    load_member=lambda d: load_bundle(d, device=device, precision=precision))
     classical, dimensional = _is_classical_bundle(folder), is_dimensional_bundle(folder)
     if not (classical or dimensional) and meta["arch"] not in ARCHITECTURES:
         raise ValueError(f"{folder / 'model.json'} names an unknown model family or architecture "

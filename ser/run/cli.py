@@ -92,11 +92,15 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     _keep_freed_memory()
     from ser.inference.files import predict_cli
     from ser.inference.options import InferenceOptions
+    from ser.models.deployed import DEPLOYED, resolve_model_name
 
+    model = a.model
+    if model == DEPLOYED:  # the bundle stage 03 deployed (results/models/deployed.json)
+        model = str(paths.models_dir() / resolve_model_name(model, models_dir=paths.models_dir()))
     options = InferenceOptions(hop_s=a.hop, batch_size=a.batch_size, f0_method=a.f0_method,
                                voice_quality=a.voice_quality, egemaps=a.egemaps, workers=a.workers,
                                norm_unit=a.norm_unit, pad_short=a.pad_short)
-    return predict_cli(model=a.model, inputs=a.paths, options=options, fmt=a.format,
+    return predict_cli(model=model, inputs=a.paths, options=options, fmt=a.format,
                        output=a.output, progress=not a.quiet, device=a.device,
                        precision=a.precision, resume=not a.no_resume, speaker_of=a.speaker_of)
 
@@ -160,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser("predict", help="windowed emotion + prosody over audio files")
-    p.add_argument("model", help="model bundle folder (holding model.json), or that model.json")
+    p.add_argument("model", help="model bundle folder (holding model.json), that model.json, or "
+                   "'deployed': the bundle stage 03 chose (results/models/deployed.json)")
     p.add_argument("paths", nargs="+", help="audio files or directories (searched recursively)")
     p.add_argument("--hop", type=float, default=None, help="hop in seconds (default: half the window)")
     p.add_argument("--format", choices=("csv", "json"), default="csv")

@@ -9,13 +9,14 @@ Calibration of Modern Neural Networks", ICML 2017) divides the logits by one sca
 every prediction (``argmax`` is unchanged, so UAR and accuracy do not move) and only
 reshapes the probabilities.
 
-Protocol used by stage 03: logits of the centre window of each **validation**
-speaker's utterance (the speakers used for model selection, never the test
-speakers) fit ``T``; the expected calibration error (ECE) is reported on the **test**
-speakers before (``T = 1``) and after. ``T`` is stored in the bundle's
-``model.json`` as ``{"calibration": {"temperature": T, ...}}``, and
-:meth:`ser.models.bundle.Bundle.predict_proba` divides the logits by it, so every later
-stage gets calibrated probabilities without further code.
+Protocol used by stage 03 (:mod:`ser.train.selection`): ``T`` is fitted on the deployed
+candidate's **out-of-fold** predictions of the training speakers (stage 02's speaker-grouped
+cross-validation, :mod:`ser.train.cv`; log-probabilities as logits), never on the
+speakers that stopped a network's training; the expected calibration error (ECE) is
+reported on the **test** speakers before (``T = 1``) and after, overall and per speaker.
+``T`` is stored in the bundle's ``model.json`` as ``{"calibration": {"temperature": T,
+"fitted_on": "oof", ...}}``, and every bundle's ``predict_proba`` applies it, so every
+later stage gets calibrated probabilities without further code.
 
 ECE here is the top-label ECE with equal-width confidence bins (Naeini et al. 2015;
 Guo et al. 2017): ``sum_b n_b / n * |accuracy_b - confidence_b|``.

@@ -28,6 +28,7 @@ from ser.core import atomic
 from ser.data import corpora
 from ser.data.labels import resolve_label_map
 from ser.models.bundle import Bundle
+from ser.models.classical.features import moments
 from ser.models.window import fit_window
 from ser.signal import audio, pitchnorm
 from ser.train.metrics import summary_metrics
@@ -69,6 +70,15 @@ def sliding_windows(wave: np.ndarray, n_samples: int, hop: int) -> np.ndarray:
     if starts[-1] != len(wave) - n_samples:
         starts.append(len(wave) - n_samples)
     return np.stack([wave[s:s + n_samples] for s in starts]).astype(np.float32, copy=False)
+
+
+def speaker_reference(bundle: Any, windows: np.ndarray) -> Any:
+    """``bundle`` z-scoring with the statistics of one speaker's ``windows`` (label-free,
+    transductive), or ``bundle`` itself when it needs no reference."""
+    if not getattr(bundle, "speaker_norm", False):
+        return bundle
+    feats = bundle.window_features(windows)
+    return bundle.with_reference({s: moments(f.astype(np.float64)) for s, f in feats.items()})
 
 
 def evaluate_bundle(
@@ -124,10 +134,10 @@ def evaluate_bundle(
     pending: list[tuple[dict[str, Any], np.ndarray]] = []  # utterances whose windows await a forward pass
     load = pitchnorm.SpeakerLoader(rows, sample_rate=bundle.sample_rate, target_hz=bundle.pitch_norm_hz)
 
-    def flush() -> None:  # one batched forward pass over the windows of several utterances
+    def flush(model: Any = bundle) -> None:  # one batched forward pass over the windows of several utterances
         if not pending:
             return
-        proba = bundle.predict_proba(np.concatenate([w for _, w in pending]), batch_size=batch_size)
+        proba = model.predict_proba(np.concatenate([w for _, w in pending]), batch_size=batch_size)
         start = 0
         for rec, w in pending:
             p = proba[start:start + len(w)].mean(axis=0)
@@ -136,18 +146,25 @@ def evaluate_bundle(
                             **{f"p_{lab}": float(v) for lab, v in zip(labels, p)}})
         pending.clear()
 
-    for i, r in enumerate(tqdm(rows.itertuples(index=False), total=len(rows),
-                               desc=f"evaluate {split or 'all'}", unit="utt", disable=not progress)):
-        rec: dict[str, Any] = {"_row": i, "path": str(r.path), "speaker": r.speaker, "label": r.label}
+    norm = bool(getattr(bundle, "speaker_norm", False))  # z-scored with each speaker's own windows
+    speakers = rows["speaker"].astype(str).to_numpy()
+    order = np.argsort(speakers, kind="stable") if norm else np.arange(len(rows))
+    for k, i in enumerate(tqdm(order, desc=f"evaluate {split or 'all'}", unit="utt", disable=not progress)):
+        r = rows.iloc[int(i)]
+        rec: dict[str, Any] = {"_row": int(i), "path": str(r["path"]), "speaker": r["speaker"],
+                               "label": r["label"]}
         try:
-            wave = load(r.path, r.speaker)
+            wave = load(r["path"], r["speaker"])
         except (audio.AudioError, OSError, ValueError) as err:
             records.append({**rec, "pred": None, "n_windows": 0, "error": f"{type(err).__name__}: {err}"})
-            continue
-        if transform is not None:
-            wave = np.asarray(transform(wave), dtype=np.float32)
-        pending.append((rec, sliding_windows(wave, n, hop) if sliding else fit_window(wave, n)[None]))
-        if sum(len(w) for _, w in pending) >= batch_size:
+        else:
+            if transform is not None:
+                wave = np.asarray(transform(wave), dtype=np.float32)
+            pending.append((rec, sliding_windows(wave, n, hop) if sliding else fit_window(wave, n)[None]))
+        last = k + 1 == len(order) or speakers[order[k + 1]] != speakers[i]
+        if norm and last and pending:
+            flush(speaker_reference(bundle, np.concatenate([w for _, w in pending])))
+        elif not norm and sum(len(w) for _, w in pending) >= batch_size:
             flush()
     flush()
     records.sort(key=lambda rec: rec["_row"])  # back to table order (batches finish out of order)

@@ -21,6 +21,7 @@ from ser.models.classical.features import (
     signal_features,
     zscore,
 )
+from ser.models.meta import calibration_temperature, tempered_proba, without_calibration
 from ser.models.window import window_samples, windows_at
 
 
@@ -151,7 +152,8 @@ class ClassicalBundle:
                 ignored (the features are computed window by window).
 
         Returns:
-            ``float32 [n, n_labels]`` (columns: ``labels``; rows sum to 1).
+            ``float32 [n, n_labels]`` (columns: ``labels``; rows sum to 1), tempered by the
+            stored calibration (:attr:`temperature`, :func:`ser.models.meta.tempered_proba`).
 
         Raises:
             ValueError: wrong window shape, or a ``speaker_norm`` model without a
@@ -169,7 +171,17 @@ class ClassicalBundle:
         proba = self.model.predict_proba_prepared(feats)
         proba = aligned_proba(proba, [str(c) for c in self.model.classes_], self.labels)
         proba = np.clip(proba, 0.0, None)
-        return (proba / proba.sum(axis=1, keepdims=True)).astype(np.float32)
+        proba = proba / proba.sum(axis=1, keepdims=True)
+        return tempered_proba(proba, self.temperature)  # temperature 1 when uncalibrated
+
+    @property
+    def temperature(self) -> float:
+        """Temperature applied to the log-probabilities (``model.json["calibration"]``; 1.0 when absent)."""
+        return calibration_temperature(self.meta)
+
+    def uncalibrated(self) -> ClassicalBundle:
+        """A copy that gives the model's probabilities before any stored calibration."""
+        return ClassicalBundle(self.model, without_calibration(self.meta), self._reference, path=self.path)
 
     def predict_proba_starts(self, signal: np.ndarray, starts: np.ndarray, *,
                              batch_size: int = 64) -> np.ndarray:

@@ -31,6 +31,7 @@ def save_classical_bundle(
     metrics: Mapping[str, Any] | None = None,
     split: Mapping[str, Sequence[str]] | None = None,
     train_params: Mapping[str, Any] | None = None,
+    pitch_norm_hz: float = 0.0,
 ) -> Path:
     """Write ``model.json`` and ``model.joblib`` for windowed inference.
 
@@ -45,6 +46,8 @@ def save_classical_bundle(
         metrics: evaluation figures to keep (e.g. the LOSO ``overall``).
         split: speakers per partition (``{"train": [...], "val": [...], "test": [...]}``).
         train_params: anything else about the training run.
+        pitch_norm_hz: register (Hz) the training audio was pitch-normalised to per speaker
+            (:mod:`ser.signal.pitchnorm`), which inference then applies per recording; 0: off.
 
     Returns:
         The bundle folder.
@@ -87,6 +90,7 @@ def save_classical_bundle(
         "arch": arch,
         "arch_params": arch_params,
         "speaker_norm": bool(model.speaker_norm),
+        **({"pitch_norm_hz": float(pitch_norm_hz)} if float(pitch_norm_hz) > 0 else {}),
         "train_params": dict(train_params or {}),
         "split": {k: list(v) for k, v in (split or {}).items()},
         "metrics": dict(metrics or {}),

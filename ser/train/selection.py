@@ -1,0 +1,232 @@
+"""Stage 03's model selection and calibration on the out-of-fold predictions of stage 02.
+
+Selection: every candidate of ``results/models/candidates.json`` is scored on its
+out-of-fold (OOF) predictions of the training speakers (:mod:`ser.train.cv`): pooled UAR,
+its standard deviation over the folds, macro-F1, ECE (before calibration) and the seconds
+stage 02 spent on it (:func:`selection_table`, ``results/tables/model_selection.csv``).
+The highest UAR is deployed (:func:`best_model`; ties go to the candidate listed first),
+recorded in ``results/models/deployed.json`` (:mod:`ser.models.deployed`).
+
+Calibration: temperature scaling (one scalar, so the predicted class never changes) fitted
+on the deployed candidate's OOF predictions, the log-probabilities playing the part of the
+logits (:func:`fit_oof_temperature`). Those predictions come from models that never saw
+the speaker they score, as the held-out and cohort speakers will be; the early-stopping
+speakers of the final network are not used (their predictions are over-confident
+selections). We chose one temperature over vector scaling because a few hundred OOF
+utterances fit one parameter well and 2k+1 parameters poorly; it never changes UAR.
+:func:`per_speaker_calibration` then reports ECE per held-out test speaker before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ser.train.calibration import expected_calibration_error, fit_temperature, nll, reliability_diagram
+from ser.train.cv import CANDIDATES_FILE, OOF_FILE
+from ser.train.metrics import summary_metrics, uar
+
+#: Columns of ``model_selection.csv``.
+SELECTION_COLUMNS: tuple[str, ...] = ("model", "family", "uar", "uar_sd", "macro_f1", "ece", "seconds",
+                                      "n_utterances", "n_folds")
+#: Columns of ``eval_calibration_per_speaker.csv``.
+PER_SPEAKER_COLUMNS: tuple[str, ...] = ("speaker", "n", "accuracy", "ece_before", "ece_after",
+                                        "nll_before", "nll_after", "temperature")
+
+
+def read_candidates(models_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """``models_dir / candidates.json`` written by stage 02.
+
+    Raises:
+        FileNotFoundError: it is missing (run stage 02_train).
+    """
+    path = Path(models_dir) / CANDIDATES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: stage 02_train writes it with the candidates it "
+                                "cross-validated; run stage 02 first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_oof(bundle_dir: str | os.PathLike[str], labels: Sequence[str]) -> pd.DataFrame:
+    """A candidate's ``oof_predictions.csv`` (``path, speaker, fold, label, p_<label>…``).
+
+    Raises:
+        FileNotFoundError: no OOF predictions in the folder (retrain it with stage 02).
+        ValueError: the file lacks a ``p_<label>`` column of ``labels``.
+    """
+    path = Path(bundle_dir) / OOF_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the model was not cross-validated; train it as a "
+                                "candidate of stage 02_train")
+    oof = pd.read_csv(path, dtype={"speaker": str, "path": str, "label": str})
+    missing = [f"p_{lab}" for lab in labels if f"p_{lab}" not in oof.columns]
+    if missing or not {"speaker", "fold", "label"} <= set(oof.columns):
+        raise ValueError(f"{path} lacks columns {missing or ['speaker', 'fold', 'label']}; "
+                         "rerun stage 02_train")
+    return oof
+
+
+def oof_arrays(oof: pd.DataFrame, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(proba float64 [n, k], y int [n])`` of an OOF frame (rows whose label is in ``labels``)."""
+    rows = oof[oof["label"].isin(list(labels))]
+    proba = rows[[f"p_{lab}" for lab in labels]].to_numpy(np.float64)
+    y = rows["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy(int)
+    return proba, y
+
+
+def oof_scores(oof: pd.DataFrame, labels: Sequence[str], *, n_bins: int = 15) -> dict[str, float]:
+    """Pooled UAR and macro-F1, UAR standard deviation over the folds, ECE of OOF predictions."""
+    labels = list(labels)
+    proba, y = oof_arrays(oof, labels)
+    pred = np.asarray(labels)[proba.argmax(axis=1)]
+    truth = np.asarray(labels)[y]
+    m = summary_metrics(truth.tolist(), pred.tolist(), labels)
+    folds = oof.loc[oof["label"].isin(labels), "fold"].to_numpy()
+    per_fold = [uar(truth[folds == f], pred[folds == f]) for f in sorted(set(folds))]
+    return {"uar": float(m["uar"]), "uar_sd": float(np.std(per_fold)), "macro_f1": float(m["macro_f1"]),
+            "ece": expected_calibration_error(proba, y, n_bins=n_bins), "n_utterances": int(len(y)),
+            "n_folds": len(per_fold)}
+
+
+def selection_table(models_dir: str | os.PathLike[str], labels: Sequence[str], *,
+                    n_bins: int = 15) -> pd.DataFrame:
+    """One row per candidate of ``candidates.json`` (:data:`SELECTION_COLUMNS`), best UAR first
+    (stable: candidates with equal UAR keep stage 02's order)."""
+    record = read_candidates(models_dir)
+    rows = []
+    for c in record["candidates"]:
+        scores = oof_scores(read_oof(Path(models_dir) / c["name"], labels), labels, n_bins=n_bins)
+        rows.append({"model": c["name"], "family": c["family"], **scores,
+                     "seconds": record.get("seconds", {}).get(c["name"], float("nan"))})
+    table = pd.DataFrame(rows).reindex(columns=list(SELECTION_COLUMNS))
+    return table.sort_values("uar", ascending=False, kind="stable", ignore_index=True)
+
+
+def best_model(table: pd.DataFrame) -> str:
+    """The candidate with the highest OOF UAR (the first such in table order)."""
+    if table.empty:
+        raise ValueError("no candidates to select from")
+    return str(table.loc[table["uar"].idxmax(), "model"])
+
+
+def plot_selection(table: pd.DataFrame, *, deployed: str | None = None) -> Figure:
+    """UAR (error bar: SD over folds) and ECE of every candidate, side by side."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 0.5 * len(table) + 1.8), sharey=True)
+    ypos = np.arange(len(table))[::-1]
+    colors = ["tab:orange" if m == deployed else "tab:blue" for m in table["model"]]
+    a1.barh(ypos, table["uar"], xerr=table["uar_sd"], color=colors, capsize=3)
+    a1.set_yticks(ypos, [f"{m} ({f})" for m, f in zip(table["model"], table["family"], strict=True)])
+    a1.set_xlim(0, 1)
+    a1.set_xlabel("UAR, out-of-fold (training speakers)")
+    a2.barh(ypos, table["ece"], color=colors)
+    a2.set_xlabel("ECE, out-of-fold, before calibration")
+    a2.set_xlim(0, max(0.3, float(table["ece"].max()) * 1.1))
+    fig.tight_layout()
+    return fig
+
+
+def fit_oof_temperature(oof: pd.DataFrame, labels: Sequence[str]) -> float:
+    """Temperature minimising the NLL of the OOF predictions (log-probabilities as logits)."""
+    proba, y = oof_arrays(oof, labels)
+    return fit_temperature(np.log(np.clip(proba, 1e-12, None)), y)
+
+
+def _logits(proba: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(np.asarray(proba, dtype=np.float64), 1e-12, None))
+
+
+def per_speaker_calibration(proba: np.ndarray, y: np.ndarray, speakers: Sequence[Any], *,
+                            temperature: float, n_bins: int = 15) -> pd.DataFrame:
+    """ECE and NLL per speaker before (raw) and after temperature scaling, plus an ``all`` row.
+
+    Args:
+        proba: raw (uncalibrated) probabilities ``[n, k]``.
+        y: class indices ``[n]``.
+        speakers: speaker of each row.
+        temperature: the fitted temperature.
+        n_bins: confidence bins of the ECE.
+
+    Returns:
+        :data:`PER_SPEAKER_COLUMNS`, one row per speaker (sorted) and ``all``.
+    """
+    z = _logits(proba)
+    spk = np.asarray([str(s) for s in speakers])
+    y = np.asarray(y, dtype=int)
+    rows = []
+    for name in [*sorted(set(spk)), "all"]:
+        sel = np.ones(len(spk), bool) if name == "all" else spk == name
+        after = _softmax(z[sel] / temperature)
+        before = _softmax(z[sel])
+        rows.append({"speaker": name, "n": int(sel.sum()),
+                     "accuracy": float((before.argmax(1) == y[sel]).mean()),
+                     "ece_before": expected_calibration_error(before, y[sel], n_bins=n_bins),
+                     "ece_after": expected_calibration_error(after, y[sel], n_bins=n_bins),
+                     "nll_before": nll(z[sel], y[sel]),
+                     "nll_after": nll(z[sel], y[sel], temperature=temperature),
+                     "temperature": float(temperature)})
+    return pd.DataFrame(rows, columns=list(PER_SPEAKER_COLUMNS))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def plot_reliability_per_speaker(proba: np.ndarray, y: np.ndarray, speakers: Sequence[Any], *,
+                                 temperature: float, n_bins: int = 15) -> Figure:
+    """One reliability diagram per speaker: raw probabilities and after ``temperature``."""
+    spk = np.asarray([str(s) for s in speakers])
+    names = sorted(set(spk))
+    ncol = min(3, len(names))
+    nrow = int(np.ceil(len(names) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 4 * nrow), squeeze=False)
+    z = _logits(proba)
+    for ax, name in zip(axes.flat, names, strict=False):
+        sel = spk == name
+        reliability_diagram({"before": _softmax(z[sel]), f"after (T = {temperature:.2f})":
+                             _softmax(z[sel] / temperature)}, np.asarray(y)[sel], n_bins=n_bins, ax=ax,
+                            title=f"speaker {name} (n = {int(sel.sum())})")
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def deployment_record(table: pd.DataFrame, name: str, *, selected_by: str,
+                      extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What ``deployed.json`` keeps beside the name: the candidate's OOF scores and how it was chosen."""
+    row = table[table["model"] == name]
+    if row.empty:
+        raise ValueError(f"{name!r} is not one of stage 02's candidates ({', '.join(table['model'])})")
+    r = row.iloc[0]
+    return {"family": r["family"], "uar": float(r["uar"]), "uar_sd": float(r["uar_sd"]),
+            "macro_f1": float(r["macro_f1"]), "ece_oof": float(r["ece"]), "selected_by": selected_by,
+            "n_candidates": int(len(table)), **dict(extra or {})}
+
+
+def oof_temperature(bundle_dir: str | os.PathLike[str], labels: Sequence[str], *,
+                    n_bins: int = 15) -> tuple[float, dict[str, Any]]:
+    """The temperature of a candidate, fitted on its own ``oof_predictions.csv`` only.
+
+    Nothing of the final bundle's weights or of its early-stopping speakers enters the fit.
+
+    Returns:
+        ``(temperature, info)``: info has ``n_fit``, ``fit_speakers`` (the training speakers,
+        sorted), ``oof_ece_before``, ``oof_ece_after`` and ``oof_nll_before``, ``oof_nll_after``.
+    """
+    oof = read_oof(bundle_dir, labels)
+    proba, y = oof_arrays(oof, labels)
+    t = fit_oof_temperature(oof, labels)
+    z = _logits(proba)
+    return t, {"n_fit": int(len(y)), "fit_speakers": sorted(oof["speaker"].astype(str).unique().tolist()),
+               "oof_ece_before": expected_calibration_error(_softmax(z), y, n_bins=n_bins),
+               "oof_ece_after": expected_calibration_error(_softmax(z / t), y, n_bins=n_bins),
+               "oof_nll_before": nll(z, y), "oof_nll_after": nll(z, y, temperature=t)}

@@ -1,0 +1,288 @@
+"""Model selection: candidates cross-validated over the training speakers (speaker-disjoint
+folds, test speakers never seen, one out-of-fold row per training utterance), ensemble
+bundles (the average of their members), selection by out-of-fold UAR, calibration fitted on
+out-of-fold predictions only, and the deployed model's name."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from ser.models.bundle import bundle_fingerprint, load_bundle
+from ser.models.deployed import read_deployed, resolve_model_name, write_deployed
+from ser.models.ensemble_bundle import EnsembleBundle, save_ensemble_bundle
+from ser.models.meta import tempered_proba
+from ser.run import params
+from ser.train import calibration, cv, evaluation, selection
+
+SR = 16000
+LABELS = ["angry", "happy", "neutral", "sad"]
+F0 = {"angry": 1200.0, "happy": 600.0, "neutral": 300.0, "sad": 150.0}  # class = pitch octave
+SPLIT = {"s1": "train", "s2": "train", "s3": "train", "s4": "train", "s5": "val", "s6": "val",
+         "s7": "test", "s8": "test"}
+TINY_CNN = dict(arch="small_cnn", arch_params={"channels": [8, 16], "dropout": 0.0},
+                features={"n_mels": 24, "n_fft": 256, "hop_length": 80}, batch_size=16, lr=3e-3,
+                weight_decay=0.0, patience=5, device="cpu", epochs=2)
+CANDIDATES = [
+    {"name": "t_lr", "family": "classical", "feature_set": "mfcc", "estimator": "logreg",
+     "speaker_norm": True, "param_grid": {"C": [1.0]}},
+    {"name": "t_cnn", "family": "cnn"},
+    {"name": "t_ens", "family": "ensemble", "members": ["t_lr", "t_cnn"]},
+]
+
+
+def _corpus(root, *, n_per: int = 3, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for spk, part in SPLIT.items():
+        offset = rng.uniform(0.9, 1.1)
+        for lab, f0 in F0.items():
+            for k in range(n_per):
+                t = np.arange(int(rng.uniform(0.3, 0.8) * SR)) / SR
+                phase = 2 * np.pi * f0 * offset * t
+                y = sum(np.sin(h * phase) / h for h in (1, 2, 3)) * rng.uniform(0.05, 0.3)
+                y = y + 0.005 * rng.standard_normal(len(t))
+                path = root / f"{spk}_{lab}_{k}.wav"
+                sf.write(path, y.astype(np.float32), SR, subtype="PCM_16")
+                rows.append({"path": str(path), "speaker": spk, "label": lab, "split": part})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sel")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SER_RESULTS_DIR", str(root / "results"))
+        utterances = _corpus(root)
+        models = root / "models"
+        chosen = cv.parse_candidates(CANDIDATES, default_name="unused")
+        table = cv.train_candidates(utterances, chosen, models_dir=models, labels=LABELS, window_s=0.5,
+                                    sample_rate=SR, cv_folds=3, seed=0, cnn_defaults=TINY_CNN, progress=False)
+        yield {"utterances": utterances, "models": models, "table": table}
+
+
+def _oof(run, name):
+    return selection.read_oof(run["models"] / name, LABELS)
+
+
+def _speaker_windows(run, speaker):
+    rows = run["utterances"][run["utterances"]["speaker"] == speaker]
+    return cv.centre_windows(rows, sample_rate=SR, n_samples=int(0.5 * SR))[0]
+
+
+@pytest.mark.parametrize("name", ["t_lr", "t_cnn", "t_ens"])
+def test_folds_are_speaker_disjoint_and_test_speakers_never_appear(run, name):
+    folds = json.loads((run["models"] / cv.CANDIDATES_FILE).read_text())["folds"]
+    assert set(folds) == {"s1", "s2", "s3", "s4", "s5", "s6"}  # training speakers only
+    oof = _oof(run, name)
+    assert not set(oof["speaker"]) & {"s7", "s8"}
+    assert oof.groupby("speaker")["fold"].nunique().eq(1).all()  # a speaker lies in one fold
+    assert (oof["fold"] == oof["speaker"].map(folds)).all()
+    assert sorted(oof["fold"].unique()) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name", ["t_lr", "t_cnn", "t_ens"])
+def test_oof_rows_cover_every_training_utterance_exactly_once(run, name):
+    oof = _oof(run, name)
+    training = run["utterances"][run["utterances"]["split"].isin(["train", "val"])]
+    assert sorted(oof["path"]) == sorted(training["path"])
+    proba = oof[[f"p_{lab}" for lab in LABELS]].to_numpy()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_speaker_folds_depend_only_on_the_speakers_and_seed():
+    a = cv.speaker_folds(["b", "a", "c", "d", "a"], n_folds=2, seed=3)
+    assert a == cv.speaker_folds(["d", "c", "b", "a"], n_folds=2, seed=3)
+    assert sorted(np.bincount(list(a.values()))) == [2, 2]
+    with pytest.raises(ValueError, match="cv_folds=5"):
+        cv.speaker_folds(["a", "b", "c"], n_folds=5, seed=0)
+
+
+def test_ensemble_oof_is_the_average_of_its_members(run):
+    cols = [f"p_{lab}" for lab in LABELS]
+    ens, lr, cnn = (_oof(run, n).set_index("path") for n in ("t_ens", "t_lr", "t_cnn"))
+    np.testing.assert_allclose(ens[cols].to_numpy(), (lr.loc[ens.index, cols].to_numpy()
+                                                      + cnn.loc[ens.index, cols].to_numpy()) / 2, atol=1e-6)
+
+
+def test_ensemble_bundle_is_the_average_of_two_bundles(run):
+    ens = load_bundle(run["models"] / "t_ens")
+    assert isinstance(ens, EnsembleBundle) and ens.speaker_norm and ens.labels == LABELS
+    w = _speaker_windows(run, "s7")
+    lr = evaluation.speaker_reference(load_bundle(run["models"] / "t_lr"), w)
+    cnn = load_bundle(run["models"] / "t_cnn")
+    got = evaluation.speaker_reference(ens, w).predict_proba(w)
+    np.testing.assert_allclose(got, (lr.predict_proba(w) + cnn.predict_proba(w)) / 2, atol=1e-5)
+    assert len(bundle_fingerprint(run["models"] / "t_ens")) == 64
+
+
+def test_ensemble_averages_members_before_their_own_calibration(run, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(run["models"], models)
+    calibration.store_calibration(models / "t_cnn", temperature=3.0, ece_before=0.1, ece_after=0.05)
+    w = _speaker_windows(run, "s8")
+    cnn = load_bundle(models / "t_cnn")
+    np.testing.assert_allclose(cnn.predict_proba(w), tempered_proba(cnn.uncalibrated().predict_proba(w), 3.0),
+                               atol=1e-5)
+    ens = evaluation.speaker_reference(load_bundle(models / "t_ens"), w)
+    lr = evaluation.speaker_reference(load_bundle(models / "t_lr"), w)
+    np.testing.assert_allclose(ens.predict_proba(w),
+                               (lr.predict_proba(w) + cnn.uncalibrated().predict_proba(w)) / 2, atol=1e-5)
+
+
+def test_ensemble_members_must_share_the_window(run, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(run["models"], models)
+    meta = json.loads((models / "t_lr" / "model.json").read_text())
+    (models / "t_lr" / "model.json").write_text(json.dumps({**meta, "window_s": 1.0}))
+    with pytest.raises(ValueError, match=r"t_ens/model\.json.*window_s"):
+        load_bundle(models / "t_ens")
+    with pytest.raises(ValueError, match=r"model\.json.*share window_s"):
+        save_ensemble_bundle(models / "other", members=["t_lr", "t_cnn"], load_member=load_bundle)
+
+
+def test_classical_bundle_applies_its_stored_temperature(run, tmp_path):
+    shutil.copytree(run["models"] / "t_lr", tmp_path / "t_lr")
+    w = _speaker_windows(run, "s7")
+    raw = evaluation.speaker_reference(load_bundle(tmp_path / "t_lr"), w).predict_proba(w)
+    calibration.store_calibration(tmp_path / "t_lr", temperature=2.0, ece_before=0.1, ece_after=0.05)
+    hot = evaluation.speaker_reference(load_bundle(tmp_path / "t_lr"), w).predict_proba(w)
+    np.testing.assert_allclose(hot, tempered_proba(raw, 2.0), atol=1e-5)
+    assert (hot.max(axis=1) <= raw.max(axis=1) + 1e-6).all()  # T > 1 softens
+
+
+def test_speaker_normalised_bundle_is_evaluated_per_speaker(run):
+    metrics, pred = evaluation.evaluate_bundle(load_bundle(run["models"] / "t_ens"), run["utterances"],
+                                               split="test", progress=False)
+    assert metrics["n_utterances"] == 24 and metrics["n_speakers"] == 2 and metrics["uar"] > 0.5
+    assert list(pred["path"]) == list(run["utterances"].loc[run["utterances"]["split"] == "test", "path"])
+
+
+def _fake_candidate(models, name, *, correct: float, seed: int):
+    rng = np.random.default_rng(seed)
+    (models / name).mkdir(parents=True)
+    rows = []
+    for i in range(120):
+        y = i % 4
+        pred = y if rng.random() < correct else (y + 1) % 4
+        p = np.full(4, 0.1)
+        p[pred] = 0.7
+        rows.append({"path": f"u{i}.wav", "speaker": f"s{i % 6}", "fold": i % 6 % 3, "label": LABELS[y],
+                     **{f"p_{lab}": p[j] for j, lab in enumerate(LABELS)}})
+    pd.DataFrame(rows).to_csv(models / name / cv.OOF_FILE, index=False)
+
+
+def test_selection_picks_the_candidate_with_the_higher_uar(tmp_path):
+    _fake_candidate(tmp_path, "weak", correct=0.5, seed=0)
+    _fake_candidate(tmp_path, "strong", correct=0.9, seed=1)
+    (tmp_path / cv.CANDIDATES_FILE).write_text(json.dumps({
+        "candidates": [{"name": "weak", "family": "cnn"}, {"name": "strong", "family": "classical"}],
+        "cv_folds": 3, "seconds": {"weak": 1.0, "strong": 2.0}}))
+    table = selection.selection_table(tmp_path, LABELS)
+    assert list(table.columns) == list(selection.SELECTION_COLUMNS)
+    assert list(table["model"]) == ["strong", "weak"] and table["uar"].iloc[0] > table["uar"].iloc[1]
+    assert selection.best_model(table) == "strong"
+    assert table.set_index("model").loc["strong", "seconds"] == 2.0
+    assert (table["uar_sd"] >= 0).all() and table["ece"].between(0, 1).all()
+
+
+def test_temperature_is_fitted_on_oof_predictions_only(run, tmp_path):
+    shutil.copytree(run["models"] / "t_cnn", tmp_path / "t_cnn")
+    folder = tmp_path / "t_cnn"
+    t0, info = selection.oof_temperature(folder, LABELS)
+    proba, y = selection.oof_arrays(_oof(run, "t_cnn"), LABELS)
+    assert t0 == pytest.approx(calibration.fit_temperature(np.log(np.clip(proba, 1e-12, None)), y))
+    assert info["fit_speakers"] == ["s1", "s2", "s3", "s4", "s5", "s6"] and info["n_fit"] == 72
+    # the final network's outputs on its validation (early-stopping) speakers change: T does not
+    state = torch.load(folder / "model.pt", weights_only=True)
+    last = [k for k in state if k.endswith("weight")][-1]
+    state[last] = state[last] * 5
+    torch.save(state, folder / "model.pt")
+    assert selection.oof_temperature(folder, LABELS)[0] == t0
+    # the out-of-fold predictions change: T does
+    oof = pd.read_csv(folder / cv.OOF_FILE)
+    cols = [f"p_{lab}" for lab in LABELS]
+    oof[cols] = tempered_proba(oof[cols].to_numpy(), 0.3)
+    oof.to_csv(folder / cv.OOF_FILE, index=False)
+    assert selection.oof_temperature(folder, LABELS)[0] != pytest.approx(t0, rel=0.05)
+
+
+def test_per_speaker_calibration_table():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 200)
+    z = rng.normal(size=(200, 4)) * 4
+    z[np.arange(200), y] += 2  # right 60-70 % of the time, with confidence near 1: over-confident
+    proba = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    spk = np.where(np.arange(200) < 100, "a", "b")
+    t = calibration.fit_temperature(np.log(proba), y)
+    table = selection.per_speaker_calibration(proba, y, spk, temperature=t)
+    assert list(table["speaker"]) == ["a", "b", "all"] and list(table["n"]) == [100, 100, 200]
+    assert t > 1 and (table["ece_after"] < table["ece_before"]).all()
+
+
+def test_parse_candidates_rejects_bad_entries():
+    assert cv.parse_candidates([], default_name="demo_cnn") == [cv.Candidate("demo_cnn", "cnn", {})]
+    with pytest.raises(ValueError, match="family 'tree'"):
+        cv.parse_candidates([{"name": "a", "family": "tree"}], default_name="x")
+    with pytest.raises(ValueError, match="used twice"):
+        cv.parse_candidates([{"name": "a", "family": "cnn"}] * 2, default_name="x")
+    with pytest.raises(ValueError, match="members"):
+        cv.parse_candidates([{"name": "a", "family": "cnn"}, {"name": "e", "family": "ensemble",
+                                                              "members": ["a", "later"]}], default_name="x")
+    with pytest.raises(ValueError, match="feature_set 'wav2vec'"):
+        cv.parse_candidates([{"name": "a", "family": "classical", "feature_set": "wav2vec"}],
+                            default_name="x")
+    with pytest.raises(ValueError, match=r"\['epochs'\] are not options of family classical"):
+        cv.parse_candidates([{"name": "a", "family": "classical", "epochs": 3}], default_name="x")
+    with pytest.raises(ValueError, match="other than 'deployed'"):
+        cv.parse_candidates([{"name": "deployed", "family": "cnn"}], default_name="x")
+
+
+def test_deployed_resolves_to_the_bundle_stage_03_chose(run, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"deployed\.json.*03_evaluate"):
+        resolve_model_name("deployed", models_dir=run["models"] / "nothing")
+    shutil.copytree(run["models"] / "t_lr", tmp_path / "t_lr")
+    write_deployed(tmp_path, model_name="t_lr", info={"uar": 0.9})
+    assert resolve_model_name("deployed", models_dir=tmp_path) == "t_lr"
+    assert resolve_model_name("other", models_dir=tmp_path) == "other"
+    assert read_deployed(tmp_path)["uar"] == 0.9
+    with pytest.raises(FileNotFoundError, match="missing"):
+        write_deployed(tmp_path, model_name="absent")
+    assert params.load_stage_params("04_inference")["model_name"] == "deployed"
+    assert params.load_stage_params("04_inference", profile="emodb")["model_name"] == "deployed"
+
+
+def test_ser_predict_runs_the_deployed_ensemble(run, tmp_path, monkeypatch):
+    from ser.run import cli
+
+    models = tmp_path / "results" / "models"
+    shutil.copytree(run["models"], models)
+    write_deployed(models, model_name="t_ens")
+    monkeypatch.setenv("SER_RESULTS_DIR", str(tmp_path / "results"))
+    rows = run["utterances"][run["utterances"]["speaker"] == "s7"]
+    audio_dir = tmp_path / "audio"
+    audio_dir.mkdir()
+    for i in range(2):  # two 'recordings' of a few seconds, utterances one after another
+        y = np.concatenate([sf.read(p)[0] for p in rows["path"].iloc[i::2]])
+        sf.write(audio_dir / f"r{i}.wav", y.astype(np.float32), SR)
+    out = tmp_path / "w.csv"
+    assert cli.main(["predict", "deployed", str(audio_dir), "-o", str(out), "--workers", "0", "--quiet",
+                     "--norm-unit", "recording"]) == 0
+    win = pd.read_csv(out)
+    p = win[[f"p_{lab}" for lab in LABELS]].to_numpy()
+    assert len(win) > 4 and np.allclose(p.sum(axis=1), 1, atol=1e-4)
+    assert json.loads((tmp_path / "w.model.json").read_text())["model"] == "t_ens"
+
+
+@pytest.mark.parametrize("name", ["t_lr", "t_cnn", "t_ens"])
+def test_final_bundles_record_the_split_and_their_cross_validation(run, name):
+    meta = json.loads((run["models"] / name / "model.json").read_text())
+    assert meta["split"]["test"] == ["s7", "s8"] and "s7" not in meta["split"]["train"]
+    assert meta["selection"]["cv_folds"] == 3 and meta["selection"]["n_oof"] == 72
+    assert meta["selection"]["seconds"] > 0
