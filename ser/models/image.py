@@ -9,7 +9,7 @@ torchvision and load ImageNet checkpoints from the hub (e.g. ``microsoft/resnet-
 
 :class:`ImageBackboneBody` is a spectrogram body of :class:`ser.models.nets.LogMelClassifier`
 (registry arch ``hf_image``): it takes the normalised log-mel ``[B, n_mels, frames]`` (zero
-mean, unit variance per window, :func:`ser.models.nets.normalize_window`), treats it as a
+mean, unit variance per window, :func:`ser.signal.spectrogram.normalize_window`), treats it as a
 one-channel image, runs the backbone, takes its pooled output (global average pooling)
 and maps it through dropout + linear to logits. So the log-mel front end, SpecAugment in
 training, frames shared by overlapping windows in inference and the bundle format are
