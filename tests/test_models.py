@@ -56,7 +56,8 @@ def test_build_model_rejects_unknown_arch_and_options():
         registry.build_model("small_cnn", n_labels=1, sample_rate=SR)
     with pytest.raises(ValueError, match="unknown keys"):
         window.features_config(n_mfcc=13)
-    assert sorted(registry.ARCHITECTURES) == ["crnn", "hf", "resnet", "small_cnn"]  # an explicit dict
+    assert sorted(registry.ARCHITECTURES) == ["crnn", "hf", "hf_image", "resnet", "small_cnn",
+                                              "ssl_frozen"]  # an explicit dict
 
 
 @pytest.mark.parametrize("length, expected", [

@@ -38,7 +38,7 @@ from ser.models.ensemble_bundle import EnsembleBundle, is_ensemble_bundle, load_
 from ser.models.meta import BundleMeta, calibration_temperature, without_calibration
 from ser.models.nets import LogMelClassifier
 from ser.models.quantize import prepare_for_inference, quantize_for_cpu, quantize_linears
-from ser.models.registry import ARCHITECTURES, build_model, resolve_device
+from ser.models.registry import ARCHITECTURES, TRANSFORMER_ARCHS, build_model, resolve_device
 from ser.models.window import checked_starts, float32_audio, window_samples, windows_at
 
 BUNDLE_FORMAT = 2
@@ -77,7 +77,7 @@ class Bundle(BundleMeta):
     @property
     def heavy(self) -> bool:
         """True for transformer backbones, which need every core for the model itself."""
-        return str(self.meta.get("arch")) == "hf"
+        return str(self.meta.get("arch")) in TRANSFORMER_ARCHS
 
     @property
     def preferred_batch_size(self) -> int:
@@ -354,7 +354,7 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
             float32): ``"fp32"`` (default, the reference); ``"bf16"``: bfloat16 autocast
             (fast on GPUs and on CPUs with AVX512-BF16/AMX); ``"int8"`` (CPU only): int8
             dynamic quantisation of every linear layer, and for transformer models
-            (``arch`` ``"hf"``) the convolutions in bf16 where the CPU has bf16 kernels
+            (``arch`` ``"hf"`` or ``"ssl_frozen"``) the convolutions in bf16 where the CPU has bf16 kernels
             (:func:`ser.models.quantize.quantize_for_cpu`). Both reduced precisions move class
             probabilities by about 1e-3 against fp32; classical bundles ignore it.
 
@@ -402,7 +402,7 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
     if precision == "int8":
         if dev.type != "cpu":
             raise ValueError(f"precision 'int8' runs on the CPU only; on {dev} use 'bf16'")
-        if meta["arch"] == "hf":
+        if meta["arch"] in TRANSFORMER_ARCHS:
             model = quantize_for_cpu(model, inplace=True)
         else:
             model = quantize_linears(model)

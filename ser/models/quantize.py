@@ -16,8 +16,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ser.models.transformer import HFAudioClassifier
-
 
 def fuse_conv_bn(model: nn.Module) -> nn.Module:
     """Fold every batch norm that directly follows a convolution in an ``nn.Sequential``
@@ -102,7 +100,8 @@ def quantize_for_cpu(model: nn.Module, *, bf16_convs: bool | None = None,
 
     Args:
         model: a float32 transformer model whose wav2vec2-style backbone is its
-            ``backbone`` (:class:`ser.models.transformer.HFAudioClassifier`) or its
+            ``backbone`` (:class:`ser.models.transformer.HFAudioClassifier`,
+            :class:`ser.models.ssl_frozen.FrozenSSLClassifier`) or its
             ``wav2vec2`` (:func:`ser.models.dimensional.emotion_model_class`) attribute
             (eval mode is set on the copy).
         bf16_convs: run the convolutions in bf16; ``None``: when :func:`cpu_bf16_is_fast`.
@@ -114,7 +113,7 @@ def quantize_for_cpu(model: nn.Module, *, bf16_convs: bool | None = None,
     """
     q = quantize_linears((model if inplace else copy.deepcopy(model)).cpu().eval())
     if cpu_bf16_is_fast() if bf16_convs is None else bf16_convs:
-        bb = q.backbone if isinstance(q, HFAudioClassifier) else q.wav2vec2
+        bb = q.wav2vec2 if hasattr(q, "wav2vec2") else q.backbone
         bb.feature_extractor = _Bf16Autocast(bb.feature_extractor)
         bb.encoder.pos_conv_embed = _Bf16Autocast(bb.encoder.pos_conv_embed)
     return q

@@ -365,24 +365,46 @@ def build_hf_classifier(
         FileNotFoundError: ``source`` is not a folder and not available offline (the
             message says how to pre-download it).
     """
-    if (source is None) == (config is None):
-        raise ValueError("build_hf_classifier: pass exactly one of source= (hub id or folder, "
-                         "pretrained weights) or config= (random initialisation)")
-    overrides = dict(config_overrides or {})
-    if source is not None:
-        backbone = _load_pretrained(source, local_files_only=local_files_only,
-                                    config_overrides=overrides)
-    else:
-        cfg = _as_config(config)  # type: ignore[arg-type]
-        for k, v in overrides.items():
-            setattr(cfg, k, v)
-        from transformers import AutoModel
-
-        backbone = AutoModel.from_config(cfg)
+    backbone = load_backbone(source=source, config=config, local_files_only=local_files_only,
+                             config_overrides=config_overrides, where="build_hf_classifier")
     return HFAudioClassifier(backbone, n_labels=n_labels, freeze_feature_encoder=freeze_feature_encoder,
                              layer_pooling=layer_pooling, pooling=pooling, dropout=dropout,
                              head_hidden=head_hidden, normalize=normalize,
                              source=None if source is None else str(source))
+
+
+def load_backbone(*, source: str | os.PathLike[str] | None = None,
+                  config: Mapping[str, Any] | PretrainedConfig | None = None,
+                  local_files_only: bool = True, config_overrides: Mapping[str, Any] | None = None,
+                  where: str = "load_backbone") -> nn.Module:
+    """A wav2vec2 / HuBERT / WavLM backbone (``transformers.AutoModel``), float32, on CPU.
+
+    Shared by the fine-tuned (:class:`HFAudioClassifier`) and the frozen-embedding
+    (:mod:`ser.models.ssl_frozen`) families.
+
+    Args:
+        source: hub id or ``save_pretrained`` folder of pretrained weights.
+        config: backbone config (or its dict with ``model_type``) for random initialisation.
+        local_files_only: never download (default).
+        config_overrides: config fields to change.
+        where: the caller's name, for error messages.
+
+    Raises:
+        ValueError: neither or both of ``source`` / ``config``; unsupported model type.
+        FileNotFoundError: ``source`` is not a folder and not available offline.
+    """
+    if (source is None) == (config is None):
+        raise ValueError(f"{where}: pass exactly one of source= (hub id or folder, "
+                         "pretrained weights) or config= (random initialisation)")
+    overrides = dict(config_overrides or {})
+    if source is not None:
+        return _load_pretrained(source, local_files_only=local_files_only, config_overrides=overrides)
+    cfg = _as_config(config)  # type: ignore[arg-type]
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    from transformers import AutoModel
+
+    return AutoModel.from_config(cfg)
 
 
 # --------------------------------------------------------------------------- bundle glue
@@ -390,6 +412,14 @@ def build_hf_classifier(
 #: Keys of :func:`hf_arch_params` besides ``config``.
 _OPTION_KEYS = ("freeze_feature_encoder", "layer_pooling", "pooling", "dropout", "head_hidden",
                 "normalize")
+
+
+def config_dict(config: PretrainedConfig) -> dict[str, Any]:
+    """A transformers config as a full JSON-serialisable dict (``model_type`` included, the
+    ``_name_or_path`` it was read from left out), which rebuilds it without hub access."""
+    cfg = json.loads(config.to_json_string(use_diff=False))
+    cfg.pop("_name_or_path", None)
+    return cfg
 
 
 def hf_arch_params(model: HFAudioClassifier) -> dict[str, Any]:
@@ -402,9 +432,7 @@ def hf_arch_params(model: HFAudioClassifier) -> dict[str, Any]:
     """
     if not isinstance(model, HFAudioClassifier):
         raise TypeError(f"hf_arch_params: expected an HFAudioClassifier; got {type(model).__name__}")
-    cfg = json.loads(model.config.to_json_string(use_diff=False))
-    cfg.pop("_name_or_path", None)
-    return {"config": cfg, "freeze_feature_encoder": model.freeze_feature_encoder,
+    return {"config": config_dict(model.config), "freeze_feature_encoder": model.freeze_feature_encoder,
             "layer_pooling": model.layer_pooling, "pooling": model.pooling,
             "dropout": model.dropout_p, "head_hidden": model.head_hidden,
             "normalize": model.normalize, "pretrained_from": model.source}

@@ -7,7 +7,9 @@ so a second run (another architecture, a resumed run) skips decoding. The wavefo
 stay in memory; every epoch cuts one window per utterance with
 :func:`ser.models.window.fit_window` and augments it on the fly (random position, white noise;
 on the batch's spectrograms a random frequency warp and SpecAugment; optional mixup
-of waveforms and targets), so only the log-mel front end runs per step.
+of waveforms and targets), so only the log-mel front end runs per step. A frozen-embedding
+model (arch ``ssl_frozen``) trains instead on its backbone's layer statistics, computed
+once per utterance on fixed windows (:mod:`ser.train.embedding_cache`): epochs run the head alone.
 
 Bad input never stops a run mid-epoch, because all audio is read before the first one.
 What is set aside goes to ``train_errors.csv`` (``path, reason``) and is logged:
@@ -84,6 +86,7 @@ from ser.models.registry import build_model, resolve_device, resolved_arch_param
 from ser.models.window import features_config, fit_window, window_samples
 from ser.signal import audio, pitchnorm
 from ser.signal.spectrogram import freq_warp, spec_augment
+from ser.train import embedding_cache
 from ser.train.metrics import uar
 from ser.train.sampling import CorpusBalancedSampler, balanced_class_counts
 
@@ -558,18 +561,6 @@ def _train(utterances: pd.DataFrame, *, d: _Dist, dev: torch.device, out: Path, 
                else np.ones(len(labels), np.float32))
     aug = augment or {"random_crop": True}
 
-    train_ds = WindowDataset([waves[str(p)] for p in train_df["path"]], y_train, n_win, train=True,
-                             seed=seed, augment=augment)
-    val_ds = WindowDataset([waves[str(p)] for p in val_df["path"]], y_val, n_win, train=False, seed=seed)
-    sampler = EpochSampler(
-        CorpusBalancedSampler(train_corpora, seed=seed, num_replicas=d.world, rank=d.rank) if balanced
-        else DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=seed,
-                                drop_last=False))
-    loader_kw: dict[str, Any] = dict(num_workers=num_workers, pin_memory=dev.type == "cuda",
-                                     persistent_workers=num_workers > 0)
-    train_dl = DataLoader(train_ds, batch_size=batch_size, sampler=sampler,
-                          drop_last=len(sampler) > batch_size, **loader_kw)
-    val_dl = DataLoader(val_ds, batch_size=batch_size * 2, shuffle=False, **loader_kw)
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
 
     # ---- model, optimiser, resume
@@ -587,6 +578,24 @@ def _train(utterances: pd.DataFrame, *, d: _Dist, dev: torch.device, out: Path, 
         torch.manual_seed(seed)
         model = build_model(arch, n_labels=len(labels), sample_rate=sample_rate, features=feats,
                             **arch_params).to(dev)
+        train_waves = [waves[str(p)] for p in train_df["path"]]
+        val_waves = [waves[str(p)] for p in val_df["path"]]
+        if embedding_cache.uses_cache(model):  # frozen backbone: its statistics once, then the head alone
+            train_ds, val_ds = embedding_cache.cached_datasets(
+                model, train_waves=train_waves, y_train=y_train, val_waves=val_waves, y_val=y_val,
+                n_samples=n_win, seed=seed, device=dev, progress=progress)
+        else:
+            train_ds = WindowDataset(train_waves, y_train, n_win, train=True, seed=seed, augment=augment)
+            val_ds = WindowDataset(val_waves, y_val, n_win, train=False, seed=seed)
+        sampler = EpochSampler(
+            CorpusBalancedSampler(train_corpora, seed=seed, num_replicas=d.world, rank=d.rank) if balanced
+            else DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=seed,
+                                    drop_last=False))
+        loader_kw: dict[str, Any] = dict(num_workers=num_workers, pin_memory=dev.type == "cuda",
+                                         persistent_workers=num_workers > 0)
+        train_dl = DataLoader(train_ds, batch_size=batch_size, sampler=sampler,
+                              drop_last=len(sampler) > batch_size, **loader_kw)
+        val_dl = DataLoader(val_ds, batch_size=batch_size * 2, shuffle=False, **loader_kw)
         loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(weights).to(dev))
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
                                 weight_decay=weight_decay)
