@@ -102,7 +102,7 @@ def test_feature_job_measures_f0_and_shifts_from_one_pitch_analysis():
     y = voiced(6.0, f0=180.0, seed=3)
     starts = np.arange(0.0, 4.5, 1.0)
     opts = {"f0_method": "praat", "voice_quality": False, "egemaps": False}
-    arr, tm, shifted = workers.features_job(y, SR, starts, 2.0, opts, 3.0)
+    arr, tm, shifted, _ = workers.features_job(y, SR, starts, 2.0, opts, 3.0)
     plain = features.window_features(y, SR, starts_s=starts, window_s=2.0, **opts)
     np.testing.assert_array_equal(arr, plain.to_numpy(np.float64))  # the F0 column is unchanged
     snd, pitch = features.praat_pitch(y, SR, fmin=75.0, fmax=600.0, hop_s=0.01)
@@ -112,7 +112,7 @@ def test_feature_job_measures_f0_and_shifts_from_one_pitch_analysis():
     assert shifted.shape == y.shape and shifted.dtype == np.float32
     assert _register_st(shifted) - _register_st(y) == pytest.approx(3.0, abs=0.15)
     assert {"f0", "pitch_norm"} <= set(tm)
-    _, _, alone = workers.features_job(y, SR, starts, 2.0, {**opts, "f0_method": "pyin"}, 3.0)
+    _, _, alone, _ = workers.features_job(y, SR, starts, 2.0, {**opts, "f0_method": "pyin"}, 3.0)
     np.testing.assert_array_equal(alone, pitchnorm.shift_pitch(y, SR, semitones=3.0))  # no shared pitch
 
 

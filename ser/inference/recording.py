@@ -58,7 +58,7 @@ from ser.core import timing
 from ser.data.schema import UNCERTAINTY_COLUMNS
 from ser.inference import grid, uncertainty
 from ser.inference.options import InferenceOptions
-from ser.inference.protocol import ModelBundle, output_columns
+from ser.inference.protocol import FeatureJobBundle, ModelBundle, output_columns
 from ser.inference.workers import Workers, feature_workers, features_job, voiced_semitones_job
 from ser.signal import audio, features, pitchnorm
 
@@ -170,11 +170,14 @@ def predict_file(
     def collect() -> None:
         i0, i1, fut, local = pending.popleft()
         t = time.perf_counter()
-        arr, tm, shifted = fut.result()
-        timing.tick(timings, "wait_features", t)
+        arr, tm, shifted, model_feats = fut.result()
+        t = timing.tick(timings, "wait_features", t)
         feats[i0:i1] = arr
         timing.add(timings, tm)
-        if shifted is not None:  # pitch-normalised model: it runs once the shifted block is back
+        if model_feats is not None:  # a classical model: its features came from the workers
+            values[i0:i1] = split_bundle.predict_features(model_feats)
+            timing.tick(timings, "model", t)
+        elif shifted is not None:  # pitch-normalised model: it runs once the shifted block is back
             run_model(i0, i1, local, shifted)
 
     # speaker pitch normalisation (bundles trained with it): one register for the recording,
@@ -185,6 +188,8 @@ def predict_file(
         shift_st = recording_shift(path, sr=sr, target_hz=target_hz, block_n=block_n, pool=pool,
                                    timings=timings)
 
+    # a classical bundle's features (the bulk of its cost) run in the workers too
+    split_bundle = bundle if pool is not None and isinstance(bundle, FeatureJobBundle) else None
     blocks = plan_blocks(path, plan, sample_rate=sr, window_samples=win_n)
     try:
         while True:
@@ -200,10 +205,13 @@ def predict_file(
                 local = start_n[i0:i1] - off
                 job = (y, sr, local / sr, win_n / sr, opts, shift_st)
                 if pool is None:
-                    arr, tm, shifted = features_job(*job)
+                    arr, tm, shifted, _ = features_job(*job)
                     feats[i0:i1] = arr
                     timing.add(timings, tm)
                     run_model(i0, i1, local, y if shifted is None else shifted)
+                elif split_bundle is not None:
+                    pending.append((i0, i1, pool.executor.submit(
+                        features_job, *job, model_features=split_bundle.block_features, starts_n=local), local))
                 else:
                     pending.append((i0, i1, pool.executor.submit(features_job, *job), local))
                     if not shift_st:  # the model reads the block as decoded, while the workers run

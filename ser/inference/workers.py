@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -97,11 +97,24 @@ def feature_workers(n: int) -> Iterator[Workers | None]:
             torch.set_num_threads(threads)
 
 
+ModelFeatures = Callable[[np.ndarray, np.ndarray], Mapping[str, np.ndarray]]
+
+
 def features_job(y: np.ndarray, sr: int, starts_s: np.ndarray, window_s: float,
-                 opts: dict[str, Any], shift_st: float = 0.0,
-                 ) -> tuple[np.ndarray, dict[str, float], np.ndarray | None]:
+                 opts: dict[str, Any], shift_st: float = 0.0, *,
+                 model_features: ModelFeatures | None = None, starts_n: np.ndarray | None = None,
+                 ) -> tuple[np.ndarray, dict[str, float], np.ndarray | None, Mapping[str, np.ndarray] | None]:
     """Features of one block and, for a pitch-normalised model, the block shifted by
-    ``shift_st`` semitones (runs in a worker process or inline)."""
+    ``shift_st`` semitones (runs in a worker process or inline).
+
+    With ``model_features`` (a classical bundle's
+    :attr:`ser.inference.protocol.FeatureJobBundle.block_features`) the job also computes
+    the model's features of the windows at samples ``starts_n`` of the (shifted) block
+    and returns them in place of the shifted block.
+
+    Returns:
+        ``(prosody [n, k], seconds per step, shifted block or None, model features or None)``.
+    """
     timings: dict[str, float] = {}
     praat = None
     share = bool(shift_st) and opts.get("f0_method", "praat") == "praat" and pitchnorm.shares_pitch(
@@ -118,7 +131,16 @@ def features_job(y: np.ndarray, sr: int, starts_s: np.ndarray, window_s: float,
         t = time.perf_counter()
         shifted = shift_block(y, sr, semitones=shift_st, praat=praat)
         timing.tick(timings, "pitch_norm", t)
-    return df.to_numpy(dtype=np.float64), timings, shifted
+    feats = None
+    if model_features is not None and starts_n is not None and len(starts_n):
+        t = time.perf_counter()
+        ymodel = y if shifted is None else shifted
+        need = int(starts_n[-1]) + int(round(window_s * sr))
+        if need > len(ymodel):  # the last window of a short recording: zero-padded
+            ymodel = np.pad(ymodel, (0, need - len(ymodel)))
+        feats, shifted = model_features(ymodel, starts_n), None
+        timing.tick(timings, "model_features", t)
+    return df.to_numpy(dtype=np.float64), timings, shifted, feats
 
 
 def shift_block(y: np.ndarray, sr: int, *, semitones: float,
