@@ -34,9 +34,17 @@ hears every recording at that register: a first pass over the file finds the
 recording's register (the voice's baseline pitch; another voice an octave away is left
 out), then each block is shifted by one constant amount (PSOLA, formants kept) in the
 feature workers, and the model runs on the shifted block when it comes back. The
-prosody columns (``f0_hz`` ...) are always measured on the original audio. The extra
-pass and the shift cost about two more Praat pitch analyses per hour of audio (318x
-real time instead of 622x for the small CNN, ``benchmarks/RESULTS.md``).
+prosody columns (``f0_hz`` ...) are always measured on the original audio. The shift
+reuses the block's pitch analysis of the F0 column (:func:`ser.inference.workers.shift_block`),
+so normalisation costs the register pass (a pitch analysis every 30 ms) and PSOLA's
+pulses and overlap-add (``benchmarks/RESULTS.md``).
+
+Classical models. A classical bundle (:class:`ser.inference.protocol.FeatureJobBundle`)
+spends its time on features, not on the model: with workers, each block's model features
+(:attr:`~ser.inference.protocol.FeatureJobBundle.block_features`; pooled LLD sets from one
+LLD pass over the block, :mod:`ser.models.classical.pooled`) are computed in the feature
+workers beside the prosody, and the model runs on them in the main process; the result
+equals the one without workers.
 """
 
 from __future__ import annotations
@@ -95,7 +103,8 @@ def predict_recording(
             (:class:`ser.inference.options.InferenceOptions`).
         timings: if given, seconds per step are added to it (``decode_resample``,
             ``log_mel_cnn``, ``f0``, ``energy``, ``vad``, ``summarise``,
-            ``voice_quality``, ``egemaps``, ``wait_features``).
+            ``voice_quality``, ``egemaps``, ``wait_features``, ``pitch_norm``, and for a
+            classical model in workers ``model_features`` and ``model``).
 
     Returns:
         One row per window: ``start_s, end_s`` (s), ``p_<label>`` per label (rows sum
