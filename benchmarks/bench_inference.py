@@ -1,15 +1,22 @@
-"""× real time of ``ser predict`` on 1 hour of speech-like audio, small-CNN model, N cores.
+"""× real time of ``ser predict`` on 1 hour of speech-like audio, CNN and classical
+bundles side by side, N cores.
 
 Builds an untrained small-CNN bundle (the architecture and options of
-``params/02_train.yaml``; random weights time the same as trained ones) in a temp dir,
-synthesises ``--minutes`` of speech-like audio once (:func:`speech_wav`: ser.data.demo
-utterances of four emotions and several voices with pauses over a -60 dBFS noise floor,
-cached under ``--cache``), pins itself to ``--cores`` CPU cores (children inherit it)
-and then:
+``params/02_train.yaml``, pitch-normalised to ``--pitch-norm-hz``; random weights time
+the same as trained ones) and a classical bundle on ``--classical-set`` (a linear SVM
+fitted on that set's features of a few synthetic utterances; a pooled LLD set,
+:mod:`ser.models.classical.pooled`, is computed once per block and pooled per window) in
+a temp dir, synthesises ``--minutes`` of speech-like audio once (:func:`speech_wav`:
+ser.data.demo utterances of four emotions and several voices with pauses over a -60 dBFS
+noise floor, cached under ``--cache``), pins itself to ``--cores`` CPU cores (children
+inherit it) and then:
 
-1. runs ``ser predict MODEL FILE -o OUT.csv --quiet`` in a subprocess (all default
-   features, default hop = half the window, default feature workers) and prints the
-   wall time, × real time and the CPU seconds of the process tree;
+1. runs ``ser predict MODEL FILE -o OUT.csv --quiet`` in a subprocess for each bundle
+   (all default features, default hop = half the window, default feature workers) and
+   prints the wall time, × real time, the CPU seconds of the process tree, CPU seconds
+   per hour of audio (what load changes least), and peak memory: the largest sum of the
+   tree's resident sets (psutil, sampled every 50 ms) and the largest single process
+   (``ru_maxrss``);
 2. runs the same prediction in this process with ``workers=0`` (one process, steps one
    after the other) and one torch thread (as the model runs in ``ser predict``, where
    the feature workers take the other cores), and prints the seconds per step
@@ -20,9 +27,11 @@ and then:
 Wall times are only meaningful on an otherwise idle machine: the load average is
 printed, and CPU seconds too (they barely change with load).
 
-Target (issue 4, item 6): >= 500× real time on 2 cores for the small CNN.
+Targets (issue 14, item 7): >= 500× real time on 2 cores for the CNN family, >= 100× for
+the classical family.
 
     .venv/bin/python benchmarks/bench_inference.py [--minutes 60] [--cores 2] [--cache DIR]
+        [--pitch-norm-hz 200] [--classical-set compare_lld_pooled] [--skip-split]
 """
 
 from __future__ import annotations
@@ -102,6 +111,60 @@ def small_cnn_bundle(folder: Path, *, pitch_norm_hz: float = 0.0) -> Path:
     return folder
 
 
+def classical_bundle(folder: Path, *, feature_set: str, window_s: float, seed: int = 0) -> Path:
+    """Save a linear-SVM classical bundle on ``feature_set`` fitted on 24 synthetic utterances
+    (four emotions, three voices); its prediction costs what a trained one costs."""
+    from ser.data import demo
+    from ser.models.classical.estimator import ClassicalModel
+    from ser.models.classical.features import signal_features
+    from ser.models.classical.writer import save_classical_bundle
+
+    rng = np.random.default_rng(seed)
+    voices = [synth.random_voice(f"v{k}", gender="fm"[k % 2], rng=rng) for k in range(3)]
+    n = window.window_samples(window_s, SR)
+    waves, labels, speakers = [], [], []
+    for k, v in enumerate(voices):
+        for lab in demo.LABELS:
+            for _ in range(2):
+                u = synth.synthesize_utterance(emotion=lab, voice=v, rng=rng, sample_rate=SR, duration_s=window_s)
+                waves.append(np.resize(u, n).astype(np.float32))
+                labels.append(lab)
+                speakers.append(f"v{k}")
+    X = signal_features(np.stack(waves), feature_set=feature_set, sample_rate=SR)
+    model = ClassicalModel(estimator="svm_linear", params={"C": 0.01}).fit(
+        X, np.array(labels), np.array(speakers), calibration_folds=3)
+    return save_classical_bundle(folder, model, labels=sorted(set(labels)), feature_set=feature_set,
+                                 sample_rate=SR, window_s=window_s)
+
+
+def run_predict(bundle_dir: Path, wav: Path, out: Path) -> dict[str, float]:
+    """``ser predict`` in a subprocess: wall s, CPU s of the tree, peak tree RSS and largest
+    process RSS (MiB)."""
+    import psutil
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "ser.run.cli", "predict", str(bundle_dir), str(wav),
+                             "-o", str(out), "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    peak = 0
+    ps = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            tree = [ps, *ps.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    _, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ser predict {bundle_dir.name} failed:\n{err}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": cpu, "peak_tree_mib": peak / 2**20, "max_proc_mib": after.ru_maxrss / 1024}
+
+
 def pin_cores(n: int) -> list[int]:
     """Restrict this process (and its children) to the first ``n`` allowed cores."""
     cores = sorted(os.sched_getaffinity(0))[:n]
@@ -117,9 +180,12 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "ser-bench-audio",
                     help="folder caching the synthetic audio")
     ap.add_argument("--skip-split", action="store_true", help="only the end-to-end run")
-    ap.add_argument("--pitch-norm-hz", type=float, default=0.0,
-                    help="bundle trained with speaker pitch normalisation to this register (Hz); "
-                         "0 (default): off, as in params/02_train.yaml")
+    ap.add_argument("--pitch-norm-hz", type=float, default=200.0,
+                    help="CNN bundle trained with speaker pitch normalisation to this register (Hz); "
+                         "default 200 as in params/02_train.yaml; 0: off")
+    ap.add_argument("--classical-set", default="compare_lld_pooled",
+                    help="feature set of the classical bundle (default compare_lld_pooled); "
+                         "'none' skips the classical bundle")
     a = ap.parse_args()
 
     cores = pin_cores(a.cores)
@@ -148,21 +214,25 @@ def main() -> int:
               f"hop {hop:g} s (default) -> {n_win} windows; pitch normalisation: "
               f"{f'{bundle.pitch_norm_hz:g} Hz' if bundle.pitch_norm_hz else 'off'}")
 
-        # 1. end to end through the command line
-        out = Path(tmp) / "windows.csv"
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "ser.run.cli", "predict", str(bundle_dir), str(wav),
-                               "-o", str(out), "--quiet"], cwd=ROOT, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        if proc.returncode != 0:
-            print(proc.stderr, file=sys.stderr)
-            return proc.returncode
-        print(f"\nser predict (end to end, default features and workers): {wall:.1f} s wall, "
-              f"{audio_s / wall:.0f}x real time (target >= 500x); process tree CPU {cpu:.1f} s "
-              f"({cpu / wall:.2f} cores busy); load average after: {os.getloadavg()[0]:.1f}")
+        # 1. end to end through the command line, each bundle in turn
+        runs = [("CNN (small_cnn, pitch norm "
+                 f"{f'{bundle.pitch_norm_hz:g} Hz' if bundle.pitch_norm_hz else 'off'})", bundle_dir, 500)]
+        if a.classical_set != "none":
+            t0 = time.perf_counter()
+            cdir = classical_bundle(Path(tmp) / "classical", feature_set=a.classical_set,
+                                    window_s=bundle.window_s)
+            print(f"classical bundle: svm_linear on {a.classical_set} (fitted in {time.perf_counter() - t0:.0f} s)")
+            runs.append((f"classical (svm_linear, {a.classical_set})", cdir, 100))
+        print(f"\nser predict end to end (default features and workers), {a.minutes:g} min of audio:")
+        print(f"{'bundle':<42}{'wall s':>8}{'x real time':>13}{'target':>8}{'CPU s':>8}"
+              f"{'CPU s/h':>9}{'cores':>7}{'peak RSS tree':>15}{'max process':>13}{'load':>6}")
+        for name, bdir, target in runs:
+            load = os.getloadavg()[0]
+            r = run_predict(bdir, wav, Path(tmp) / f"{bdir.name}.csv")
+            print(f"{name:<42}{r['wall']:8.1f}{audio_s / r['wall']:13.0f}{f'>={target}':>8}{r['cpu']:8.1f}"
+                  f"{r['cpu'] * 3600 / audio_s:9.1f}{r['cpu'] / r['wall']:7.2f}"
+                  f"{r['peak_tree_mib']:11.0f} MiB{r['max_proc_mib']:9.0f} MiB{load:6.1f}", flush=True)
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
         if a.skip_split:
             return 0
 

@@ -80,6 +80,42 @@ def test_tiny_shift_and_short_signal_are_left_alone():
         pitchnorm.shift_pitch(y, SR, semitones=float("nan"))
 
 
+def test_shift_with_a_given_pitch_equals_the_shift_that_analyses_it():
+    import parselmouth
+
+    y = voiced(3.0, f0=180.0)
+    snd = parselmouth.Sound(y.astype(np.float64), sampling_frequency=float(SR))
+    pitch = snd.to_pitch_ac(time_step=pitchnorm.MANIPULATION_STEP_S, pitch_floor=pitchnorm.F0_MIN_HZ,
+                            pitch_ceiling=pitchnorm.F0_MAX_HZ)
+    z = pitchnorm.shift_pitch_praat(snd, pitch, semitones=2.5)
+    assert z.dtype == np.float32 and z.shape == y.shape
+    np.testing.assert_allclose(z, pitchnorm.shift_pitch(y, SR, semitones=2.5), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(pitchnorm.shift_pitch_praat(snd, pitch, semitones=0.0), y)
+    assert pitchnorm.shares_pitch(fmin=75.0, fmax=600.0, hop_s=0.01)
+    assert not pitchnorm.shares_pitch(fmin=60.0, fmax=600.0, hop_s=0.01)
+
+
+def test_feature_job_measures_f0_and_shifts_from_one_pitch_analysis():
+    from ser.inference import workers
+    from ser.signal import features
+
+    y = voiced(6.0, f0=180.0, seed=3)
+    starts = np.arange(0.0, 4.5, 1.0)
+    opts = {"f0_method": "praat", "voice_quality": False, "egemaps": False}
+    arr, tm, shifted, _ = workers.features_job(y, SR, starts, 2.0, opts, 3.0)
+    plain = features.window_features(y, SR, starts_s=starts, window_s=2.0, **opts)
+    np.testing.assert_array_equal(arr, plain.to_numpy(np.float64))  # the F0 column is unchanged
+    snd, pitch = features.praat_pitch(y, SR, fmin=75.0, fmax=600.0, hop_s=0.01)
+    head = pitchnorm.shift_pitch_praat(snd, pitch, semitones=3.0)
+    assert 0 < len(y) - len(head) < 0.02 * SR  # the F0 column's cut: less than two steps
+    np.testing.assert_array_equal(shifted, np.concatenate([head, y[len(head):]]))
+    assert shifted.shape == y.shape and shifted.dtype == np.float32
+    assert _register_st(shifted) - _register_st(y) == pytest.approx(3.0, abs=0.15)
+    assert {"f0", "pitch_norm"} <= set(tm)
+    _, _, alone, _ = workers.features_job(y, SR, starts, 2.0, {**opts, "f0_method": "pyin"}, 3.0)
+    np.testing.assert_array_equal(alone, pitchnorm.shift_pitch(y, SR, semitones=3.0))  # no shared pitch
+
+
 def test_semitones_to_rules():
     assert pitchnorm.semitones_to(200.0, 100.0) == pytest.approx(12.0)
     assert pitchnorm.semitones_to(200.0, 20.0) == pitchnorm.MAX_SHIFT_ST  # clipped

@@ -13,9 +13,9 @@ model. A classical bundle trained with ``speaker_norm`` also provides
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -75,8 +75,32 @@ class SpeakerNormBundle(ModelBundle, Protocol):
         """``{feature_set: float32 [n, d]}`` of float32 ``[n, window_samples]`` windows."""
         ...
 
+    def features_at(self, signal: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
+        """``{feature_set: float32 [N, d]}`` of the windows ``signal[s:s + window_samples]``,
+        as :meth:`ModelBundle.predict_starts` computes them (block-pooled sets from one
+        pass over ``signal``)."""
+        ...
+
     def with_reference(self, reference: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> SpeakerNormBundle:
         """A copy that z-scores the features with ``{feature_set: (mean, std)}``."""
+        ...
+
+
+@runtime_checkable
+class FeatureJobBundle(ModelBundle, Protocol):
+    """A bundle whose window features are computed apart from the model (the classical
+    bundle): windowed inference runs :attr:`block_features` in the feature worker
+    processes, beside the prosody, and the model on their result in the main process.
+
+    Attributes:
+        block_features: a picklable callable ``(signal, starts) -> {feature_set: [N, d]}``
+            (the features of ``signal[s:s + window_samples]``).
+    """
+
+    block_features: Callable[[np.ndarray, np.ndarray], Mapping[str, np.ndarray]]
+
+    def predict_features(self, feats: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The outputs float32 ``[N, n_labels]`` from :attr:`block_features`' result."""
         ...
 
 

@@ -35,9 +35,17 @@ hears every recording at that register: a first pass over the file finds the
 recording's register (the voice's baseline pitch; another voice an octave away is left
 out), then each block is shifted by one constant amount (PSOLA, formants kept) in the
 feature workers, and the model runs on the shifted block when it comes back. The
-prosody columns (``f0_hz`` ...) are always measured on the original audio. The extra
-pass and the shift cost about two more Praat pitch analyses per hour of audio (318x
-real time instead of 622x for the small CNN, ``benchmarks/RESULTS.md``).
+prosody columns (``f0_hz`` ...) are always measured on the original audio. The shift
+reuses the block's pitch analysis of the F0 column (:func:`ser.inference.workers.shift_block`),
+so normalisation costs the register pass (a pitch analysis every 30 ms) and PSOLA's
+pulses and overlap-add (``benchmarks/RESULTS.md``).
+
+Classical models. A classical bundle (:class:`ser.inference.protocol.FeatureJobBundle`)
+spends its time on features, not on the model: with workers, each block's model features
+(:attr:`~ser.inference.protocol.FeatureJobBundle.block_features`; pooled LLD sets from one
+LLD pass over the block, :mod:`ser.models.classical.pooled`) are computed in the feature
+workers beside the prosody, and the model runs on them in the main process; the result
+equals the one without workers.
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ from ser.core import timing
 from ser.data.schema import UNCERTAINTY_COLUMNS
 from ser.inference import grid, uncertainty
 from ser.inference.options import InferenceOptions
-from ser.inference.protocol import ModelBundle, output_columns
+from ser.inference.protocol import FeatureJobBundle, ModelBundle, output_columns
 from ser.inference.workers import Workers, feature_workers, features_job, voiced_semitones_job
 from ser.signal import audio, features, pitchnorm
 
@@ -108,7 +116,8 @@ def predict_recording(
             (:class:`ser.inference.options.InferenceOptions`).
         timings: if given, seconds per step are added to it (``decode_resample``,
             ``log_mel_cnn``, ``f0``, ``energy``, ``vad``, ``summarise``,
-            ``voice_quality``, ``egemaps``, ``wait_features``).
+            ``voice_quality``, ``egemaps``, ``wait_features``, ``pitch_norm``, and for a
+            classical model in workers ``model_features`` and ``model``).
 
     Returns:
         One row per window: ``start_s, end_s`` (s), ``p_<label>`` per label (rows sum
@@ -190,11 +199,14 @@ def predict_file(
     def collect() -> None:
         i0, i1, fut, local = pending.popleft()
         t = time.perf_counter()
-        arr, tm, shifted = fut.result()
-        timing.tick(timings, "wait_features", t)
+        arr, tm, shifted, model_feats = fut.result()
+        t = timing.tick(timings, "wait_features", t)
         feats[i0:i1] = arr
         timing.add(timings, tm)
-        if shifted is not None:  # pitch-normalised model: it runs once the shifted block is back
+        if model_feats is not None:  # a classical model: its features came from the workers
+            values[i0:i1] = split_bundle.predict_features(model_feats)
+            timing.tick(timings, "model", t)
+        elif shifted is not None:  # pitch-normalised model: it runs once the shifted block is back
             run_model(i0, i1, local, shifted)
 
     # speaker pitch normalisation (bundles trained with it): one register for the recording,
@@ -205,6 +217,8 @@ def predict_file(
         shift_st = recording_shift(path, sr=sr, target_hz=target_hz, block_n=block_n, pool=pool,
                                    timings=timings)
 
+    # a classical bundle's features (the bulk of its cost) run in the workers too
+    split_bundle = bundle if pool is not None and isinstance(bundle, FeatureJobBundle) else None
     blocks = plan_blocks(path, plan, sample_rate=sr, window_samples=win_n)
     try:
         while True:
@@ -220,10 +234,13 @@ def predict_file(
                 local = start_n[i0:i1] - off
                 job = (y, sr, local / sr, win_n / sr, opts, shift_st)
                 if pool is None:
-                    arr, tm, shifted = features_job(*job)
+                    arr, tm, shifted, _ = features_job(*job)
                     feats[i0:i1] = arr
                     timing.add(timings, tm)
                     run_model(i0, i1, local, y if shifted is None else shifted)
+                elif split_bundle is not None:
+                    pending.append((i0, i1, pool.executor.submit(
+                        features_job, *job, model_features=split_bundle.block_features, starts_n=local), local))
                 else:
                     pending.append((i0, i1, pool.executor.submit(features_job, *job), local))
                     if not shift_st:  # the model reads the block as decoded, while the workers run

@@ -161,8 +161,7 @@ def recording_moments(bundle: SpeakerNormBundle, path: Path, *,
                 continue
             ymodel = pitchnorm.shift_pitch(y, sr, semitones=shift_st) if shift_st else y
             ypad = audio.fix_length(ymodel, max(int(keep[-1]) + win_n, len(ymodel)))
-            view = np.lib.stride_tricks.sliding_window_view(ypad, win_n)
-            feats = bundle.window_features(np.ascontiguousarray(view[keep], dtype=np.float32))
+            feats = bundle.features_at(ypad, keep)  # as predict_starts computes them
             for s, f in feats.items():
                 out.moments.setdefault(s, RunningMoments()).update(f)
             out.n_windows += len(keep)

@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -138,20 +138,68 @@ def feature_workers(n: int) -> Iterator[Workers | None]:
             torch.set_num_threads(threads)
 
 
+ModelFeatures = Callable[[np.ndarray, np.ndarray], Mapping[str, np.ndarray]]
+
+
 def features_job(y: np.ndarray, sr: int, starts_s: np.ndarray, window_s: float,
-                 opts: dict[str, Any], shift_st: float = 0.0,
-                 ) -> tuple[np.ndarray, dict[str, float], np.ndarray | None]:
+                 opts: dict[str, Any], shift_st: float = 0.0, *,
+                 model_features: ModelFeatures | None = None, starts_n: np.ndarray | None = None,
+                 ) -> tuple[np.ndarray, dict[str, float], np.ndarray | None, Mapping[str, np.ndarray] | None]:
     """Features of one block and, for a pitch-normalised model, the block shifted by
-    ``shift_st`` semitones (runs in a worker process or inline)."""
+    ``shift_st`` semitones (runs in a worker process or inline).
+
+    With ``model_features`` (a classical bundle's
+    :attr:`ser.inference.protocol.FeatureJobBundle.block_features`) the job also computes
+    the model's features of the windows at samples ``starts_n`` of the (shifted) block
+    and returns them in place of the shifted block.
+
+    Returns:
+        ``(prosody [n, k], seconds per step, shifted block or None, model features or None)``.
+    """
     timings: dict[str, float] = {}
+    praat = None
+    share = bool(shift_st) and opts.get("f0_method", "praat") == "praat" and pitchnorm.shares_pitch(
+        fmin=opts.get("fmin", 75.0), fmax=opts.get("fmax", 600.0), hop_s=opts.get("hop_s", features.TRACK_HOP_S))
+    if share:  # one pitch analysis for the F0 column and the PSOLA shift
+        t = time.perf_counter()
+        praat = features.praat_pitch(y, sr, fmin=pitchnorm.F0_MIN_HZ, fmax=pitchnorm.F0_MAX_HZ,
+                                     hop_s=pitchnorm.MANIPULATION_STEP_S)
+        timing.tick(timings, "f0", t)
     df = features.window_features(y, sr, starts_s=starts_s, window_s=window_s,
-                                  timings=timings, **opts)
+                                  timings=timings, praat=praat, **opts)
     shifted = None
     if shift_st:
         t = time.perf_counter()
-        shifted = pitchnorm.shift_pitch(y, sr, semitones=shift_st)
+        shifted = shift_block(y, sr, semitones=shift_st, praat=praat)
         timing.tick(timings, "pitch_norm", t)
-    return df.to_numpy(dtype=np.float64), timings, shifted
+    feats = None
+    if model_features is not None and starts_n is not None and len(starts_n):
+        t = time.perf_counter()
+        ymodel = y if shifted is None else shifted
+        need = int(starts_n[-1]) + int(round(window_s * sr))
+        if need > len(ymodel):  # the last window of a short recording: zero-padded
+            ymodel = np.pad(ymodel, (0, need - len(ymodel)))
+        feats, shifted = model_features(ymodel, starts_n), None
+        timing.tick(timings, "model_features", t)
+    return df.to_numpy(dtype=np.float64), timings, shifted, feats
+
+
+def shift_block(y: np.ndarray, sr: int, *, semitones: float,
+                praat: tuple[Any, Any] | None = None) -> np.ndarray:
+    """A block shifted by ``semitones`` with PSOLA (:mod:`ser.signal.pitchnorm`), float32 ``[len(y)]``.
+
+    With ``praat``, the block's :func:`ser.signal.features.praat_pitch` (its first
+    samples, cut to the F0 column's frame phase, and their pitch), the shift reuses that
+    pitch analysis (:func:`ser.signal.pitchnorm.shift_pitch_praat`); the few samples
+    after the cut (less than two pitch steps, 20 ms) are shifted alone. Without it:
+    :func:`ser.signal.pitchnorm.shift_pitch` of the whole block.
+    """
+    if praat is None:
+        return pitchnorm.shift_pitch(y, sr, semitones=semitones)
+    snd, pitch = praat
+    head = pitchnorm.shift_pitch_praat(snd, pitch, semitones=semitones)
+    tail = pitchnorm.shift_pitch(y[len(head):], sr, semitones=semitones)  # too short: unchanged
+    return np.concatenate([head, tail])
 
 
 def voiced_semitones_job(y: np.ndarray, sr: int) -> tuple[np.ndarray, float]:

@@ -184,7 +184,7 @@ def f0_track(
     _check_f0_options(sr, method=method, fmin=fmin, fmax=fmax, hop_s=hop_s)
     empty = (np.zeros(0), np.zeros(0))
     if method == "praat":
-        praat = _praat_pitch(y, sr, fmin=fmin, fmax=fmax, hop_s=hop_s)
+        praat = praat_pitch(y, sr, fmin=fmin, fmax=fmax, hop_s=hop_s)
         if praat is None:
             return empty
         return _pitch_arrays(praat[1])
@@ -212,12 +212,19 @@ def _check_f0_options(sr: int, *, method: str, fmin: float, fmax: float, hop_s: 
         raise ValueError(f"fmax={fmax} Hz must be below the Nyquist frequency {sr / 2:g} Hz")
 
 
-def _praat_pitch(y: np.ndarray, sr: int, *, fmin: float, fmax: float,
+def praat_pitch(y: np.ndarray, sr: int, *, fmin: float, fmax: float,
                 hop_s: float) -> tuple[Any, Any] | None:
-    """Praat ``(Sound, Pitch)`` of ``y`` cut to a fixed frame phase; None when too short."""
+    """Praat ``(Sound, Pitch)`` of ``y`` cut to a fixed frame phase; None when too short.
+
+    The Sound holds the first :func:`praat_length` samples of ``y`` (float64); the Pitch is
+    ``To Pitch (ac)`` every ``hop_s`` s between ``fmin`` and ``fmax`` Hz with Praat's
+    default voicing settings. :func:`window_features` takes such a pair (``praat=``), so
+    a caller that also needs the pitch (the PSOLA shift of a pitch-normalised model,
+    :func:`ser.signal.pitchnorm.shift_pitch_praat`) analyses the block once.
+    """
     import parselmouth
 
-    n_use = _praat_length(len(y), sr, window_s=3.0 / fmin, hop_s=hop_s)
+    n_use = praat_length(len(y), sr, window_s=3.0 / fmin, hop_s=hop_s)
     if n_use <= 0:
         return None
     snd = parselmouth.Sound(y[:n_use].astype(np.float64), sampling_frequency=float(sr))
@@ -231,7 +238,7 @@ def _pitch_arrays(pitch: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(pitch.xs(), dtype=np.float64), f0
 
 
-def _praat_length(n: int, sr: int, *, window_s: float, hop_s: float) -> int:
+def praat_length(n: int, sr: int, *, window_s: float, hop_s: float) -> int:
     """Samples to give Praat so that its frame grid has a fixed phase.
 
     Praat centres its frames in the signal: with duration ``D``, analysis window
@@ -400,7 +407,7 @@ def voice_quality_windows(
     y = _as_signal(y, sr)
     starts = np.asarray(starts_s, dtype=np.float64)
     out = pd.DataFrame(np.nan, index=range(len(starts)), columns=list(VOICE_QUALITY_COLUMNS))
-    praat = pitch if pitch is not None else _praat_pitch(y, sr, fmin=fmin, fmax=fmax, hop_s=hop_s)
+    praat = pitch if pitch is not None else praat_pitch(y, sr, fmin=fmin, fmax=fmax, hop_s=hop_s)
     if praat is None or len(starts) == 0:
         return out
     snd, pitch_obj = praat
@@ -562,6 +569,7 @@ def window_features(
     egemaps: bool = False,
     time_offset_s: float = 0.0,
     timings: MutableMapping[str, float] | None = None,
+    praat: tuple[Any, Any] | None = None,
 ) -> pd.DataFrame:
     """Prosody summaries for windows ``[start, start + window_s)`` of one signal.
 
@@ -585,6 +593,8 @@ def window_features(
             start within a long recording.
         timings: if given, seconds spent per step are added under ``"f0"``,
             ``"energy"``, ``"vad"``, ``"voice_quality"``, ``"egemaps"``, ``"summarise"``.
+        praat: :func:`praat_pitch` of ``y`` with these ``fmin, fmax, hop_s``, already
+            computed (with ``f0_method="praat"``); ``None`` computes it.
 
     Returns:
         One row per start with :func:`feature_columns` for these options (float64; NaN
@@ -603,9 +613,11 @@ def window_features(
 
     t = time.perf_counter()
     _check_f0_options(sr, method=f0_method, fmin=fmin, fmax=fmax, hop_s=hop_s)
-    praat = None
+    if f0_method != "praat":
+        praat = None
     if f0_method == "praat":  # keep Praat's objects: voice quality reuses the pitch track
-        praat = _praat_pitch(y, sr, fmin=fmin, fmax=fmax, hop_s=hop_s)
+        if praat is None:
+            praat = praat_pitch(y, sr, fmin=fmin, fmax=fmax, hop_s=hop_s)
         t_f0, f0 = _pitch_arrays(praat[1]) if praat is not None else (np.zeros(0), np.zeros(0))
     else:
         t_f0, f0 = f0_track(y, sr, method=f0_method, fmin=fmin, fmax=fmax, hop_s=hop_s)

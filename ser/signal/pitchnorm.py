@@ -181,11 +181,56 @@ def shift_pitch(y: np.ndarray, sample_rate: int, *, semitones: float) -> np.ndar
 
     snd = _sound(y, sample_rate)
     manip = call(snd, "To Manipulation", MANIPULATION_STEP_S, F0_MIN_HZ, F0_MAX_HZ)
+    return _resynthesise(manip, snd, semitones=semitones, n=len(y))
+
+
+def _resynthesise(manip: Any, sound: Any, *, semitones: float, n: int) -> np.ndarray:
+    """PSOLA overlap-add of the Praat Manipulation of ``sound`` with its pitch tier scaled,
+    float32 ``[n]``."""
+    from parselmouth.praat import call
+
     tier = call(manip, "Extract pitch tier")
-    call(tier, "Multiply frequencies", snd.xmin, snd.xmax, 2.0 ** (semitones / 12.0))
+    call(tier, "Multiply frequencies", sound.xmin, sound.xmax, 2.0 ** (semitones / 12.0))
     call([tier, manip], "Replace pitch tier")
     out = call(manip, "Get resynthesis (overlap-add)").values[0]
-    return audio.fix_length(out.astype(np.float32), len(y))
+    return audio.fix_length(out.astype(np.float32), n)
+
+
+def shares_pitch(*, fmin: float, fmax: float, hop_s: float) -> bool:
+    """Whether a Praat pitch analysis with these settings (``To Pitch (ac)``, Praat's
+    default voicing) is the one :func:`shift_pitch` runs, so :func:`shift_pitch_praat`
+    can reuse it."""
+    return (fmin, fmax, hop_s) == (F0_MIN_HZ, F0_MAX_HZ, MANIPULATION_STEP_S)
+
+
+def shift_pitch_praat(sound: Any, pitch: Any, *, semitones: float) -> np.ndarray:
+    """:func:`shift_pitch` of a Praat Sound whose pitch analysis is already done.
+
+    ``Sound & Pitch: To Manipulation`` then the same overlap-add as :func:`shift_pitch`,
+    which equals :func:`shift_pitch` of the Sound's samples (to float32 rounding) when
+    ``pitch`` is ``To Pitch (ac)`` of that Sound with :data:`MANIPULATION_STEP_S`,
+    :data:`F0_MIN_HZ` and :data:`F0_MAX_HZ` (:func:`shares_pitch`), and saves that
+    analysis (about two thirds of the shift's time). Windowed inference passes the
+    pitch its F0 column was measured with (:func:`ser.signal.features.praat_pitch`).
+
+    Args:
+        sound: ``parselmouth.Sound`` (mono).
+        pitch: ``parselmouth.Pitch`` of ``sound``.
+        semitones: shift (positive = higher); below :data:`MIN_SHIFT_ST` the samples are
+            returned unchanged.
+
+    Returns:
+        float32 ``[sound.n_samples]``.
+    """
+    if not math.isfinite(semitones):
+        raise ValueError(f"semitones must be finite; got {semitones!r}")
+    y = np.asarray(sound.values[0], dtype=np.float32)
+    if abs(semitones) < MIN_SHIFT_ST or _too_short(len(y), int(round(sound.sampling_frequency))):
+        return y.copy()
+    from parselmouth.praat import call
+
+    manip = call([sound, pitch], "To Manipulation")
+    return _resynthesise(manip, sound, semitones=semitones, n=len(y))
 
 
 def normalise_group(waves: Sequence[np.ndarray], sample_rate: int, *,

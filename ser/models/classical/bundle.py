@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import joblib
 import numpy as np
 
+from ser.models.classical import pooled
 from ser.models.classical.classes import aligned_proba
 from ser.models.classical.features import (
     moments,
@@ -22,7 +24,49 @@ from ser.models.classical.features import (
     zscore,
 )
 from ser.models.meta import calibration_temperature, tempered_proba, without_calibration
-from ser.models.window import window_samples, windows_at
+from ser.models.window import checked_starts, window_samples, windows_at
+
+
+@dataclass(frozen=True)
+class BlockFeatures:
+    """The model features of windows of a block of audio: a small, picklable job (windowed
+    inference runs it in the feature worker processes, the model then runs on its result
+    with :meth:`ClassicalBundle.predict_features`).
+
+    Pooled sets (:mod:`ser.models.classical.pooled`) take the block's LLDs once and pool
+    them per window; the other sets run on each window cut out of the block.
+
+    Attributes:
+        feature_sets: the bundle's feature sets, in order.
+        sample_rate: Hz.
+        window_samples: window length in samples.
+    """
+
+    feature_sets: tuple[str, ...]
+    sample_rate: int
+    window_samples: int
+
+    def __call__(self, signal: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
+        """``{feature_set: float32 [N, d]}`` of the windows ``signal[s:s + window_samples]``.
+
+        Raises:
+            ValueError: a window outside ``signal``.
+        """
+        signal = np.asarray(signal, dtype=np.float32)
+        if signal.ndim != 1:
+            raise ValueError(f"signal must be mono [T]; got shape {signal.shape}")
+        starts = checked_starts(starts, signal_samples=len(signal), window_samples=self.window_samples)
+        cut = None
+        out: dict[str, np.ndarray] = {}
+        for s in self.feature_sets:
+            if pooled.is_pooled(s):
+                out[s] = pooled.block_pooled(signal, self.sample_rate, starts_n=starts,
+                                             window_n=self.window_samples, feature_set=s)
+            else:
+                if cut is None:
+                    cut = windows_at(signal, starts, window_samples=self.window_samples)
+                out[s] = signal_features(cut, feature_set=s, sample_rate=self.sample_rate)
+        return out
 
 
 @runtime_checkable
@@ -91,9 +135,21 @@ class ClassicalBundle:
         return w
 
     def window_features(self, windows: np.ndarray) -> dict[str, np.ndarray]:
-        """``{feature_set: float32 [n, d]}`` of the windows."""
+        """``{feature_set: float32 [n, d]}`` of the windows, each analysed alone (as training
+        analyses each utterance)."""
         w = self._check_windows(windows)
         return {s: signal_features(w, feature_set=s, sample_rate=self.sample_rate) for s in self.feature_sets}
+
+    @property
+    def block_features(self) -> BlockFeatures:
+        """The picklable job computing this bundle's features of windows in a block."""
+        return BlockFeatures(tuple(self.feature_sets), self.sample_rate, self.window_samples)
+
+    def features_at(self, signal: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
+        """``{feature_set: float32 [N, d]}`` of the windows ``signal[s:s + window_samples]``
+        (:class:`BlockFeatures`: pooled sets from one LLD pass over ``signal``; the same as
+        :meth:`window_features` of the windows cut out for the other sets)."""
+        return self.block_features(signal, starts)
 
     @property
     def reference(self) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
@@ -160,12 +216,27 @@ class ClassicalBundle:
                 speaker reference.
         """
         w = self._check_windows(windows)
+        self._check_reference()
+        if len(w) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        return self.predict_features(self.window_features(w))
+
+    def _check_reference(self) -> None:
         if self.speaker_norm and self._reference is None:
             raise ValueError("this classical model was trained with speaker_norm: call "
                              "bundle.with_speaker_reference(<windows of the speaker>) first")
-        if len(w) == 0:
+
+    def predict_features(self, feats: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Class probabilities from the windows' features (:meth:`features_at` or
+        :meth:`window_features`), float32 ``[n, n_labels]``, rows sum to 1.
+
+        Raises:
+            ValueError: a ``speaker_norm`` model without a speaker reference.
+        """
+        self._check_reference()
+        n = len(next(iter(feats.values()))) if feats else 0
+        if n == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        feats = self.window_features(w)
         if self._reference is not None:  # z-score here; the model then sees one "speaker"
             feats = {s: zscore(f.astype(np.float64), *self._reference[s]) for s, f in feats.items()}
         proba = self.model.predict_proba_prepared(feats)
@@ -188,7 +259,9 @@ class ClassicalBundle:
         """Class probabilities of the windows ``signal[s:s + window_samples]``.
 
         Equal to :meth:`predict_proba` of those windows stacked (as
-        :meth:`ser.models.bundle.Bundle.predict_proba_starts`).
+        :meth:`ser.models.bundle.Bundle.predict_proba_starts`), except for pooled feature
+        sets, whose LLDs are computed once over ``signal`` (:meth:`features_at`): the
+        frames near a window's edges then have the audio around it as context.
 
         Args:
             signal: float mono audio ``[T]`` at :attr:`sample_rate`; every window must fit.
@@ -201,8 +274,10 @@ class ClassicalBundle:
         Raises:
             ValueError: a window outside ``signal``, or as :meth:`predict_proba`.
         """
-        return self.predict_proba(windows_at(signal, starts, window_samples=self.window_samples),
-                                  batch_size=batch_size)
+        self._check_reference()
+        if len(starts) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        return self.predict_features(self.features_at(signal, starts))
 
     def predict_starts(self, signal: np.ndarray, starts: np.ndarray, *,
                        batch_size: int = 64) -> np.ndarray:

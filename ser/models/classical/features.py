@@ -2,8 +2,11 @@
 
 Feature sets (:func:`extract_features`), one vector per utterance or window:
 ``compare`` (openSMILE ComParE_2016 functionals, 6373 values), ``egemaps``
-(openSMILE eGeMAPSv02 functionals, 88 values) and ``mfcc_stats`` (librosa MFCC
-+ deltas + delta-deltas, summarised by mean, std and percentiles, 300 values).
+(openSMILE eGeMAPSv02 functionals, 88 values), ``mfcc_stats`` (librosa MFCC
++ deltas + delta-deltas, summarised by mean, std and percentiles, 300 values), and the
+pooled LLD sets ``compare_lld_pooled`` (650 values) and ``egemaps_lld_pooled`` (250),
+whose LLDs a long recording computes once per block and pools per window
+(:mod:`ser.models.classical.pooled`).
 Audio is read with :func:`ser.signal.audio.load` at ``sample_rate`` and the features are
 computed from the signal, exactly as :class:`ser.models.classical.bundle.ClassicalBundle`
 does on windows. Features are cached on disk per file, keyed by the file's SHA-256, the
@@ -37,10 +40,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from ser.core import atomic, provenance
+from ser.models.classical import pooled
 from ser.signal import audio
 
 #: Feature sets :func:`extract_features` knows.
-FEATURE_SETS: tuple[str, ...] = ("compare", "egemaps", "mfcc_stats")
+FEATURE_SETS: tuple[str, ...] = ("compare", "egemaps", "mfcc_stats", *pooled.POOLED_SETS)
 #: Estimators :class:`ClassicalModel` knows.
 #: Bumped whenever a feature computation changes, so stale cache entries are not reused.
 CACHE_VERSION: int = 1
@@ -82,6 +86,10 @@ def feature_config(feature_set: str, *, sample_rate: int) -> dict[str, Any]:
         cfg.update(tool="opensmile", opensmile_feature_set="ComParE_2016", level="Functionals")
     elif feature_set == "egemaps":
         cfg.update(tool="opensmile", opensmile_feature_set="eGeMAPSv02", level="Functionals")
+    elif pooled.is_pooled(feature_set):
+        cfg.update(tool="opensmile", opensmile_feature_set=pooled.POOLED_SETS[feature_set],
+                   level="LowLevelDescriptors", pooled=list(pooled.STATISTICS),
+                   frame_step_s=pooled.FRAME_STEP_S, delta_width=pooled.DELTA_WIDTH)
     else:
         cfg.update(tool="librosa", **{k: (list(v) if isinstance(v, tuple) else v)
                                       for k, v in MFCC_CONFIG.items()})
@@ -111,6 +119,8 @@ class _Extractor:
             stats = ["mean", "std"] + [f"p{p}" for p in MFCC_CONFIG["percentiles"]]
             return [f"{kind}{i}_{s}" for kind in ("mfcc", "dmfcc", "ddmfcc")
                     for i in range(MFCC_CONFIG["n_mfcc"]) for s in stats]
+        if pooled.is_pooled(self.feature_set):
+            return pooled.feature_names(self.feature_set)
         return list(self._opensmile().feature_names)
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
@@ -120,6 +130,8 @@ class _Extractor:
             raise ValueError(f"expected a non-empty mono signal; got shape {y.shape}")
         if self.feature_set == "mfcc_stats":
             return _mfcc_stats(y, self.sample_rate)
+        if pooled.is_pooled(self.feature_set):
+            return pooled.pooled_signal(y, self.sample_rate, feature_set=self.feature_set)
         out = self._opensmile().process_signal(y, self.sample_rate)
         return out.to_numpy(dtype=np.float32).reshape(-1)
 
@@ -185,7 +197,8 @@ def extract_features(
 
     Args:
         paths: audio files (any format :func:`ser.signal.audio.load` reads).
-        feature_set: ``"compare"``, ``"egemaps"`` or ``"mfcc_stats"``.
+        feature_set: one of :data:`FEATURE_SETS` (``"compare"``, ``"egemaps"``, ``"mfcc_stats"``,
+            ``"compare_lld_pooled"``, ``"egemaps_lld_pooled"``).
         sample_rate: audio is resampled to this rate (Hz) before feature extraction.
         cache_dir: folder of the feature cache (created); ``None`` disables caching.
             Entries are keyed by the file's SHA-256, the feature set and its
