@@ -308,9 +308,7 @@ def bundle_fingerprint(path: str | os.PathLike[str]) -> str:
     folder = bundle_folder(path)
     meta = read_bundle_meta(folder)
     if is_ensemble_bundle(folder):  # no weights of its own: its members' fingerprints
-        keyed = {k: meta.get(k) for k in (*_FINGERPRINT_KEYS, "members", "weights", "pitch_norm_hz")}
-        if isinstance(keyed["calibration"], dict):
-            keyed["calibration"] = {k: v for k, v in keyed["calibration"].items() if k != "created_utc"}
+        keyed = {**integrity.shaping_values(meta), **{k: meta.get(k) for k in ("members", "weights")}}
         keyed["member_fingerprints"] = [bundle_fingerprint(d) for d in member_dirs(folder, meta)]
         return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
     weights = integrity.weights_file(folder)
