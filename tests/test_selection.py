@@ -17,6 +17,7 @@ import torch
 from ser.models.bundle import bundle_fingerprint, load_bundle
 from ser.models.deployed import read_deployed, resolve_model_name, write_deployed
 from ser.models.ensemble_bundle import EnsembleBundle, save_ensemble_bundle
+from ser.models.integrity import write_sealed_meta
 from ser.models.meta import tempered_proba
 from ser.run import params
 from ser.train import calibration, cv, evaluation, selection
@@ -140,7 +141,7 @@ def test_ensemble_members_must_share_the_window(run, tmp_path):
     models = tmp_path / "models"
     shutil.copytree(run["models"], models)
     meta = json.loads((models / "t_lr" / "model.json").read_text())
-    (models / "t_lr" / "model.json").write_text(json.dumps({**meta, "window_s": 1.0}))
+    write_sealed_meta(models / "t_lr", {**meta, "window_s": 1.0})  # a member retrained on 1 s windows
     with pytest.raises(ValueError, match=r"t_ens/model\.json.*window_s"):
         load_bundle(models / "t_ens")
     with pytest.raises(ValueError, match=r"model\.json.*share window_s"):

@@ -160,6 +160,15 @@ class EnsembleBundle:
                 out.update(m.window_features(windows))  # type: ignore[attr-defined]
         return out
 
+    def features_at(self, signal: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
+        """``{feature_set: float32 [N, d]}`` of the windows ``signal[s:s + window_samples]`` of
+        every member that needs a speaker reference, as their ``predict_starts`` computes them."""
+        out: dict[str, np.ndarray] = {}
+        for m in self.members:
+            if m.speaker_norm:
+                out.update(m.features_at(signal, starts))  # type: ignore[attr-defined]
+        return out
+
     def with_reference(self, reference: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> EnsembleBundle:
         """A copy whose speaker-normalised members z-score with ``{feature_set: (mean, std)}``."""
         members = [m.with_reference(reference) if m.speaker_norm else m  # type: ignore[attr-defined]
@@ -191,9 +200,18 @@ class EnsembleBundle:
 
     def predict_proba_starts(self, signal: np.ndarray, starts: np.ndarray, *,
                              batch_size: int = 64) -> np.ndarray:
-        """:meth:`predict_proba` of the windows ``signal[s:s + window_samples]``."""
-        return self.predict_proba(windows_at(signal, starts, window_samples=self.window_samples),
-                                  batch_size=batch_size)
+        """:meth:`predict_proba` of the windows ``signal[s:s + window_samples]``, each member
+        predicting them its own way (shared log-mel frames, block-pooled features)."""
+        if len(starts) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        p = 0.0
+        for wt, m in zip(self.weights, self.members, strict=True):
+            by_starts = getattr(m, "predict_proba_starts", None)
+            pm = (by_starts(signal, starts, batch_size=batch_size) if by_starts is not None else
+                  m.predict_proba(windows_at(signal, starts, window_samples=self.window_samples),
+                                  batch_size=batch_size))
+            p = p + wt * np.asarray(pm, dtype=np.float64)
+        return tempered_proba(p, self.temperature)
 
     def predict_starts(self, signal: np.ndarray, starts: np.ndarray, *,
                        batch_size: int = 64) -> np.ndarray:
