@@ -181,3 +181,34 @@ def test_silero_speech_ratio_option(cohort, tmp_path):
     pd.testing.assert_series_equal(web["f0_hz"], sil["f0_hz"])
     with pytest.raises(ValueError, match="vad must be one of"):
         _run(cohort, tmp_path / "c", vad="energy")
+
+
+def test_stage04_diarization_of_a_recordings_table_and_share_table(cohort, tmp_path, monkeypatch):
+    from ser.inference import diarize_files
+    from ser.inference.diarize_files import diarize_recordings
+
+    recs, truth = cohort
+    base = recs["path"].iloc[0].rsplit("/", 1)[0]
+    rng = stream_rng(7, "enrolment")
+    clip = np.concatenate([synthesize_utterance(emotion="neutral", voice=WOMAN, rng=rng, sample_rate=SR,
+                                                duration_s=2.0) for _ in range(3)])
+    audio.write_wav(tmp_path / "p001_enrol.wav", clip, SR)
+    # paths relative to base_dir; both voices speak alike, so her enrolment clip tells them apart
+    rel = recs.assign(path=[p.split("/")[-1] for p in recs["path"]],
+                      enrolment_path=str(tmp_path / "p001_enrol.wav"))
+    res = diarize_recordings(rel, base_dir=base, output=tmp_path / "speakers.csv", progress=False)
+    assert set(res.segments["recording"]) == set(recs["recording"])
+    assert (res.summary["caregiver_status"] == "ok").all()
+    table = speakers.caregiver_share_table(recs, res.segments, res.summary)
+    d = (truth["end_s"] - truth["start_s"]).to_numpy()
+    true_share = d[truth["is_caregiver"].to_numpy(bool)].sum() / d.sum()
+    assert table["caregiver_share"].sub(true_share).abs().max() < 0.15
+    assert (table["caregiver_status"] == "ok").all()
+    monkeypatch.setattr(diarize_files, "diarize_recording", lambda *a, **k: 1 / 0)
+    again = diarize_recordings(rel, base_dir=base, output=tmp_path / "speakers.csv", progress=False)
+    # resumed: no recording diarized again
+    pd.testing.assert_frame_equal(again.segments, res.segments, check_exact=False, atol=1e-3)
+    no_turns = speakers.caregiver_share_table(recs, res.segments.iloc[:0], None)
+    assert no_turns["caregiver_share"].isna().all() and (no_turns["caregiver_status"] == "not_diarized").all()
+    with pytest.raises(ValueError, match="needs columns"):
+        diarize_recordings(rel.drop(columns="caregiver"), base_dir=base)

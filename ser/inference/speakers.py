@@ -195,3 +195,41 @@ def speaker_stamp(*, speaker: str, vad: str,
         return None
     return {"speaker": speaker, "vad": vad,
             "turns": {r: turns_key(iv) for r, iv in (silenced or {}).items()}}
+
+
+def caregiver_share_table(recordings: pd.DataFrame, turns: pd.DataFrame,
+                          summary: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The caregiver's share of the speech per recording (for the report).
+
+    Args:
+        recordings: ``recording, caregiver, level, phase`` (stage 01's ``recordings.csv``).
+        turns: speaker turns (``speakers.csv``).
+        summary: ``speakers.summary.csv`` (its ``caregiver_status`` is copied; optional).
+
+    Returns:
+        One row per recording: ``recording, caregiver, level, phase, caregiver_speech_s,
+        other_speech_s`` (s), ``caregiver_share`` (0-1; empty where the caregiver was not
+        identified or nobody speaks) and ``caregiver_status`` (``ok``, a reason, or
+        ``not_diarized``).
+    """
+    by_rec = turns_by_recording(turns)
+    rows = []
+    for r in recordings.itertuples(index=False):
+        rec = str(r.recording)
+        t = by_rec.get(rec)
+        cg = caregiver_flags(t)
+        if cg is None:
+            mine = other = np.nan
+        else:
+            d = (t["end_s"] - t["start_s"]).to_numpy(dtype=np.float64)
+            mine, other = float(d[cg].sum()), float(d[~cg].sum())
+        rows.append({"recording": rec, "caregiver": str(r.caregiver), "level": r.level, "phase": r.phase,
+                     "caregiver_speech_s": mine, "other_speech_s": other,
+                     "caregiver_share": mine / (mine + other) if (mine + other) > 0 else np.nan})
+    out = pd.DataFrame(rows)
+    status: dict[str, str] = {}
+    if summary is not None and len(summary):
+        status = {str(r): str(s) for r, s in zip(summary["recording"], summary["caregiver_status"], strict=True)
+                  if isinstance(s, str)}
+    out["caregiver_status"] = [status.get(r, "not_diarized") for r in out["recording"]]
+    return out
