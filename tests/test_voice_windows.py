@@ -212,3 +212,48 @@ def test_stage04_diarization_of_a_recordings_table_and_share_table(cohort, tmp_p
     assert no_turns["caregiver_share"].isna().all() and (no_turns["caregiver_status"] == "not_diarized").all()
     with pytest.raises(ValueError, match="needs columns"):
         diarize_recordings(rel.drop(columns="caregiver"), base_dir=base)
+
+
+# --------------------------------------------------------- stages 05-07: min_caregiver_share
+
+
+def _share_windows() -> pd.DataFrame:
+    rows = []
+    for cg, lv in (("p001", "expert"), ("p002", "beginner")):
+        for ph in ("control", "care"):
+            for k, share in enumerate([1.0, 0.8, 0.4, 0.1, np.nan, 0.9]):
+                rows.append({"recording": f"{cg}_{ph}", "caregiver": cg, "level": lv, "phase": ph,
+                             "start_s": float(k), "end_s": k + 2.0, "p_happy": 0.9 if share and share > 0.5 else 0.1,
+                             "p_sad": 0.1 if share and share > 0.5 else 0.9, "f0_hz": 200.0,
+                             "energy_db": -30.0, "speech_ratio": 0.1 if k == 5 else 0.8,
+                             "emotion_top_p": 0.9, "caregiver_share": share})
+    return pd.DataFrame(rows)
+
+
+def test_min_caregiver_share_drops_windows_and_counts_them():
+    from ser.stats import descriptors, names
+
+    w = _share_windows()
+    off = descriptors.emotion_window_share(w, min_speech_ratio=0.2, per_caregiver=True)
+    assert "low_caregiver_share" not in off.columns and (off["emotion_windows"] == 5).all()
+    on = descriptors.emotion_window_share(w, min_speech_ratio=0.2, per_caregiver=True, min_caregiver_share=0.5)
+    # per recording: shares 1.0, 0.8 kept; 0.4, 0.1, empty left out; 0.9 has too little speech
+    assert (on["emotion_windows"] == 2).all() and (on["low_caregiver_share"] == 3).all()
+    assert (on["low_speech"] == 1).all()
+    assert (on["emotion_windows"] + on["low_speech"] + on["low_caregiver_share"] + on["low_confidence"]
+            == on["windows"]).all()
+    desc = descriptors.recording_descriptors(w, features=["p_happy", "f0_hz"], stats=("mean",),
+                                             min_speech_ratio=0.2, min_caregiver_share=0.5)
+    assert (desc["p_happy__mean"] == 0.9).all()       # only windows of her voice
+    assert (desc["n_low_caregiver_share_windows"] == 3).all() and (desc["f0_hz__mean"] == 200).all()
+    assert "n_low_caregiver_share_windows" in names.describe_columns(desc)["column"].tolist()
+    plain = descriptors.recording_descriptors(w, features=["p_happy"], stats=("mean",), min_speech_ratio=0.2)
+    assert "n_low_caregiver_share_windows" not in plain and (plain["p_happy__mean"] < 0.9).all()
+    binned = descriptors.time_binned(w, features=["p_happy"], time_bins=1, min_speech_ratio=0.2,
+                                     min_caregiver_share=0.5)
+    assert (binned["n_low_caregiver_share_windows"] == 3).all() and (binned["p_happy"] == 0.9).all()
+    with pytest.raises(ValueError, match="caregiver_share column"):
+        descriptors.emotion_window_mask(w.drop(columns="caregiver_share"), min_speech_ratio=0.2,
+                                        min_caregiver_share=0.5)
+    with pytest.raises(ValueError, match="min_caregiver_share"):
+        descriptors.emotion_window_mask(w, min_speech_ratio=0.2, min_caregiver_share=1.5)
