@@ -18,6 +18,11 @@ confidence``) and
   measured on her frames only (silence has no pitch), energy leaves the silenced frames
   out (:func:`ser.signal.features.window_features` ``exclude_s``), and the speech ratio
   counts her speech only (silence is not speech).
+
+Not yet silenced: the first passes that set a recording's pitch register (a pitch-normalised
+model, :mod:`ser.signal.pitchnorm`) and a speaker-normalised model's reference
+(:mod:`ser.inference.speaker_norm`) still read the whole recording; the register pass
+already leaves out a voice an octave away.
 """
 
 from __future__ import annotations
