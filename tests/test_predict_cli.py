@@ -385,3 +385,15 @@ def test_resume_refuses_a_retrained_bundle_of_the_same_name(model_dir, audio_dir
     assert _run(retrained, audio_dir / "a.wav", "-o", out) == 2
     assert "another version of 'tiny_cnn'" in capsys.readouterr().err
     assert _run(retrained, audio_dir / "a.wav", "-o", out, "--no-resume") == 0
+
+
+def test_vad_option_changes_speech_ratio_only_and_a_resume_never_mixes_detectors(
+        model_dir, audio_dir, tmp_path, capsys):
+    web, sil = tmp_path / "w.csv", tmp_path / "s.csv"
+    assert _run(model_dir, audio_dir / "a.wav", "-o", web) == 0
+    assert _run(model_dir, audio_dir / "a.wav", "-o", sil, "--vad", "silero") == 0
+    w, s = pd.read_csv(web), pd.read_csv(sil)
+    pd.testing.assert_frame_equal(w.drop(columns="speech_ratio"), s.drop(columns="speech_ratio"))
+    assert s["speech_ratio"].between(0, 1).all() and not np.allclose(w["speech_ratio"], s["speech_ratio"])
+    assert _run(model_dir, audio_dir / "a.wav", "-o", sil) == 2  # webrtc onto a silero run
+    assert "--vad silero" in capsys.readouterr().err

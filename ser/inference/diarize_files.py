@@ -250,16 +250,40 @@ def diarize_manifest(
     """
     manifest = Path(manifest)
     df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    return diarize_recordings(df, base_dir=manifest.parent, output=output, options=options,
+                              resume=resume, progress=progress, encoder=encoder, source=str(manifest))
+
+
+def diarize_recordings(
+    recordings: pd.DataFrame, *, base_dir: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None, options: DiarizationOptions | None = None,
+    resume: bool = True, progress: bool = False, encoder: SpeakerEncoder | None = None,
+    source: str = "recordings table",
+) -> Diarization:
+    """:func:`diarize_manifest` on a table already read (e.g. stage 04's ``recordings.csv``).
+
+    Args:
+        recordings: ``recording, caregiver, path`` (optional ``enrolment_path``).
+        base_dir: folder that relative ``path`` and ``enrolment_path`` are taken from.
+        source: the table's name in error messages.
+        output, options, resume, progress, encoder: as :func:`diarize_paths`.
+
+    Raises:
+        ValueError: missing columns, or two enrolment clips for one caregiver.
+    """
+    df = recordings.astype({c: str for c in ("recording", "caregiver", "path") if c in recordings})
+    base = Path(base_dir)
     need = {"recording", "caregiver", "path"}
     if not need <= set(df.columns):
-        raise ValueError(f"{manifest}: needs columns {sorted(need)}; got {list(df.columns)}")
-    files = [(manifest.parent / p).resolve() for p in df["path"]]
+        raise ValueError(f"{source}: needs columns {sorted(need)}; got {list(df.columns)}")
+    files = [(base / p).resolve() for p in df["path"]]
     enrol: dict[str, str] = {}
-    for cg, clip in zip(df["caregiver"], df.get("enrolment_path", pd.Series([""] * len(df))), strict=True):
+    clips = df["enrolment_path"].fillna("").astype(str) if "enrolment_path" in df else [""] * len(df)
+    for cg, clip in zip(df["caregiver"], clips, strict=True):
         if clip.strip():
-            path = str((manifest.parent / clip.strip()).resolve())
+            path = str((base / clip.strip()).resolve())
             if enrol.setdefault(cg, path) != path:
-                raise ValueError(f"{manifest}: caregiver {cg} has two enrolment clips ({enrol[cg]}, {path})")
+                raise ValueError(f"{source}: caregiver {cg} has two enrolment clips ({enrol[cg]}, {path})")
     return diarize_paths(files, options=options, output=output,
                          caregiver_of=dict(zip(files, df["caregiver"], strict=True)),
                          enrolment=enrol or None, resume=resume, progress=progress, encoder=encoder,

@@ -382,6 +382,14 @@ def predict_paths(
             f"cannot resume from {writer.paths['windows']}: it was computed with normalisation "
             f"unit {old_unit!r}, this run uses {options.norm_unit!r}. Delete it, write to "
             "another file (-o), or use --no-resume")
+    if options.vad != "webrtc":  # the speech_ratio column's detector (absent: webrtc)
+        stamp["vad"] = options.vad
+    old_vad = (old_stamp or {}).get("vad", "webrtc")
+    if prev is not None and same_model(old_stamp, stamp) and old_vad != options.vad:
+        raise ResumeError(
+            f"cannot resume from {writer.paths['windows']}: its speech_ratio was computed with "
+            f"--vad {old_vad}, this run uses --vad {options.vad}. Delete it, write to another "
+            "file (-o), or use --no-resume")
     refs: dict[str, speaker_norm.UnitReference] = {}
     ref_failures: dict[str, str] = {}
     if norm and (prev is None or same_model(old_stamp, stamp)):  # first pass: every unit's reference

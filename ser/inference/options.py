@@ -17,8 +17,9 @@ import numpy as np
 
 from ser.inference import grid
 from ser.inference.protocol import ModelBundle, needs_reference
+from ser.inference.speakers import check_speaker_mode
 from ser.inference.workers import resolve_workers
-from ser.signal import features
+from ser.signal import features, vad
 
 #: Audio analysed at once (s): bounds memory, and is Praat's silence-threshold span.
 BLOCK_S: float = 120.0
@@ -71,6 +72,11 @@ class InferenceOptions:
         pad_short: a recording shorter than the model's window gets one zero-padded
             window (``padded`` True) instead of being refused as too short
             (:class:`ser.inference.recording.TooShortError`).
+        speaker: whose speech the model and the prosody hear: ``"all"`` (the audio as
+            recorded) or ``"caregiver"`` (other speakers' turns silenced, see
+            :mod:`ser.inference.speakers`; needs speaker turns).
+        vad: detector of the ``speech_ratio`` column: ``"webrtc"`` (webrtcvad, 30 ms
+            frames) or ``"silero"`` (Silero VAD, 32 ms frames, :mod:`ser.signal.vad`).
     """
 
     hop_s: float | Fraction | None = None
@@ -82,6 +88,8 @@ class InferenceOptions:
     workers: int | None = 0
     norm_unit: str = "caregiver"
     pad_short: bool = False
+    speaker: str = "all"
+    vad: str = "webrtc"
 
     def resolve(self, bundle: ModelBundle) -> InferenceOptions:
         """These options checked for ``bundle``: the exact hop (the default one when
@@ -91,7 +99,8 @@ class InferenceOptions:
 
         Raises:
             ValueError: bad ``hop_s``, ``batch_size``, ``block_s``, ``f0_method``,
-                ``voice_quality``, ``egemaps``, ``pad_short``, ``workers`` or ``norm_unit``, or
+                ``voice_quality``, ``egemaps``, ``pad_short``, ``workers``, ``norm_unit``,
+                ``speaker`` or ``vad``, or
                 ``norm_unit="none"`` for a bundle that needs a speaker reference.
         """
         hop = grid.default_hop(bundle) if self.hop_s is None else self.hop_s
@@ -107,6 +116,8 @@ class InferenceOptions:
                 raise ValueError(f"{name} must be True or False; got {v!r}")
         if self.norm_unit not in NORM_UNITS:
             raise ValueError(f"norm_unit must be one of {NORM_UNITS}; got {self.norm_unit!r}")
+        check_speaker_mode(self.speaker)
+        vad.check_method(self.vad)
         if self.norm_unit == "none" and needs_reference(bundle):
             raise ValueError(f"model {bundle.path} was trained with speaker_norm and needs a "
                              "speaker reference: norm_unit 'none' gives it none; use 'caregiver' "

@@ -65,11 +65,11 @@ import pandas as pd
 
 from ser.core import timing
 from ser.data.schema import UNCERTAINTY_COLUMNS
-from ser.inference import grid, uncertainty
+from ser.inference import grid, speakers, uncertainty
 from ser.inference.options import InferenceOptions
 from ser.inference.protocol import FeatureJobBundle, ModelBundle, output_columns
 from ser.inference.workers import Workers, feature_workers, features_job, voiced_semitones_job
-from ser.signal import audio, features, pitchnorm
+from ser.signal import audio, features, pitchnorm, vad
 
 #: Audio on each side of a block's windows used for the prosody tracks (s).
 CONTEXT_S: float = 1.0
@@ -149,6 +149,7 @@ def predict_file(
     pool: Workers | None,
     timings: MutableMapping[str, float] | None = None,
     on_progress: Callable[[float], None] | None = None,
+    silence_s: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """:func:`predict_recording` on resolved options (:meth:`InferenceOptions.resolve`) in
     a running worker pool; also returns the file's header info.
@@ -160,6 +161,11 @@ def predict_file(
         pool: feature workers (:func:`ser.inference.workers.feature_workers`), or None.
         timings: see :func:`predict_recording`.
         on_progress: called with the seconds of audio done after each block.
+        silence_s: ``(k, 2)`` sorted, disjoint stretches ``[start_s, end_s)`` of the recording
+            that the model and the prosody do not hear (other speakers' turns with
+            ``speaker="caregiver"``, :func:`ser.inference.speakers.other_intervals`):
+            zeroed (:func:`ser.inference.speakers.silence_intervals`), their F0 and energy
+            frames left out; ``None``: the audio as recorded.
 
     Returns:
         The window table of :func:`predict_recording` and ``{"duration_s", "sample_rate",
@@ -232,7 +238,9 @@ def predict_file(
                 peak = max(peak, float(np.max(np.abs(y))))
             if i1 > i0:
                 local = start_n[i0:i1] - off
-                job = (y, sr, local / sr, win_n / sr, opts, shift_st)
+                y, block_opts = _block_audio(y, sr, off / sr, opts, silence_s=silence_s,
+                                             vad_method=options.vad, timings=timings)
+                job = (y, sr, local / sr, win_n / sr, block_opts, shift_st)
                 if pool is None:
                     arr, tm, shifted, _ = features_job(*job)
                     feats[i0:i1] = arr
@@ -271,6 +279,24 @@ def predict_file(
         df[col] = feats[:, j]
     df["padded"] = padded
     return df[columns], info
+
+
+def _block_audio(y: np.ndarray, sr: int, offset_s: float, opts: dict[str, Any], *,
+                 silence_s: np.ndarray | None, vad_method: str,
+                 timings: MutableMapping[str, float] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """A block as the model and the features hear it (other speakers silenced) and its
+    feature options (silenced stretches, Silero's speech frames)."""
+    if silence_s is not None and len(silence_s):
+        t0, t1 = offset_s, offset_s + len(y) / sr
+        iv = silence_s[(silence_s[:, 1] > t0) & (silence_s[:, 0] < t1)] - offset_s
+        if len(iv):
+            y = speakers.silence_intervals(y, sr, iv)
+            opts = {**opts, "exclude_s": iv}
+    if vad_method != "webrtc":
+        t = time.perf_counter()
+        opts = {**opts, "speech": vad.speech_frames(y, sr, method=vad_method)}
+        timing.tick(timings, "vad", t)
+    return y, opts
 
 
 @dataclass(frozen=True)

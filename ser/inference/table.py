@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ser.core import atomic, paths
 from ser.data.schema import ID_COLUMNS, UNCERTAINTY_COLUMNS
-from ser.inference import recording, speaker_norm, uncertainty
+from ser.inference import recording, speaker_norm, speakers, uncertainty
 from ser.inference.options import InferenceOptions
 from ser.inference.protocol import ModelBundle, needs_reference
 from ser.inference.stamp import model_stamp, model_stamp_path, read_stamp, same_model
@@ -52,6 +52,7 @@ def _read_previous(out_csv: Path, columns: list[str], hop_s: float,
         prev = pd.read_csv(out_csv, dtype={c: str for c in (*ID_COLUMNS, "norm_unit")})
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot resume from {out_csv}: {e}; delete it or pass resume=False") from e
+    prev = prev.drop(columns=[c for c in speakers.SPEAKER_COLUMNS if c in prev.columns])  # recomputed
     upgraded = uncertainty.add_uncertainty(prev, columns=columns)
     if upgraded is not prev:
         print(f"{out_csv.name} was written before the per-window uncertainty columns: "
@@ -69,6 +70,14 @@ def _read_previous(out_csv: Path, columns: list[str], hop_s: float,
             raise ValueError(f"cannot resume from {out_csv}: recording {rec} was computed with "
                              f"hop {steps[0]:g} s, not hop_s={hop_s:g}; delete it or pass resume=False")
     return prev
+
+
+def _same_voice(old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
+    """Same ``speaker`` and ``vad`` settings as the stored stamp (per-recording turns aside)."""
+    old_v = (old or {}).get("voice")
+    if old_v is None or new is None:
+        return old_v is None and new is None
+    return all(old_v.get(k) == new.get(k) for k in ("speaker", "vad"))
 
 
 def public_failures(failures: pd.DataFrame) -> pd.DataFrame:
@@ -102,6 +111,7 @@ def predict_table(
     failures_csv: str | os.PathLike[str],
     resume: bool = True,
     progress: bool = True,
+    turns: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Run :func:`ser.inference.recording.predict_recording` over a table of recordings
     (stage 04); resumable.
@@ -125,6 +135,15 @@ def predict_table(
     covers every recording (a unit's reference depends on all of them); on resume, only
     recordings whose reference is unchanged are kept.
 
+    Speaker turns (``turns``: ``speakers.csv`` of :func:`ser.inference.diarize_files.diarize_manifest`)
+    give every window :data:`ser.inference.speakers.SPEAKER_COLUMNS` (computed afresh at
+    every write, from the turns given). With ``options.speaker == "caregiver"`` the other
+    speakers' turns are silenced before the model and the prosody
+    (:mod:`ser.inference.speakers`); a recording without turns or without an identified
+    caregiver goes to the failure table, and on resume a recording whose silenced
+    stretches changed is recomputed. A change of ``speaker`` or ``vad`` recomputes every
+    recording.
+
     Args:
         bundle: model bundle (see :func:`ser.inference.recording.predict_recording`).
         recordings: columns ``recording, caregiver, level, phase, path`` (others are
@@ -135,15 +154,19 @@ def predict_table(
         failures_csv: failure table to write (``inference_failures.csv``).
         resume: reuse finished recordings from an existing ``out_csv``.
         progress: show a tqdm progress bar.
+        turns: speaker turns (``recording, start_s, end_s, speaker, is_caregiver, confidence``)
+            or ``None`` (no share columns; ``speaker`` must be ``"all"``).
 
     Returns:
         The window table written to ``out_csv``: ``recording, caregiver, level, phase``
         then the columns of :func:`ser.inference.recording.predict_recording` (then
-        ``norm_unit, norm_fallback`` for a speaker-normalised bundle).
+        ``norm_unit, norm_fallback`` for a speaker-normalised bundle, then
+        ``caregiver_speech_s, other_speech_s, caregiver_share`` with ``turns``).
 
     Raises:
         ValueError: bad ``hop_s``, options or table (``norm_unit="none"`` for a bundle that
-            needs a reference), or an ``out_csv`` that cannot be resumed.
+            needs a reference), ``speaker="caregiver"`` without ``turns``, or an ``out_csv``
+            that cannot be resumed.
     """
     options = options.resolve(bundle)
     _check_recordings(recordings)
@@ -153,12 +176,34 @@ def predict_table(
                                                       egemaps=options.egemaps,
                                                       output_prefix=bundle.output_prefix),
                *(speaker_norm.NORM_COLUMNS if norm else ())]
+    if options.speaker == "caregiver" and turns is None:
+        raise ValueError("speaker 'caregiver' needs the speaker turns (speakers.csv from the "
+                         "diarization, diarize: true); got none")
+    by_rec = speakers.turns_by_recording(turns) if turns is not None else {}
+    out_columns = [*columns, *(speakers.SPEAKER_COLUMNS if turns is not None else ())]
     recs = recordings.assign(**{c: recordings[c].astype(str) for c in ID_COLUMNS})
     order = {r: i for i, r in enumerate(recs["recording"])}
     paths_of = {r: paths.resolve(str(p)) for r, p in zip(recs["recording"], recs["path"], strict=True)}
 
     stamp_path = model_stamp_path(out_csv)
     stamp = model_stamp(bundle)
+    silenced: dict[str, np.ndarray] = {}
+    speaker_failures: dict[str, str] = {}
+    if options.speaker == "caregiver":
+        for r in recs["recording"]:
+            if r not in by_rec:
+                speaker_failures[r] = ("no speaker turns for this recording (diarization failed or "
+                                       "found no speech; see speakers.failures.csv): its caregiver's "
+                                       "speech cannot be isolated")
+                continue
+            try:
+                silenced[r] = speakers.other_intervals(by_rec[r])
+            except ValueError as e:
+                speaker_failures[r] = (f"{e} (speakers.summary.csv, caregiver_status): her speech "
+                                       "cannot be isolated, so nothing is guessed")
+    voice = speakers.speaker_stamp(speaker=options.speaker, vad=options.vad, silenced=silenced)
+    if voice is not None:
+        stamp["voice"] = voice
     refs: dict[str, speaker_norm.UnitReference] = {}
     ref_failures: dict[str, str] = {}
     if norm:  # first pass: every unit's reference, before any window is predicted
@@ -176,9 +221,16 @@ def predict_table(
         print(f"{out_csv.name} was computed with another model than {stamp['model']} "
               f"({stamp_path.name} differs or is missing): recomputing every recording",
               file=sys.stderr)
+    elif resume and out_csv.is_file() and not _same_voice(old_stamp, voice):
+        print(f"{out_csv.name} was computed with another speaker or speech-detection setting "
+              f"than speaker={options.speaker!r}, vad={options.vad!r}: recomputing every recording",
+              file=sys.stderr)
     elif resume:
         prev = _read_previous(out_csv, columns, float(options.hop_s), set(order))
         done = {r: g for r, g in prev.groupby("recording", sort=False)}
+        if voice is not None:  # caregiver mode: keep recordings whose silenced turns are unchanged
+            old_turns = (old_stamp or {}).get("voice", {}).get("turns", {})
+            done = {r: g for r, g in done.items() if old_turns.get(r) == voice["turns"].get(r)}
         if norm:  # keep only rows computed with the reference each recording has now
             same = speaker_norm.reusable(old_stamp, stamp["norm"])
             if same is None and done:
@@ -189,8 +241,12 @@ def predict_table(
 
     def write() -> pd.DataFrame:
         parts = [done[r] for r in sorted(done, key=order.__getitem__)]
+        if turns is not None:  # whose voice: from the turns given, for every recording
+            parts = [g.assign(**speakers.window_speaker_seconds(
+                g["start_s"].to_numpy(), g["end_s"].to_numpy(), by_rec.get(r)).set_index(g.index))
+                for r, g in ((p["recording"].iloc[0], p) for p in parts)]
         table = (pd.concat(parts, ignore_index=True) if parts
-                 else pd.DataFrame(columns=columns))[columns]
+                 else pd.DataFrame(columns=out_columns))[out_columns]
         atomic.atomic_write_csv(out_csv, table)
         # after the rows: a crash in between leaves an old stamp, so the rows are redone
         atomic.atomic_write_json(stamp_path, stamp)
@@ -205,13 +261,16 @@ def predict_table(
         for row in bar:
             row = row._asdict()
             rec = row["recording"]
-            if rec in ref_failures:  # unreadable in the first pass, or no reference at all
-                failures.append({"recording": rec, "path": str(row["path"]), "reason": ref_failures[rec]})
+            if rec in ref_failures or rec in speaker_failures:  # unreadable in the first pass,
+                # no reference at all, or (caregiver mode) no caregiver identified
+                failures.append({"recording": rec, "path": str(row["path"]),
+                                 "reason": ref_failures.get(rec) or speaker_failures[rec]})
                 write()
                 continue
             try:
                 model = bundle.with_reference(refs[rec].reference) if norm else bundle
-                df, _ = recording.predict_file(model, paths_of[rec], options=options, pool=pool)
+                df, _ = recording.predict_file(model, paths_of[rec], options=options, pool=pool,
+                                               silence_s=silenced.get(rec))
             except Exception as e:  # noqa: BLE001 - any per-file error goes to the failure table
                 failures.append({"recording": rec, "path": str(row["path"]),
                                  "reason": f"{type(e).__name__}: {e}"})

@@ -99,7 +99,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         model = str(paths.models_dir() / resolve_model_name(model, models_dir=paths.models_dir()))
     options = InferenceOptions(hop_s=a.hop, batch_size=a.batch_size, f0_method=a.f0_method,
                                voice_quality=a.voice_quality, egemaps=a.egemaps, workers=a.workers,
-                               norm_unit=a.norm_unit, pad_short=a.pad_short)
+                               norm_unit=a.norm_unit, pad_short=a.pad_short, vad=a.vad)
     return predict_cli(model=model, inputs=a.paths, options=options, fmt=a.format,
                        output=a.output, progress=not a.quiet, device=a.device,
                        precision=a.precision, resume=not a.no_resume, speaker_of=a.speaker_of)
@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pad-short", action="store_true",
                    help="give a file shorter than the model's window one zero-padded window "
                         "(default: status too_short, no probabilities)")
+    p.add_argument("--vad", choices=("webrtc", "silero"), default="webrtc",
+                   help="speech detector of the speech_ratio column: webrtc (webrtcvad, default) "
+                        "or silero (Silero VAD)")
     p.add_argument("--no-resume", action="store_true", help="recompute files already in -o FILE")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_predict)

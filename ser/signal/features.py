@@ -519,6 +519,13 @@ def _summarise(
     return out
 
 
+def _inside(times: np.ndarray, intervals: np.ndarray) -> np.ndarray:
+    """Bool per time: inside any ``[start, end)`` row of ``intervals`` (sorted, disjoint)."""
+    iv = np.asarray(intervals, dtype=np.float64).reshape(-1, 2)
+    k = np.searchsorted(iv[:, 0], times, side="right") - 1
+    return (k >= 0) & (times < iv[np.maximum(k, 0), 1])
+
+
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.full(len(den), np.nan), where=den > 0)
 
@@ -570,6 +577,8 @@ def window_features(
     time_offset_s: float = 0.0,
     timings: MutableMapping[str, float] | None = None,
     praat: tuple[Any, Any] | None = None,
+    exclude_s: np.ndarray | None = None,
+    speech: tuple[np.ndarray, float] | None = None,
 ) -> pd.DataFrame:
     """Prosody summaries for windows ``[start, start + window_s)`` of one signal.
 
@@ -595,6 +604,13 @@ def window_features(
             ``"energy"``, ``"vad"``, ``"voice_quality"``, ``"egemaps"``, ``"summarise"``.
         praat: :func:`praat_pitch` of ``y`` with these ``fmin, fmax, hop_s``, already
             computed (with ``f0_method="praat"``); ``None`` computes it.
+        exclude_s: ``(k, 2)`` stretches ``[start, end)`` (s, on ``y``'s clock, like the
+            starts less ``time_offset_s``) whose F0 and energy frames are left out (e.g.
+            another speaker's turns silenced by :mod:`ser.inference.speakers`); ``None``: none.
+        speech: speech decisions of another detector, ``(bool per frame, frame_s)`` with
+            frame ``j`` covering ``[j, j + 1) * frame_s`` of ``y`` (e.g. Silero,
+            :func:`ser.signal.vad.speech_frames`), used for ``speech_ratio`` instead of
+            webrtcvad's; ``None``: webrtcvad.
 
     Returns:
         One row per start with :func:`feature_columns` for these options (float64; NaN
@@ -623,9 +639,17 @@ def window_features(
         t_f0, f0 = f0_track(y, sr, method=f0_method, fmin=fmin, fmax=fmax, hop_s=hop_s)
     t = timing.tick(timings, "f0", t)
     t_e, e = rms_db(y, sr, hop_s=hop_s)
+    if exclude_s is not None and len(exclude_s):  # frames of silenced stretches do not count
+        f0 = np.where(_inside(t_f0, exclude_s), np.nan, f0)
+        e = np.where(_inside(t_e, exclude_s), np.nan, e)
     t = timing.tick(timings, "energy", t)
-    speech_ratio = window_speech_ratio(y, sr, starts_s=starts, window_s=window_s,
-                                       vad_frame_ms=vad_frame_ms, vad_aggressiveness=vad_aggressiveness)
+    if speech is None:
+        speech_ratio = window_speech_ratio(y, sr, starts_s=starts, window_s=window_s,
+                                           vad_frame_ms=vad_frame_ms, vad_aggressiveness=vad_aggressiveness)
+    else:
+        sp, frame_s = speech
+        t_v = (np.arange(len(sp)) + 0.5) * float(frame_s)
+        speech_ratio = _summarise(t_v, np.asarray(sp, dtype=np.float64), starts, ends)["mean"]
     t = timing.tick(timings, "vad", t)
     f = _summarise(t_f0, f0, starts, ends)
     en = _summarise(t_e, e, starts, ends)

@@ -25,8 +25,11 @@ whose voice-activity fraction (``speech_ratio``) is below it does not enter the
 model outputs on a window of pause or background is not an emotion of the speaker, and the share of such
 windows differs between recordings (a talkative caregiver has fewer). With
 ``min_top_p`` > 0 a window whose largest emotion probability (``emotion_top_p``) is
-below it does not count either: the model could not tell the emotions apart there. One
-mask combines both (:func:`emotion_window_mask`); it also applies to the uncertainty
+below it does not count either: the model could not tell the emotions apart there. With
+``min_caregiver_share`` > 0 (needs the speaker columns of stage 04 with ``diarize``) a
+window whose share of the caregiver's speech (``caregiver_share``) is below it does not
+count: what the model heard there was mostly someone else. One
+mask combines them (:func:`emotion_window_mask`); it also applies to the uncertainty
 columns (``emotion_entropy``, ``emotion_top_p``) when they are analysed. Prosody is not
 masked (F0 already uses voiced windows; energy and speech ratio describe the whole
 recording on purpose). ``n_emotion_windows`` counts the windows that do count, and
@@ -112,7 +115,7 @@ def key_descriptors(descriptors: pd.DataFrame) -> list[str]:
 #: Descriptor-table columns that are bookkeeping, not descriptors.
 META_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, "segment", "segment_start_s", "segment_end_s",
                                  "n_windows", "n_voiced_windows", "n_emotion_windows",
-                                 "n_low_confidence_windows")
+                                 "n_low_confidence_windows", "n_low_caregiver_share_windows")
 
 
 def descriptor_columns(descriptors: pd.DataFrame) -> list[str]:
@@ -164,13 +167,22 @@ def _check_min_speech_ratio(min_speech_ratio: float, *, what: str) -> float:
     return _check_fraction(min_speech_ratio, name="min_speech_ratio", what=what)
 
 
-def _filter_masks(windows: pd.DataFrame, *, min_speech_ratio: float,
-                  min_top_p: float) -> tuple[pd.Series, pd.Series]:
-    """(enough speech, confident) per window; each all True when its threshold is 0."""
+def _filter_masks(windows: pd.DataFrame, *, min_speech_ratio: float, min_top_p: float,
+                  min_caregiver_share: float = 0.0) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(enough speech, confident, enough of the caregiver) per window; each all True when
+    its threshold is 0."""
     msr = _check_min_speech_ratio(min_speech_ratio, what="emotion_window_mask")
     mtp = _check_fraction(min_top_p, name="min_top_p", what="emotion_window_mask")
+    mcs = _check_fraction(min_caregiver_share, name="min_caregiver_share", what="emotion_window_mask")
     speech = pd.Series(True, index=windows.index)
     confident = pd.Series(True, index=windows.index)
+    hers = pd.Series(True, index=windows.index)
+    if mcs > 0.0:
+        if "caregiver_share" not in windows.columns:
+            raise ValueError(f"min_caregiver_share={mcs:g} needs the caregiver_share column of "
+                             f"windows.csv, which this table lacks: rerun stage 04_inference with "
+                             f"diarize: true (speaker turns), or set min_caregiver_share: 0")
+        hers = pd.to_numeric(windows["caregiver_share"], errors="coerce").ge(mcs)
     if msr > 0.0:
         if "speech_ratio" not in windows.columns:
             raise ValueError(f"min_speech_ratio={msr:g} needs the speech_ratio column of windows.csv, "
@@ -185,11 +197,11 @@ def _filter_masks(windows: pd.DataFrame, *, min_speech_ratio: float,
                              f"uncertainty; rerun stage 04_inference (with resume, the column is "
                              f"added from the stored probabilities), or set min_top_p: 0")
         confident = pd.to_numeric(windows["emotion_top_p"], errors="coerce").ge(mtp)
-    return speech, confident
+    return speech, confident, hers
 
 
 def emotion_window_mask(windows: pd.DataFrame, *, min_speech_ratio: float,
-                        min_top_p: float = 0.0) -> pd.Series:
+                        min_top_p: float = 0.0, min_caregiver_share: float = 0.0) -> pd.Series:
     """Which windows count for the emotion-probability descriptors: enough speech and a
     confident enough model.
 
@@ -201,21 +213,26 @@ def emotion_window_mask(windows: pd.DataFrame, *, min_speech_ratio: float,
             Windows with an empty ``speech_ratio`` count only when it is 0.
         min_top_p: least top emotion probability of a counted window; 0 counts every
             window. Windows with an empty ``emotion_top_p`` count only when it is 0.
+        min_caregiver_share: least share of the caregiver's speech among the window's
+            attributed speech (``caregiver_share``, stage 04 with speaker turns); 0 counts
+            every window. Windows with an empty share (nobody attributed, or her voice not
+            identified) count only when it is 0.
 
     Returns:
-        Boolean Series aligned with ``windows``: True where both filters keep the window.
+        Boolean Series aligned with ``windows``: True where every filter keeps the window.
 
     Raises:
         ValueError: a threshold outside [0, 1], or > 0 and the table lacks its column
-            (``speech_ratio``, ``emotion_top_p``).
+            (``speech_ratio``, ``emotion_top_p``, ``caregiver_share``).
     """
-    speech, confident = _filter_masks(windows, min_speech_ratio=min_speech_ratio,
-                                      min_top_p=min_top_p)
-    return speech & confident
+    speech, confident, hers = _filter_masks(windows, min_speech_ratio=min_speech_ratio,
+                                            min_top_p=min_top_p, min_caregiver_share=min_caregiver_share)
+    return speech & confident & hers
 
 
 def mask_low_speech(windows: pd.DataFrame, *, min_speech_ratio: float, min_top_p: float = 0.0,
-                    columns: Sequence[str] | None = None) -> pd.DataFrame:
+                    columns: Sequence[str] | None = None,
+                    min_caregiver_share: float = 0.0) -> pd.DataFrame:
     """Copy of ``windows`` with the model outputs emptied where there is little
     speech or the model is unsure.
 
@@ -227,6 +244,8 @@ def mask_low_speech(windows: pd.DataFrame, *, min_speech_ratio: float, min_top_p
             ``columns``; 0 keeps every window. Both 0: an unchanged copy.
         columns: columns to empty; default every model output (``p_<label>``,
             ``d_<dimension>``) and the uncertainty columns (:func:`emotion_columns`).
+        min_caregiver_share: windows whose ``caregiver_share`` is below this get empty
+            ``columns``; 0 keeps every window.
 
     Returns:
         The masked copy (rows and other columns unchanged).
@@ -237,7 +256,8 @@ def mask_low_speech(windows: pd.DataFrame, *, min_speech_ratio: float, min_top_p
     Example:
         >>> speech = mask_low_speech(windows, min_speech_ratio=0.5)  # doctest: +SKIP
     """
-    keep = emotion_window_mask(windows, min_speech_ratio=min_speech_ratio, min_top_p=min_top_p)
+    keep = emotion_window_mask(windows, min_speech_ratio=min_speech_ratio, min_top_p=min_top_p,
+                               min_caregiver_share=min_caregiver_share)
     out = windows.copy()
     cols = list(emotion_columns(windows.columns) if columns is None else columns)
     if cols and not keep.all():
@@ -246,7 +266,7 @@ def mask_low_speech(windows: pd.DataFrame, *, min_speech_ratio: float, min_top_p
 
 
 def emotion_window_share(windows: pd.DataFrame, *, min_speech_ratio: float, min_top_p: float = 0.0,
-                         per_caregiver: bool = False) -> pd.DataFrame:
+                         per_caregiver: bool = False, min_caregiver_share: float = 0.0) -> pd.DataFrame:
     """How many windows count for the emotion descriptors and how many each filter leaves
     out, per training level and phase (or per caregiver and phase).
 
@@ -255,14 +275,17 @@ def emotion_window_share(windows: pd.DataFrame, *, min_speech_ratio: float, min_
         min_speech_ratio: see :func:`emotion_window_mask`.
         min_top_p: see :func:`emotion_window_mask`.
         per_caregiver: one row per caregiver × phase instead of per level × phase.
+        min_caregiver_share: see :func:`emotion_window_mask`.
 
     Returns:
         One row per level × phase present (natural order), or per caregiver × phase
         (by level, caregiver, phase): ``[caregiver,] level, phase, recordings, windows,
         emotion_windows`` (windows kept), ``low_speech`` (left out: ``speech_ratio`` below
         ``min_speech_ratio``), ``low_confidence`` (left out: enough speech but
-        ``emotion_top_p`` below ``min_top_p``) and ``share`` (emotion_windows / windows, 0-1).
-        ``emotion_windows + low_speech + low_confidence = windows``.
+        ``emotion_top_p`` below ``min_top_p``) and ``share`` (emotion_windows / windows, 0-1);
+        with ``min_caregiver_share`` > 0 also ``low_caregiver_share`` (left out: enough speech
+        but ``caregiver_share`` below it; ``low_confidence`` then counts the rest).
+        ``emotion_windows + low_speech [+ low_caregiver_share] + low_confidence = windows``.
 
     Raises:
         ValueError: see :func:`emotion_window_mask`; missing ``recording``/``level``/
@@ -272,14 +295,16 @@ def emotion_window_share(windows: pd.DataFrame, *, min_speech_ratio: float, min_
     missing = [c for c in ("recording", *keys) if c not in windows.columns]
     if missing:
         raise ValueError(f"emotion_window_share: windows.csv lacks columns {missing}")
-    speech, confident = _filter_masks(windows, min_speech_ratio=min_speech_ratio,
-                                      min_top_p=min_top_p)
-    w = windows.assign(_keep=speech & confident, _low_speech=~speech, _low_conf=speech & ~confident)
+    speech, confident, hers = _filter_masks(windows, min_speech_ratio=min_speech_ratio,
+                                            min_top_p=min_top_p, min_caregiver_share=min_caregiver_share)
+    w = windows.assign(_keep=speech & hers & confident, _low_speech=~speech, _low_cg=speech & ~hers,
+                       _low_conf=speech & hers & ~confident)
+    cg = {"low_caregiver_share": ("_low_cg", "sum")} if float(min_caregiver_share) > 0 else {}
     g = w.groupby(keys, sort=False)
     out = g.agg(recordings=("recording", "nunique"), windows=("_keep", "size"),
-                emotion_windows=("_keep", "sum"), low_speech=("_low_speech", "sum"),
+                emotion_windows=("_keep", "sum"), low_speech=("_low_speech", "sum"), **cg,
                 low_confidence=("_low_conf", "sum")).reset_index()
-    for c in ("emotion_windows", "low_speech", "low_confidence"):
+    for c in ("emotion_windows", "low_speech", *cg, "low_confidence"):
         out[c] = out[c].astype(int)
     out["share"] = out["emotion_windows"] / out["windows"]
     out["_lv"] = out["level"].map(LEVEL_INDEX).fillna(len(LEVELS))
@@ -316,23 +341,28 @@ def _check_windows(windows: pd.DataFrame, features: Sequence[str], *, what: str)
 
 
 def _masked_numeric(windows: pd.DataFrame, features: Sequence[str], probs: Sequence[str],
-                    min_speech_ratio: float, min_top_p: float, *, what: str) -> pd.DataFrame:
+                    min_speech_ratio: float, min_top_p: float, *, what: str,
+                    min_caregiver_share: float = 0.0) -> pd.DataFrame:
     """Numeric copy of the features; ``probs`` emptied outside counted windows;
-    ``_emotion_window`` (counted) and ``_low_confidence`` (enough speech, unsure model)."""
+    ``_emotion_window`` (counted), ``_low_caregiver_share`` (enough speech, too little of
+    hers) and ``_low_confidence`` (enough speech of hers, unsure model)."""
     msr = _check_min_speech_ratio(min_speech_ratio, what=what)
     mtp = _check_fraction(min_top_p, name="min_top_p", what=what)
+    mcs = _check_fraction(min_caregiver_share, name="min_caregiver_share", what=what)
     w = windows.copy()
     for f in features:
         w[f] = pd.to_numeric(w[f], errors="coerce")
     if probs:
-        speech, confident = _filter_masks(w, min_speech_ratio=msr, min_top_p=mtp)
+        speech, confident, hers = _filter_masks(w, min_speech_ratio=msr, min_top_p=mtp,
+                                                min_caregiver_share=mcs)
     else:
-        speech = confident = pd.Series(True, index=w.index)
-    keep = speech & confident
+        speech = confident = hers = pd.Series(True, index=w.index)
+    keep = speech & hers & confident
     if probs and not keep.all():
         w.loc[~keep, list(probs)] = np.nan
     w["_emotion_window"] = keep.to_numpy()
-    w["_low_confidence"] = (speech & ~confident).to_numpy()
+    w["_low_caregiver_share"] = (speech & ~hers).to_numpy()
+    w["_low_confidence"] = (speech & hers & ~confident).to_numpy()
     return w
 
 
@@ -345,6 +375,7 @@ def recording_descriptors(
     min_segment_fraction: float = 0.5,
     min_speech_ratio: float = 0.0,
     min_top_p: float = 0.0,
+    min_caregiver_share: float = 0.0,
 ) -> pd.DataFrame:
     """Summarise windows into one tidy row per recording (or per recording segment).
 
@@ -365,13 +396,16 @@ def recording_descriptors(
             this are left out of the same statistics; 0 uses every window. The two filters
             form one mask (:func:`emotion_window_mask`), which also applies to
             ``emotion_entropy`` / ``emotion_top_p`` when they are features.
+        min_caregiver_share: windows whose ``caregiver_share`` is below this are left out
+            of the same statistics (the same mask); 0 uses every window.
 
     Returns:
         DataFrame, one row per recording × segment, with ``recording, caregiver, level,
         phase, segment, segment_start_s, segment_end_s, n_windows, n_voiced_windows,
         voiced_windows_ratio`` (+ ``n_emotion_windows`` when a model-output feature
         (:func:`emotion_columns`) is summarised, and ``n_low_confidence_windows``, the
-        windows with enough speech left out by ``min_top_p``, when it is > 0;
+        windows with enough speech left out by ``min_top_p``, when it is > 0, and
+        ``n_low_caregiver_share_windows``, those left out by ``min_caregiver_share``, when it is > 0;
         + ``voiced_ratio``, ``speech_ratio`` when the window table has them)
         and one ``<feature>__<stat>`` column per feature × stat. Rows are sorted by level
         (natural order), caregiver, phase (control first) and segment. A recording
@@ -397,7 +431,7 @@ def recording_descriptors(
                          f"or a positive number of seconds, got {segment_s}")
     probs = emotion_columns(features)
     w = _masked_numeric(windows, features, probs, min_speech_ratio, min_top_p,
-                        what="recording_descriptors")
+                        what="recording_descriptors", min_caregiver_share=min_caregiver_share)
     start = pd.to_numeric(w["start_s"], errors="coerce")
     if segment_s:
         w["segment"] = np.floor(start / segment_s).astype(int)
@@ -417,6 +451,8 @@ def recording_descriptors(
         out["n_emotion_windows"] = g["_emotion_window"].sum().astype(int)
         if float(min_top_p) > 0:
             out["n_low_confidence_windows"] = g["_low_confidence"].sum().astype(int)
+        if float(min_caregiver_share) > 0:
+            out["n_low_caregiver_share_windows"] = g["_low_caregiver_share"].sum().astype(int)
     for col in ("voiced_ratio", "speech_ratio"):
         if col in w:
             out[col] = g[col].mean()
@@ -452,6 +488,7 @@ def time_binned(
     normalise_time: bool = True,
     min_speech_ratio: float = 0.0,
     min_top_p: float = 0.0,
+    min_caregiver_share: float = 0.0,
 ) -> pd.DataFrame:
     """Average windows into equal time bins per recording (input of trajectories).
 
@@ -469,6 +506,8 @@ def time_binned(
         min_top_p: windows whose ``emotion_top_p`` is below this are left out of the same
             means (one mask with the speech filter, :func:`emotion_window_mask`); 0 uses
             every window.
+        min_caregiver_share: windows whose ``caregiver_share`` is below this are left out
+            of the same means (the same mask); 0 uses every window.
 
     Returns:
         One row per recording × non-empty bin: ``recording, caregiver, level, phase,
@@ -486,7 +525,8 @@ def time_binned(
     if int(time_bins) != time_bins or time_bins < 1:
         raise ValueError(f"time_binned: time_bins must be a positive integer, got {time_bins}")
     probs = emotion_columns(features)
-    w = _masked_numeric(windows, features, probs, min_speech_ratio, min_top_p, what="time_binned")
+    w = _masked_numeric(windows, features, probs, min_speech_ratio, min_top_p, what="time_binned",
+                        min_caregiver_share=min_caregiver_share)
     mid = (pd.to_numeric(w["start_s"]) + pd.to_numeric(w["end_s"])) / 2.0
     if normalise_time:
         lo = w.groupby("recording")["start_s"].transform("min")
@@ -504,6 +544,8 @@ def time_binned(
     g = w.groupby([*ID_COLUMNS, "time_bin"], sort=False)
     out = g[list(features)].mean()
     if probs:
+        if float(min_caregiver_share) > 0:
+            out.insert(0, "n_low_caregiver_share_windows", g["_low_caregiver_share"].sum().astype(int))
         if float(min_top_p) > 0:
             out.insert(0, "n_low_confidence_windows", g["_low_confidence"].sum().astype(int))
         out.insert(0, "n_emotion_windows", g["_emotion_window"].sum().astype(int))

@@ -29,6 +29,9 @@ _FEATURE_MEANING: dict[str, tuple[str, str]] = {
     "energy_std_db": ("standard deviation of frame energy within a window", "dB"),
     "energy_max_db": ("maximum frame energy of a window", "dB"),
     "speech_ratio": ("fraction of a window detected as speech", "fraction"),
+    "caregiver_speech_s": ("seconds of the caregiver's speech in a window (speaker turns)", "s"),
+    "other_speech_s": ("seconds of other speakers' speech in a window (speaker turns)", "s"),
+    "caregiver_share": ("caregiver's share of a window's attributed speech", "fraction"),
     "emotion_entropy": ("uncertainty of the emotion (normalised entropy): Shannon entropy of "
                         "a window's emotion probabilities divided by log(number of labels); "
                         "0 one emotion certain, 1 all equally likely", "unitless"),
@@ -49,6 +52,9 @@ _SUMMARY_COLUMNS: dict[str, tuple[str, str]] = {
     "n_low_confidence_windows": (("windows with enough speech left out of the p_<label> "
                                   "descriptors because their top emotion probability "
                                   "(emotion_top_p) is below min_top_p"), "count"),
+    "n_low_caregiver_share_windows": (("windows with enough speech left out of the p_<label> "
+                                       "descriptors because the caregiver's share of their "
+                                       "speech (caregiver_share) is below min_caregiver_share"), "count"),
     "voiced_windows_ratio": ("fraction of windows with an F0 value", "fraction"),
     "voiced_ratio": ("mean of the windows' voiced-frame fraction", "fraction"),
     "speech_ratio": ("mean of the windows' speech-activity fraction", "fraction"),
