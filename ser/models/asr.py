@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -182,6 +183,7 @@ class PocketSphinxAsr:
                     cfg[key] = str(found[0])
         cfg["samprate"] = ASR_SR
         cfg["loglevel"] = "FATAL"
+        cfg["cmn"] = "batch"  # whole-block cepstral mean: offline blocks, no drift across files
         self.decoder = pocketsphinx.Decoder(cfg)
         self.frame_rate = float(cfg["frate"])
 
@@ -197,7 +199,7 @@ class PocketSphinxAsr:
         for seg in self.decoder.seg():
             w = re.sub(r"\(\d+\)$", "", seg.word)
             if not _SPHINX_FILLER.match(w):
-                out.append(Word(seg.start / self.frame_rate, (seg.end + 1) / self.frame_rate, w))
+                out.append(Word(seg.start_frame / self.frame_rate, (seg.end_frame + 1) / self.frame_rate, w))
         return out
 
 
@@ -213,3 +215,32 @@ def load_asr(model: str | os.PathLike[str], *, backend: str = "whisper", languag
     if backend == "pocketsphinx":
         return PocketSphinxAsr(str(model), language=language)
     raise ValueError(f"ASR backend must be one of {', '.join(ASR_BACKENDS)}; got {backend!r}")
+
+
+def normalise_words(text: str | Sequence[str]) -> list[str]:
+    """Lower-case words without punctuation (apostrophes kept), for :func:`word_error_rate`."""
+    joined = text if isinstance(text, str) else " ".join(text)
+    return re.findall(r"[\w']+", joined.lower())
+
+
+def word_error_rate(reference: str | Sequence[str], hypothesis: str | Sequence[str]) -> float:
+    """Word error rate: (substitutions + deletions + insertions) / reference words, by the
+    Levenshtein alignment of :func:`normalise_words` of both.
+
+    Raises:
+        ValueError: the reference has no word.
+
+    Example:
+        >>> word_error_rate("open the window", "open a window now")
+        0.6666666666666666
+    """
+    ref, hyp = normalise_words(reference), normalise_words(hypothesis)
+    if not ref:
+        raise ValueError("word_error_rate: the reference has no word")
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1] / len(ref)
