@@ -99,3 +99,19 @@ def test_caregiver_words_keep_only_her_turns():
                           "end_s": [1.5, 4.0, 2.0], "is_caregiver": [True, False, False]})
     kept = tw.caregiver_words(words, turns)
     assert list(kept["word"]) == ["bonjour", "madame"]
+
+
+def test_stats_select_an_emotion_channel():
+    from ser.stats.descriptors import select_channel
+
+    df = pd.DataFrame({"recording": ["r", "r"], "p_a": [0.8, 0.6], "p_b": [0.2, 0.4], "n_words": [2, 0],
+                       "t_a": [0.1, np.nan], "t_b": [0.9, np.nan], "f_a": [0.5, 0.6], "f_b": [0.5, 0.4]})
+    text = select_channel(df, channel="text")
+    assert [c for c in text.columns if c[:2] in ("p_", "t_", "f_")] == ["p_a", "p_b"]
+    np.testing.assert_allclose(text["p_a"], [0.1, np.nan])
+    np.testing.assert_allclose(select_channel(df, channel="fused")["p_b"], [0.5, 0.4])
+    np.testing.assert_allclose(select_channel(df)["p_a"], [0.8, 0.6])
+    with pytest.raises(ValueError, match="no text channel columns"):
+        select_channel(df.drop(columns=["t_a", "t_b"]), channel="text")
+    with pytest.raises(ValueError, match="must be one of"):
+        select_channel(df, channel="words")
