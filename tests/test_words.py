@@ -115,3 +115,73 @@ def test_stats_select_an_emotion_channel():
         select_channel(df.drop(columns=["t_a", "t_b"]), channel="text")
     with pytest.raises(ValueError, match="must be one of"):
         select_channel(df, channel="words")
+
+
+def _site(tmp_path, body: str):
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "index.html").write_text(f"<html><body>{body}</body></html>", encoding="utf-8")
+    (site / "other.html").write_text("<p>Mean n_words per window: 2.4; t_happy 0.31</p>", encoding="utf-8")
+    return site
+
+
+def test_privacy_scan_fails_the_report_on_three_transcript_words(tmp_path):
+    from ser.report import privacy
+
+    folder = tmp_path / "data" / privacy.TRANSCRIPTS_SUBDIR
+    folder.mkdir(parents=True)
+    pd.DataFrame({"recording": ["p001_care"] * 4 + ["p002_care"] * 2, "start_s": [0.1, 0.5, 0.9, 1.3, 0.1, 0.4],
+                  "end_s": [0.4, 0.8, 1.2, 1.6, 0.3, 0.6],
+                  "word": ["Bonjour", "madame", "Dupont,", "levez-vous", "je", "vais"]}).to_csv(
+        folder / "words.csv", index=False)
+    pd.DataFrame({"recording": ["x"], "status": ["ok"]}).to_csv(folder / "words.summary.csv", index=False)
+    tr = privacy.load_transcripts(folder)
+    assert len(tr) == 6
+    manifest = pd.DataFrame({"path": []})
+    # two words, or words of two recordings run together, are not a transcript's sequence
+    site = _site(tmp_path, "<p>She said <b>bonjour madame</b>. vais dupont levez</p>")
+    privacy.check_site(site, manifest, transcripts=tr)
+    assert (site / "index.html").is_file()
+    site = _site(tmp_path, "<p>She said: \u00ab <em>Bonjour</em>, MADAME dupont \u00bb</p>")
+    with pytest.raises(privacy.PrivacyError, match="index.html: a run of 3 words of a transcript") as err:
+        privacy.check_site(site, manifest, transcripts=tr)
+    assert "madame" not in str(err.value).lower()  # the message does not quote the words
+    assert not (site / "index.html").exists() and (site / "other.html").is_file()
+    assert privacy.transcript_ngrams(tr) >= {("bonjour", "madame", "dupont"), ("madame", "dupont", "levez")}
+    assert privacy.load_transcripts(tmp_path / "none").empty
+
+
+def test_off_switch_names_the_missing_model():
+    assert tw.text_channel_off_reason(asr_model="openai/whisper-small", text_model="x/y") == ""
+    reason = tw.text_channel_off_reason(asr_model="", text_model="x/y")
+    assert "text channel" in reason and "asr_model is empty" in reason and "text_model" not in reason
+
+
+def test_whole_path_tiny_whisper_words_to_fused_windows(tmp_path, text_model):
+    from asr_doubles import build_tiny_whisper
+
+    from ser.inference.transcribe import transcribe_paths
+    from ser.models.asr import load_asr
+    from ser.signal import audio
+
+    wav = audio.write_wav(tmp_path / "p001_care.wav",
+                          0.1 * np.random.default_rng(2).standard_normal(16_000 * 6).astype(np.float32), 16_000)
+    asr = load_asr(build_tiny_whisper(tmp_path / "whisper"), backend="whisper", language="fr")
+    words = transcribe_paths([wav], asr, asr_stamp={"model": "tiny"}, progress=False,
+                             recording_ids={wav: "p001_care"}).words
+    assert len(words) and set(words["recording"]) == {"p001_care"}
+    starts = np.arange(0.0, 4.5, 1.5)
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(4), size=len(starts))
+    win = pd.DataFrame({"recording": "p001_care", "start_s": starts, "end_s": starts + 3.0,
+                        **{f"p_{lab}": p[:, j] for j, lab in enumerate(LABELS)}})
+    out = tw.add_text_channel(win, words, TextEmotionModel(text_model, labels=LABELS,
+                                                            label_map={"others": "neutral"}), text_weight=0.5)
+    assert list(out["n_words"]) == [len(w) for w in tw.window_words(win, words)]
+    f = out[[f"f_{lab}" for lab in LABELS]].to_numpy()
+    np.testing.assert_allclose(f.sum(1), 1.0)
+    fused = out["fusion_source"].eq("fused").to_numpy()
+    assert (fused == (out["n_words"] > 0).to_numpy()).all()
+    np.testing.assert_allclose(f[~fused], p[~fused])
+    with pytest.raises(ValueError, match="differ from the text model"):
+        tw.add_text_channel(win.drop(columns="p_sad"), words, TextEmotionModel(text_model, labels=LABELS))

@@ -127,3 +127,45 @@ def fuse(windows: pd.DataFrame, *, labels: list[str] | tuple[str, ...], text_wei
     out = pd.DataFrame(f, columns=[f"f_{lab}" for lab in labels], index=windows.index)
     out["fusion_source"] = np.where(has_text, "fused", "acoustic")
     return out
+
+
+def text_channel_off_reason(*, asr_model: str, text_model: str) -> str:
+    """Why the text channel is off, for the report; ``""`` when both models are set.
+
+    The channel is switched off by an empty ``asr_model`` or ``text_model`` (e.g. where no
+    weights are available): every other stage runs, and the report states this reason.
+    """
+    missing = [f"{what} ({key} is empty)" for what, key, value in (
+        ("no speech-to-text model", "asr_model", asr_model),
+        ("no text-emotion model", "text_model", text_model)) if not str(value).strip()]
+    if not missing:
+        return ""
+    return ("The text channel (what the caregivers said) is off: " + " and ".join(missing)
+            + ". Only the voice was analysed; no t_ or f_ columns were computed.")
+
+
+def add_text_channel(windows: pd.DataFrame, words: pd.DataFrame, model: TextEmotionModel, *,
+                     text_weight: float = 0.3, key: str = "recording",
+                     turns: pd.DataFrame | None = None) -> pd.DataFrame:
+    """A window table with the text channel added: ``n_words``, ``t_<label>``, ``f_<label>``,
+    ``fusion_source`` (:func:`text_emotion_columns`, :func:`fuse`).
+
+    Args:
+        windows: ``key, start_s, end_s, p_<label>…`` (stage 04 / ``ser predict``).
+        words: the transcript (``ser transcribe``).
+        model: the text classifier, on the window table's labels.
+        text_weight: weight of the words in the fusion (0-1).
+        key: the recording column of both tables.
+        turns: speaker turns (``ser diarize``); when given, only the caregiver's words count.
+
+    Raises:
+        ValueError: the classifier's labels differ from the table's ``p_<label>`` columns.
+    """
+    p_labels = [c[2:] for c in windows.columns if isinstance(c, str) and c.startswith("p_")]
+    if sorted(p_labels) != sorted(model.labels):
+        raise ValueError(f"the window table's labels {p_labels} differ from the text model's "
+                         f"{list(model.labels)}")
+    if turns is not None:
+        words = caregiver_words(words, turns, key=key)
+    out = pd.concat([windows, text_emotion_columns(windows, words, model, key=key)], axis=1)
+    return pd.concat([out, fuse(out, labels=list(model.labels), text_weight=text_weight)], axis=1)
