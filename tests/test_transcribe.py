@@ -142,3 +142,12 @@ def test_cli_transcribes_without_printing_words(tmp_path, tiny_whisper, capsys):
     assert "it is a folder" in capsys.readouterr().err
     assert main(["transcribe", str(tiny_whisper), str(wav), "-o", str(tmp_path / "x.csv"),
                  "--block", "28"]) == 2
+
+
+def test_pocketsphinx_is_english_only(tmp_path, capsys):
+    wav = audio.write_wav(tmp_path / "a.wav", np.zeros(16_000, np.float32), 16_000)
+    assert main(["transcribe", "default", str(wav), "-o", str(tmp_path / "w.csv"), "--backend", "pocketsphinx",
+                 "--language", "fr"]) == 2
+    assert "its bundled model is English" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not a PocketSphinx model folder"):
+        load_asr(tmp_path / "nowhere", backend="pocketsphinx")
