@@ -168,3 +168,42 @@ def dropped_reason(emotion: str, label_map: Mapping[str, str | None], *, corpus:
     if label_map[emotion] is None:
         return f"emotion {emotion!r} not in label set"
     return None
+
+
+def resolve_open_label_map(
+    names: Iterable[str],
+    *,
+    labels: Iterable[str] = DEFAULT_LABELS,
+    overrides: Mapping[str, str | None] | None = None,
+    source: str = "classes",
+) -> dict[str, str | None]:
+    """A label map for an open vocabulary (e.g. a text classifier's classes): each name's
+    common meaning (:data:`SYNONYMS`, case-insensitive) ← ``overrides``, restricted to ``labels``
+    like :func:`resolve_label_map`; names it does not know map to ``None``.
+
+    Args:
+        names: the vocabulary's names (e.g. ``joy``, ``ANGER``, ``LABEL_0``).
+        labels: the chosen label set.
+        overrides: ``{name: label_or_None}``.
+        source: what the names are, for error messages.
+
+    Returns:
+        ``{name: label_or_None}``.
+
+    Raises:
+        ValueError: an override names a name outside ``names`` or maps to a non-string.
+
+    Example:
+        >>> resolve_open_label_map(["joy", "Anger", "surprise"])
+        {'joy': 'happy', 'Anger': 'angry', 'surprise': None}
+    """
+    labels = check_labels(labels)
+    names = [str(n) for n in names]
+    mapping: dict[str, str | None] = {n: SYNONYMS.get(n.strip().lower()) for n in names}
+    for name, label in (overrides or {}).items():
+        if name not in mapping:
+            raise ValueError(f"label_map: {name!r} is not one of the {source} ({', '.join(names)})")
+        if label is not None and not isinstance(label, str):
+            raise ValueError(f"label_map[{name!r}] must be a label name or null; got {label!r}")
+        mapping[name] = label
+    return {n: (lab if lab in labels else None) for n, lab in mapping.items()}

@@ -138,7 +138,17 @@ def check_output_paths(output: str | os.PathLike[str], *, fmt: str = "csv") -> N
     Raises:
         OutputPathError: naming the path and the problem.
     """
-    targets = [*output_paths(output, fmt=fmt).values(), model_stamp_path(Path(output))]
+    check_writable([*output_paths(output, fmt=fmt).values(), model_stamp_path(Path(output))])
+
+
+def check_writable(targets: Iterable[Path]) -> None:
+    """Check, before any work, that each file of ``targets`` can be written (or resumed):
+    none is a folder, and the nearest existing folder above each is a folder this process
+    may write into (missing folders are created later).
+
+    Raises:
+        OutputPathError: naming the path and the problem.
+    """
     for path in targets:
         if path.is_dir():
             raise OutputPathError(f"cannot write {path}: it is a folder; give a file name (-o FILE)")
@@ -519,7 +529,7 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def sigterm_interrupts() -> Iterator[None]:
     """Within the block, SIGTERM raises :class:`Terminated` in the main thread (like Ctrl-C
     raises KeyboardInterrupt), so the run ends through the same ``finally`` clauses."""
     if threading.current_thread() is not threading.main_thread():
@@ -627,7 +637,7 @@ def predict_cli(
         except (FileNotFoundError, ValueError) as e:
             return usage(str(e))
     try:
-        with _sigterm_interrupts():
+        with sigterm_interrupts():
             res = predict_paths(bundle, inputs, options=options, output=output, fmt=fmt,
                                 resume=resume, progress=progress, speaker_of=mapping)
     except (ResumeError, OutputPathError) as e:

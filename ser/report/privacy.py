@@ -14,6 +14,12 @@ Two steps guard that:
   file with a hit and raises :class:`PrivacyError`, so a leak stops the release instead
   of being published.
 
+Transcripts (``ser transcribe``, kept under ``data/transcripts/``) identify people too:
+:func:`scan_for_transcripts` finds any run of :data:`TRANSCRIPT_NGRAM` consecutive words of a
+transcript in the text of a rendered page (tags removed, case and punctuation ignored), and
+:func:`check_site` deletes such pages like the others. Counts, rates and probabilities of
+the words may be shown.
+
 Stems alone (``p001_care``) are neither scrubbed nor searched: they may equal the
 pseudonymous recording ids the report is allowed to show.
 """
@@ -39,6 +45,7 @@ AUDIO_EXTENSIONS: tuple[str, ...] = (
 _AUDIO_NAME = re.compile(
     r"[^\s\"'<>()\[\]{}|,;=`]*\.(?:" + "|".join(AUDIO_EXTENSIONS) + r")\b", re.IGNORECASE)
 _DATA_PATH = re.compile(r"(?<![\w./\\-])data[/\\][^\s\"'<>()\[\]{},;|`]*")
+_TEXT_SUFFIXES = {".html", ".htm", ".json", ".xml", ".txt", ".md", ".ipynb", ".csv", ".js"}
 _WITHHELD_FILE = "[file withheld]"
 _WITHHELD_PATH = "[path withheld]"
 
@@ -238,13 +245,12 @@ def scan_for_identifiers(site_dir: str | os.PathLike[str], manifest: pd.DataFram
     needles = [s for s in {*manifest_identifiers(manifest), *extra} if s]
     needles += [html.escape(s) for s in needles if html.escape(s) != s]
     hits: set[str] = set()
-    text_suffixes = {".html", ".htm", ".json", ".xml", ".txt", ".md", ".ipynb", ".csv", ".js"}
     for f in sorted(p for p in site.rglob("*") if p.is_file()):
         rel = f.relative_to(site).as_posix()
         if f.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS:
             hits.add(f"{rel}: audio file in the site")
             continue
-        if f.suffix.lower() not in text_suffixes or "site_libs" in f.parts:
+        if f.suffix.lower() not in _TEXT_SUFFIXES or "site_libs" in f.parts:
             continue
         text = f.read_text(encoding="utf-8", errors="replace")
         for needle in needles:
@@ -253,14 +259,84 @@ def scan_for_identifiers(site_dir: str | os.PathLike[str], manifest: pd.DataFram
     return sorted(hits)
 
 
+#: Shortest run of transcript words that a rendered page must not contain.
+TRANSCRIPT_NGRAM: int = 3
+#: Folder of ``data/`` holding the transcripts (``ser transcribe -o data/transcripts/…csv``).
+TRANSCRIPTS_SUBDIR: str = "transcripts"
+_TAG = re.compile(r"<[^>]*>")
+_WORD = re.compile(r"\w+(?:'\w+)*")
+
+
+def _tokens(text: str) -> list[str]:
+    return _WORD.findall(html.unescape(_TAG.sub(" ", text)).lower())
+
+
+def transcript_ngrams(transcripts: pd.DataFrame, *, n: int = TRANSCRIPT_NGRAM) -> set[tuple[str, ...]]:
+    """Every run of ``n`` consecutive words of each recording's transcript (lower case,
+    punctuation dropped), in time order.
+
+    Args:
+        transcripts: ``recording, start_s, word`` per word (``ser transcribe``'s table).
+        n: words per run.
+
+    Raises:
+        ValueError: the table lacks ``word``.
+    """
+    if "word" not in transcripts.columns:
+        raise ValueError(f"transcript table has no 'word' column; it has {list(transcripts.columns)}")
+    df = transcripts.sort_values([c for c in ("recording", "start_s") if c in transcripts.columns],
+                                 kind="stable")
+    groups = df.groupby("recording", sort=False)["word"] if "recording" in df.columns else [(None, df["word"])]
+    out: set[tuple[str, ...]] = set()
+    for _, words in groups:
+        toks = _tokens(" ".join(words.astype(str)))
+        out.update(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
+    return out
+
+
+def load_transcripts(folder: str | os.PathLike[str]) -> pd.DataFrame:
+    """Every transcript table (a CSV with a ``word`` column) under ``folder``; empty when
+    there is none or the folder does not exist."""
+    tables = []
+    for f in sorted(Path(folder).rglob("*.csv")) if Path(folder).is_dir() else []:
+        df = pd.read_csv(f, dtype=str, keep_default_na=False)
+        if "word" in df.columns:
+            tables.append(df.assign(recording=f"{f}:" + df.get("recording", pd.Series("", index=df.index)),
+                                    start_s=pd.to_numeric(df.get("start_s", 0), errors="coerce")))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["recording", "start_s", "word"])
+
+
+def scan_for_transcripts(site_dir: str | os.PathLike[str], transcripts: pd.DataFrame, *,
+                         n: int = TRANSCRIPT_NGRAM) -> list[str]:
+    """Find runs of ``n`` transcript words in the text of a rendered site's files.
+
+    Returns:
+        ``"<file>: a run of <n> words of a transcript"`` per file with a hit (the words
+        themselves are not repeated), sorted; ``[]`` when clean.
+    """
+    grams = transcript_ngrams(transcripts, n=n)
+    if not grams:
+        return []
+    hits = []
+    for f in sorted(p for p in Path(site_dir).rglob("*") if p.is_file()):
+        if f.suffix.lower() not in _TEXT_SUFFIXES or "site_libs" in f.parts:
+            continue
+        toks = _tokens(f.read_text(encoding="utf-8", errors="replace"))
+        if any(tuple(toks[i:i + n]) in grams for i in range(len(toks) - n + 1)):
+            hits.append(f"{f.relative_to(site_dir).as_posix()}: a run of {n} words of a transcript")
+    return hits
+
+
 def check_site(site_dir: str | os.PathLike[str], manifest: pd.DataFrame, *,
-               extra: Iterable[str] = ()) -> None:
+               extra: Iterable[str] = (), transcripts: pd.DataFrame | None = None) -> None:
     """Scan a rendered site and delete every file that names a recording.
 
     Args:
         site_dir: the rendered site folder.
         manifest: a table with a ``path`` column (see :func:`scan_for_identifiers`).
         extra: more strings that must not appear (e.g. the data folder's location).
+        transcripts: transcript words (:func:`load_transcripts`) no run of
+            :data:`TRANSCRIPT_NGRAM` of which may appear (:func:`scan_for_transcripts`).
 
     Raises:
         PrivacyError: a file had a hit; each such file was deleted first, and the
@@ -270,9 +346,11 @@ def check_site(site_dir: str | os.PathLike[str], manifest: pd.DataFrame, *,
     """
     site = Path(site_dir)
     hits = scan_for_identifiers(site, manifest, extra=extra)
+    if transcripts is not None and len(transcripts):
+        hits = sorted({*hits, *scan_for_transcripts(site, transcripts)})
     if not hits:
         return
     for f in {h.split(": ", 1)[0] for h in hits}:
         (site / f).unlink(missing_ok=True)
-    raise PrivacyError("rendered pages named recordings and were deleted: "
+    raise PrivacyError("rendered pages named recordings or quoted transcripts and were deleted: "
                        + "; ".join(hits[:20]) + ("; …" if len(hits) > 20 else ""))

@@ -140,4 +140,5 @@ def _privacy_check(site: Path, results: Path) -> None:
     recordings = read_table(results / "tables" / "recordings.csv")
     manifest = (recordings if recordings is not None and "path" in recordings.columns
                 else pd.DataFrame({"path": []}))
-    privacy.check_site(site, manifest, extra=[str(paths.data_dir())])
+    privacy.check_site(site, manifest, extra=[str(paths.data_dir())],
+                       transcripts=privacy.load_transcripts(paths.data_dir() / privacy.TRANSCRIPTS_SUBDIR))

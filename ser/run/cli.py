@@ -1,5 +1,5 @@
 """The ``ser`` command line: ``ser run``, ``ser demo-data``, ``ser predict``, ``ser render``,
-``ser export-dimensional``, ``ser diarize``.
+``ser export-dimensional``, ``ser diarize``, ``ser transcribe``.
 
 Each command imports its stage inside its handler, so a command loads only what it runs:
 ``ser predict`` starts without papermill, nbformat or the demo generator (seconds of
@@ -134,6 +134,15 @@ def _cmd_diarize(a: argparse.Namespace) -> int:
                        enrolment=a.enrolment, resume=not a.no_resume, progress=not a.quiet)
 
 
+def _cmd_transcribe(a: argparse.Namespace) -> int:
+    from ser.inference.transcribe import TranscribeOptions, transcribe_cli
+
+    return transcribe_cli(model=a.model, inputs=a.paths, output=a.output, backend=a.backend,
+                          language=a.language, device=a.device,
+                          options=TranscribeOptions(block_s=a.block, overlap_s=a.overlap),
+                          resume=not a.no_resume, progress=not a.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the ``ser`` console script."""
     parser = argparse.ArgumentParser(prog="ser", description=__doc__)
@@ -231,6 +240,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="recompute files already in -o FILE")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_diarize)
+
+    p = sub.add_parser("transcribe", help="words with their times per audio file (speech-to-text)")
+    p.add_argument("model", help="Whisper hub id or save_pretrained folder; for --backend pocketsphinx "
+                   "'default' (its bundled English model) or a model folder")
+    p.add_argument("paths", nargs="+", help="audio files or directories (searched recursively)")
+    p.add_argument("-o", "--output", required=True, help="output CSV (words; .summary.csv, "
+                   ".failures.csv and .asr.json beside it); transcripts identify people: keep them under data/")
+    p.add_argument("--backend", choices=("whisper", "pocketsphinx"), default="whisper")
+    p.add_argument("--language", default="", help="ISO 639-1 code of the speech (e.g. fr); "
+                   "empty: detected by the model")
+    p.add_argument("--block", type=float, default=25.0, help="block hop in seconds")
+    p.add_argument("--overlap", type=float, default=5.0, help="overlap of consecutive blocks in seconds")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--no-resume", action="store_true", help="recompute files already in -o FILE")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_transcribe)
     return parser
 
 

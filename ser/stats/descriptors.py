@@ -39,8 +39,9 @@ recording on purpose). ``n_emotion_windows`` counts the windows that do count, a
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,41 @@ def is_model_output(column: object) -> bool:
     """Whether a window column (or a descriptor ``<column>__<stat>``) is a model output:
     ``p_<label>`` or ``d_<dimension>``."""
     return isinstance(column, str) and column.startswith(OUTPUT_PREFIXES)
+
+
+#: Emotion channels of a window table and their column prefixes: the voice (``p_``), the
+#: words (``t_``, :mod:`ser.inference.words`) and both fused (``f_``).
+EMOTION_CHANNELS: Mapping[str, str] = MappingProxyType({"acoustic": "p_", "text": "t_", "fused": "f_"})
+
+
+def select_channel(windows: pd.DataFrame, *, channel: str = "acoustic") -> pd.DataFrame:
+    """A window table whose ``p_<label>`` columns hold the emotion channel ``channel``, so the
+    statistics run on it unchanged; the ``t_``/``f_`` columns are dropped. A text channel's
+    windows without words are empty (NaN) and enter no summary. The uncertainty columns
+    (and the ``min_top_p`` filter) stay those of the acoustic model.
+
+    Args:
+        windows: a window table (``windows.csv``).
+        channel: a key of :data:`EMOTION_CHANNELS`.
+
+    Raises:
+        ValueError: unknown channel, or the table lacks that channel's columns.
+    """
+    if channel not in EMOTION_CHANNELS:
+        raise ValueError(f"emotion channel must be one of {', '.join(EMOTION_CHANNELS)}; got {channel!r}")
+    prefix = EMOTION_CHANNELS[channel]
+    others = [c for c in windows.columns if isinstance(c, str) and c.startswith(("t_", "f_"))]
+    if prefix == "p_":
+        return windows.drop(columns=others)
+    probs = probability_columns(windows)
+    missing = [prefix + c[2:] for c in probs if prefix + c[2:] not in windows.columns]
+    if missing or not probs:
+        raise ValueError(f"window table has no {channel} channel columns {missing or [prefix + '<label>']}: "
+                         "the text channel was off or not run; use channel 'acoustic'")
+    out = windows.drop(columns=others)
+    for c in probs:
+        out[c] = windows[prefix + c[2:]].to_numpy()
+    return out
 
 
 def probability_columns(df: pd.DataFrame) -> list[str]:
