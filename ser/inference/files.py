@@ -540,6 +540,7 @@ def predict_cli(
     precision: str = "fp32",
     resume: bool = True,
     speaker_of: str | os.PathLike[str] | None = None,
+    runtime: str = "torch",
 ) -> int:
     """``ser predict MODEL PATH... [--hop S] [--format csv|json] [-o FILE]``.
 
@@ -565,6 +566,8 @@ def predict_cli(
         speaker_of: ``--speaker-of`` CSV (file → person, :func:`ser.inference.speaker_norm.read_speaker_map`)
             for a bundle trained with ``speaker_norm`` and ``options.norm_unit`` ``"caregiver"``;
             ignored (with a note) for other bundles.
+        runtime: ``"torch"`` or ``"onnx"`` (``--runtime``; the bundle's ONNX copy in
+            onnxruntime, see :func:`ser.models.bundle.load_bundle`).
 
     Returns:
         Exit code: 0 all files done (files too short for the model's window are listed on
@@ -592,7 +595,7 @@ def predict_cli(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UnsealedBundleWarning)
-            bundle = load_bundle(model, device=device, precision=precision)
+            bundle = load_bundle(model, device=device, precision=precision, runtime=runtime)
     except (FileNotFoundError, ValueError, OSError) as e:
         return usage(f"MODEL {model}: {e}")
     for w in caught:  # one line each, not the source line of warnings.warn
