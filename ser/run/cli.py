@@ -103,7 +103,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     return predict_cli(model=model, inputs=a.paths, options=options, fmt=a.format,
                        output=a.output, progress=not a.quiet, device=a.device,
                        precision=a.precision, resume=not a.no_resume, speaker_of=a.speaker_of,
-                       runtime=a.runtime)
+                       runtime=a.runtime, cluster=a.cluster)
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
@@ -208,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                    help="run the network in torch (default) or its ONNX copy in onnxruntime "
                         "(CPU, fp32; written by `ser export MODEL --onnx`)")
+    p.add_argument("--cluster", metavar="local[:N]|tcp://HOST:PORT", default=None,
+                   help="one task per file on a Dask cluster: local[:N] starts N worker processes "
+                        "here (default one per core), tcp://HOST:PORT uses a running scheduler "
+                        "(files and model at the same paths on every machine); outputs are the same")
     p.add_argument("--speaker-of", metavar="CSV",
                    help="for a model trained with speaker_norm: the person of each file (columns "
                         "file or path, and speaker or caregiver; paths relative to the CSV); each "
