@@ -123,6 +123,7 @@ class Outcome:
     error: BaseException | None = None
 
     def get(self) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """``(windows, info)``, or the recording's error raised."""
         if self.too_short is not None:
             raise recording.TooShortError(self.too_short, info=dict(self.info or {}))
         if self.error is not None:
@@ -161,21 +162,29 @@ def _worker_bundle(spec: _BundleSpec) -> ModelBundle:
     return bundle
 
 
+def _outcome(bundle: ModelBundle, job: Job, *, options: InferenceOptions, pool: Workers | None,
+             timings: dict[str, float] | None = None,
+             on_progress: Callable[[float], None] | None = None) -> Outcome:
+    """One recording through :func:`ser.inference.recording.predict_file`; its error is its outcome."""
+    try:
+        model = bundle.with_reference(job.reference) if job.reference is not None else bundle
+        frame, info = recording.predict_file(model, job.path, options=options, pool=pool,
+                                             timings=timings, on_progress=on_progress)
+    except recording.TooShortError as e:
+        return Outcome(info=e.info, too_short=str(e))
+    except Exception as e:  # noqa: BLE001 - a recording's error is its outcome
+        return Outcome(error=e)
+    return Outcome(frame=frame, info=info)
+
+
 def _remote_predict(spec: _BundleSpec, job: Job, options: InferenceOptions) -> Outcome:
     """The task of one recording on a Dask worker (its own errors returned, not raised)."""
     import torch
     from distributed import get_worker
 
     torch.set_num_threads(max(1, int(get_worker().state.nthreads)))
-    bundle = _worker_bundle(spec)
-    try:
-        model = bundle.with_reference(job.reference) if job.reference is not None else bundle
-        frame, info = recording.predict_file(model, job.path, options=options, pool=None)
-    except recording.TooShortError as e:
-        return Outcome(info=e.info, too_short=str(e))
-    except Exception as e:  # noqa: BLE001 - a recording's error is its outcome
-        return Outcome(error=_portable(e))
-    return Outcome(frame=frame, info=info)
+    out = _outcome(_worker_bundle(spec), job, options=options, pool=None)
+    return out if out.error is None else dataclasses.replace(out, error=_portable(out.error))
 
 
 def _bundle_spec(bundle: ModelBundle) -> _BundleSpec:
@@ -207,16 +216,8 @@ def run_recordings(bundle: ModelBundle, jobs: Sequence[Job], *, options: Inferen
     """
     if cluster is None:
         for job in jobs:
-            try:
-                model = bundle.with_reference(job.reference) if job.reference is not None else bundle
-                frame, info = recording.predict_file(model, job.path, options=options, pool=pool,
-                                                     timings=timings, on_progress=on_progress)
-            except recording.TooShortError as e:
-                yield job, Outcome(info=e.info, too_short=str(e))
-            except Exception as e:  # noqa: BLE001 - a recording's error is its outcome
-                yield job, Outcome(error=e)
-            else:
-                yield job, Outcome(frame=frame, info=info)
+            yield job, _outcome(bundle, job, options=options, pool=pool, timings=timings,
+                                on_progress=on_progress)
         return
     spec = parse_cluster(cluster)
     if not jobs:
