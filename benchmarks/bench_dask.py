@@ -11,9 +11,9 @@ run, in turn:
   one task per recording; its start-up included).
 
 The windows of the three outputs are checked equal. The per-recording overhead of the
-scheduler is measured apart: ``--overhead-recordings`` recordings of one window's length
-(2 s) with ``--cluster local:1`` against ``single``: (wall difference minus that of one
-recording, i.e. the cluster's start-up) / (recordings - 1).
+scheduler is measured apart, in this process: ``--overhead-recordings`` recordings of 2 s
+on a warm one-worker LocalCluster against the same inline (wall difference / recordings),
+the round trip of an empty task, and the LocalCluster's start-up.
 
     .venv/bin/python benchmarks/bench_dask.py [--recordings 40] [--minutes 5] [--workers 2]
 """
@@ -48,12 +48,52 @@ def _predict(bundle: Path, inputs: Path, out: Path, *extra: str) -> float:
     return wall
 
 
+def _overhead(bundle_dir: Path, files: list[Path]) -> None:
+    """Per-recording cost of the scheduler, in this process: a warm one-worker LocalCluster
+    against the same recordings inline, and the round trip of an empty task."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    from ser.inference.cluster import Job, run_recordings
+    from ser.inference.options import InferenceOptions
+    from ser.models.bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    options = InferenceOptions(workers=0).resolve(bundle)
+    jobs = [Job(str(f), f) for f in files]
+
+    def run(cluster: str | None) -> float:
+        t0 = time.perf_counter()
+        outs = [o for _, o in run_recordings(bundle, jobs, options=options, pool=None, cluster=cluster,
+                                             log=lambda m: None)]
+        assert all(o.error is None for o in outs)
+        return time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        t_start = time.perf_counter() - t0
+        run(cluster.scheduler_address)  # warm: the worker imports ser and loads the bundle
+        run(None)
+        t_cluster, t_local = run(cluster.scheduler_address), run(None)
+        t0 = time.perf_counter()
+        client.gather([client.submit(int, i, pure=False) for i in range(500)])
+        t_empty = (time.perf_counter() - t0) / 500
+    n = len(jobs)
+    print(f"scheduler overhead ({n} recordings of 2 s, warm one-worker LocalCluster vs inline, "
+          f"same process): {t_cluster:.2f} s vs {t_local:.2f} s, "
+          f"{(t_cluster - t_local) / n * 1000:.0f} ms per recording; empty task round trip "
+          f"{t_empty * 1000:.1f} ms; LocalCluster start-up {t_start:.1f} s")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recordings", type=int, default=40)
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--workers", type=int, default=2, help="N of --cluster local:N")
     ap.add_argument("--overhead-recordings", type=int, default=40)
+    ap.add_argument("--skip-main", action="store_true", help="only the scheduler overhead")
     a = ap.parse_args()
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,6 +113,9 @@ def main() -> int:
         audio_s = a.recordings * a.minutes * 60
         print(f"{a.recordings} recordings x {a.minutes:g} min ({audio_s / 3600:.2f} h of audio), "
               f"small CNN (stage-02 defaults), default features")
+        if a.skip_main:
+            _overhead(bundle, sorted(short_dir.glob("*.wav")))
+            return 0
         modes = {"single (--workers 0)": ("--workers", "0"), "workers (default)": (),
                  f"--cluster local:{a.workers}": ("--cluster", f"local:{a.workers}")}
         walls, tables = {}, {}
@@ -89,15 +132,7 @@ def main() -> int:
         for name in list(modes)[1:]:
             print(f"  speed-up of {name} over single: {base / walls[name]:.2f}x")
         print("  outputs: identical windows in all three runs")
-        n = a.overhead_recordings
-        t_single = _predict(bundle, short_dir, tmp / "o1.csv", "--workers", "0")
-        t_cluster = _predict(bundle, short_dir, tmp / "o2.csv", "--cluster", "local:1")
-        one = short_dir / "s000.wav"
-        t_start = _predict(bundle, one, tmp / "o3.csv", "--cluster", "local:1") - \
-            _predict(bundle, one, tmp / "o4.csv", "--workers", "0")
-        print(f"scheduler overhead, {n} recordings of 2 s, local:1 vs single: "
-              f"{t_cluster:.1f} s vs {t_single:.1f} s; start-up (one recording) {t_start:.1f} s; "
-              f"per further recording {(t_cluster - t_single - t_start) / (n - 1) * 1000:.0f} ms")
+        _overhead(bundle, sorted(short_dir.glob("*.wav")))
     return 0
 
 
