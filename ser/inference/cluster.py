@@ -26,6 +26,7 @@ import logging
 import os
 import pickle
 import sys
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,9 +227,10 @@ def run_recordings(bundle: ModelBundle, jobs: Sequence[Job], *, options: Inferen
 
     bspec = _bundle_spec(bundle)
     remote = dataclasses.replace(options, workers=0)  # a worker computes its features itself
+    run_id = uuid.uuid4().hex[:12]
     with connect(spec, log=log) as client:
         futures = {client.submit(_remote_predict, bspec, job, remote, pure=False,
-                                 key=f"ser-recording-{i}-{os.getpid()}-{id(jobs)}"): job
+                                 key=f"ser-recording-{run_id}-{i}"): job
                    for i, job in enumerate(jobs)}
         try:
             for fut in as_completed(futures):
