@@ -22,7 +22,9 @@ SR = 16000
 LABELS = ["angry", "happy", "neutral", "sad"]
 CNN_PARAMS = {"small_cnn": {"channels": [4, 8]}, "resnet": {"channels": [4, 8]},
               "crnn": {"channels": [4, 8], "hidden": 16},
-              "crnn_transformer": {"channels": [4, 8], "hidden": 16, "encoder": "transformer", "heads": 2}}
+              "crnn_transformer": {"channels": [4, 8], "hidden": 16, "encoder": "transformer", "heads": 2},
+              "hf_image": {"backbone": "convnext",
+                           "config": {"hidden_sizes": [8, 16], "depths": [1, 1], "num_stages": 2}}}
 
 
 def _windows(n: int, samples: int, seed: int = 0) -> np.ndarray:
@@ -37,7 +39,8 @@ def _cnn_bundle(path, arch: str, *, window_s: float = 1.0):
     with torch.no_grad():  # running statistics of the batch norms away from 0 / 1
         net(torch.from_numpy(_windows(8, int(window_s * SR), seed=1) * 3.0))
     save_bundle(path, net.eval(), labels=LABELS, sample_rate=SR, window_s=window_s,
-                features=window.features_config(), arch=arch.split("_t")[0], arch_params=net.arch_params(),
+                features=window.features_config(), arch=arch.split("_t")[0],
+                arch_params=registry.resolved_arch_params(net, CNN_PARAMS[arch]),
                 train_params={}, split={}, metrics={})
     return path
 
