@@ -59,6 +59,7 @@ from tqdm import tqdm
 
 from ser.core import atomic, timing
 from ser.inference import grid, recording, speaker_norm, uncertainty
+from ser.inference.cluster import Job, parse_cluster, run_recordings
 from ser.inference.options import InferenceOptions
 from ser.inference.protocol import ModelBundle, needs_reference, output_columns
 from ser.inference.stamp import model_name, model_stamp, model_stamp_path, read_stamp, same_model
@@ -317,6 +318,7 @@ def predict_paths(
     checkpoint_s: float = CHECKPOINT_S,
     timings: MutableMapping[str, float] | None = None,
     speaker_of: Mapping[Path, str] | None = None,
+    cluster: str | None = None,
 ) -> Prediction:
     """Windowed emotion + features for audio files and folders (``ser predict``).
 
@@ -348,6 +350,9 @@ def predict_paths(
             :func:`ser.inference.recording.predict_recording`), plus ``write``.
         speaker_of: ``{resolved file path: person}`` (:func:`ser.inference.speaker_norm.read_speaker_map`)
             for ``norm_unit="caregiver"``; it must name exactly the files found in ``inputs``.
+        cluster: ``None`` (this machine), ``"local"``, ``"local:N"`` or ``"tcp://HOST:PORT"``:
+            one task per file on a Dask cluster (:mod:`ser.inference.cluster`); the tables,
+            checkpoints and resume stay here, and the outputs are the same row for row.
 
     Returns:
         The :class:`Prediction` (windows, summary, failures), as written.
@@ -479,21 +484,23 @@ def predict_paths(
                file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio "
                                            "[{elapsed}<{remaining}]")
     try:
-        with feature_workers(options.workers) as pool:
-            for f in todo:
-                k = str(f)
-                failures.pop(k, None)
-                if k in ref_failures:  # unreadable in the first pass, or no reference at all
-                    failures[k] = ref_failures[k]
-                    if progress:
-                        bar.write(f"ser predict: failed: {k}: {failures[k]}", file=sys.stderr)
-                    checkpoint(force=False)
-                    continue
+        for f in todo:
+            k = str(f)
+            failures.pop(k, None)
+            if k in ref_failures:  # unreadable in the first pass, or no reference at all
+                failures[k] = ref_failures[k]
+                if progress:
+                    bar.write(f"ser predict: failed: {k}: {failures[k]}", file=sys.stderr)
+                checkpoint(force=False)
+        jobs = [Job(str(f), f, refs[str(f)].reference if norm else None)
+                for f in todo if str(f) not in ref_failures]
+        with feature_workers(options.workers if cluster is None else 0) as pool:
+            for job, outcome in run_recordings(bundle, jobs, options=options, pool=pool, cluster=cluster,
+                                               timings=timings, on_progress=lambda s: bar.update(s),
+                                               log=lambda msg: bar.write(msg, file=sys.stderr)):
+                k, f = job.key, job.path
                 try:
-                    fbundle = bundle.with_reference(refs[k].reference) if norm else bundle
-                    df, info = recording.predict_file(fbundle, f, options=options, pool=pool,
-                                                      timings=timings,
-                                                      on_progress=lambda s: bar.update(s))
+                    df, info = outcome.get()
                 except recording.TooShortError as e:  # not analysed, but not a failure
                     summary[k] = {"file": k, "status": "too_short", **e.info, "windows": 0,
                                   "window_s": window_s, "hop_s": hop, "model": model, "error": str(e)}
@@ -558,6 +565,8 @@ def predict_cli(
     precision: str = "fp32",
     resume: bool = True,
     speaker_of: str | os.PathLike[str] | None = None,
+    runtime: str = "torch",
+    cluster: str | None = None,
 ) -> int:
     """``ser predict MODEL PATH... [--hop S] [--format csv|json] [-o FILE]``.
 
@@ -583,6 +592,10 @@ def predict_cli(
         speaker_of: ``--speaker-of`` CSV (file → person, :func:`ser.inference.speaker_norm.read_speaker_map`)
             for a bundle trained with ``speaker_norm`` and ``options.norm_unit`` ``"caregiver"``;
             ignored (with a note) for other bundles.
+        runtime: ``"torch"`` or ``"onnx"`` (``--runtime``; the bundle's ONNX copy in
+            onnxruntime, see :func:`ser.models.bundle.load_bundle`).
+        cluster: ``--cluster``: ``local``, ``local:N`` or ``tcp://HOST:PORT`` (see
+            :func:`predict_paths`); ``None``: this process and its feature workers.
 
     Returns:
         Exit code: 0 all files done (files too short for the model's window are listed on
@@ -602,6 +615,11 @@ def predict_cli(
     hop_s = options.hop_s  # checked here, before the model loads, to name --hop in the error
     if hop_s is not None and not grid.hop_is_valid(hop_s):
         return usage(f"--hop must be a number of seconds > 0; got --hop {hop_s}")
+    if cluster is not None:
+        try:
+            parse_cluster(cluster)
+        except ValueError as e:
+            return usage(f"--cluster: {e}")
     if output is not None:
         try:
             check_output_paths(output, fmt=fmt)  # before the model loads
@@ -610,7 +628,7 @@ def predict_cli(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UnsealedBundleWarning)
-            bundle = load_bundle(model, device=device, precision=precision)
+            bundle = load_bundle(model, device=device, precision=precision, runtime=runtime)
     except (FileNotFoundError, ValueError, OSError) as e:
         return usage(f"MODEL {model}: {e}")
     for w in caught:  # one line each, not the source line of warnings.warn
@@ -639,7 +657,7 @@ def predict_cli(
     try:
         with sigterm_interrupts():
             res = predict_paths(bundle, inputs, options=options, output=output, fmt=fmt,
-                                resume=resume, progress=progress, speaker_of=mapping)
+                                resume=resume, progress=progress, speaker_of=mapping, cluster=cluster)
     except (ResumeError, OutputPathError) as e:
         return usage(f"-o {output}: {e}")
     except ValueError as e:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ser.core import atomic, paths
 from ser.data.schema import ID_COLUMNS, UNCERTAINTY_COLUMNS
 from ser.inference import recording, speaker_norm, speakers, uncertainty
+from ser.inference.cluster import Job, parse_cluster, run_recordings
 from ser.inference.options import InferenceOptions
 from ser.inference.protocol import ModelBundle, needs_reference
 from ser.inference.stamp import model_stamp, model_stamp_path, read_stamp, same_model
@@ -112,6 +113,7 @@ def predict_table(
     resume: bool = True,
     progress: bool = True,
     turns: pd.DataFrame | None = None,
+    cluster: str | None = None,
 ) -> pd.DataFrame:
     """Run :func:`ser.inference.recording.predict_recording` over a table of recordings
     (stage 04); resumable.
@@ -156,6 +158,10 @@ def predict_table(
         progress: show a tqdm progress bar.
         turns: speaker turns (``recording, start_s, end_s, speaker, is_caregiver, confidence``)
             or ``None`` (no share columns; ``speaker`` must be ``"all"``).
+        cluster: ``None`` (this machine, features in ``options.workers`` processes),
+            ``"local"``, ``"local:N"`` or ``"tcp://HOST:PORT"``: one task per recording on a
+            Dask cluster (:mod:`ser.inference.cluster`); the tables, resume and failure table
+            stay here and are the same row for row.
 
     Returns:
         The window table written to ``out_csv``: ``recording, caregiver, level, phase``
@@ -164,12 +170,14 @@ def predict_table(
         ``caregiver_speech_s, other_speech_s, caregiver_share`` with ``turns``).
 
     Raises:
-        ValueError: bad ``hop_s``, options or table (``norm_unit="none"`` for a bundle that
-            needs a reference), ``speaker="caregiver"`` without ``turns``, or an ``out_csv``
-            that cannot be resumed.
+        ValueError: bad ``hop_s``, options, ``cluster`` or table (``norm_unit="none"`` for a
+            bundle that needs a reference), ``speaker="caregiver"`` without ``turns``, or an
+            ``out_csv`` that cannot be resumed.
     """
     options = options.resolve(bundle)
     _check_recordings(recordings)
+    if cluster is not None:
+        parse_cluster(cluster)  # before any work
     out_csv, failures_csv = Path(out_csv), Path(failures_csv)
     norm = needs_reference(bundle)
     columns = [*ID_COLUMNS, *recording.window_columns(bundle.labels, voice_quality=options.voice_quality,
@@ -251,26 +259,27 @@ def predict_table(
         # after the rows: a crash in between leaves an old stamp, so the rows are redone
         atomic.atomic_write_json(stamp_path, stamp)
         atomic.atomic_write_csv(failures_csv,
-                                pd.DataFrame(failures, columns=list(FAILURE_COLUMNS)))
+                                pd.DataFrame(sorted(failures, key=lambda f: order[f["recording"]]),
+                                             columns=list(FAILURE_COLUMNS)))
         return table
 
     todo = recs[~recs["recording"].isin(done)]
-    bar = tqdm(todo.itertuples(index=False), total=len(todo), disable=not progress,
-               desc="inference", unit="rec")
-    with feature_workers(options.workers) as pool:
-        for row in bar:
-            row = row._asdict()
-            rec = row["recording"]
-            if rec in ref_failures or rec in speaker_failures:  # unreadable in the first pass,
-                # no reference at all, or (caregiver mode) no caregiver identified
-                failures.append({"recording": rec, "path": str(row["path"]),
-                                 "reason": ref_failures.get(rec) or speaker_failures[rec]})
-                write()
-                continue
+    for row in todo.itertuples(index=False):
+        if row.recording in ref_failures or row.recording in speaker_failures:
+            # unreadable in the first pass, no reference at all, or (caregiver mode) no caregiver identified
+            failures.append({"recording": row.recording, "path": str(row.path),
+                             "reason": ref_failures.get(row.recording) or speaker_failures[row.recording]})
+            write()
+    rows = {row["recording"]: row for row in (r._asdict() for r in todo.itertuples(index=False))
+            if row["recording"] not in ref_failures and row["recording"] not in speaker_failures}
+    jobs = [Job(rec, paths_of[rec], refs[rec].reference if norm else None, silenced.get(rec)) for rec in rows]
+    bar = tqdm(total=len(jobs), disable=not progress, desc="inference", unit="rec")
+    with feature_workers(options.workers if cluster is None else 0) as pool:
+        for job, outcome in run_recordings(bundle, jobs, options=options, pool=pool, cluster=cluster,
+                                           log=lambda msg: bar.write(msg, file=sys.stderr)):
+            rec, row = job.key, rows[job.key]
             try:
-                model = bundle.with_reference(refs[rec].reference) if norm else bundle
-                df, _ = recording.predict_file(model, paths_of[rec], options=options, pool=pool,
-                                               silence_s=silenced.get(rec))
+                df, _ = outcome.get()
             except Exception as e:  # noqa: BLE001 - any per-file error goes to the failure table
                 failures.append({"recording": rec, "path": str(row["path"]),
                                  "reason": f"{type(e).__name__}: {e}"})
@@ -281,4 +290,6 @@ def predict_table(
                     df = df.assign(**speaker_norm.norm_values(refs[rec]))
                 done[rec] = df
             write()
+            bar.update(1)
+    bar.close()
     return write()

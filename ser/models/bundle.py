@@ -37,6 +37,7 @@ from ser.models.dimensional import DimensionalBundle, is_dimensional_bundle, loa
 from ser.models.ensemble_bundle import EnsembleBundle, is_ensemble_bundle, load_ensemble_bundle, member_dirs
 from ser.models.meta import BundleMeta, calibration_temperature, without_calibration
 from ser.models.nets import LogMelClassifier
+from ser.models.onnx_runtime import ONNX_PARTS, RUNTIMES, check_entry, export_network, onnx_entry, onnx_model
 from ser.models.quantize import prepare_for_inference, quantize_for_cpu, quantize_linears
 from ser.models.registry import ARCHITECTURES, TRANSFORMER_ARCHS, build_model, resolve_device
 from ser.models.window import checked_starts, float32_audio, window_samples, windows_at
@@ -50,6 +51,8 @@ LEGACY_ARCH_DEFAULTS: dict[int, dict[str, dict[str, Any]]] = {1: {"small_cnn": {
 REQUIRED_KEYS = ("labels", "sample_rate", "window_s", "features", "arch", "arch_params")
 #: Inference precisions of :func:`load_bundle` (see there).
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+#: Architectures with an ONNX copy (:func:`export_onnx`).
+ONNX_ARCHS: tuple[str, ...] = tuple(ONNX_PARTS)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class Bundle(BundleMeta):
         model: the network in eval mode on ``device``.
         device: where ``predict_proba`` runs.
         precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (see :func:`load_bundle`).
+        runtime: ``"torch"`` or ``"onnx"`` (the network, or its body, runs in onnxruntime).
         output_prefix: ``"p_"``: the window columns are ``p_<label>`` probabilities.
         speaker_norm: False: a network needs no speaker reference.
     """
@@ -73,6 +77,7 @@ class Bundle(BundleMeta):
     model: nn.Module = field(repr=False)
     device: torch.device = torch.device("cpu")
     precision: str = "fp32"
+    runtime: str = "torch"
 
     @property
     def heavy(self) -> bool:
@@ -326,7 +331,7 @@ def _is_classical_bundle(folder: Path) -> bool:
 
 
 def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
-                precision: str = "fp32") -> Bundle | ClassicalBundle | DimensionalBundle | EnsembleBundle:
+                precision: str = "fp32", runtime: str = "torch") -> Bundle | ClassicalBundle | DimensionalBundle | EnsembleBundle:
     """Load a model bundle for inference.
 
     A classical bundle (``arch`` ``classical:…``, weights in ``model.joblib``) is handed
@@ -355,6 +360,10 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
             (``arch`` ``"hf"`` or ``"ssl_frozen"``) the convolutions in bf16 where the CPU has bf16 kernels
             (:func:`ser.models.quantize.quantize_for_cpu`). Both reduced precisions move class
             probabilities by about 1e-3 against fp32; classical bundles ignore it.
+        runtime: ``"torch"`` (default) or ``"onnx"``: the bundle's ONNX copy (written by
+            :func:`export_onnx`, checked against the weights) runs in ``onnxruntime`` on the
+            CPU, fp32 only; for log-mel models the front end stays in torch
+            (:mod:`ser.models.onnx_runtime`). Probabilities within 1e-4 of ``"torch"``.
 
     Returns:
         The :class:`Bundle`, model in eval mode (a ``ClassicalBundle`` for a classical
@@ -365,12 +374,19 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
         ser.models.integrity.BundleIntegrityError: (a ``ValueError``) ``model.json`` or
             the weights changed after the bundle was written; names the keys that changed.
         ValueError: malformed ``model.json``, weights that do not fit the architecture,
-            an unknown precision, or ``"int8"`` on a GPU.
+            an unknown precision, or ``"int8"`` on a GPU; with ``runtime="onnx"``: a
+            bundle without an ONNX copy, a stale copy, a reduced precision or a GPU.
     """
     folder = bundle_folder(path)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
+    if runtime == "onnx" and (precision != "fp32" or resolve_device(device).type != "cpu"):
+        raise ValueError(f"runtime 'onnx' runs fp32 on the CPU; got precision {precision!r} on {device!r}")
     meta = read_bundle_meta(folder)  # names the file when it is missing, malformed or too new
+    if runtime == "onnx":
+        _check_onnx_arch(folder, meta)
     if is_ensemble_bundle(folder):  # each member is checked (seal included) as it loads
         return load_ensemble_bundle(folder, precision=precision,
                                     load_member=lambda d: load_bundle(d, device=device, precision=precision))
@@ -397,6 +413,9 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
         raise ValueError(f"{weights} does not fit arch {meta['arch']!r} with arch_params "
                          f"{bundle_arch_params(meta)}: {err}") from err
     model = prepare_for_inference(model).to(dev)
+    if runtime == "onnx":
+        onnx_path = check_entry(folder, meta, weights_sha256=_weights_sha256(meta, weights))
+        model = onnx_model(model, onnx_path, arch=meta["arch"])
     if precision == "int8":
         if dev.type != "cpu":
             raise ValueError(f"precision 'int8' runs on the CPU only; on {dev} use 'bf16'")
@@ -404,7 +423,58 @@ def load_bundle(path: str | os.PathLike[str], *, device: str = "cpu",
             model = quantize_for_cpu(model, inplace=True)
         else:
             model = quantize_linears(model)
-    return Bundle(path=folder, meta=meta, model=model, device=dev, precision=precision)
+    return Bundle(path=folder, meta=meta, model=model, device=dev, precision=precision, runtime=runtime)
+
+
+def _check_onnx_arch(folder: Path, meta: Mapping[str, Any]) -> None:
+    if str(meta.get("arch")) not in ONNX_ARCHS or meta.get("family") in (DIMENSIONAL_FAMILY, "ensemble"):
+        raise ValueError(f"model bundle {folder}: ONNX covers the architectures "
+                         f"{', '.join(ONNX_ARCHS)}; this bundle is {meta.get('family') or meta.get('arch')!r}")
+
+
+def _weights_sha256(meta: Mapping[str, Any], weights: Path) -> str:
+    sealed = (meta.get(integrity.SEAL_KEY) or {}).get("weights_sha256")
+    if sealed:  # check_seal has compared it with the file
+        return str(sealed)
+    h = hashlib.sha256()
+    with weights.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_onnx(path: str | os.PathLike[str]) -> Path:
+    """Write an ONNX copy of a bundle's network (``model.onnx``) and record it in
+    ``model.json["runtime"]["onnx"]`` (through the seal's writer; nothing else changes).
+
+    Log-mel models export their spectrogram body (the front end stays in torch), ``hf``
+    models the whole waveform-to-logits network (:mod:`ser.models.onnx_runtime`).
+    ``load_bundle(path, runtime="onnx")`` runs it.
+
+    Args:
+        path: the bundle folder (or its ``model.json``).
+
+    Returns:
+        Path of ``model.onnx``.
+
+    Raises:
+        ValueError: a bundle whose architecture does not export (classical, ensemble,
+            dimensional, ``ssl_frozen``), or one edited after it was written.
+        FileNotFoundError: no bundle there.
+    """
+    folder = bundle_folder(path)
+    meta = read_bundle_meta(folder)
+    _check_onnx_arch(folder, meta)
+    bundle = load_bundle(folder)  # checks the seal
+    if not isinstance(bundle, Bundle):
+        raise ValueError(f"model bundle {folder} is not a network bundle; ONNX export needs one")
+    onnx_path = export_network(bundle.model, arch=meta["arch"], window_samples=bundle.window_samples,
+                               folder=folder)
+    runtime = dict(meta.get("runtime") or {})
+    runtime["onnx"] = onnx_entry(folder, arch=meta["arch"],
+                                 weights_sha256=_weights_sha256(meta, folder / "model.pt"))
+    integrity.write_sealed_meta(folder, {**meta, "runtime": runtime}, update=True)
+    return onnx_path
 
 
 def update_bundle_metrics(path: str | os.PathLike[str], *, split: str,

@@ -1,5 +1,5 @@
 """The ``ser`` command line: ``ser run``, ``ser demo-data``, ``ser predict``, ``ser render``,
-``ser export-dimensional``, ``ser diarize``, ``ser transcribe``.
+``ser export``, ``ser export-dimensional``, ``ser diarize``, ``ser transcribe``.
 
 Each command imports its stage inside its handler, so a command loads only what it runs:
 ``ser predict`` starts without papermill, nbformat or the demo generator (seconds of
@@ -102,7 +102,27 @@ def _cmd_predict(a: argparse.Namespace) -> int:
                                norm_unit=a.norm_unit, pad_short=a.pad_short, vad=a.vad)
     return predict_cli(model=model, inputs=a.paths, options=options, fmt=a.format,
                        output=a.output, progress=not a.quiet, device=a.device,
-                       precision=a.precision, resume=not a.no_resume, speaker_of=a.speaker_of)
+                       precision=a.precision, resume=not a.no_resume, speaker_of=a.speaker_of,
+                       runtime=a.runtime, cluster=a.cluster)
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from ser.models.bundle import export_onnx
+    from ser.models.deployed import DEPLOYED, resolve_model_name
+
+    model = a.model
+    if model == DEPLOYED:
+        model = str(paths.models_dir() / resolve_model_name(model, models_dir=paths.models_dir()))
+    if not a.onnx:
+        print("ser export: error: name what to write (--onnx)", file=sys.stderr)
+        return 2
+    try:
+        out = export_onnx(model)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"ser export: error: {e}", file=sys.stderr)
+        return 2
+    print(f"[ser] ONNX copy in {out}; run it with `ser predict {model} ... --runtime onnx`")
+    return 0
 
 
 def _cmd_export_dimensional(a: argparse.Namespace) -> int:
@@ -194,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
                    help="model arithmetic (default fp32); bf16 autocast, or int8 linear layers "
                         "(CPU; ~3.5x faster for wav2vec2-sized models, probabilities within ~0.002)")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                   help="run the network in torch (default) or its ONNX copy in onnxruntime "
+                        "(CPU, fp32; written by `ser export MODEL --onnx`)")
+    p.add_argument("--cluster", metavar="local[:N]|tcp://HOST:PORT", default=None,
+                   help="one task per file on a Dask cluster: local[:N] starts N worker processes "
+                        "here (default one per core), tcp://HOST:PORT uses a running scheduler "
+                        "(files and model at the same paths on every machine); outputs are the same")
     p.add_argument("--speaker-of", metavar="CSV",
                    help="for a model trained with speaker_norm: the person of each file (columns "
                         "file or path, and speaker or caregiver; paths relative to the CSV); each "
@@ -210,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="recompute files already in -o FILE")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export", help="write another runtime's copy of a model bundle (ONNX)")
+    p.add_argument("model", help="model bundle folder, its model.json, or 'deployed'")
+    p.add_argument("--onnx", action="store_true",
+                   help="write model.onnx (CNN families: the network after the log-mel front end; "
+                        "hf: the whole network) and record it in model.json runtime.onnx")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("export-dimensional",
                        help="write an arousal/dominance/valence model bundle from a wav2vec2 checkpoint")
