@@ -359,6 +359,22 @@ def test_resume_adds_uncertainty_to_a_table_written_before_it(rec_dir, tmp_path,
         predict_table(FakeBundle(), table, **kw)
 
 
+def test_resume_drops_the_text_channel_added_after_stage_04(rec_dir, tmp_path):
+    """windows.csv with the text channel (n_words, t_, f_, fusion_source; added at the end of
+    stage 04) resumes without a model call and comes back without those columns."""
+    out, fail = tmp_path / "windows.csv", tmp_path / "failures.csv"
+    table = _table(rec_dir).iloc[:2]
+    kw = {"options": InferenceOptions(hop_s=0.5), "out_csv": out, "failures_csv": fail, "progress": False}
+    full = predict_table(FakeBundle(), table, **kw)
+    labels = FakeBundle().labels
+    full.assign(n_words=1, **{f"t_{lab}": 0.25 for lab in labels}, **{f"f_{lab}": 0.25 for lab in labels},
+                fusion_source="fused").to_csv(out, index=False)
+    b = FakeBundle()
+    resumed = predict_table(b, table, **kw)
+    assert b.calls == 0
+    pd.testing.assert_frame_equal(resumed, full)
+
+
 def test_resume_refuses_other_hop_and_can_be_disabled(rec_dir, tmp_path):
     out, fail = tmp_path / "windows.csv", tmp_path / "failures.csv"
     table = _table(rec_dir).iloc[:1]

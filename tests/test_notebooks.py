@@ -96,3 +96,26 @@ def test_notebook_values_reads_every_declared_parameter_in_order():
     del namespace["hop_s"]
     with pytest.raises(params.ParamsError, match="declares hop_s"):
         params.notebook_values("04_inference", namespace)
+
+
+def test_text_channel_params_and_cells():
+    """Stage 04's text-channel params (off by default) and its cells after windows.csv is
+    written and before the provenance; stages 05-06 select the channel right after reading
+    windows.csv; stage 07 records stage 06's channel instead of selecting again."""
+    declared = {k: ast.literal_eval(v["default"]) for k, v in
+                papermill.inspect_notebook(str(paths.NOTEBOOKS / "04_inference.ipynb")).items()}
+    assert {k: declared[k] for k in ("asr_model", "asr_backend", "language", "text_model", "text_weight")} == {
+        "asr_model": "", "asr_backend": "whisper", "language": "fr", "text_model": "", "text_weight": 0.3}
+    code = [c.source for c in _nb("04_inference").cells if c.cell_type == "code"]
+    where = {k: next(i for i, s in enumerate(code) if k in s)
+             for k in ("predict_table(bundle", "add_text_channel_to_table(", "write_provenance(")}
+    assert where["predict_table(bundle"] < where["add_text_channel_to_table("] < where["write_provenance("]
+    assert '"off_reason": text_off_reason' in code[where["write_provenance("]]
+    for stage in ("05_time_dependent", "06_time_invariant"):
+        info = papermill.inspect_notebook(str(paths.NOTEBOOKS / f"{stage}.ipynb"))
+        assert ast.literal_eval(info["channel"]["default"]) == "acoustic"
+        src = next(c.source for c in _nb(stage).cells if "load_windows(" in c.source)
+        assert src.index("load_windows(") < src.index("select_channel(windows, channel=channel")
+    assert "channel" not in papermill.inspect_notebook(str(paths.NOTEBOOKS / "07_delta.ipynb"))
+    assert not any("select_channel(" in c.source for c in _nb("07_delta").cells)
+    assert any('"channel": channel_06' in c.source for c in _nb("07_delta").cells)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ser.core import atomic, paths
 from ser.data.schema import ID_COLUMNS, UNCERTAINTY_COLUMNS
-from ser.inference import recording, speaker_norm, speakers, uncertainty
+from ser.inference import recording, speaker_norm, speakers, uncertainty, words
 from ser.inference.cluster import Job, parse_cluster, run_recordings
 from ser.inference.options import InferenceOptions
 from ser.inference.protocol import ModelBundle, needs_reference
@@ -54,6 +54,7 @@ def _read_previous(out_csv: Path, columns: list[str], hop_s: float,
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot resume from {out_csv}: {e}; delete it or pass resume=False") from e
     prev = prev.drop(columns=[c for c in speakers.SPEAKER_COLUMNS if c in prev.columns])  # recomputed
+    prev = prev.drop(columns=words.text_columns(prev.columns))  # the text channel: added after stage 04's windows
     upgraded = uncertainty.add_uncertainty(prev, columns=columns)
     if upgraded is not prev:
         print(f"{out_csv.name} was written before the per-window uncertainty columns: "

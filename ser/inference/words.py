@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -62,6 +64,18 @@ def window_words(windows: pd.DataFrame, words: pd.DataFrame, *, key: str = "reco
     return out
 
 
+def text_columns(columns: Iterable[object]) -> list[str]:
+    """The text-channel columns among ``columns`` (``n_words``, ``t_<label>``, ``f_<label>``,
+    ``fusion_source``), in their order: what :func:`add_text_channel` adds."""
+    return [c for c in columns if isinstance(c, str)
+            and (c in ("n_words", "fusion_source") or c.startswith(("t_", "f_")))]
+
+
+def caregiver_turns(turns: pd.DataFrame) -> pd.DataFrame:
+    """The turns marked as the caregiver's (``is_caregiver`` true) of ``ser diarize``'s table."""
+    return turns[turns["is_caregiver"].astype(str).str.lower().isin(("true", "1"))]
+
+
 def caregiver_words(words: pd.DataFrame, turns: pd.DataFrame, *, key: str = "recording") -> pd.DataFrame:
     """The words whose midpoint lies in one of the caregiver's turns.
 
@@ -72,7 +86,7 @@ def caregiver_words(words: pd.DataFrame, turns: pd.DataFrame, *, key: str = "rec
     Returns:
         The rows of ``words`` kept; recordings without any caregiver turn keep no word.
     """
-    care = turns[turns["is_caregiver"].astype(str).str.lower().isin(("true", "1"))]
+    care = caregiver_turns(turns)
     keep = np.zeros(len(words), dtype=bool)
     mids = ((words["start_s"] + words["end_s"]) / 2).to_numpy()
     recs = words[key].to_numpy()

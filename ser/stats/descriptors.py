@@ -82,7 +82,8 @@ def is_model_output(column: object) -> bool:
 EMOTION_CHANNELS: Mapping[str, str] = MappingProxyType({"acoustic": "p_", "text": "t_", "fused": "f_"})
 
 
-def select_channel(windows: pd.DataFrame, *, channel: str = "acoustic") -> pd.DataFrame:
+def select_channel(windows: pd.DataFrame, *, channel: str = "acoustic",
+                   source: str = "window table") -> pd.DataFrame:
     """A window table whose ``p_<label>`` columns hold the emotion channel ``channel``, so the
     statistics run on it unchanged; the ``t_``/``f_`` columns are dropped. A text channel's
     windows without words are empty (NaN) and enter no summary. The uncertainty columns
@@ -90,13 +91,14 @@ def select_channel(windows: pd.DataFrame, *, channel: str = "acoustic") -> pd.Da
 
     Args:
         windows: a window table (``windows.csv``).
-        channel: a key of :data:`EMOTION_CHANNELS`.
+        channel: a key of :data:`EMOTION_CHANNELS` (the ``channel`` param of stages 05-06).
+        source: what ``windows`` is, for the error message (e.g. ``"windows.csv"``).
 
     Raises:
         ValueError: unknown channel, or the table lacks that channel's columns.
     """
     if channel not in EMOTION_CHANNELS:
-        raise ValueError(f"emotion channel must be one of {', '.join(EMOTION_CHANNELS)}; got {channel!r}")
+        raise ValueError(f"emotion channel (param channel) must be one of {', '.join(EMOTION_CHANNELS)}; got {channel!r}")
     prefix = EMOTION_CHANNELS[channel]
     others = [c for c in windows.columns if isinstance(c, str) and c.startswith(("t_", "f_"))]
     if prefix == "p_":
@@ -104,8 +106,10 @@ def select_channel(windows: pd.DataFrame, *, channel: str = "acoustic") -> pd.Da
     probs = probability_columns(windows)
     missing = [prefix + c[2:] for c in probs if prefix + c[2:] not in windows.columns]
     if missing or not probs:
-        raise ValueError(f"window table has no {channel} channel columns {missing or [prefix + '<label>']}: "
-                         "the text channel was off or not run; use channel 'acoustic'")
+        raise ValueError(f"{source} has no {channel} channel columns {missing or [prefix + '<label>']}: "
+                         f"the text channel was off or not run in stage 04 (asr_model and text_model in "
+                         f"params/04_inference.yaml); set the param channel: acoustic, or rerun stage 04 "
+                         f"with both models")
     out = windows.drop(columns=others)
     for c in probs:
         out[c] = windows[prefix + c[2:]].to_numpy()
