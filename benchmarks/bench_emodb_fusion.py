@@ -160,6 +160,7 @@ def main() -> int:
                   f"({rows[-1]['seconds']:.0f} s)", flush=True)
             if out:
                 folds.to_csv(out / f"folds_{n_classes}c_{spec.replace(':', '_')}.csv", index=False)
+                runs[spec][2].to_csv(out / f"predictions_{n_classes}c_{spec.replace(':', '_')}.csv")
         pred, chosen = nested_pick(runs)
         _, poverall = classical_loso.summarize_predictions(pred)
         counts = pd.Series(chosen).value_counts()
@@ -169,8 +170,6 @@ def main() -> int:
                      "inner_uar_mean": float("nan"), "seconds": 0.0,
                      "note": "; ".join(f"{k} ×{v}" for k, v in counts.items())})
         if out:
-            for spec, (_, _, p) in runs.items():
-                p.to_csv(out / f"predictions_{n_classes}c_{spec.replace(':', '_')}.csv")
             pred.to_csv(out / f"predictions_{n_classes}c_pick.csv")
 
     total, load1 = time.perf_counter() - t_start, os.getloadavg()
