@@ -205,6 +205,69 @@ def test_loso_separable_is_perfect_and_shuffled_is_chance(estimator, monkeypatch
     assert chance["uar"] < 0.55  # 3 classes: chance is 1/3
 
 
+def _informative(n_speakers: int = 6, per_class: int = 8, d: int = 40, seed: int = 0):
+    """Three classes that only columns 3 and 17 tell apart, plus one constant column."""
+    rng = np.random.default_rng(seed)
+    y = np.tile(np.repeat(["a", "b", "c"], per_class), n_speakers)
+    g = np.repeat([f"spk{i}" for i in range(n_speakers)], 3 * per_class)
+    X = rng.standard_normal((len(y), d))
+    X[:, 3] += (y == "a") * 4.0
+    X[:, 17] += (y == "b") * 4.0
+    X[:, 5] = 1.0
+    return pd.DataFrame(X, columns=[f"f{i}" for i in range(d)]), y, g
+
+
+@pytest.mark.parametrize("est", ["svm_linear", "svm_rbf", "logreg"])
+def test_select_k_keeps_the_informative_features(est):
+    X, y, g = _informative()
+    model = ClassicalModel(estimator=est, speaker_norm=True, select_k=2).fit_grid(X, y, g, inner_folds=3)
+    assert list(model.pipeline_.named_steps["select"].get_support(indices=True)) == [3, 17]
+    assert model.inner_uar_ > 0.9 and model.describe()["select_k"] == 2
+    assert model.predict_proba(X, g).shape == (len(X), 3)
+    # k at least the number of features: no selection step at all
+    assert "select" not in ClassicalModel(select_k=500).fit_grid(X, y, g, inner_folds=3).pipeline_.named_steps
+    assert "select_k" not in ClassicalModel().fit(X, y, g).describe()
+
+
+def test_select_k_is_fitted_inside_every_fold_never_on_the_test_speaker(monkeypatch):
+    X, y, g = _informative()  # 6 speakers x 24 rows
+    seen = []
+    real = estimator.anova_f
+
+    def spy(Xa, ya):
+        seen.append(len(Xa))
+        return real(Xa, ya)
+
+    monkeypatch.setattr(estimator, "anova_f", spy)
+    folds, overall, _ = classical_loso.evaluate_loso(X, y, g, estimator="svm_linear", speaker_norm=True,
+                                                     select_k=2, param_grid={"C": [0.01, 1.0]}, inner_folds=3,
+                                                     progress=False)
+    assert overall["uar"] > 0.9
+    # 4 selections per outer fold: 3 inner folds (3 or 4 training speakers), the refit on all 5
+    assert len(seen) == 6 * 4 and set(seen) <= {72, 96, 120} and 120 in seen and len(X) not in seen
+    assert all(json.loads(b) for b in folds["best_params"])
+
+
+def test_select_k_rejects_bad_values_and_names_the_member():
+    for bad in (0, -3, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="select_k=.* must be a positive integer"):
+            ClassicalModel(select_k=bad)
+    assert Member("compare", "svm_linear", True, select_k=2000).name == "compare+svm_linear+spknorm+k2000"
+    f, p = estimator.anova_f(np.c_[np.ones(6), np.arange(6.0)], np.array([0, 0, 0, 1, 1, 1]))
+    assert f[0] == 0.0 and p[0] == 1.0 and f[1] > 0
+
+
+def test_select_k_bundle_round_trip(tmp_path):
+    windows, labels, speakers = _window_data()
+    feats = features.signal_features(windows, feature_set="mfcc_stats", sample_rate=SR)
+    model = ClassicalModel(estimator="svm_linear", params={"C": 0.01}, select_k=20).fit(
+        feats, labels, speakers, calibration_folds=3)
+    out = writer.save_classical_bundle(tmp_path / "b", model, labels=sorted(set(labels)), feature_set="mfcc_stats",
+                                       sample_rate=SR, window_s=0.5)
+    assert json.loads((out / "model.json").read_text())["arch_params"]["select_k"] == 20
+    np.testing.assert_allclose(load_bundle(out).predict_proba(windows), model.predict_proba(feats), atol=1e-5)
+
+
 def test_speaker_norm_uses_only_the_speakers_own_rows():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((12, 4)) * 3 + 5

@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 
 from ser.models.bundle import bundle_fingerprint, load_bundle
+from ser.models.classical import features
 from ser.models.deployed import read_deployed, resolve_model_name, write_deployed
 from ser.models.ensemble_bundle import EnsembleBundle, save_ensemble_bundle
 from ser.models.integrity import write_sealed_meta
@@ -287,3 +288,35 @@ def test_final_bundles_record_the_split_and_their_cross_validation(run, name):
     assert meta["split"]["test"] == ["s7", "s8"] and "s7" not in meta["split"]["train"]
     assert meta["selection"]["cv_folds"] == 3 and meta["selection"]["n_oof"] == 72
     assert meta["selection"]["seconds"] > 0
+
+
+def test_fused_classical_candidate_with_feature_selection(tmp_path, monkeypatch):
+    """Early fusion (a list of feature sets side by side) and select_k, through stage 02 and a bundle."""
+    monkeypatch.setenv("SER_RESULTS_DIR", str(tmp_path / "results"))
+    utterances = _corpus(tmp_path)
+    (c,) = cv.parse_candidates([{"name": "t_fused", "family": "classical", "feature_set": ["mfcc", "egemaps"],
+                                 "estimator": "logreg", "speaker_norm": True, "select_k": 40,
+                                 "param_grid": {"C": [1.0]}}], default_name="unused")
+    assert c.options["feature_set"] == ["mfcc_stats", "egemaps"] and c.options["select_k"] == 40
+    cv.train_candidates(utterances, [c], models_dir=tmp_path / "models", labels=LABELS, window_s=0.5,
+                        sample_rate=SR, cv_folds=3, seed=0, cnn_defaults=TINY_CNN, progress=False)
+    out = tmp_path / "models" / "t_fused"
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["features"]["feature_sets"] == ["mfcc_stats", "egemaps"]
+    assert meta["arch"] == "classical:logreg" and meta["arch_params"]["select_k"] == 40
+    oof = selection.read_oof(out, LABELS)
+    assert len(oof) == 72 and not set(oof["speaker"]) & {"s7", "s8"}
+    bundle = load_bundle(out)
+    pipe = bundle.model.pipeline_
+    assert pipe.named_steps["impute"].n_features_in_ == 300 + 88  # MFCC statistics, then eGeMAPS
+    assert pipe.named_steps["select"].get_support().sum() == 40
+    w = _speaker_windows(run={"utterances": utterances}, speaker="s7")
+    feats = {fs: features.signal_features(w, feature_set=fs, sample_rate=SR) for fs in ("mfcc_stats", "egemaps")}
+    ref = {fs: (f.mean(axis=0), np.maximum(f.std(axis=0), 1e-8)) for fs, f in feats.items()}
+    z = np.hstack([(feats[fs] - ref[fs][0]) / ref[fs][1] for fs in ("mfcc_stats", "egemaps")])
+    np.testing.assert_allclose(bundle.with_reference(ref).predict_proba(w), pipe.predict_proba(z), atol=1e-4)
+    with pytest.raises(ValueError, match="must name one or more different feature sets"):
+        cv.parse_candidates([{"name": "a", "family": "classical", "feature_set": ["mfcc", "mfcc_stats"]}],
+                            default_name="x")
+    with pytest.raises(ValueError, match=r"\(a\): select_k=0 must be a positive integer"):
+        cv.parse_candidates([{"name": "a", "family": "classical", "select_k": 0}], default_name="x")

@@ -79,6 +79,7 @@ def evaluate_loso(
     estimator: str = "svm_linear",
     speaker_norm: bool = False,
     param_grid: Mapping[str, Sequence[Any]] | None = None,
+    select_k: int | None = None,
     inner_folds: int = 5,
     seed: int = 0,
     n_jobs: int = 1,
@@ -98,6 +99,8 @@ def evaluate_loso(
         estimator: one of :data:`ESTIMATORS`.
         speaker_norm: per-speaker standardisation (transductive, label-free).
         param_grid: grid of the final estimator; default :func:`default_param_grid`.
+        select_k: ANOVA feature selection inside every fit (``ClassicalModel(select_k=...)``);
+            ``None``: all features.
         inner_folds: inner grouped folds.
         seed: estimator seed.
         n_jobs: parallel fits inside each grid search.
@@ -126,7 +129,7 @@ def evaluate_loso(
         tr = np.isin(g, split.train + split.val)
         te = np.isin(g, split.test)
         t0 = time.perf_counter()
-        model = ClassicalModel(estimator=estimator, speaker_norm=speaker_norm, seed=seed)
+        model = ClassicalModel(estimator=estimator, speaker_norm=speaker_norm, seed=seed, select_k=select_k)
         model.fit_grid(X[tr], y[tr], g[tr], param_grid=param_grid, inner_folds=inner_folds, n_jobs=n_jobs)
         proba = aligned_proba(model.predict_proba(X[te], g[te]), model.classes_, classes)
         fit_s = time.perf_counter() - t0
@@ -221,7 +224,8 @@ def evaluate_loso_ensemble(
         for mem in members:
             t_m = time.perf_counter()
             X = Xs[mem.feature_set]
-            m = ClassicalModel(estimator=mem.estimator, speaker_norm=mem.speaker_norm, seed=seed)
+            m = ClassicalModel(estimator=mem.estimator, speaker_norm=mem.speaker_norm, seed=seed,
+                               select_k=mem.select_k)
             m.fit_grid(X[tr], y[tr], g[tr], param_grid=mem.param_grid, inner_folds=inner_folds, n_jobs=n_jobs)
             models.append(m)
             test_p.append(aligned_proba(m.predict_proba(X[te], g[te]), m.classes_, classes))

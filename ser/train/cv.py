@@ -5,9 +5,10 @@ is a family (:data:`FAMILIES`):
 
 - ``cnn``: a log-mel network of :data:`ser.models.registry.ARCHITECTURES` trained by
   :func:`ser.train.loop.train` (options: any of :data:`CNN_OPTIONS`, defaulting to the stage's);
-- ``classical``: functionals (``feature_set`` ``compare``, ``egemaps`` or ``mfcc``) of the
-  model window + ``estimator`` (``svm`` = linear SVM, ``svm_rbf``, ``logreg``, ``rf``),
-  optionally ``speaker_norm``, tuned by speaker-grouped inner CV
+- ``classical``: functionals (``feature_set`` ``compare``, ``egemaps`` or ``mfcc``, or a list
+  of them: early fusion, the sets side by side) of the model window + ``estimator``
+  (``svm`` = linear SVM, ``svm_rbf``, ``logreg``, ``rf``), optionally ``speaker_norm`` and
+  ``select_k`` (ANOVA feature selection inside every fit), tuned by speaker-grouped inner CV
   (:class:`ser.models.classical.estimator.ClassicalModel`);
 - ``ensemble``: the weighted mean of other candidates' probabilities (``members``,
   optional ``weights``), :mod:`ser.models.ensemble_bundle`.
@@ -45,7 +46,7 @@ from tqdm import tqdm
 from ser.core import atomic
 from ser.models.bundle import load_bundle
 from ser.models.classical.classes import aligned_proba
-from ser.models.classical.estimator import ESTIMATORS, ClassicalModel
+from ser.models.classical.estimator import ESTIMATORS, ClassicalModel, check_select_k
 from ser.models.classical.features import signal_features
 from ser.models.classical.writer import save_classical_bundle
 from ser.models.deployed import DEPLOYED, DEPLOYED_FILE
@@ -64,7 +65,7 @@ CNN_OPTIONS: tuple[str, ...] = (
 )
 #: Options of a ``classical`` candidate.
 CLASSICAL_OPTIONS: tuple[str, ...] = ("feature_set", "estimator", "speaker_norm", "param_grid", "inner_folds",
-                                      "pitch_norm_hz")
+                                      "pitch_norm_hz", "select_k")
 #: Options of an ``ensemble`` candidate.
 ENSEMBLE_OPTIONS: tuple[str, ...] = ("members", "weights")
 #: Short names of classical feature sets and estimators accepted in params.
@@ -122,15 +123,27 @@ def parse_candidates(specs: Sequence[Mapping[str, Any]], *, default_name: str) -
             raise ValueError(f"candidates[{i}] ({name}): {unknown} are not options of family {family}; "
                              f"use {', '.join(allowed[family])}")
         if family == "classical":
-            fs, est = str(opts.get("feature_set", "egemaps")), str(opts.get("estimator", "svm"))
-            if fs not in FEATURE_SET_NAMES:
-                raise ValueError(f"candidates[{i}] ({name}): feature_set {fs!r} is unknown; "
-                                 f"use {', '.join(FEATURE_SET_NAMES)}")
+            given, est = opts.get("feature_set", "egemaps"), str(opts.get("estimator", "svm"))
+            sets = [str(given)] if isinstance(given, str) else [str(s) for s in given]
+            for fs in sets:
+                if fs not in FEATURE_SET_NAMES:
+                    raise ValueError(f"candidates[{i}] ({name}): feature_set {fs!r} is unknown; "
+                                     f"use {', '.join(FEATURE_SET_NAMES)} (or a list of them)")
+            canon = [FEATURE_SET_NAMES[fs] for fs in sets]
+            if not canon or len(set(canon)) != len(canon):
+                raise ValueError(f"candidates[{i}] ({name}): feature_set {given!r} must name one or more "
+                                 "different feature sets")
             if est not in ESTIMATOR_NAMES:
                 raise ValueError(f"candidates[{i}] ({name}): estimator {est!r} is unknown; "
                                  f"use {', '.join(ESTIMATOR_NAMES)}")
-            opts["feature_set"], opts["estimator"] = FEATURE_SET_NAMES[fs], ESTIMATOR_NAMES[est]
+            opts["feature_set"] = canon[0] if isinstance(given, str) else canon
+            opts["estimator"] = ESTIMATOR_NAMES[est]
             opts["speaker_norm"] = bool(opts.get("speaker_norm", False))
+            if "select_k" in opts:
+                try:
+                    opts["select_k"] = check_select_k(opts["select_k"])
+                except ValueError as e:
+                    raise ValueError(f"candidates[{i}] ({name}): {e}") from None
         if family == "ensemble":
             members = opts.get("members")
             earlier = {c.name for c in out}
@@ -260,17 +273,19 @@ def _fit_classical(c: Candidate, rows: pd.DataFrame, folds: Mapping[str, int], *
         cache[key] = centre_windows(rows, sample_rate=sample_rate, n_samples=n, pitch_norm_hz=pnorm,
                                     progress=progress)
     windows, ok = cache[key]
-    fkey = (*key, o["feature_set"])
-    if fkey not in cache:
-        cache[fkey] = signal_features(windows, feature_set=o["feature_set"], sample_rate=sample_rate)
-    X = cache[fkey]
+    sets = [o["feature_set"]] if isinstance(o["feature_set"], str) else list(o["feature_set"])
+    for fs in sets:
+        if (*key, fs) not in cache:
+            cache[(*key, fs)] = signal_features(windows, feature_set=fs, sample_rate=sample_rate)
+    X = np.hstack([cache[(*key, fs)] for fs in sets])  # several sets: early fusion, in the listed order
     used = rows[ok].reset_index(drop=True)
     y, g = used["label"].to_numpy(), used["speaker"].to_numpy()
     fold = used["speaker"].map(folds).to_numpy()
     inner = int(o.get("inner_folds", 3))
 
     def fit(sel: np.ndarray) -> ClassicalModel:
-        m = ClassicalModel(estimator=o["estimator"], speaker_norm=o["speaker_norm"], seed=seed)
+        m = ClassicalModel(estimator=o["estimator"], speaker_norm=o["speaker_norm"], seed=seed,
+                           select_k=o.get("select_k"))
         return m.fit_grid(X[sel], y[sel], g[sel], param_grid=o.get("param_grid"),
                           inner_folds=min(inner, len(set(g[sel]))))
 

@@ -29,17 +29,20 @@ class Member:
         estimator: one of :data:`ESTIMATORS`.
         speaker_norm: per-speaker standardisation.
         param_grid: grid of the final estimator (``None``: default grid).
+        select_k: ANOVA feature selection inside every fit (``None``: all features).
     """
 
     feature_set: str
     estimator: str
     speaker_norm: bool = False
     param_grid: Mapping[str, Sequence[Any]] | None = field(default=None, compare=False)
+    select_k: int | None = None
 
     @property
     def name(self) -> str:
-        """E.g. ``compare+svm_linear+spknorm``."""
-        return f"{self.feature_set}+{self.estimator}" + ("+spknorm" if self.speaker_norm else "")
+        """E.g. ``compare+svm_linear+spknorm`` (``+k2000`` with ``select_k=2000``)."""
+        return (f"{self.feature_set}+{self.estimator}" + ("+spknorm" if self.speaker_norm else "")
+                + ("" if self.select_k is None else f"+k{self.select_k}"))
 
 
 def _weight_grid(n_members: int, *, step: float) -> np.ndarray:
@@ -154,7 +157,8 @@ def fit_ensemble(
         raise ValueError(f"feature_tables lacks {missing}; have {', '.join(feature_tables)}")
     y, g = check_aligned(feature_tables[members[0].feature_set], labels, speakers)
     classes = sorted(pd.unique(y).tolist())
-    models = [ClassicalModel(estimator=m.estimator, speaker_norm=m.speaker_norm, seed=seed).fit_grid(
+    models = [ClassicalModel(estimator=m.estimator, speaker_norm=m.speaker_norm, seed=seed,
+                             select_k=m.select_k).fit_grid(
         feature_tables[m.feature_set], y, g, param_grid=m.param_grid, inner_folds=inner_folds, n_jobs=n_jobs)
         for m in members]
     if combine == "weights":

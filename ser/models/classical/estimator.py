@@ -2,7 +2,9 @@
 speaker-grouped CV.
 
 :class:`ClassicalModel`: optional per-speaker standardisation → mean imputation →
-:class:`~sklearn.preprocessing.StandardScaler` → SVM (linear or RBF, :class:`KernelSVC`:
+:class:`~sklearn.preprocessing.StandardScaler` → optional ANOVA feature selection (``select_k``
+best features by :func:`anova_f`, fitted on the training rows of each fit, so inside every
+inner and outer fold) → SVM (linear or RBF, :class:`KernelSVC`:
 libsvm on a BLAS-computed Gram matrix), random forest or logistic regression, all
 class-balanced. Hyper-parameters are chosen by :meth:`ClassicalModel.fit_grid` with a
 speaker-*grouped* inner cross-validation (:class:`~sklearn.model_selection.GroupKFold`
@@ -14,6 +16,7 @@ grouped folds.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.feature_selection import SelectKBest, f_classif
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, ParameterGrid, StratifiedKFold
@@ -178,13 +182,37 @@ def _make_estimator(estimator: str, *, seed: int, params: Mapping[str, Any] | No
     return clf.set_params(**dict(params or {}))
 
 
-def _make_pipeline(estimator: str, *, seed: int, params: Mapping[str, Any] | None = None) -> Pipeline:
-    """Mean imputation → standardisation → classifier."""
-    return Pipeline([
+def anova_f(X: np.ndarray, y: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """ANOVA F statistic and p-value of each column of ``X [n, d]`` for the classes ``y``.
+
+    :func:`sklearn.feature_selection.f_classif` with constant columns (e.g. a feature that
+    per-speaker normalisation turned into zeros) scored 0 / p 1 instead of NaN and warnings.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Features .* are constant", category=UserWarning)
+        f, p = f_classif(X, y)
+    return np.nan_to_num(f, nan=0.0), np.nan_to_num(p, nan=1.0)
+
+
+def check_select_k(select_k: Any) -> int | None:
+    """``select_k`` as an int >= 1 or ``None`` (no selection); raise ``ValueError`` otherwise."""
+    if select_k is None:
+        return None
+    if isinstance(select_k, bool) or not isinstance(select_k, (int, np.integer)) or select_k < 1:
+        raise ValueError(f"select_k={select_k!r} must be a positive integer (features kept) or None")
+    return int(select_k)
+
+
+def _make_pipeline(estimator: str, *, seed: int, params: Mapping[str, Any] | None = None,
+                   select_k: int | None = None) -> Pipeline:
+    """Mean imputation → standardisation → (ANOVA selection of ``select_k`` features) → classifier."""
+    steps: list[tuple[str, Any]] = [
         ("impute", SimpleImputer(strategy="mean", keep_empty_features=True)),
         ("scale", StandardScaler()),
-        ("clf", _make_estimator(estimator, seed=seed, params=params)),
-    ])
+    ]
+    if select_k is not None:
+        steps.append(("select", SelectKBest(anova_f, k=select_k)))
+    return Pipeline([*steps, ("clf", _make_estimator(estimator, seed=seed, params=params))])
 
 
 def grouped_inner_splits(groups: Sequence[Any], *, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -212,13 +240,13 @@ def grouped_inner_splits(groups: Sequence[Any], *, n_splits: int) -> list[tuple[
 
 def _score_split(estimator: str, seed: int, fixed: Mapping[str, Any], combos: Sequence[Mapping[str, Any]],
                  X: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray,
-                 classes: np.ndarray) -> tuple[list[float], list[np.ndarray]]:
+                 classes: np.ndarray, select_k: int | None = None) -> tuple[list[float], list[np.ndarray]]:
     """UAR and held-out scores (SVM: decision values; else probabilities) of each combination.
 
-    Preprocessing is fitted once per split; for SVMs the dot products are computed
-    once and every (C, gamma) reuses them.
+    Preprocessing (and feature selection, on the split's training rows only) is fitted once
+    per split; for SVMs the dot products are computed once and every (C, gamma) reuses them.
     """
-    pre = _make_pipeline(estimator, seed=seed)[:-1].fit(X[tr])
+    pre = _make_pipeline(estimator, seed=seed, select_k=_capped(select_k, X.shape[1]))[:-1].fit(X[tr], y[tr])
     ztr, zva = pre.transform(X[tr]), pre.transform(X[va])
     uars, outs = [], []
     if estimator.startswith("svm"):
@@ -228,7 +256,7 @@ def _score_split(estimator: str, seed: int, fixed: Mapping[str, Any], combos: Se
     for combo in combos:
         p = {**fixed, **combo}
         if estimator.startswith("svm"):
-            gamma = float(p["gamma"]) if p.get("gamma") is not None else 1.0 / max(1, X.shape[1])
+            gamma = float(p["gamma"]) if p.get("gamma") is not None else 1.0 / max(1, ztr.shape[1])
             svc = SVC(kernel="precomputed", C=p.get("C", 1.0), class_weight=p.get("class_weight", "balanced"))
             svc.fit(_kernel_from_dots(d_tr, sq_tr, sq_tr, kernel=kernel, gamma=gamma), y[tr])
             k_va = _kernel_from_dots(d_va, sq_va, sq_tr, kernel=kernel, gamma=gamma)
@@ -240,6 +268,11 @@ def _score_split(estimator: str, seed: int, fixed: Mapping[str, Any], combos: Se
         uars.append(uar_score(y[va], pred))
         outs.append(score)
     return uars, outs
+
+
+def _capped(select_k: int | None, n_features: int) -> int | None:
+    """``select_k`` capped at the number of features (``None`` when it keeps them all)."""
+    return None if select_k is None or select_k >= n_features else select_k
 
 
 class ClassicalModel:
@@ -259,6 +292,9 @@ class ClassicalModel:
             kept by :meth:`fit_grid` unless the grid names them).
         seed: random seed of random forests / logistic regression and of ungrouped
             calibration folds.
+        select_k: keep the ``select_k`` features with the largest ANOVA F
+            (:func:`anova_f`) after standardisation, chosen on the training rows of every
+            fit (each inner fold, then the final refit); ``None``: all features.
 
     Attributes (after fitting):
         classes_: sorted class labels; columns of :meth:`predict_proba`.
@@ -271,9 +307,11 @@ class ClassicalModel:
     """
 
     def __init__(self, *, estimator: str = "svm_linear", speaker_norm: bool = False,
-                 params: Mapping[str, Any] | None = None, seed: int = 0) -> None:
+                 params: Mapping[str, Any] | None = None, seed: int = 0,
+                 select_k: int | None = None) -> None:
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator={estimator!r} is unknown; use one of {', '.join(ESTIMATORS)}")
+        self.select_k = check_select_k(select_k)
         self.estimator = estimator
         self.speaker_norm = bool(speaker_norm)
         self.params = dict(params or {})
@@ -315,7 +353,9 @@ class ClassicalModel:
         """``uar [n_combos, n_splits]`` and held-out scores per combination ``[n, k]``."""
         classes = np.asarray(sorted(pd.unique(y).tolist()))
         fixed = {k: v for k, v in self.params.items() if k not in combos[0]}
-        jobs = (joblib.delayed(_score_split)(self.estimator, self.seed, fixed, combos, arr, y, tr, va, classes)
+        select = {} if self.select_k is None else {"select_k": self.select_k}
+        jobs = (joblib.delayed(_score_split)(self.estimator, self.seed, fixed, combos, arr, y, tr, va, classes,
+                                             **select)
                 for tr, va in splits)
         res = joblib.Parallel(n_jobs=n_jobs)(jobs)
         uars = np.array([r[0] for r in res]).T
@@ -327,7 +367,8 @@ class ClassicalModel:
 
     def _finish(self, arr: np.ndarray, y: np.ndarray, held: np.ndarray) -> None:
         """Refit on all rows with ``best_params_``; calibrate an SVM on ``held`` decision values."""
-        pipe = _make_pipeline(self.estimator, seed=self.seed, params=self.best_params_).fit(arr, y)
+        pipe = _make_pipeline(self.estimator, seed=self.seed, params=self.best_params_,
+                              select_k=_capped(self.select_k, arr.shape[1])).fit(arr, y)
         clf = pipe.named_steps["clf"]
         if isinstance(clf, KernelSVC):
             clf.calibrate(held, y)
@@ -407,7 +448,7 @@ class ClassicalModel:
         arr = self._prepare(X, groups, fitting=True)
         y = np.asarray(y)
         grid = dict(param_grid) if param_grid is not None else default_param_grid(
-            self.estimator, n_features=arr.shape[1])
+            self.estimator, n_features=_capped(self.select_k, arr.shape[1]) or arr.shape[1])
         valid = _make_estimator(self.estimator, seed=self.seed).get_params()
         unknown = sorted(set(grid) - set(valid))
         if unknown:
@@ -441,17 +482,19 @@ class ClassicalModel:
         """Probabilities ``[n, n_classes]`` from features that need no more speaker normalisation.
 
         Args:
-            features: ``{feature_set: [n, d]}`` with this model's one table (already
-                z-scored per speaker where the model uses ``speaker_norm``).
+            features: ``{feature_set: [n, d]}`` with this model's tables (already z-scored
+                per speaker where the model uses ``speaker_norm``), in the order the model
+                was fitted on; several tables (early fusion) are put side by side.
         """
-        (X,) = features.values()
-        return self.check_fitted().predict_proba(np.asarray(X, dtype=np.float64))
+        X = np.hstack([np.asarray(f, dtype=np.float64) for f in features.values()])
+        return self.check_fitted().predict_proba(X)
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary: estimator, speaker_norm, chosen parameters, inner UAR."""
-        return {"estimator": self.estimator, "speaker_norm": self.speaker_norm,
-                "params": {k: jsonable(v) for k, v in self.best_params_.items()},
-                "inner_uar": self.inner_uar_, "seed": self.seed}
+        out = {"estimator": self.estimator, "speaker_norm": self.speaker_norm,
+               "params": {k: jsonable(v) for k, v in self.best_params_.items()},
+               "inner_uar": self.inner_uar_, "seed": self.seed}
+        return out if self.select_k is None else {**out, "select_k": self.select_k}
 
 
 def jsonable(v: Any) -> Any:

@@ -40,7 +40,9 @@ def save_classical_bundle(
         model: a fitted :class:`ClassicalModel` (or :class:`ClassicalEnsemble`).
         labels: class labels in the order of ``predict_proba`` columns; must equal the
             model's classes as a set (the bundle reorders to this order).
-        feature_set: the model's feature set (an ensemble: its members' sets, in order).
+        feature_set: the model's feature set (an ensemble: its members' sets, in order; a
+            single model fitted on several sets side by side, early fusion: those sets in
+            column order).
         sample_rate: audio rate (Hz) the features were computed at.
         window_s: analysis window length (s) the bundle expects.
         metrics: evaluation figures to keep (e.g. the LOSO ``overall``).
@@ -72,9 +74,9 @@ def save_classical_bundle(
         arch = "classical:ensemble(" + ",".join(m.name for m in model.members) + ")"
         arch_params = model.describe()
     else:
-        if not isinstance(feature_set, str):
-            raise ValueError("a single ClassicalModel has one feature_set (a string)")
-        sets = [feature_set]
+        sets = [feature_set] if isinstance(feature_set, str) else list(feature_set)
+        if not sets or len(set(sets)) != len(sets):
+            raise ValueError(f"feature_set {sets} must name one or more different feature sets")
         arch = f"classical:{model.estimator}"
         arch_params = model.describe()
     for s in sets:
