@@ -18,7 +18,7 @@ from ser.inference.grid import window_starts
 from ser.inference.options import InferenceOptions
 from ser.inference.recording import TooShortError, predict_recording, window_columns
 from ser.inference.stamp import model_stamp_path
-from ser.inference.table import predict_table
+from ser.inference.table import predict_table, public_failures
 from ser.models import registry, window
 from ser.signal import audio, features
 
@@ -302,6 +302,32 @@ def test_predict_table_lists_a_too_short_recording_unless_pad_short(tmp_path):
     df = predict_table(FakeBundle(), table, options=InferenceOptions(hop_s=0.5, pad_short=True),
                        out_csv=out, failures_csv=fail, progress=False)
     assert len(df) == 1 and bool(df["padded"].iloc[0]) and pd.read_csv(fail).empty
+
+
+def test_predict_table_reports_a_truncated_wav_and_keeps_its_windows(tmp_path):
+    audio.write_wav(tmp_path / "full.wav", voiced(4.0), SR)
+    data = (tmp_path / "full.wav").read_bytes()
+    assert data[36:40] == b"data"  # a plain 44-byte header: cut the file after 2 s of samples
+    bytes_per_frame = (len(data) - 44) // (4 * SR)
+    (tmp_path / "cut.wav").write_bytes(data[:44 + 2 * SR * bytes_per_frame])
+    table = pd.DataFrame([{"recording": r, "caregiver": "p001", "level": "expert", "phase": ph,
+                           "session": 1, "path": str(tmp_path / f)}
+                          for r, ph, f in (("p001_control", "control", "full.wav"),
+                                           ("p001_care", "care", "cut.wav"))])
+    out, fail = tmp_path / "windows.csv", tmp_path / "failures.csv"
+    df = predict_table(FakeBundle(), table, options=InferenceOptions(hop_s=0.5), out_csv=out,
+                       failures_csv=fail, progress=False)
+    assert set(df["recording"]) == {"p001_control", "p001_care"}  # the samples present are used
+    assert df.loc[df["recording"] == "p001_care", "end_s"].max() <= 2.0 + 1e-9
+    failures = pd.read_csv(fail)
+    assert failures["recording"].tolist() == ["p001_care"]
+    reason = failures["reason"].iloc[0]
+    assert reason.startswith("truncated: cut.wav's header promises 64000 sample frames, the file holds 32000")
+    assert public_failures(failures)["reason"].iloc[0].startswith("truncated: <audio file>'s header")
+    again = predict_table(FakeBundle(), table, options=InferenceOptions(hop_s=0.5), out_csv=out,
+                          failures_csv=fail, progress=False)  # resumed: the note stays
+    pd.testing.assert_frame_equal(again, df)
+    assert pd.read_csv(fail)["reason"].tolist() == [reason]
 
 
 def test_predict_table_with_options_and_workers(rec_dir, tmp_path):

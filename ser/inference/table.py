@@ -26,6 +26,7 @@ from ser.inference.options import InferenceOptions
 from ser.inference.protocol import ModelBundle, needs_reference
 from ser.inference.stamp import model_stamp, model_stamp_path, read_stamp, same_model
 from ser.inference.workers import feature_workers
+from ser.signal import wavheader
 
 #: Columns of the failure table of :func:`predict_table`.
 FAILURE_COLUMNS: tuple[str, ...] = ("recording", "path", "reason")
@@ -80,6 +81,22 @@ def _same_voice(old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
     if old_v is None or new is None:
         return old_v is None and new is None
     return all(old_v.get(k) == new.get(k) for k in ("speaker", "vad"))
+
+
+def truncation_note(path: str | os.PathLike[str]) -> str | None:
+    """The failure-table reason of a WAV whose header promises more samples than it holds
+    (:func:`ser.signal.wavheader.wav_truncation`: name, promised and found length, in the
+    file's own sample frames; the samples present are analysed), or None for a complete file.
+
+    Args:
+        path: audio file.
+    """
+    cut = wavheader.wav_truncation(path)
+    if cut is None:
+        return None
+    promised, found = cut
+    return (f"truncated: {Path(path).name}'s header promises {promised} sample frames, the file holds "
+            f"{found}; the samples present were analysed (its windows are in windows.csv)")
 
 
 def public_failures(failures: pd.DataFrame) -> pd.DataFrame:
@@ -247,6 +264,15 @@ def predict_table(
                       f"{options.norm_unit!r}: recomputing every recording", file=sys.stderr)
             done = {r: g for r, g in done.items() if same is not None and r in same}
     failures: list[dict[str, Any]] = []
+    truncated: dict[str, str | None] = {}  # recording -> note, for every recording with windows
+
+    def truncation_notes() -> list[dict[str, Any]]:
+        """Recordings analysed from a WAV whose header promises more samples than it holds."""
+        for r in done:
+            if r not in truncated:
+                truncated[r] = truncation_note(paths_of[r])
+        return [{"recording": r, "path": str(paths_of[r]), "reason": note}
+                for r, note in truncated.items() if note and r in done]
 
     def write() -> pd.DataFrame:
         parts = [done[r] for r in sorted(done, key=order.__getitem__)]
@@ -260,7 +286,8 @@ def predict_table(
         # after the rows: a crash in between leaves an old stamp, so the rows are redone
         atomic.atomic_write_json(stamp_path, stamp)
         atomic.atomic_write_csv(failures_csv,
-                                pd.DataFrame(sorted(failures, key=lambda f: order[f["recording"]]),
+                                pd.DataFrame(sorted(failures + truncation_notes(),
+                                                    key=lambda f: order[f["recording"]]),
                                              columns=list(FAILURE_COLUMNS)))
         return table
 
