@@ -173,7 +173,10 @@ def effects_summary(table: pd.DataFrame | None, *, alpha: float = 0.05) -> str:
     if df.empty:
         return "No statistical results are available in this run.\n"
     out = []
-    if df["_primary"].any():
+    primary = bool(df["_primary"].any())
+    rule = "study-wise adjusted p" if primary else "false-discovery rate"
+    what = "primary hypotheses" if primary else "effects tested"
+    if primary:
         n_all = len(df)
         df = df[df["_primary"]]
         out.append(f"The study fixed {len(df)} primary hypotheses before the data were seen; each is "
@@ -181,18 +184,20 @@ def effects_summary(table: pd.DataFrame | None, *, alpha: float = 0.05) -> str:
                    f"{n_all - len(df)} effects tested are exploratory and listed further down.\n")
     clear = df[df["_p"] < alpha].sort_values("_p", kind="stable")
     if clear.empty:
-        out.append(f"**No difference reached clear evidence** (false-discovery rate below "
-                   f"{alpha:g}) among the {len(df)} effects tested.")
+        out.append(f"**No difference reached clear evidence** ({rule} below "
+                   f"{alpha:g}) among the {len(df)} {what}.")
     else:
-        out.append(f"**{len(clear)} of {len(df)} effects tested show clear evidence** "
-                   f"(false-discovery rate below {alpha:g}):\n")
+        out.append(f"**{len(clear)} of the {len(df)} {what} show clear evidence** "
+                   f"({rule} below {alpha:g}):\n")
         cond = conditional_terms(df)
         for _, r in clear.iterrows():
             out.append(f"- {effect_sentence(r, condition=condition_of(r, cond))} "
                        f"*({_heading_of(r.get('analysis'))})*")
         out.append("")
-    features = list(dict.fromkeys(df["feature"].astype(str)))
-    found = set(clear["feature"].astype(str))
+    # one measure under several summaries (p_happy in 05, p_happy__mean in 06) counts once
+    measure = df["feature"].astype(str).str.split("__").str[0]
+    features = list(dict.fromkeys(measure))
+    found = set(measure[clear.index])
     none = [feature_name(f) for f in features if f not in found]
     if none and not clear.empty:
         out.append("No clear difference, in any analysis, was found for: " + "; ".join(none)
