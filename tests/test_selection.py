@@ -228,6 +228,15 @@ def test_per_speaker_calibration_table():
     assert t > 1 and (table["ece_after"] < table["ece_before"]).all()
 
 
+def test_every_classical_feature_set_can_be_a_candidate():
+    from ser.models.classical.features import FEATURE_SETS
+    for fs in (*FEATURE_SETS, "mfcc"):  # the block-pooled sets of windowed inference included
+        (c,) = cv.parse_candidates([{"name": "a", "family": "classical", "feature_set": fs}], default_name="x")
+        assert c.family == "classical"
+    with pytest.raises(ValueError, match="feature_set 'gemaps' is unknown"):
+        cv.parse_candidates([{"name": "a", "family": "classical", "feature_set": "gemaps"}], default_name="x")
+
+
 def test_parse_candidates_rejects_bad_entries():
     assert cv.parse_candidates([], default_name="demo_cnn") == [cv.Candidate("demo_cnn", "cnn", {})]
     with pytest.raises(ValueError, match="family 'tree'"):

@@ -47,7 +47,7 @@ from ser.core import atomic
 from ser.models.bundle import load_bundle
 from ser.models.classical.classes import aligned_proba
 from ser.models.classical.estimator import ESTIMATORS, ClassicalModel, check_select_k
-from ser.models.classical.features import signal_features
+from ser.models.classical.features import FEATURE_SETS, signal_features
 from ser.models.classical.writer import save_classical_bundle
 from ser.models.deployed import DEPLOYED, DEPLOYED_FILE
 from ser.models.ensemble_bundle import save_ensemble_bundle
@@ -69,8 +69,7 @@ CLASSICAL_OPTIONS: tuple[str, ...] = ("feature_set", "estimator", "speaker_norm"
 #: Options of an ``ensemble`` candidate.
 ENSEMBLE_OPTIONS: tuple[str, ...] = ("members", "weights")
 #: Short names of classical feature sets and estimators accepted in params.
-FEATURE_SET_NAMES: dict[str, str] = {"compare": "compare", "egemaps": "egemaps", "mfcc": "mfcc_stats",
-                                     "mfcc_stats": "mfcc_stats"}
+FEATURE_SET_NAMES: dict[str, str] = {"mfcc": "mfcc_stats", **{s: s for s in FEATURE_SETS}}
 ESTIMATOR_NAMES: dict[str, str] = {"svm": "svm_linear", **{e: e for e in ESTIMATORS}}
 #: Stage 02's list of this run's candidates, read by stage 03.
 CANDIDATES_FILE = "candidates.json"
