@@ -151,3 +151,16 @@ def test_pocketsphinx_is_english_only(tmp_path, capsys):
     assert "its bundled model is English" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not a PocketSphinx model folder"):
         load_asr(tmp_path / "nowhere", backend="pocketsphinx")
+
+
+def test_progress_with_recording_ids_names_ids_not_files(tmp_path, capsys):
+    wav = ramp_wav(tmp_path / "p001_control_secret-name.wav", 5.0)
+    (tmp_path / "p001_care_secret-name.wav").write_bytes(b"RIFF not audio")
+    fake = FakeAsr(_words(5.0))
+    stamp = {"model": "fake", "backend": "fake", "language": "fr"}
+    ids = {wav: "p001_control", tmp_path / "p001_care_secret-name.wav": "p001_care"}
+    tr.transcribe_paths([tmp_path / "p001_control_secret-name.wav", tmp_path / "p001_care_secret-name.wav"],
+                        fake, asr_stamp=stamp, output=tmp_path / "words.csv", recording_ids=ids)
+    err = capsys.readouterr().err
+    assert "p001_control: ok" in err and "p001_care: failed (see the failure table)" in err
+    assert "secret-name" not in err  # stage 04's notebook output never shows a file name or path

@@ -222,8 +222,11 @@ def transcribe_paths(
             summary[k] = {"recording": k, "status": "ok", "duration_s": round(dur, 3),
                           "words": len(wdf), "reason": ""}
         if progress:
-            print(f"[ser transcribe] {i + 1}/{len(files)} {f.name}: "
-                  f"{'failed: ' + failures[k] if k in failures else 'ok'}", file=sys.stderr)
+            named = f.resolve() in ids  # a recording id (stage 04): neither its file nor its path
+            status = ("ok" if k not in failures else "failed (see the failure table)" if named
+                      else "failed: " + failures[k])
+            print(f"[ser transcribe] {i + 1}/{len(files)} {k if named else f.name}: {status}",
+                  file=sys.stderr)
         write()
     return write()
 
