@@ -46,7 +46,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from ser.models.transformer import SAMPLE_RATE, config_dict, load_backbone, normalize_waveform
+from ser.models.transformer import (
+    SAMPLE_RATE,
+    checked_backbone_params,
+    config_dict,
+    load_backbone,
+    normalize_waveform,
+)
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -190,16 +196,5 @@ def ssl_frozen_from_arch_params(params: Mapping[str, Any], *, n_labels: int,
     Raises:
         ValueError: a sample rate other than 16000, unknown keys, or neither ``config`` nor ``source``.
     """
-    if int(sample_rate) != SAMPLE_RATE:
-        raise ValueError(f"ssl_frozen models take {SAMPLE_RATE} Hz audio; got sample_rate={sample_rate} "
-                         f"(set sample_rate: {SAMPLE_RATE} in the training params)")
-    p = dict(params)
-    p.pop("pretrained_from", None)
-    allowed = {"config", "source", "local_files_only", "config_overrides", *OPTION_KEYS}
-    unknown = set(p) - allowed
-    if unknown:
-        raise ValueError(f"ssl_frozen arch_params: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
-    if "config" not in p and "source" not in p:
-        raise ValueError("ssl_frozen arch_params need 'source' (hub id or folder of pretrained "
-                         "weights) or 'config' (a stored backbone config)")
-    return build_ssl_frozen(n_labels=n_labels, **p)
+    return build_ssl_frozen(n_labels=n_labels, **checked_backbone_params(
+        params, family="ssl_frozen", sample_rate=sample_rate, option_keys=OPTION_KEYS))

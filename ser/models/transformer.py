@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -454,19 +454,39 @@ def hf_from_arch_params(params: Mapping[str, Any], *, n_labels: int,
     Raises:
         ValueError: wrong sample rate, unknown keys, or neither ``config`` nor ``source``.
     """
+    return build_hf_classifier(n_labels=n_labels, **checked_backbone_params(
+        params, family="hf", sample_rate=sample_rate, option_keys=_OPTION_KEYS, usual="config"))
+
+
+def checked_backbone_params(params: Mapping[str, Any], *, family: str, sample_rate: int,
+                            option_keys: Iterable[str], usual: str = "source") -> dict[str, Any]:
+    """The ``arch_params`` of a family built on a wav2vec2 / HuBERT / WavLM backbone, checked.
+
+    Args:
+        params: stage-02 or stored ``arch_params`` (``pretrained_from`` is dropped).
+        family: the architecture's name, for the messages (``"hf"``, ``"ssl_frozen"``).
+        sample_rate: the bundle's sample rate (Hz); must be 16000.
+        option_keys: the family's own options besides the backbone's.
+        usual: ``"source"`` or ``"config"``, named first in the message when both are missing.
+
+    Raises:
+        ValueError: a sample rate other than 16000, unknown keys, or neither ``config`` nor ``source``.
+    """
     if int(sample_rate) != SAMPLE_RATE:
-        raise ValueError(f"hf models take {SAMPLE_RATE} Hz audio; got sample_rate={sample_rate} "
+        raise ValueError(f"{family} models take {SAMPLE_RATE} Hz audio; got sample_rate={sample_rate} "
                          f"(set sample_rate: {SAMPLE_RATE} in the training params)")
     p = dict(params)
     p.pop("pretrained_from", None)
-    allowed = {"config", "source", "local_files_only", "config_overrides", *_OPTION_KEYS}
+    allowed = {"config", "source", "local_files_only", "config_overrides", *option_keys}
     unknown = set(p) - allowed
     if unknown:
-        raise ValueError(f"hf arch_params: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+        raise ValueError(f"{family} arch_params: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
     if "config" not in p and "source" not in p:
-        raise ValueError("hf arch_params need 'config' (a stored backbone config) or 'source' "
-                         "(hub id or folder of pretrained weights)")
-    return build_hf_classifier(n_labels=n_labels, **p)
+        ways = {"source": "'source' (hub id or folder of pretrained weights)",
+                "config": "'config' (a stored backbone config)"}
+        raise ValueError(f"{family} arch_params need {ways[usual]} or "
+                         f"{ways['config' if usual == 'source' else 'source']}")
+    return p
 
 
 # --------------------------------------------------------------------------- FLOPs
