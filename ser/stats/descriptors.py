@@ -207,6 +207,16 @@ def _check_min_speech_ratio(min_speech_ratio: float, *, what: str) -> float:
     return _check_fraction(min_speech_ratio, name="min_speech_ratio", what=what)
 
 
+def _at_least(windows: pd.DataFrame, column: str, threshold: float, *, missing: str) -> pd.Series:
+    """``windows[column] >= threshold`` per window (NaN: False); all True when the threshold
+    is 0; ``ValueError(missing)`` when a threshold above 0 meets a table without the column."""
+    if threshold <= 0.0:
+        return pd.Series(True, index=windows.index)
+    if column not in windows.columns:
+        raise ValueError(missing)
+    return pd.to_numeric(windows[column], errors="coerce").ge(threshold)
+
+
 def _filter_masks(windows: pd.DataFrame, *, min_speech_ratio: float, min_top_p: float,
                   min_caregiver_share: float = 0.0) -> tuple[pd.Series, pd.Series, pd.Series]:
     """(enough speech, confident, enough of the caregiver) per window; each all True when
@@ -214,29 +224,20 @@ def _filter_masks(windows: pd.DataFrame, *, min_speech_ratio: float, min_top_p: 
     msr = _check_min_speech_ratio(min_speech_ratio, what="emotion_window_mask")
     mtp = _check_fraction(min_top_p, name="min_top_p", what="emotion_window_mask")
     mcs = _check_fraction(min_caregiver_share, name="min_caregiver_share", what="emotion_window_mask")
-    speech = pd.Series(True, index=windows.index)
-    confident = pd.Series(True, index=windows.index)
-    hers = pd.Series(True, index=windows.index)
-    if mcs > 0.0:
-        if "caregiver_share" not in windows.columns:
-            raise ValueError(f"min_caregiver_share={mcs:g} needs the caregiver_share column of "
-                             f"windows.csv, which this table lacks: rerun stage 04_inference with "
-                             f"diarize: true (speaker turns), or set min_caregiver_share: 0")
-        hers = pd.to_numeric(windows["caregiver_share"], errors="coerce").ge(mcs)
-    if msr > 0.0:
-        if "speech_ratio" not in windows.columns:
-            raise ValueError(f"min_speech_ratio={msr:g} needs the speech_ratio column of windows.csv, "
-                             f"which this table lacks; rerun stage 04_inference with its default "
-                             f"features, or set min_speech_ratio: 0 (every window counts)")
-        speech = pd.to_numeric(windows["speech_ratio"], errors="coerce").ge(msr)
-    if mtp > 0.0:
-        if "emotion_top_p" not in windows.columns:
-            raise ValueError(f"min_top_p={mtp:g} needs the emotion_top_p column of windows.csv "
-                             f"(the window's largest emotion probability), which this table lacks: "
-                             f"it was written before stage 04_inference recorded per-window "
-                             f"uncertainty; rerun stage 04_inference (with resume, the column is "
-                             f"added from the stored probabilities), or set min_top_p: 0")
-        confident = pd.to_numeric(windows["emotion_top_p"], errors="coerce").ge(mtp)
+    hers = _at_least(windows, "caregiver_share", mcs, missing=(
+        f"min_caregiver_share={mcs:g} needs the caregiver_share column of "
+        f"windows.csv, which this table lacks: rerun stage 04_inference with "
+        f"diarize: true (speaker turns), or set min_caregiver_share: 0"))
+    speech = _at_least(windows, "speech_ratio", msr, missing=(
+        f"min_speech_ratio={msr:g} needs the speech_ratio column of windows.csv, "
+        f"which this table lacks; rerun stage 04_inference with its default "
+        f"features, or set min_speech_ratio: 0 (every window counts)"))
+    confident = _at_least(windows, "emotion_top_p", mtp, missing=(
+        f"min_top_p={mtp:g} needs the emotion_top_p column of windows.csv "
+        f"(the window's largest emotion probability), which this table lacks: "
+        f"it was written before stage 04_inference recorded per-window "
+        f"uncertainty; rerun stage 04_inference (with resume, the column is "
+        f"added from the stored probabilities), or set min_top_p: 0"))
     return speech, confident, hers
 
 
