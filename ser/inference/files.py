@@ -535,6 +535,22 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM received by ``ser predict``: handled like Ctrl-C (finished files kept)."""
 
 
+def interrupted_exit(command: str, interrupt: KeyboardInterrupt, *, output: object | None) -> int:
+    """Say on stderr how a command ended by Ctrl-C or SIGTERM (:class:`Terminated`) left its
+    outputs, and return its exit code: 130 (Ctrl-C) or 143 (SIGTERM).
+
+    Args:
+        command: the command's name, e.g. ``"ser predict"``.
+        interrupt: what ended it.
+        output: its ``-o`` (finished files are written there), or None (nothing was written).
+    """
+    where = (f"finished files are in {output}; run the same command again to resume"
+             if output else "nothing was written (no -o)")
+    how = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
+    print(f"\n{command}: {how}; {where}", file=sys.stderr)
+    return 143 if isinstance(interrupt, Terminated) else 130
+
+
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
     """Within the block, SIGTERM raises :class:`Terminated` in the main thread (like Ctrl-C
@@ -663,11 +679,7 @@ def predict_cli(
     except ValueError as e:
         return usage(str(e))
     except KeyboardInterrupt as e:
-        where = (f"finished files are in {output}; run the same command again to resume"
-                 if output else "nothing was written (no -o)")
-        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-        print(f"\nser predict: {how}; {where}", file=sys.stderr)
-        return 143 if isinstance(e, Terminated) else 130
+        return interrupted_exit("ser predict", e, output=output)
     if output is None:
         if fmt == "json":
             sys.stdout.write('{"windows": [' + _json_rows(res.windows) + '], "summary": ['

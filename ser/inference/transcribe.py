@@ -42,8 +42,8 @@ from ser.inference.files import (
     FILE_FAILURE_COLUMNS,
     OutputPathError,
     ResumeError,
-    Terminated,
     check_writable,
+    interrupted_exit,
     sigterm_interrupts,
 )
 from ser.models.asr import ASR_BACKENDS, ASR_SR, AsrBackend, Word, load_asr
@@ -268,10 +268,7 @@ def transcribe_cli(*, model: str, inputs: Sequence[str], output: str, backend: s
     except ValueError as e:
         return usage(str(e))
     except KeyboardInterrupt as e:
-        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-        print(f"\nser transcribe: {how}; finished files are in {output}; run the same command again "
-              "to resume", file=sys.stderr)
-        return 143 if isinstance(e, Terminated) else 130
+        return interrupted_exit("ser transcribe", e, output=output)
     ok = int(res.summary["status"].eq("ok").sum())
     print(f"ser transcribe: {ok} file(s), {len(res.words)} words -> {output}", file=sys.stderr)
     if len(res.failures):
