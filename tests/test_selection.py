@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from signals import tone_corpus
 
 from ser.models.bundle import bundle_fingerprint, load_bundle
 from ser.models.classical import features
@@ -40,20 +41,7 @@ CANDIDATES = [
 
 
 def _corpus(root, *, n_per: int = 3, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for spk, part in SPLIT.items():
-        offset = rng.uniform(0.9, 1.1)
-        for lab, f0 in F0.items():
-            for k in range(n_per):
-                t = np.arange(int(rng.uniform(0.3, 0.8) * SR)) / SR
-                phase = 2 * np.pi * f0 * offset * t
-                y = sum(np.sin(h * phase) / h for h in (1, 2, 3)) * rng.uniform(0.05, 0.3)
-                y = y + 0.005 * rng.standard_normal(len(t))
-                path = root / f"{spk}_{lab}_{k}.wav"
-                sf.write(path, y.astype(np.float32), SR, subtype="PCM_16")
-                rows.append({"path": str(path), "speaker": spk, "label": lab, "split": part})
-    return pd.DataFrame(rows)
+    return tone_corpus(root, split=SPLIT, f0=F0, sr=SR, n_per=n_per, max_s=0.8, seed=seed)
 
 
 @pytest.fixture(scope="module")
