@@ -44,11 +44,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from feature_tables import extract_aligned  # noqa: E402
+from feature_tables import extract_aligned, read_labelled  # noqa: E402
 from machine import cpu_name  # noqa: E402
 
 from ser.core import paths  # noqa: E402
-from ser.data import corpora  # noqa: E402
 from ser.models.classical.features import speaker_standardize  # noqa: E402
 from ser.signal import audio, augment, pitchnorm  # noqa: E402
 from ser.train import cross_corpus_eval  # noqa: E402
@@ -112,14 +111,8 @@ def main() -> int:
 
     t_start = time.perf_counter()
     load0 = os.getloadavg()
-    parts = []
-    for name in a.corpora:
-        t, _ = corpora.read_corpus(name, Path(paths.resolve(a.data_root)) / name, labels=LABELS)
-        t = t[t["label"].notna()]
-        if len(t) == 0:
-            raise SystemExit(f"no {name} files with labels {LABELS} under {a.data_root}/{name}")
-        parts.append(_subsample(t, a.max_per_corpus, a.seed))
-    table = pd.concat(parts, ignore_index=True)
+    table = pd.concat([_subsample(t, a.max_per_corpus, a.seed)
+                       for t in read_labelled(a.corpora, a.data_root, LABELS)], ignore_index=True)
     cache = Path(a.cache_dir)
     audio_dir = cache / "levers_audio"
     variants = {"original": table["path"].astype(str)}

@@ -31,11 +31,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from feature_tables import extract_aligned  # noqa: E402
+from feature_tables import extract_aligned, read_labelled  # noqa: E402
 from machine import cpu_name  # noqa: E402
 
 from ser.core import paths  # noqa: E402
-from ser.data import corpora  # noqa: E402
 from ser.models.classical import estimator, features  # noqa: E402
 from ser.train import cross_corpus_eval  # noqa: E402
 
@@ -67,14 +66,7 @@ def main() -> int:
 
     t_start = time.perf_counter()
     load0 = os.getloadavg()
-    tables = []
-    for name in a.corpora:
-        t, err = corpora.read_corpus(name, Path(paths.resolve(a.data_root)) / name, labels=LABELS)
-        t = t[t["label"].notna()]
-        if len(t) == 0:
-            raise SystemExit(f"no {name} files with labels {LABELS} under {a.data_root}/{name}")
-        tables.append(t)
-    table = pd.concat(tables, ignore_index=True)
+    table = pd.concat(read_labelled(a.corpora, a.data_root, LABELS), ignore_index=True)
 
     feats, extraction, common = extract_aligned(table["path"], (fs for fs, _ in specs),
                                                  cache_dir=a.cache_dir, n_jobs=a.n_jobs)

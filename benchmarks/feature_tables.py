@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ser.core import paths
+from ser.data import corpora
 from ser.models.classical import features
 
 
@@ -35,3 +37,16 @@ def extract_aligned(paths: Sequence[str], feature_sets: Iterable[str], *, cache_
     for X in feats.values():
         common = common.intersection(X.index, sort=False)
     return {k: v.loc[common] for k, v in feats.items()}, extraction, common
+
+
+def read_labelled(names: Iterable[str], data_root: str | Path, labels: Sequence[str]) -> list[pd.DataFrame]:
+    """Each corpus ``<data_root>/<name>`` read by its reader, only the files with one of
+    ``labels``; ``SystemExit`` naming a corpus without any."""
+    out = []
+    for name in names:
+        t, _ = corpora.read_corpus(name, Path(paths.resolve(data_root)) / name, labels=labels)
+        t = t[t["label"].notna()]
+        if len(t) == 0:
+            raise SystemExit(f"no {name} files with labels {tuple(labels)} under {data_root}/{name}")
+        out.append(t)
+    return out
