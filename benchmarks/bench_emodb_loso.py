@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from feature_tables import extract_aligned  # noqa: E402
-from machine import cpu_name  # noqa: E402
+from machine import machine_line  # noqa: E402
 
 from ser.core import paths  # noqa: E402
 from ser.data import corpora  # noqa: E402
@@ -158,9 +157,7 @@ def main() -> int:
     total = time.perf_counter() - t_start
     load1 = os.getloadavg()
     res = pd.DataFrame(results)
-    print(f"machine: {platform.node()} {platform.machine()} ({cpu_name()}), {os.cpu_count()} cores, "
-          f"python {platform.python_version()}; load average at start/end "
-          f"{load0[0]:.1f}/{load1[0]:.1f}")
+    print(machine_line(load0, load1))
     print(f"data: {len(table)} EmoDB utterances, {len(set(spk))} speakers, {len(set(y))} classes; "
           f"{len(errors)} non-audio/unparsed file(s) skipped by the reader")
     print("protocol: leave-one-speaker-out (10 folds); inner speaker-grouped "

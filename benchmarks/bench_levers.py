@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 import zlib
@@ -45,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from feature_tables import extract_aligned, read_labelled  # noqa: E402
-from machine import cpu_name  # noqa: E402
+from machine import machine_line  # noqa: E402
 
 from ser.core import paths  # noqa: E402
 from ser.models.classical.features import speaker_standardize  # noqa: E402
@@ -164,8 +163,7 @@ def main() -> int:
     total = time.perf_counter() - t_start
     load1 = os.getloadavg()
     out = pd.concat(rows, ignore_index=True)
-    print(f"\nmachine: {platform.node()} {platform.machine()} ({cpu_name()}), {os.cpu_count()} cores, "
-          f"python {platform.python_version()}; load average at start/end {load0[0]:.1f}/{load1[0]:.1f}")
+    print("\n" + machine_line(load0, load1))
     summary = table.groupby("corpus").agg(utterances=("label", "size"), speakers=("speaker", "nunique"))
     print("data (4 classes):\n" + summary.to_markdown())
     print("\nfeature extraction (cached):\n" + pd.DataFrame(extraction).to_markdown(index=False))
