@@ -27,7 +27,7 @@ import numpy as np
 
 from ser.core import atomic, provenance
 from ser.models.meta import calibration_temperature, tempered_proba, without_calibration
-from ser.models.window import window_samples, windows_at
+from ser.models.window import window_samples
 
 #: ``model.json["family"]`` of an ensemble bundle.
 FAMILY = "ensemble"
@@ -50,6 +50,9 @@ class Member(Protocol):
     speaker_norm: bool
 
     def predict_proba(self, windows: np.ndarray, *, batch_size: int = 64) -> np.ndarray: ...
+
+    def predict_proba_starts(self, signal: np.ndarray, starts: np.ndarray, *,
+                             batch_size: int = 64) -> np.ndarray: ...
 
     def uncalibrated(self) -> Member: ...
 
@@ -204,13 +207,8 @@ class EnsembleBundle:
         predicting them its own way (shared log-mel frames, block-pooled features)."""
         if len(starts) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        p = 0.0
-        for wt, m in zip(self.weights, self.members, strict=True):
-            by_starts = getattr(m, "predict_proba_starts", None)
-            pm = (by_starts(signal, starts, batch_size=batch_size) if by_starts is not None else
-                  m.predict_proba(windows_at(signal, starts, window_samples=self.window_samples),
-                                  batch_size=batch_size))
-            p = p + wt * np.asarray(pm, dtype=np.float64)
+        p = sum(wt * m.predict_proba_starts(signal, starts, batch_size=batch_size).astype(np.float64)
+                for wt, m in zip(self.weights, self.members, strict=True))
         return tempered_proba(p, self.temperature)
 
     def predict_starts(self, signal: np.ndarray, starts: np.ndarray, *,
