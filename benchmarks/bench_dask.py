@@ -12,7 +12,8 @@ run, in turn:
 
 The windows of the three outputs are checked equal. The per-recording overhead of the
 scheduler is measured apart, in this process: ``--overhead-recordings`` recordings of 2 s
-on a warm one-worker LocalCluster against the same inline (wall difference / recordings),
+on a warm one-worker LocalCluster against the same inline with one torch thread as on a worker
+(median wall difference of 3 alternating runs / recordings),
 the round trip of an empty task, and the LocalCluster's start-up.
 
     .venv/bin/python benchmarks/bench_dask.py [--recordings 40] [--minutes 5] [--workers 2]
@@ -28,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,15 +52,18 @@ def _predict(bundle: Path, inputs: Path, out: Path, *extra: str) -> float:
 
 def _overhead(bundle_dir: Path, files: list[Path]) -> None:
     """Per-recording cost of the scheduler, in this process: a warm one-worker LocalCluster
-    against the same recordings inline, and the round trip of an empty task."""
+    against the same recordings inline (one torch thread in both, as a worker has), and the
+    round trip of an empty task."""
     import logging
 
+    import torch
     from distributed import Client, LocalCluster
 
     from ser.inference.cluster import Job, run_recordings
     from ser.inference.options import InferenceOptions
     from ser.models.bundle import load_bundle
 
+    torch.set_num_threads(1)  # as in the single-threaded worker: the same compute inline and there
     bundle = load_bundle(bundle_dir)
     options = InferenceOptions(workers=0).resolve(bundle)
     jobs = [Job(str(f), f) for f in files]
@@ -76,13 +81,15 @@ def _overhead(bundle_dir: Path, files: list[Path]) -> None:
         t_start = time.perf_counter() - t0
         run(cluster.scheduler_address)  # warm: the worker imports ser and loads the bundle
         run(None)
-        t_cluster, t_local = run(cluster.scheduler_address), run(None)
+        pairs = [(run(cluster.scheduler_address), run(None)) for _ in range(3)]  # alternating
+        t_cluster, t_local = (float(np.median(v)) for v in zip(*pairs, strict=True))
         t0 = time.perf_counter()
         client.gather([client.submit(int, i, pure=False) for i in range(500)])
         t_empty = (time.perf_counter() - t0) / 500
     n = len(jobs)
     print(f"scheduler overhead ({n} recordings of 2 s, warm one-worker LocalCluster vs inline, "
-          f"same process): {t_cluster:.2f} s vs {t_local:.2f} s, "
+          f"one torch thread in both, median of 3 alternating runs): {t_cluster:.2f} s vs "
+          f"{t_local:.2f} s, "
           f"{(t_cluster - t_local) / n * 1000:.0f} ms per recording; empty task round trip "
           f"{t_empty * 1000:.1f} ms; LocalCluster start-up {t_start:.1f} s")
 
