@@ -317,3 +317,61 @@ def test_fused_classical_candidate_with_feature_selection(tmp_path, monkeypatch)
                             default_name="x")
     with pytest.raises(ValueError, match=r"\(a\): select_k=0 must be a positive integer"):
         cv.parse_candidates([{"name": "a", "family": "classical", "select_k": 0}], default_name="x")
+
+
+def test_corpus_folds_are_one_fold_per_corpus():
+    rows = pd.DataFrame({"speaker": ["b/1", "b/1", "a/2", "c/3", "a/4"], "corpus": ["b", "b", "a", "c", "a"]})
+    folds, names = cv.corpus_folds(rows)
+    assert names == ["a", "b", "c"] and folds == {"a/2": 0, "a/4": 0, "b/1": 1, "c/3": 2}
+    with pytest.raises(ValueError, match="at least 2 corpora"):
+        cv.corpus_folds(rows[rows["corpus"] == "a"])
+    with pytest.raises(ValueError, match=r"speakers \['x'\] appear in more than one corpus"):
+        cv.corpus_folds(pd.DataFrame({"speaker": ["x", "x"], "corpus": ["a", "b"]}))
+    with pytest.raises(ValueError, match="corpus column"):
+        cv.corpus_folds(rows[["speaker"]])
+
+
+def test_cv_by_corpus_gives_leave_one_corpus_out_predictions(tmp_path, monkeypatch):
+    """With cv_by='corpus' every out-of-fold row comes from a model that never heard its corpus;
+    the fold table scores each candidate on each held-out corpus, calibrated on the others."""
+    monkeypatch.setenv("SER_RESULTS_DIR", str(tmp_path / "results"))
+    utterances = _corpus(tmp_path)
+    utterances["corpus"] = utterances["speaker"].map(lambda s: "alpha" if s in {"s1", "s2", "s5"} else "beta")
+    models = tmp_path / "models"
+    (c,) = cv.parse_candidates([CANDIDATES[0]], default_name="unused")
+    with pytest.raises(ValueError, match="cv_by must be one of speaker, corpus"):
+        cv.train_candidates(utterances, [c], models_dir=models, labels=LABELS, window_s=0.5, sample_rate=SR,
+                            cv_by="language", progress=False)
+    calls = []
+    real = cv._fit_classical
+
+    def spy(c, rows, folds, **kw):
+        calls.append(dict(folds))
+        return real(c, rows, folds, **kw)
+
+    monkeypatch.setattr(cv, "_fit_classical", spy)
+    cv.train_candidates(utterances, [c], models_dir=models, labels=LABELS, window_s=0.5, sample_rate=SR,
+                        cv_folds=3, cv_by="corpus", seed=0, progress=False)
+    assert calls == [{"s1": 0, "s2": 0, "s5": 0, "s3": 1, "s4": 1, "s6": 1}]
+    record = selection.read_candidates(models)
+    assert record["cv_by"] == "corpus" and record["fold_names"] == ["alpha", "beta"] and record["cv_folds"] == 2
+    assert selection.folds_description(record) == "leave-one-corpus-out over 2 corpora: alpha, beta"
+    oof = selection.read_oof(models / "t_lr", LABELS)
+    assert (oof["fold"] == oof["speaker"].map(calls[0])).all() and len(oof) == 72
+    table = selection.fold_table(models, LABELS)
+    assert list(table.columns) == list(selection.FOLD_COLUMNS)
+    assert list(table["held_out"]) == ["alpha", "beta"] and list(table["n_utterances"]) == [36, 36]
+    # each fold's temperature is fitted on the other fold only
+    t_alpha = selection.fit_oof_temperature(oof[oof["fold"] == 1], LABELS)
+    assert table.loc[0, "temperature"] == pytest.approx(t_alpha)
+    assert table[["uar", "ece", "ece_calibrated"]].apply(lambda s: s.between(0, 1)).all().all()
+    held = oof[oof["fold"] == 0]
+    proba, y = selection.oof_arrays(held, LABELS)
+    assert table.loc[0, "uar"] == pytest.approx(_balanced_uar(proba, y))
+    assert len(selection.plot_folds(table).axes[0].patches) == 2
+
+
+def _balanced_uar(proba, y):
+    from sklearn.metrics import balanced_accuracy_score
+
+    return balanced_accuracy_score(y, proba.argmax(axis=1))

@@ -26,6 +26,11 @@ all of them are, on one other training speaker). An ensemble's OOF is the weight
 of its members' OOF. The final model is then fitted on all training speakers (a CNN as
 stage 02 always did: trained on ``train``, stopped early on ``val``) and written to
 ``results/models/<name>/``. Cost: a candidate is fitted ``cv_folds + 1`` times.
+
+With several corpora, ``cv_by="corpus"`` makes each corpus one fold (:func:`corpus_folds`):
+the out-of-fold predictions are then leave-one-corpus-out predictions, so stage 03 selects
+the model that transfers best to a corpus it has never heard, and fits its calibration on
+such predictions, which is the situation of the care recordings.
 """
 
 from __future__ import annotations
@@ -73,6 +78,8 @@ FEATURE_SET_NAMES: dict[str, str] = {"mfcc": "mfcc_stats", **{s: s for s in FEAT
 ESTIMATOR_NAMES: dict[str, str] = {"svm": "svm_linear", **{e: e for e in ESTIMATORS}}
 #: Stage 02's list of this run's candidates, read by stage 03.
 CANDIDATES_FILE = "candidates.json"
+#: How stage 02 groups the training utterances into cross-validation folds.
+CV_BY: tuple[str, ...] = ("speaker", "corpus")
 #: Out-of-fold predictions in each candidate's bundle folder.
 OOF_FILE = "oof_predictions.csv"
 
@@ -170,9 +177,40 @@ def speaker_folds(speakers: Sequence[Any], *, n_folds: int, seed: int) -> dict[s
     return {unique[j]: i % int(n_folds) for i, j in enumerate(order)}
 
 
+def corpus_folds(rows: pd.DataFrame) -> tuple[dict[str, int], list[str]]:
+    """Leave-one-corpus-out folds: each training speaker's fold is its corpus.
+
+    With these folds the out-of-fold predictions of every utterance come from a model that
+    never heard its corpus (its language, actors, sentences and microphone), so stage 03
+    selects and calibrates the candidates on corpora they have never heard.
+
+    Args:
+        rows: :func:`training_rows` (``speaker`` and ``corpus`` columns).
+
+    Returns:
+        ``({speaker: fold}, corpus names in fold order)``; folds follow the sorted corpus names.
+
+    Raises:
+        ValueError: no ``corpus`` column, fewer than 2 corpora, or a speaker in two corpora.
+    """
+    if "corpus" not in rows.columns:
+        raise ValueError("cv_by='corpus' needs the utterances table's corpus column (stage 01 with "
+                         "several corpora)")
+    per = rows.groupby("speaker")["corpus"].agg(lambda s: sorted({str(c) for c in s}))
+    shared = per[per.map(len) > 1]
+    if len(shared):
+        raise ValueError(f"cv_by='corpus': speakers {list(shared.index[:5])} appear in more than one "
+                         "corpus; key them by corpus (stage 01 does so when it merges corpora)")
+    names = sorted({c[0] for c in per})
+    if len(names) < 2:
+        raise ValueError(f"cv_by='corpus' needs training speakers of at least 2 corpora; got {names}")
+    return {str(s): names.index(c[0]) for s, c in per.items()}, names
+
+
 def training_rows(utterances: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
     """The training speakers' utterances (``split`` train or val) with a label in ``labels``:
-    ``path, speaker, label, split`` (speaker and path as text), in table order.
+    ``path, speaker, label, split`` (speaker and path as text; and ``corpus`` when the table
+    has it), in table order.
 
     Raises:
         ValueError: missing columns, or no such utterance.
@@ -183,7 +221,7 @@ def training_rows(utterances: pd.DataFrame, labels: Sequence[str]) -> pd.DataFra
     rows = utterances[utterances["split"].isin(["train", "val"]) & utterances["label"].isin(list(labels))]
     if rows.empty:
         raise ValueError(f"no train/val utterance with a label in {list(labels)}")
-    out = rows[["path", "speaker", "label", "split"]].copy()
+    out = rows[["path", "speaker", "label", "split"] + (["corpus"] if "corpus" in rows.columns else [])].copy()
     out["path"], out["speaker"] = out["path"].astype(str), out["speaker"].astype(str)
     return out.reset_index(drop=True)
 
@@ -357,6 +395,7 @@ def train_candidates(
     window_s: float,
     sample_rate: int,
     cv_folds: int = 3,
+    cv_by: str = "speaker",
     seed: int = 0,
     pitch_norm_hz: float = 0.0,
     cnn_defaults: Mapping[str, Any] | None = None,
@@ -371,7 +410,9 @@ def train_candidates(
         models_dir: ``results/models``; each candidate goes to ``models_dir / name``.
         labels: class labels, model output order.
         window_s: model window (s); sample_rate: Hz.
-        cv_folds: speaker-grouped folds over the training speakers.
+        cv_folds: speaker-grouped folds over the training speakers (``cv_by="speaker"``).
+        cv_by: ``"speaker"`` (``cv_folds`` folds of training speakers) or ``"corpus"`` (one fold
+            per corpus, :func:`corpus_folds`: out-of-fold = leave-one-corpus-out).
         seed: folds, weights, crops.
         pitch_norm_hz: pitch register of every family (0: off); a candidate may override it.
         cnn_defaults: :func:`ser.train.loop.train` options of ``cnn`` candidates (window_s,
@@ -381,11 +422,22 @@ def train_candidates(
 
     Returns:
         One row per candidate: ``model, family, seconds, n_oof, cv_folds`` (also in
-        ``models_dir / candidates.json`` with the folds).
+        ``models_dir / candidates.json`` with the folds, ``cv_by`` and the fold names).
+
+    Raises:
+        ValueError: an unknown ``cv_by``, or folds that cannot be made (see
+        :func:`speaker_folds`, :func:`corpus_folds`).
     """
+    if cv_by not in CV_BY:
+        raise ValueError(f"cv_by must be one of {', '.join(CV_BY)}; got {cv_by!r}")
     labels = [str(x) for x in labels]
     rows = training_rows(utterances, labels)
-    folds = speaker_folds(rows["speaker"], n_folds=cv_folds, seed=seed)
+    if cv_by == "corpus":
+        folds, fold_names = corpus_folds(rows)
+        cv_folds = len(fold_names)
+    else:
+        folds = speaker_folds(rows["speaker"], n_folds=cv_folds, seed=seed)
+        fold_names = [f"fold {k}" for k in range(int(cv_folds))]
     split = _split_of(utterances, labels)
     defaults = {"window_s": window_s, "sample_rate": sample_rate, "pitch_norm_hz": pitch_norm_hz,
                 **dict(cnn_defaults or {})}
@@ -414,7 +466,7 @@ def train_candidates(
         seconds[c.name] = own + sum(seconds[m] for m in members)
         oofs[c.name] = oof
         atomic.atomic_write_csv(out / OOF_FILE, oof)
-        info = {"family": c.family, "cv_folds": int(cv_folds), "seed": int(seed),
+        info = {"family": c.family, "cv_folds": int(cv_folds), "cv_by": cv_by, "seed": int(seed),
                 "seconds": round(seconds[c.name], 2), "n_oof": len(oof), "oof": OOF_FILE,
                 "options": c.options}
         _store_selection(out, info)
@@ -422,6 +474,6 @@ def train_candidates(
     table = pd.DataFrame(records)
     atomic.atomic_write_json(Path(models_dir) / CANDIDATES_FILE, {
         "candidates": [{"name": c.name, "family": c.family} for c in candidates], "cv_folds": int(cv_folds),
-        "seed": int(seed), "folds": folds, "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "cv_by": cv_by, "fold_names": fold_names, "seed": int(seed), "folds": folds, "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     return table

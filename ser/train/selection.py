@@ -37,6 +37,9 @@ from ser.train.metrics import summary_metrics, uar
 #: Columns of ``model_selection.csv``.
 SELECTION_COLUMNS: tuple[str, ...] = ("model", "family", "uar", "uar_sd", "macro_f1", "ece", "seconds",
                                       "n_utterances", "n_folds")
+#: Columns of ``model_selection_folds.csv`` (:func:`fold_table`).
+FOLD_COLUMNS: tuple[str, ...] = ("model", "family", "fold", "held_out", "n_utterances", "uar", "macro_f1", "ece",
+                                 "ece_calibrated", "temperature")
 #: Columns of ``eval_calibration_per_speaker.csv``.
 PER_SPEAKER_COLUMNS: tuple[str, ...] = ("speaker", "n", "accuracy", "ece_before", "ece_after",
                                         "nll_before", "nll_after", "temperature")
@@ -110,6 +113,48 @@ def selection_table(models_dir: str | os.PathLike[str], labels: Sequence[str], *
     return table.sort_values("uar", ascending=False, kind="stable", ignore_index=True)
 
 
+def folds_description(record: Mapping[str, Any]) -> str:
+    """How stage 02 made its folds, in words (from ``candidates.json``)."""
+    if record.get("cv_by") == "corpus":
+        names = record.get("fold_names") or []
+        return f"leave-one-corpus-out over {len(names)} corpora: {', '.join(map(str, names))}"
+    return f"{record['cv_folds']} speaker-grouped folds"
+
+
+def fold_table(models_dir: str | os.PathLike[str], labels: Sequence[str], *,
+               n_bins: int = 15) -> pd.DataFrame:
+    """Each candidate scored on each fold's out-of-fold predictions (:data:`FOLD_COLUMNS`).
+
+    With ``cv_by: corpus`` a fold is a corpus the model never heard, so this is the
+    leave-one-corpus-out table of every candidate, whatever its family. ``ece`` is before
+    calibration; ``ece_calibrated`` after a temperature fitted on the *other* folds' OOF
+    predictions only (cross-fitted, so the held-out fold never tunes its own calibration).
+    """
+    record = read_candidates(models_dir)
+    labels = list(labels)
+    names = list(record.get("fold_names") or [])
+    rows = []
+    for c in record["candidates"]:
+        oof = read_oof(Path(models_dir) / c["name"], labels)
+        oof = oof[oof["label"].isin(labels)]
+        for f in sorted(set(oof["fold"].astype(int))):
+            held, rest = oof[oof["fold"] == f], oof[oof["fold"] != f]
+            proba, y = oof_arrays(held, labels)
+            pred, truth = np.asarray(labels)[proba.argmax(axis=1)], np.asarray(labels)[y]
+            m = summary_metrics(truth.tolist(), pred.tolist(), labels)
+            t = fit_oof_temperature(rest, labels) if len(rest) else 1.0
+            rows.append({"model": c["name"], "family": c["family"], "fold": f,
+                         "held_out": names[f] if f < len(names) else f"fold {f}",
+                         "n_utterances": int(len(y)), "uar": float(m["uar"]), "macro_f1": float(m["macro_f1"]),
+                         "ece": expected_calibration_error(proba, y, n_bins=n_bins),
+                         "ece_calibrated": expected_calibration_error(_softmax(_logits(proba) / t), y,
+                                                                      n_bins=n_bins),
+                         "temperature": float(t)})
+    out = pd.DataFrame(rows).reindex(columns=list(FOLD_COLUMNS))
+    out.attrs["n_labels"] = len(labels)
+    return out
+
+
 def best_model(table: pd.DataFrame) -> str:
     """The candidate with the highest OOF UAR (the first such in table order)."""
     if table.empty:
@@ -141,6 +186,27 @@ def fit_oof_temperature(oof: pd.DataFrame, labels: Sequence[str]) -> float:
 
 def _logits(proba: np.ndarray) -> np.ndarray:
     return np.log(np.clip(np.asarray(proba, dtype=np.float64), 1e-12, None))
+
+
+def plot_folds(table: pd.DataFrame) -> Figure:
+    """UAR of every candidate on every fold of :func:`fold_table` (one group of bars per
+    held-out fold, one colour per candidate; chance marked)."""
+    models = list(dict.fromkeys(table["model"]))
+    folds = list(dict.fromkeys(table["held_out"]))
+    fig, ax = plt.subplots(figsize=(9, 0.5 + 0.45 * len(folds) * max(1, len(models))), constrained_layout=True)
+    h = 0.8 / max(1, len(models))
+    for i, m in enumerate(models):
+        sub = table[table["model"] == m].set_index("held_out").reindex(folds)
+        ax.barh(np.arange(len(folds)) + (i - (len(models) - 1) / 2) * h, sub["uar"], height=h, label=m)
+    n_labels = int(table.attrs.get("n_labels", 0))
+    if n_labels:
+        ax.axvline(1 / n_labels, color="0.4", ls="--", lw=1, label=f"chance ({1 / n_labels:.2f})")
+    ax.set_yticks(np.arange(len(folds)), folds)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("UAR on the held-out fold (out-of-fold predictions)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    return fig
 
 
 def per_speaker_calibration(proba: np.ndarray, y: np.ndarray, speakers: Sequence[Any], *,
