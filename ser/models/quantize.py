@@ -39,17 +39,33 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
     return model
 
 
+#: Modules that read their linear layers' ``weight`` and ``bias`` tensors directly (WavLM's
+#: attention hands them to ``F.multi_head_attention_forward``): their linears stay float.
+_READS_LINEAR_WEIGHTS: tuple[str, ...] = ("WavLMAttention",)
+
+
 def quantize_linears(model: nn.Module) -> nn.Module:
     """Give every ``nn.Linear`` int8 weights, activations quantised per batch (CPU only;
     ``torch.ao.quantization.quantize_dynamic``, in place).
 
+    The projections of an attention module that reads their weight tensors itself
+    (WavLM's, :data:`_READS_LINEAR_WEIGHTS`) stay float32: a quantised linear has no
+    weight tensor to read. Its feed-forward layers and the head are still quantised.
+
     Returns:
         ``model`` with its linear layers swapped.
     """
+    keep_float = {f"{name}.{child}" if name else child
+                  for name, mod in model.named_modules() if type(mod).__name__ in _READS_LINEAR_WEIGHTS
+                  for child, sub in mod.named_children() if isinstance(sub, nn.Linear)}
+    spec: Any = {nn.Linear}
+    if keep_float:
+        qconfig = torch.ao.quantization.default_dynamic_qconfig
+        spec = {name: qconfig for name, mod in model.named_modules()
+                if isinstance(mod, nn.Linear) and name not in keep_float}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
-        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8,
-                                                      inplace=True)
+        return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
 
 
 def prepare_for_inference(model: nn.Module) -> nn.Module:
