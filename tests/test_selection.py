@@ -214,6 +214,25 @@ def test_per_speaker_calibration_table():
     table = selection.per_speaker_calibration(proba, y, spk, temperature=t)
     assert list(table["speaker"]) == ["a", "b", "all"] and list(table["n"]) == [100, 100, 200]
     assert t > 1 and (table["ece_after"] < table["ece_before"]).all()
+    assert (table["ece_if_calibrated"] <= table["ece_if_calibrated_p95"]).all()
+    assert table.set_index("speaker").loc["a", "ece_if_calibrated"] > table.set_index("speaker").loc["all", "ece_if_calibrated"]
+
+
+def test_ece_sampling_reference_tells_noise_from_miscalibration():
+    """Labels drawn from the probabilities themselves (calibrated by construction) give an
+    ECE inside the chance band; a model that is right half as often as it claims does not."""
+    rng = np.random.default_rng(1)
+    p_top = rng.uniform(0.4, 0.95, 40)
+    proba = np.column_stack([p_top, *(np.tile((1 - p_top) / 3, (3, 1)))])
+    y_true = (rng.random(40) > p_top).astype(int) * rng.integers(1, 4, 40)  # class 0 with prob p_top
+    calibrated = calibration.expected_calibration_error(proba, y_true)
+    med, p95, p_ok = selection.ece_sampling_reference(proba, calibrated, n_sim=500)
+    assert 0.05 < med < p95 < 0.3  # 40 predictions: a perfect model's ECE is far from 0
+    assert p_ok > 0.05
+    y_bad = np.where(rng.random(40) < p_top / 2, 0, 1)  # right about half as often as claimed
+    bad = calibration.expected_calibration_error(proba, y_bad)
+    assert selection.ece_sampling_reference(proba, bad, n_sim=500)[2] < 0.01
+    assert selection.ece_sampling_reference(proba, bad, n_sim=500, seed=3)[:2] == pytest.approx((med, p95), abs=0.02)
 
 
 def test_every_classical_feature_set_can_be_a_candidate():

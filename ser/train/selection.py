@@ -42,6 +42,7 @@ FOLD_COLUMNS: tuple[str, ...] = ("model", "family", "fold", "held_out", "n_utter
                                  "ece_calibrated", "temperature")
 #: Columns of ``eval_calibration_per_speaker.csv``.
 PER_SPEAKER_COLUMNS: tuple[str, ...] = ("speaker", "n", "accuracy", "ece_before", "ece_after",
+                                        "ece_if_calibrated", "ece_if_calibrated_p95", "p_calibrated",
                                         "nll_before", "nll_after", "temperature")
 
 
@@ -209,9 +210,44 @@ def plot_folds(table: pd.DataFrame) -> Figure:
     return fig
 
 
+def ece_sampling_reference(proba: np.ndarray, observed: float, *, n_bins: int = 15, n_sim: int = 2000,
+                           seed: int = 0) -> tuple[float, float, float]:
+    """What ECE a perfectly calibrated model would show on these predictions, by chance alone.
+
+    ECE is biased upwards on few predictions: with 40 utterances even a perfectly
+    calibrated model shows an ECE of about 0.1. Labels are drawn from ``proba`` itself
+    (each prediction is then exactly calibrated) ``n_sim`` times and the ECE recomputed.
+
+    Args:
+        proba: calibrated probabilities ``[n, k]``.
+        observed: the ECE observed with the true labels.
+        n_bins: confidence bins of the ECE; n_sim: simulations; seed: their seed.
+
+    Returns:
+        ``(median, 95th percentile, p)`` of the simulated ECEs; ``p`` is the share of
+        simulations at least as large as ``observed`` (small: miscalibrated beyond chance).
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    cum = np.cumsum(proba, axis=1)
+    cum[:, -1] = 1.0
+    sims = np.empty(int(n_sim))
+    for i in range(len(sims)):
+        draw = (rng.random((len(proba), 1)) > cum).sum(axis=1)
+        sims[i] = expected_calibration_error(proba, draw, n_bins=n_bins)
+    return (float(np.median(sims)), float(np.quantile(sims, 0.95)),
+            float((1 + (sims >= observed - 1e-12).sum()) / (1 + len(sims))))
+
+
 def per_speaker_calibration(proba: np.ndarray, y: np.ndarray, speakers: Sequence[Any], *,
-                            temperature: float, n_bins: int = 15) -> pd.DataFrame:
+                            temperature: float, n_bins: int = 15, n_sim: int = 2000) -> pd.DataFrame:
     """ECE and NLL per speaker before (raw) and after temperature scaling, plus an ``all`` row.
+
+    Beside each calibrated ECE: the ECE a perfectly calibrated model would show on the same
+    predictions by chance (``ece_if_calibrated``: median, ``_p95``: 95th percentile) and
+    ``p_calibrated``, the share of such chance ECEs at least as large as the observed one
+    (:func:`ece_sampling_reference`), so that a speaker's ECE can be read against its
+    sampling noise.
 
     Args:
         proba: raw (uncalibrated) probabilities ``[n, k]``.
@@ -219,6 +255,7 @@ def per_speaker_calibration(proba: np.ndarray, y: np.ndarray, speakers: Sequence
         speakers: speaker of each row.
         temperature: the fitted temperature.
         n_bins: confidence bins of the ECE.
+        n_sim: simulations of the chance reference (0: left empty).
 
     Returns:
         :data:`PER_SPEAKER_COLUMNS`, one row per speaker (sorted) and ``all``.
@@ -231,10 +268,14 @@ def per_speaker_calibration(proba: np.ndarray, y: np.ndarray, speakers: Sequence
         sel = np.ones(len(spk), bool) if name == "all" else spk == name
         after = _softmax(z[sel] / temperature)
         before = _softmax(z[sel])
+        ece_after = expected_calibration_error(after, y[sel], n_bins=n_bins)
+        ref = (ece_sampling_reference(after, ece_after, n_bins=n_bins, n_sim=n_sim) if n_sim > 0
+               else (np.nan, np.nan, np.nan))
         rows.append({"speaker": name, "n": int(sel.sum()),
                      "accuracy": float((before.argmax(1) == y[sel]).mean()),
                      "ece_before": expected_calibration_error(before, y[sel], n_bins=n_bins),
-                     "ece_after": expected_calibration_error(after, y[sel], n_bins=n_bins),
+                     "ece_after": ece_after, "ece_if_calibrated": ref[0], "ece_if_calibrated_p95": ref[1],
+                     "p_calibrated": ref[2],
                      "nll_before": nll(z[sel], y[sel]),
                      "nll_after": nll(z[sel], y[sel], temperature=temperature),
                      "temperature": float(temperature)})
