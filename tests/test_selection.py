@@ -394,3 +394,16 @@ def _balanced_uar(proba, y):
     from sklearn.metrics import balanced_accuracy_score
 
     return balanced_accuracy_score(y, proba.argmax(axis=1))
+
+
+@pytest.mark.parametrize("profile", ["multicorpus", "cohort"])
+def test_multicorpus_profiles_select_leave_one_corpus_out(profile):
+    """The profiles that train on several corpora name valid candidates (a speaker-normalised
+    classical model, the CNN and an ensemble of them) and fold by corpus."""
+    stage = params.load_profile(profile)["02_train"]
+    chosen = cv.parse_candidates(stage["candidates"], default_name=stage["model_name"])
+    assert stage["cv_by"] == "corpus" and stage["cv_by"] in cv.CV_BY
+    families = {c.family for c in chosen}
+    assert families == {"classical", "cnn", "ensemble"}
+    assert all(c.options.get("speaker_norm") for c in chosen if c.family == "classical")
+    assert stage["model_name"] in {c.name for c in chosen}
