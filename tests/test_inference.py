@@ -188,6 +188,16 @@ def test_feature_workers_reuse_a_blocks_memory_for_the_next():
         assert pool.executor.submit(_refaults, nbytes).result() < pages // 20
 
 
+def test_windowed_inference_reuses_block_memory_in_this_process_only_while_it_runs():
+    nbytes = 40 * 2**20
+    pages = nbytes // 4096
+    if _refaults(nbytes) < pages // 2:
+        pytest.skip("this C library reuses freed 40 MiB buffers by itself")
+    with workers.feature_workers(0):  # no workers: the main process computes the features
+        assert _refaults(nbytes) < pages // 20
+    assert _refaults(nbytes) >= pages // 2  # glibc's defaults again: memory goes back
+
+
 # ------------------------------------------------------------------- uncertainty per window
 
 
