@@ -24,6 +24,11 @@ inherit it) and then:
    step's own × real time, so the slowest step can be named; then splits log-mel from
    the CNN on a sample of windows.
 
+With ``--base DIR`` (another checkout of the repository, e.g. a ``git worktree add
+--detach DIR main``), step 1 also runs ``ser predict`` of that checkout on the same bundles
+and audio, each bundle's base run just before this checkout's, so a change is measured
+side by side in one run under the same load.
+
 Wall times are only meaningful on an otherwise idle machine: the load average is
 printed, and CPU seconds too (they barely change with load).
 
@@ -31,7 +36,7 @@ Targets (issue 14, item 7): >= 500× real time on 2 cores for the CNN family, >=
 the classical family.
 
     .venv/bin/python benchmarks/bench_inference.py [--minutes 60] [--cores 2] [--cache DIR]
-        [--pitch-norm-hz 200] [--classical-set compare_lld_pooled] [--skip-split]
+        [--pitch-norm-hz 200] [--classical-set compare_lld_pooled] [--skip-split] [--base DIR]
 """
 
 from __future__ import annotations
@@ -137,15 +142,16 @@ def classical_bundle(folder: Path, *, feature_set: str, window_s: float, seed: i
                                  sample_rate=SR, window_s=window_s)
 
 
-def run_predict(bundle_dir: Path, wav: Path, out: Path) -> dict[str, float]:
-    """``ser predict`` in a subprocess: wall s, CPU s of the tree, peak tree RSS and largest
-    process RSS (MiB)."""
+def run_predict(bundle_dir: Path, wav: Path, out: Path, *, root: Path = ROOT) -> dict[str, float]:
+    """``ser predict`` of the checkout ``root`` in a subprocess: wall s, CPU s of the tree, peak
+    tree RSS and largest process RSS (MiB)."""
     import psutil
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.Popen([sys.executable, "-m", "ser.run.cli", "predict", str(bundle_dir), str(wav),
-                             "-o", str(out), "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
+                             "-o", str(out), "--quiet"], cwd=root, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     peak = 0
     ps = psutil.Process(proc.pid)
@@ -163,6 +169,18 @@ def run_predict(bundle_dir: Path, wav: Path, out: Path) -> dict[str, float]:
         raise RuntimeError(f"ser predict {bundle_dir.name} failed:\n{err}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall": wall, "cpu": cpu, "peak_tree_mib": peak / 2**20, "max_proc_mib": after.ru_maxrss / 1024}
+
+
+def _commit(root: Path) -> str:
+    """The short git commit of a checkout (``?`` when git cannot tell), ``+`` when it has changes."""
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return head + ("+" if dirty else "")
 
 
 def pin_cores(n: int) -> list[int]:
@@ -186,7 +204,12 @@ def main() -> int:
     ap.add_argument("--classical-set", default="compare_lld_pooled",
                     help="feature set of the classical bundle (default compare_lld_pooled); "
                          "'none' skips the classical bundle")
+    ap.add_argument("--base", type=Path, default=None,
+                    help="another checkout (e.g. a git worktree of main) whose ser predict runs "
+                         "side by side with this one's in step 1")
     a = ap.parse_args()
+    if a.base is not None and not (a.base / "ser" / "run" / "cli.py").is_file():
+        ap.error(f"--base {a.base} is not a checkout of this repository (no ser/run/cli.py)")
 
     cores = pin_cores(a.cores)
     import torch
@@ -226,12 +249,16 @@ def main() -> int:
         print(f"\nser predict end to end (default features and workers), {a.minutes:g} min of audio:")
         print(f"{'bundle':<42}{'wall s':>8}{'x real time':>13}{'target':>8}{'CPU s':>8}"
               f"{'CPU s/h':>9}{'cores':>7}{'peak RSS tree':>15}{'max process':>13}{'load':>6}")
+        checkouts = [("base ", a.base), ("this ", ROOT)] if a.base is not None else [("", ROOT)]
+        if a.base is not None:
+            print(f"base: {a.base.resolve()} (git {_commit(a.base)}); this: {ROOT} (git {_commit(ROOT)})")
         for name, bdir, target in runs:
-            load = os.getloadavg()[0]
-            r = run_predict(bdir, wav, Path(tmp) / f"{bdir.name}.csv")
-            print(f"{name:<42}{r['wall']:8.1f}{audio_s / r['wall']:13.0f}{f'>={target}':>8}{r['cpu']:8.1f}"
-                  f"{r['cpu'] * 3600 / audio_s:9.1f}{r['cpu'] / r['wall']:7.2f}"
-                  f"{r['peak_tree_mib']:11.0f} MiB{r['max_proc_mib']:9.0f} MiB{load:6.1f}", flush=True)
+            for tag, root in checkouts:
+                load = os.getloadavg()[0]
+                r = run_predict(bdir, wav, Path(tmp) / f"{bdir.name}_{tag.strip() or 'this'}.csv", root=root)
+                print(f"{tag + name:<42}{r['wall']:8.1f}{audio_s / r['wall']:13.0f}{f'>={target}':>8}"
+                      f"{r['cpu']:8.1f}{r['cpu'] * 3600 / audio_s:9.1f}{r['cpu'] / r['wall']:7.2f}"
+                      f"{r['peak_tree_mib']:11.0f} MiB{r['max_proc_mib']:9.0f} MiB{load:6.1f}", flush=True)
         print(f"load average after: {os.getloadavg()[0]:.1f}")
         if a.skip_split:
             return 0
