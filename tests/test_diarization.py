@@ -12,7 +12,7 @@ from ser.data.synth import Voice, stream_rng, synthesize_utterance
 from ser.inference import diarize_files
 from ser.inference.caregiver import identify_caregivers, mark_caregiver
 from ser.inference.der import diarization_error
-from ser.inference.diarization import DiarizationOptions, diarize_recording
+from ser.inference.diarization import DiarizationOptions, diarize_recording, segment_embeddings
 from ser.models.speaker_encoder import SpeakerEncoder
 from ser.run.cli import main
 from ser.signal import audio, vad
@@ -143,6 +143,29 @@ def test_streamed_blocks_give_the_same_turns(two_voices, encoder):
     assert len(blocks.centroids) == 2
     hyp = lambda r: list(zip(r.segments.start_s, r.segments.end_s, r.segments.speaker, strict=True))  # noqa: E731
     assert diarization_error(hyp(whole), hyp(blocks), duration_s=whole.duration_s, collar_s=0)["der"] < 0.05
+
+
+def test_segment_embeddings_turns_from_cached_windows():
+    """Re-clustering from saved speech frames and embeddings (no audio, no encoder): two voices
+    alternating every 6 s give two speakers whose turns change within a window of the truth."""
+    rng = np.random.default_rng(0)
+    frame_s, hop, dur = 0.032, 0.75, 36.0
+    speech = np.ones(int(dur / frame_s), bool)
+    speech[int(17.9 / frame_s):int(18.1 / frame_s)] = False  # a pause
+    starts = np.arange(0, dur - 1.5 + 1e-9, hop)
+    truth = ((starts + 0.75) // 6 % 2).astype(int)  # speaker of each window's centre
+    voices = np.linalg.qr(rng.standard_normal((256, 2)))[0].T
+    emb = voices[truth] + 0.15 * rng.standard_normal((len(starts), 256))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    r = segment_embeddings(speech, starts, emb, frame_s=frame_s, duration_s=dur, options=DiarizationOptions())
+    assert sorted(r.centroids) == ["S1", "S2"] and r.flags == []
+    spk = r.segments.speaker.to_numpy()
+    assert len(spk) == 6 and (spk[1:] != spk[:-1]).all()
+    assert np.abs(r.segments.start_s.to_numpy()[1:] - [6, 12, 18.1, 24, 30]).max() < 0.8
+    assert sum(r.speech_s.values()) == pytest.approx(speech.sum() * frame_s)
+    quiet = segment_embeddings(np.zeros(10, bool), starts[:0], emb[:0], frame_s=frame_s, duration_s=dur,
+                               options=DiarizationOptions())
+    assert quiet.flags == ["no_speech"] and quiet.segments.empty
 
 
 def test_one_voice_and_silence_are_flagged(tmp_path, encoder):

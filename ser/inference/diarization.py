@@ -20,6 +20,9 @@ per-window embeddings, 1 KiB per 0.75 s of speech):
    neighbour's speaker. Rows are the runs: ``start_s, end_s, speaker, confidence`` (the
    mean share of the window votes the speaker won, 0.5-1 for two speakers).
 
+Steps 3-4 are :func:`segment_embeddings`, which also runs on saved speech frames and
+embeddings (``benchmarks/diar_cache.py`` scores clustering variants that way).
+
 Speakers are named ``S1, S2, …`` in order of decreasing speech time. Which one is the
 caregiver is decided across recordings (:mod:`ser.inference.caregiver`).
 
@@ -285,7 +288,26 @@ def diarize_recording(
     starts = np.concatenate(starts_all) if starts_all else np.zeros(0)
     emb = np.concatenate(emb_all) if emb_all else np.zeros((0, 256), np.float32)
     ok = np.linalg.norm(emb, axis=1) > 0
-    starts, emb = starts[ok], emb[ok]
+    return segment_embeddings(speech, starts[ok], emb[ok], frame_s=frame_s, duration_s=duration, options=opt)
+
+
+def segment_embeddings(speech: np.ndarray, starts: np.ndarray, emb: np.ndarray, *, frame_s: float,
+                       duration_s: float, options: DiarizationOptions) -> RecordingDiarization:
+    """Speakers and turns of one recording from its speech frames and window embeddings
+    (steps 3-4 of the module docstring; :func:`diarize_recording` computes the inputs).
+
+    Args:
+        speech: bool ``(n_frames,)``, speech per VAD frame.
+        starts: ``(n_windows,)`` window starts (s).
+        emb: unit embeddings ``(n_windows, d)`` of windows ``options.window_s`` long.
+        frame_s: VAD frame length (s).
+        duration_s: recording length (s).
+        options: clustering and re-segmentation options.
+
+    Returns:
+        The :class:`RecordingDiarization`.
+    """
+    opt, duration = options, duration_s
     empty = RecordingDiarization(pd.DataFrame(columns=["start_s", "end_s", "speaker", "confidence"]),
                                  {}, {}, duration)
     if not speech.any():
