@@ -16,7 +16,7 @@ the whole diarization) and peak memory (RSS of a child process diarizing a long 
 built from the conversations, at two lengths, to show it does not grow with length), with
 wall and CPU seconds of the old and new speed settings side by side (``--speed-variants``).
 
-Run with nice and bounded size, e.g.::
+Run with nice and bounded size (``--speed-variants new`` alone skips the slower old settings), e.g.::
 
     PYTHONPATH=. nice .venv/bin/python benchmarks/bench_diarization.py --caregivers 6 --pairs 6
 """
