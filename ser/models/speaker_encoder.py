@@ -41,7 +41,7 @@ class SpeakerEncoder:
             threads: torch threads while embedding (restored afterwards; >= 1);
                 ``None``: the process's count. One by default: each LSTM step is small, and
                 on the busy two-core machine two threads took 6-9× the CPU time of one
-                (and 3-5× the wall time; ``benchmarks/RESULTS.md``).
+                (and 3-6× the wall time; ``benchmarks/RESULTS.md``).
 
         Raises:
             ValueError: ``batch_size`` or ``threads`` below 1.
