@@ -13,9 +13,10 @@ Figures: DER (missed + false alarm + confusion, 0.25 s collar,
 (:func:`ser.signal.vad.frame_f1`), caregiver identification rate (the identified speaker
 is the one whose turns overlap the caregiver's true speech most), speed (× real time of
 the whole diarization) and peak memory (RSS of a child process diarizing a long file
-built from the conversations, at two lengths, to show it does not grow with length).
+built from the conversations, at two lengths, to show it does not grow with length), with
+wall and CPU seconds of the old and new speed settings side by side (``--speed-variants``).
 
-Run with nice and bounded size, e.g.::
+Run with nice and bounded size (``--speed-variants new`` alone skips the slower old settings), e.g.::
 
     PYTHONPATH=. nice .venv/bin/python benchmarks/bench_diarization.py --caregivers 6 --pairs 6
 """
@@ -174,15 +175,32 @@ def emodb_items(root: Path, n_pairs: int, seconds: float, seed: int) -> list[dic
 
 
 _CHILD = """
-import resource, sys, time
-from ser.inference.diarization import diarize_recording
-t = time.perf_counter(); r = diarize_recording(sys.argv[1]); t = time.perf_counter() - t
-print(f"RESULT {t:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} {len(r.centroids)}")
+import json, resource, sys, time
+from ser.inference.diarization import DiarizationOptions, diarize_recording
+from ser.models.speaker_encoder import SpeakerEncoder
+from ser.signal import vad
+v = json.loads(sys.argv[2])
+vad.SILERO_THREADS = v["vad_threads"]
+enc = SpeakerEncoder(threads=v["encoder_threads"])
+ru = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+t, c = time.perf_counter(), ru()
+r = diarize_recording(sys.argv[1], options=DiarizationOptions(**v["options"]), encoder=enc)
+t, c = time.perf_counter() - t, ru() - c
+print(f"RESULT {t:.3f} {c:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} {len(r.centroids)}")
 """
+#: Speed variants: the defaults before issue 16 item 6 (Silero and the encoder in the
+#: process's two torch threads, 0.75 s hop) and now (one thread each, 1 s hop).
+SPEED_VARIANTS: dict[str, dict] = {
+    "old": {"vad_threads": None, "encoder_threads": None, "options": {"hop_s": 0.75}},
+    "new": {"vad_threads": vad.SILERO_THREADS, "encoder_threads": 1, "options": {}},
+}
 
 
-def speed_memory(items: list[dict], tmp: Path, minutes: list[float]) -> list[dict]:
-    """Time and peak RSS of a child process diarizing a long file built from the items' audio."""
+def speed_memory(items: list[dict], tmp: Path, minutes: list[float], variants: list[str]) -> list[dict]:
+    """Wall and CPU time and peak RSS of a child process diarizing a long file built from the
+    items' audio, per length and :data:`SPEED_VARIANTS` entry (run one after the other)."""
+    import json
+
     ys = [audio.load(it["path"], sample_rate=SR)[0] for it in items]
     pool = np.concatenate(ys)
     out = []
@@ -191,12 +209,15 @@ def speed_memory(items: list[dict], tmp: Path, minutes: list[float]) -> list[dic
         y = np.resize(pool, n)
         p = audio.write_wav(tmp / f"long_{m:g}min.wav", y, SR)
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-        r = subprocess.run([sys.executable, "-c", _CHILD, str(p)], capture_output=True, text=True, env=env,
-                           check=True)
-        mt = re.search(r"RESULT (\S+) (\S+) (\S+)", r.stdout)
-        sec, rss, k = float(mt[1]), float(mt[2]), int(mt[3])
-        out.append({"minutes": m, "seconds": sec, "x_real_time": m * 60 / sec, "peak_rss_mib": rss,
-                    "speakers": k})
+        for name in variants:
+            r = subprocess.run([sys.executable, "-c", _CHILD, str(p), json.dumps(SPEED_VARIANTS[name])],
+                               capture_output=True, text=True, env=env, check=True)
+            mt = re.search(r"RESULT (\S+) (\S+) (\S+) (\S+)", r.stdout)
+            sec, cpu, rss, k = float(mt[1]), float(mt[2]), float(mt[3]), int(mt[4])
+            out.append({"variant": name, "minutes": m, "seconds": sec, "cpu_seconds": cpu,
+                        "x_real_time": m * 60 / sec, "x_real_time_per_cpu_s": m * 60 / cpu,
+                        "peak_rss_mib": rss, "speakers": k, "load": round(os.getloadavg()[0], 1)})
+            print(out[-1], flush=True)
         p.unlink()
     return out
 
@@ -208,6 +229,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=6, help="EmoDB pairs per kind (same-sex, mixed)")
     ap.add_argument("--conv-seconds", type=float, default=60.0)
     ap.add_argument("--long-minutes", type=float, nargs="*", default=[5.0, 20.0])
+    ap.add_argument("--speed-variants", nargs="*", default=["old", "new"], choices=list(SPEED_VARIANTS),
+                    help="speed/memory variants, each in its own child process per length")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     import torch
@@ -237,7 +260,7 @@ def main() -> None:
         print(summ.to_string())
         print("caregiver status counts:", df["caregiver_status"].value_counts().to_dict())
         if a.long_minutes:
-            sm = speed_memory(conv or items, tmp, a.long_minutes)
+            sm = speed_memory(conv or items, tmp, a.long_minutes, a.speed_variants)
             print(pd.DataFrame(sm).round(2).to_string(index=False))
 
 

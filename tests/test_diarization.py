@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ser.core.threads import torch_threads
 from ser.data.synth import Voice, stream_rng, synthesize_utterance
 from ser.inference import diarize_files
 from ser.inference.caregiver import identify_caregivers, mark_caregiver
@@ -105,6 +106,52 @@ def test_silero_streams_as_good_as_one_pass(two_voices, monkeypatch):
     truth = vad.segments_to_frames(np.array([t[:2] for t in turns]), frame_s=0.032, n_frames=len(single))
     f1 = [vad.frame_f1(p >= 0.5, truth)["f1"] for p in (parallel, single)]
     assert f1[0] > f1[1] - 0.02 and np.mean((parallel >= 0.5) == (single >= 0.5)) > 0.95
+
+
+def test_torch_threads_sets_and_restores_the_count():
+    import torch
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(1):  # restored after an error too
+        raise RuntimeError("x")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"), torch_threads(0):
+        pass
+
+
+def test_silero_and_encoder_give_the_same_results_in_one_or_two_threads(two_voices, encoder, monkeypatch):
+    # the thread count is a speed setting only: probabilities and embeddings agree, and the
+    # process's own count is left as it was
+    import torch
+
+    y, _ = audio.load(two_voices[0], sample_rate=SR)
+    torch.set_num_threads(2)
+    starts = np.arange(0.0, 30.0, 1.0)
+    p1 = vad.silero_probabilities(y, SR)
+    e1 = encoder.embed_windows(y, SR, starts_s=starts, window_s=1.5)
+    assert encoder.threads == 1 and torch.get_num_threads() == 2
+    monkeypatch.setattr(vad, "SILERO_THREADS", 2)
+    p2 = vad.silero_probabilities(y, SR)
+    two = SpeakerEncoder(threads=2)
+    e2 = two.embed_windows(y, SR, starts_s=starts, window_s=1.5)
+    assert np.abs(p1 - p2).max() < 1e-4
+    assert np.min(np.sum(e1 * e2, axis=1)) > 0.9999
+    assert torch.get_num_threads() == 2
+    for bad in ({"threads": 0}, {"batch_size": 0}):
+        with pytest.raises(ValueError, match="must be >= 1"):
+            SpeakerEncoder(**bad)
+
+
+def test_default_hop_embeds_one_window_per_second():
+    opt = DiarizationOptions()
+    assert (opt.window_s, opt.hop_s) == (1.5, 1.0)
+    with pytest.raises(ValueError, match="hop_s"):
+        DiarizationOptions(hop_s=2.0)
 
 
 def test_speech_segments_bridge_drop_and_pad():

@@ -1,10 +1,10 @@
 """Who speaks when in one recording: VAD → speaker embeddings → clustering → segments.
 
 :func:`diarize_recording` streams a file in blocks (memory bounded by one block plus the
-per-window embeddings, 1 KiB per 0.75 s of speech):
+per-window embeddings, 1 KiB per second of speech):
 
 1. **Speech** per frame with :func:`ser.signal.vad.speech_frames` (Silero by default).
-2. **Embeddings**: windows of ``window_s`` (1.5 s) every ``hop_s`` (0.75 s) on a fixed
+2. **Embeddings**: windows of ``window_s`` (1.5 s) every ``hop_s`` (1 s) on a fixed
    grid; a window with at least ``min_window_speech`` of its frames speech is embedded
    by Resemblyzer's encoder (:class:`ser.models.speaker_encoder.SpeakerEncoder`).
 3. **Clustering**: average-linkage agglomerative clustering on cosine distance (at most
@@ -81,7 +81,7 @@ class DiarizationOptions:
 
     vad: str = "silero"
     window_s: float = 1.5
-    hop_s: float = 0.75
+    hop_s: float = 1.0
     min_window_speech: float = 0.5
     num_speakers: int | None = None
     max_speakers: int = 6

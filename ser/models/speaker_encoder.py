@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ser.core.threads import torch_threads
+
 #: Sampling rate of the encoder (Hz), its mel frame step (s) and its embedding size.
 ENCODER_SR, MEL_HOP_S, EMBEDDING_DIM = 16000, 0.01, 256
 #: Level every embedded window is scaled to (dB re full scale RMS), as Resemblyzer does.
@@ -31,16 +33,29 @@ class SpeakerEncoder:
         >>> e = enc.embed_windows(y, 16000, starts_s=np.arange(0, 10, 0.75), window_s=1.5)  # doctest: +SKIP
     """
 
-    def __init__(self, *, batch_size: int = 128, threads: int | None = None) -> None:
+    def __init__(self, *, batch_size: int = 128, threads: int | None = 1) -> None:
+        """Load the encoder.
+
+        Args:
+            batch_size: windows per LSTM call (>= 1).
+            threads: torch threads while embedding (restored afterwards; >= 1);
+                ``None``: the process's count. One by default: each LSTM step is small, and
+                on the busy two-core machine two threads took 6-9× the CPU time of one
+                (and 3-6× the wall time; ``benchmarks/RESULTS.md``).
+
+        Raises:
+            ValueError: ``batch_size`` or ``threads`` below 1.
+        """
         import librosa
         import torch
         from resemblyzer import VoiceEncoder
 
-        if threads is not None:
-            torch.set_num_threads(int(threads))
+        if int(batch_size) < 1 or (threads is not None and int(threads) < 1):
+            raise ValueError(f"batch_size and threads must be >= 1; got {batch_size!r}, {threads!r}")
         self._torch = torch
         self.model: Any = VoiceEncoder("cpu", verbose=False)
         self.batch_size = int(batch_size)
+        self.threads = None if threads is None else int(threads)
         fb = librosa.filters.mel(sr=ENCODER_SR, n_fft=400, n_mels=40)
         self._mel_fb = torch.from_numpy(fb.astype(np.float32))
         self._window = torch.hann_window(400, periodic=True)
@@ -105,7 +120,7 @@ class SpeakerEncoder:
         frames *= gain2[:, None, None]
         torch = self._torch
         out = np.empty((len(starts), EMBEDDING_DIM), dtype=np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads(self.threads):
             for k in range(0, len(frames), self.batch_size):
                 batch = torch.from_numpy(np.ascontiguousarray(frames[k:k + self.batch_size]))
                 out[k:k + self.batch_size] = self.model(batch).numpy()

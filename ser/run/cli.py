@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speakers", type=int, default=None,
                    help="fixed number of speakers per file (default: estimated)")
     p.add_argument("--window", type=float, default=1.5, help="embedding window in seconds")
-    p.add_argument("--hop", type=float, default=0.75, help="embedding window step in seconds")
+    p.add_argument("--hop", type=float, default=1.0, help="embedding window step in seconds")
     p.add_argument("--caregiver-of", metavar="CSV",
                    help="the caregiver of each file (columns file or path, and caregiver or speaker); "
                         "her speaker is the one her files share")

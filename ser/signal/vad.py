@@ -10,7 +10,9 @@
   (:data:`SILERO_CONTEXT`; the first part reads its own first 0.5 s twice). The network's
   state has a long memory, so some frames differ from one long pass; frame-level F1
   against the truth is within about 0.01 of it (``tests/test_diarization.py``). A frame is speech when its probability is at
-  least ``threshold`` (0.5).
+  least ``threshold`` (0.5). The network runs in :data:`SILERO_THREADS` torch thread
+  (each step is too small to share: on the busy two-core machine two threads took 17-37×
+  the CPU time of one, ``benchmarks/RESULTS.md``).
 - **WebRTC** (``method="webrtc"``): :func:`ser.signal.features.speech_activity` (GMM, mode
   2, 30 ms frames, energy-trimmed runs).
 
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import soxr
 
+from ser.core.threads import torch_threads
 from ser.signal import features
 
 #: Speech detectors :func:`speech_frames` knows; the first is the default.
@@ -39,6 +42,8 @@ SILERO_STREAMS: int = 128
 SILERO_MIN_PART: int = 313
 #: Frames (0.5 s) each part reads before its own, to settle the network's state.
 SILERO_CONTEXT: int = 16
+#: Torch threads Silero VAD runs in (restored afterwards).
+SILERO_THREADS: int = 1
 
 
 @functools.lru_cache(maxsize=1)
@@ -88,7 +93,7 @@ def silero_probabilities(y: np.ndarray, sr: int) -> np.ndarray:
     chunks = torch.from_numpy(frames[idx])  # (streams, ctx + per, 512)
     model = silero_model()
     out = np.empty((streams, ctx + per), dtype=np.float32)
-    with torch.inference_mode():
+    with torch.inference_mode(), torch_threads(SILERO_THREADS):
         model.reset_states()
         for j in range(ctx + per):
             out[:, j] = model(chunks[:, j], SILERO_SR).reshape(-1).numpy()
