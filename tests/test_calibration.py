@@ -47,6 +47,18 @@ def test_fit_recovers_a_known_temperature(t_true):
     assert t == pytest.approx(t_true, rel=0.10)
 
 
+def test_sample_weights_act_as_repeated_rows():
+    z, y = _calibrated_sample(3, n=400)
+    a, b = z[:100] * 3.0, z[100:] * 0.7  # a too sharp, b too flat
+    za, ya = np.vstack([a, b]), np.concatenate([y[:100], y[100:]])
+    w = np.r_[np.full(100, 3.0), np.ones(300)]
+    repeated = calibration.fit_temperature(np.vstack([a, a, a, b]), np.concatenate([y[:100]] * 3 + [y[100:]]))
+    assert calibration.fit_temperature(za, ya, sample_weight=w) == pytest.approx(repeated, rel=1e-3)
+    assert calibration.fit_temperature(za, ya, sample_weight=w) > calibration.fit_temperature(za, ya)
+    with pytest.raises(ValueError, match="sample_weight"):
+        calibration.fit_temperature(za, ya, sample_weight=-w)
+
+
 def test_fit_respects_bounds():
     z, y = _calibrated_sample(1, n=500)
     # labels independent of the logits: the best temperature is as flat as allowed

@@ -388,6 +388,11 @@ def test_cv_by_corpus_gives_leave_one_corpus_out_predictions(tmp_path, monkeypat
     proba, y = selection.oof_arrays(held, LABELS)
     assert table.loc[0, "uar"] == pytest.approx(_balanced_uar(proba, y))
     assert len(selection.plot_folds(table).axes[0].patches) == 2
+    # selection: each held-out corpus counts equally, whatever its size
+    assert selection.selection_table(models, LABELS).loc[0, "uar"] == pytest.approx(table["uar"].mean())
+    big = pd.concat([oof[oof["fold"] == 0]] * 5 + [oof[oof["fold"] == 1]], ignore_index=True)
+    assert selection.fit_oof_temperature(big, LABELS, equal_folds=True) == pytest.approx(
+        selection.fit_oof_temperature(oof, LABELS, equal_folds=True), rel=1e-3)
 
 
 def _balanced_uar(proba, y):

@@ -102,7 +102,8 @@ def nll(logits: np.ndarray, y: np.ndarray, *, temperature: float = 1.0) -> float
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray, *,
-                    bounds: tuple[float, float] = T_BOUNDS) -> float:
+                    bounds: tuple[float, float] = T_BOUNDS,
+                    sample_weight: np.ndarray | None = None) -> float:
     """Fit the softmax temperature that minimises the NLL of held-out predictions.
 
     A bounded scalar search (Brent's method) over ``log T``; the NLL is convex in
@@ -113,6 +114,8 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, *,
         logits: ``[n, k]`` raw logits of the validation speakers (not the test speakers).
         y: ``[n]`` integer class indices (column numbers of ``logits``).
         bounds: search range ``(T_min, T_max)``, default ``(0.05, 20)``.
+        sample_weight: ``[n]`` non-negative weights of the rows in the NLL (default equal),
+            e.g. so that every corpus counts equally whatever its size.
 
     Returns:
         The fitted temperature in ``bounds``.
@@ -133,10 +136,14 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, *,
     if not (0 < lo < hi and math.isfinite(hi)):
         raise ValueError(f"bounds must satisfy 0 < T_min < T_max < inf; got {bounds}")
     idx = np.arange(len(t))
+    w = np.ones(len(t)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    if len(w) != len(t) or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"sample_weight must be {len(t)} finite non-negative weights with a positive sum")
+    w = w / w.sum()
 
     def objective(log_t: float) -> float:
         logp = special.log_softmax(z / math.exp(log_t), axis=1)
-        return float(-logp[idx, t].mean())
+        return float(-(w * logp[idx, t]).sum())
 
     res = optimize.minimize_scalar(objective, bounds=(math.log(lo), math.log(hi)), method="bounded",
                                    options={"xatol": 1e-5})

@@ -86,8 +86,12 @@ def oof_arrays(oof: pd.DataFrame, labels: Sequence[str]) -> tuple[np.ndarray, np
     return proba, y
 
 
-def oof_scores(oof: pd.DataFrame, labels: Sequence[str], *, n_bins: int = 15) -> dict[str, float]:
-    """Pooled UAR and macro-F1, UAR standard deviation over the folds, ECE of OOF predictions."""
+def oof_scores(oof: pd.DataFrame, labels: Sequence[str], *, n_bins: int = 15,
+               fold_mean: bool = False) -> dict[str, float]:
+    """Pooled UAR and macro-F1, UAR standard deviation over the folds, ECE of OOF predictions.
+
+    ``fold_mean``: ``uar`` is the mean of the per-fold UARs instead of the pooled one (with
+    one fold per corpus: every corpus counts equally, whatever its size)."""
     labels = list(labels)
     proba, y = oof_arrays(oof, labels)
     pred = np.asarray(labels)[proba.argmax(axis=1)]
@@ -95,7 +99,8 @@ def oof_scores(oof: pd.DataFrame, labels: Sequence[str], *, n_bins: int = 15) ->
     m = summary_metrics(truth.tolist(), pred.tolist(), labels)
     folds = oof.loc[oof["label"].isin(labels), "fold"].to_numpy()
     per_fold = [uar(truth[folds == f], pred[folds == f]) for f in sorted(set(folds))]
-    return {"uar": float(m["uar"]), "uar_sd": float(np.std(per_fold)), "macro_f1": float(m["macro_f1"]),
+    return {"uar": float(np.mean(per_fold) if fold_mean else m["uar"]), "uar_sd": float(np.std(per_fold)),
+            "macro_f1": float(m["macro_f1"]),
             "ece": expected_calibration_error(proba, y, n_bins=n_bins), "n_utterances": int(len(y)),
             "n_folds": len(per_fold)}
 
@@ -103,11 +108,14 @@ def oof_scores(oof: pd.DataFrame, labels: Sequence[str], *, n_bins: int = 15) ->
 def selection_table(models_dir: str | os.PathLike[str], labels: Sequence[str], *,
                     n_bins: int = 15) -> pd.DataFrame:
     """One row per candidate of ``candidates.json`` (:data:`SELECTION_COLUMNS`), best UAR first
-    (stable: candidates with equal UAR keep stage 02's order)."""
+    (stable: candidates with equal UAR keep stage 02's order). With ``cv_by: corpus``, ``uar``
+    is the mean of the per-corpus UARs (each held-out corpus counts equally)."""
     record = read_candidates(models_dir)
+    by_corpus = record.get("cv_by") == "corpus"
     rows = []
     for c in record["candidates"]:
-        scores = oof_scores(read_oof(Path(models_dir) / c["name"], labels), labels, n_bins=n_bins)
+        scores = oof_scores(read_oof(Path(models_dir) / c["name"], labels), labels, n_bins=n_bins,
+                            fold_mean=by_corpus)
         rows.append({"model": c["name"], "family": c["family"], **scores,
                      "seconds": record.get("seconds", {}).get(c["name"], float("nan"))})
     table = pd.DataFrame(rows).reindex(columns=list(SELECTION_COLUMNS))
@@ -132,6 +140,7 @@ def fold_table(models_dir: str | os.PathLike[str], labels: Sequence[str], *,
     predictions only (cross-fitted, so the held-out fold never tunes its own calibration).
     """
     record = read_candidates(models_dir)
+    by_corpus = record.get("cv_by") == "corpus"
     labels = list(labels)
     names = list(record.get("fold_names") or [])
     rows = []
@@ -143,7 +152,7 @@ def fold_table(models_dir: str | os.PathLike[str], labels: Sequence[str], *,
             proba, y = oof_arrays(held, labels)
             pred, truth = np.asarray(labels)[proba.argmax(axis=1)], np.asarray(labels)[y]
             m = summary_metrics(truth.tolist(), pred.tolist(), labels)
-            t = fit_oof_temperature(rest, labels) if len(rest) else 1.0
+            t = fit_oof_temperature(rest, labels, equal_folds=by_corpus) if len(rest) else 1.0
             rows.append({"model": c["name"], "family": c["family"], "fold": f,
                          "held_out": names[f] if f < len(names) else f"fold {f}",
                          "n_utterances": int(len(y)), "uar": float(m["uar"]), "macro_f1": float(m["macro_f1"]),
@@ -179,10 +188,18 @@ def plot_selection(table: pd.DataFrame, *, deployed: str | None = None) -> Figur
     return fig
 
 
-def fit_oof_temperature(oof: pd.DataFrame, labels: Sequence[str]) -> float:
-    """Temperature minimising the NLL of the OOF predictions (log-probabilities as logits)."""
-    proba, y = oof_arrays(oof, labels)
-    return fit_temperature(np.log(np.clip(proba, 1e-12, None)), y)
+def fit_oof_temperature(oof: pd.DataFrame, labels: Sequence[str], *, equal_folds: bool = False) -> float:
+    """Temperature minimising the NLL of the OOF predictions (log-probabilities as logits).
+
+    ``equal_folds``: every fold weighs the same in the NLL whatever its size (with one fold
+    per corpus, so that the largest corpus does not set the temperature alone)."""
+    rows = oof[oof["label"].isin(list(labels))]
+    proba, y = oof_arrays(rows, labels)
+    weight = None
+    if equal_folds:
+        fold = rows["fold"].to_numpy()
+        weight = 1.0 / pd.Series(fold).map(pd.Series(fold).value_counts()).to_numpy(np.float64)
+    return fit_temperature(np.log(np.clip(proba, 1e-12, None)), y, sample_weight=weight)
 
 
 def _logits(proba: np.ndarray) -> np.ndarray:
@@ -320,10 +337,11 @@ def deployment_record(table: pd.DataFrame, name: str, *, selected_by: str,
 
 
 def oof_temperature(bundle_dir: str | os.PathLike[str], labels: Sequence[str], *,
-                    n_bins: int = 15) -> tuple[float, dict[str, Any]]:
+                    n_bins: int = 15, equal_folds: bool = False) -> tuple[float, dict[str, Any]]:
     """The temperature of a candidate, fitted on its own ``oof_predictions.csv`` only.
 
     Nothing of the final bundle's weights or of its early-stopping speakers enters the fit.
+    ``equal_folds``: see :func:`fit_oof_temperature` (stage 03 sets it with ``cv_by: corpus``).
 
     Returns:
         ``(temperature, info)``: info has ``n_fit``, ``fit_speakers`` (the training speakers,
@@ -331,9 +349,9 @@ def oof_temperature(bundle_dir: str | os.PathLike[str], labels: Sequence[str], *
     """
     oof = read_oof(bundle_dir, labels)
     proba, y = oof_arrays(oof, labels)
-    t = fit_oof_temperature(oof, labels)
+    t = fit_oof_temperature(oof, labels, equal_folds=equal_folds)
     z = _logits(proba)
-    return t, {"n_fit": int(len(y)), "fit_speakers": sorted(oof["speaker"].astype(str).unique().tolist()),
+    return t, {"n_fit": int(len(y)), "equal_folds": bool(equal_folds), "fit_speakers": sorted(oof["speaker"].astype(str).unique().tolist()),
                "oof_ece_before": expected_calibration_error(_softmax(z), y, n_bins=n_bins),
                "oof_ece_after": expected_calibration_error(_softmax(z / t), y, n_bins=n_bins),
                "oof_nll_before": nll(z, y), "oof_nll_after": nll(z, y, temperature=t)}
