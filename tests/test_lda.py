@@ -72,11 +72,23 @@ def test_lda_separates_classes_and_calibrates_probabilities():
     assert (lda.predict(X) == y).mean() > 0.95
     raw = lda.predict_proba(X)
     np.testing.assert_allclose(raw.sum(axis=1), 1.0)
-    lda.calibrate(lda.decision_function(X), y)
+    Xo, yo, _ = _blobs(seed=1)  # held-out rows: the training posteriors are near 0/1
+    lda.calibrate(lda.decision_function(Xo), yo)
     cal = lda.predict_proba(X)
     np.testing.assert_allclose(cal.sum(axis=1), 1.0)
-    assert lda.platt_.shape == (3, 2) and not np.allclose(cal, raw)
-    assert (lda.classes_[cal.argmax(axis=1)] == y).mean() > 0.95
+    assert lda.temperature_ > 1.0 and cal.max(axis=1).mean() < raw.max(axis=1).mean()
+    assert (cal.argmax(axis=1) == raw.argmax(axis=1)).all()  # a temperature never changes a prediction
+    # the temperature minimises the held-out log-loss
+    d, t = lda.decision_function(Xo), np.searchsorted(lda.classes_, yo)
+
+    def nll(temp: float) -> float:
+        z = d / temp
+        z = z - z.max(axis=1, keepdims=True)
+        return float(-(z - np.log(np.exp(z).sum(axis=1, keepdims=True)))[np.arange(len(t)), t].mean())
+
+    assert nll(lda.temperature_) <= min(nll(lda.temperature_ * f) for f in (0.5, 0.9, 1.1, 2.0)) + 1e-9
+    with pytest.raises(ValueError, match="labels outside"):
+        lda.calibrate(d, np.full(len(d), "zz"))
 
 
 def test_lda_rejects_bad_shrinkage_and_a_single_class():
@@ -98,7 +110,9 @@ def test_classical_model_tunes_shrinkage_by_grouped_cv_and_calibrates_on_held_ou
     assert model.best_params_["shrinkage"] in (0.1, 0.3, 0.5, 0.7, 0.9) and model.inner_uar_ > 0.9
     assert list(model.cv_results_["params"]) == [json.dumps({"shrinkage": a}) for a in (0.1, 0.3, 0.5, 0.7, 0.9)]
     clf = model.pipeline_.named_steps["clf"]
-    assert isinstance(clf, ShrinkageLDA) and clf.platt_ is not None  # Platt on the inner folds' scores
+    assert isinstance(clf, ShrinkageLDA) and clf.temperature_ != 1.0  # tempered on the inner folds' scores
+    assert (model.predict(X, g) == clf.predict(model.pipeline_[:-1].transform(
+        features.speaker_standardize(X, g)))).all()  # calibration keeps LDA's own decision
     np.testing.assert_allclose(model.oof_proba_.sum(axis=1), 1.0)
     proba = model.predict_proba(X, g)
     assert proba.shape == (len(X), 3) and (model.classes_[proba.argmax(axis=1)] == y).mean() > 0.95

@@ -8,9 +8,10 @@ inner and outer fold) → SVM (linear or RBF, :class:`KernelSVC`:
 libsvm on a BLAS-computed Gram matrix), random forest, logistic regression or shrinkage LDA
 (:class:`~ser.models.classical.lda.ShrinkageLDA`, uniform priors), all class-balanced. Hyper-parameters are chosen by :meth:`ClassicalModel.fit_grid` with a
 speaker-*grouped* inner cross-validation (:class:`~sklearn.model_selection.GroupKFold`
-over the training speakers only), scored by UAR (:func:`uar_score`). SVM and LDA probabilities
+over the training speakers only), scored by UAR (:func:`uar_score`). SVM probabilities
 are one-vs-rest Platt sigmoids (:mod:`ser.models.classical.platt`) fitted on the held-out
-decision values of those same grouped folds.
+decision values of those same grouped folds; LDA's log-posteriors get one temperature fitted
+on the same held-out values (:meth:`~ser.models.classical.lda.ShrinkageLDA.calibrate`).
 """
 
 from __future__ import annotations
@@ -249,7 +250,7 @@ def _score_split(estimator: str, seed: int, fixed: Mapping[str, Any], combos: Se
             k_va = _kernel_from_dots(d_va, sq_va, sq_tr, kernel=kernel, gamma=gamma)
             pred, score = svc.predict(k_va), aligned_proba(svc.decision_function(k_va), svc.classes_,
                                                             classes, fill=-1e3)
-        elif estimator == "lda":  # log-posteriors, Platt-calibrated in ClassicalModel._finish
+        elif estimator == "lda":  # log-posteriors, tempered in ClassicalModel._finish
             clf = _make_estimator(estimator, seed=seed, params=p).fit(ztr, y[tr])
             pred, score = clf.predict(zva), aligned_proba(clf.decision_function(zva), clf.classes_, classes,
                                                           fill=-1e3)
@@ -361,9 +362,11 @@ class ClassicalModel:
         pipe = _make_pipeline(self.estimator, seed=self.seed, params=self.best_params_,
                               select_k=_capped(self.select_k, arr.shape[1])).fit(arr, y)
         clf = pipe.named_steps["clf"]
-        if isinstance(clf, (KernelSVC, ShrinkageLDA)):
+        if isinstance(clf, KernelSVC):
             clf.calibrate(held, y)
             self.oof_proba_ = apply_platt(clf.platt_, held)
+        elif isinstance(clf, ShrinkageLDA):  # one temperature on the held-out log-posteriors
+            self.oof_proba_ = clf.calibrate(held, y).proba_from_decision(held)
         else:
             self.oof_proba_ = held
         self.pipeline_, self.classes_ = pipe, pipe.classes_

@@ -9,10 +9,13 @@ Woodbury identity solves ``Sigma^-1 M`` (``M``: class means) in sample space,
 ``O(n^2 d)`` instead of ``O(d^3)``.
 
 Scores (:meth:`ShrinkageLDA.decision_function`) are the log-posteriors under that
-Gaussian model; they are overconfident in high dimension, so
-:class:`~ser.models.classical.estimator.ClassicalModel` calibrates them, as it does SVM
-decision values, with one-vs-rest Platt sigmoids fitted on held-out scores of the
-speaker-grouped inner folds (:meth:`ShrinkageLDA.calibrate`).
+Gaussian model; they are far too confident in high dimension, so
+:class:`~ser.models.classical.estimator.ClassicalModel` calibrates them on held-out scores
+of the speaker-grouped inner folds (:meth:`ShrinkageLDA.calibrate`) with one temperature
+(``softmax(score / T)``, ``T`` minimising the held-out log-loss). A temperature keeps the
+arg-max, so calibration never changes a prediction; one-vs-rest Platt sigmoids, as the SVMs
+use, did (on EmoDB they turned a 0.90 UAR fold into 0.74, saturated log-posteriors
+being mapped by per-class intercepts).
 """
 
 from __future__ import annotations
@@ -21,9 +24,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator, ClassifierMixin
-
-from ser.models.classical.platt import apply_platt, fit_platt
 
 
 class ShrinkageLDA(ClassifierMixin, BaseEstimator):
@@ -36,7 +38,7 @@ class ShrinkageLDA(ClassifierMixin, BaseEstimator):
         classes_: sorted class labels.
         coef_: ``[n_classes, d]`` rows of ``Sigma^-1 M^T`` transposed.
         intercept_: ``[n_classes]``, ``-0.5 * m_c^T Sigma^-1 m_c``.
-        platt_: ``[n_classes, 2]`` Platt slopes and intercepts after :meth:`calibrate`, else None.
+        temperature_: the temperature of :meth:`calibrate` (1.0 before: the model's own posteriors).
     """
 
     def __init__(self, shrinkage: float = 0.5) -> None:
@@ -71,28 +73,49 @@ class ShrinkageLDA(ClassifierMixin, BaseEstimator):
         self.intercept_ = -0.5 * np.einsum("kd,kd->k", means, self.coef_)
         self.classes_ = classes
         self.n_features_in_ = d
-        self.platt_: np.ndarray | None = None
+        self.temperature_ = 1.0
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Log-posteriors ``[n, n_classes]`` under the Gaussian model (uniform priors)."""
-        z = np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
-        z -= z.max(axis=1, keepdims=True)
-        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return _log_softmax(np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Class with the largest discriminant per row."""
         return self.classes_[self.decision_function(X).argmax(axis=1)]
 
     def calibrate(self, decision: np.ndarray, y: Sequence[Any]) -> ShrinkageLDA:
-        """Fit one Platt sigmoid per class on held-out ``decision [n, k]`` values and labels."""
-        self.platt_ = fit_platt(decision, np.asarray(y), self.classes_)
+        """Fit the temperature on held-out ``decision [n, n_classes]`` scores (columns:
+        ``classes_``) and their labels ``y [n]``: the ``T`` in ``[1e-2, 1e4]`` minimising the
+        log-loss of ``softmax(decision / T)``.
+
+        Raises:
+            ValueError: a label outside ``classes_`` or a shape mismatch.
+        """
+        d, y = np.asarray(decision, dtype=np.float64), np.asarray(y)
+        if d.shape != (len(y), len(self.classes_)):
+            raise ValueError(f"ShrinkageLDA.calibrate: decision must be [n, {len(self.classes_)}] for {len(y)} "
+                             f"labels; got {d.shape}")
+        if not np.isin(y, self.classes_).all():
+            raise ValueError(f"ShrinkageLDA.calibrate: labels outside the classes {self.classes_.tolist()}")
+        target = np.searchsorted(self.classes_, y)
+
+        def nll(log_t: float) -> float:
+            return float(-_log_softmax(d / np.exp(log_t))[np.arange(len(y)), target].mean())
+
+        res = minimize_scalar(nll, bounds=(np.log(1e-2), np.log(1e4)), method="bounded")
+        self.temperature_ = float(np.exp(res.x))
         return self
 
+    def proba_from_decision(self, decision: np.ndarray) -> np.ndarray:
+        """Probabilities ``softmax(decision / temperature_)`` of scores ``[n, n_classes]``."""
+        return np.exp(_log_softmax(np.asarray(decision, dtype=np.float64) / self.temperature_))
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Probabilities ``[n, n_classes]``: Platt-calibrated after :meth:`calibrate`, else the
-        model's own posteriors."""
-        decision = self.decision_function(X)
-        if getattr(self, "platt_", None) is None:
-            return np.exp(decision)
-        return apply_platt(self.platt_, decision)
+        """Probabilities ``[n, n_classes]`` (rows sum to 1), tempered after :meth:`calibrate`."""
+        return self.proba_from_decision(self.decision_function(X))
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))

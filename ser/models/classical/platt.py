@@ -1,7 +1,6 @@
 """One-vs-rest Platt sigmoids: calibrated class probabilities from held-out decision values.
 
-Used by the classical estimators whose scores are not probabilities (:class:`~ser.models.classical.estimator.KernelSVC`,
-:class:`~ser.models.classical.lda.ShrinkageLDA`); what
+Used by :class:`~ser.models.classical.estimator.KernelSVC`, whose scores are not probabilities; what
 ``CalibratedClassifierCV(method="sigmoid")`` does, on decision values the caller held out.
 """
 
