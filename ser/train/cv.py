@@ -7,7 +7,7 @@ is a family (:data:`FAMILIES`):
   :func:`ser.train.loop.train` (options: any of :data:`CNN_OPTIONS`, defaulting to the stage's);
 - ``classical``: functionals (``feature_set`` ``compare``, ``egemaps`` or ``mfcc``, or a list
   of them: early fusion, the sets side by side) of the model window + ``estimator``
-  (``svm`` = linear SVM, ``svm_rbf``, ``logreg``, ``rf``), optionally ``speaker_norm`` and
+  (``svm`` = linear SVM, ``svm_rbf``, ``logreg``, ``rf``, ``lda`` = shrinkage LDA), optionally ``speaker_norm`` and
   ``select_k`` (ANOVA feature selection inside every fit), tuned by speaker-grouped inner CV
   (:class:`ser.models.classical.estimator.ClassicalModel`);
 - ``ensemble``: the weighted mean of other candidates' probabilities (``members``,

@@ -1,16 +1,17 @@
-"""The classical estimator: impute, scale, SVM / random forest / logistic regression, tuned by
-speaker-grouped CV.
+"""The classical estimator: impute, scale, SVM / random forest / logistic regression / shrinkage
+LDA, tuned by speaker-grouped CV.
 
 :class:`ClassicalModel`: optional per-speaker standardisation → mean imputation →
 :class:`~sklearn.preprocessing.StandardScaler` → optional ANOVA feature selection (``select_k``
 best features by :func:`anova_f`, fitted on the training rows of each fit, so inside every
 inner and outer fold) → SVM (linear or RBF, :class:`KernelSVC`:
-libsvm on a BLAS-computed Gram matrix), random forest or logistic regression, all
-class-balanced. Hyper-parameters are chosen by :meth:`ClassicalModel.fit_grid` with a
+libsvm on a BLAS-computed Gram matrix), random forest, logistic regression or shrinkage LDA
+(:class:`~ser.models.classical.lda.ShrinkageLDA`, uniform priors), all class-balanced. Hyper-parameters are chosen by :meth:`ClassicalModel.fit_grid` with a
 speaker-*grouped* inner cross-validation (:class:`~sklearn.model_selection.GroupKFold`
 over the training speakers only), scored by UAR (:func:`uar_score`). SVM probabilities
-are one-vs-rest Platt sigmoids fitted on the held-out decision values of those same
-grouped folds.
+are one-vs-rest Platt sigmoids (:mod:`ser.models.classical.platt`) fitted on the held-out
+decision values of those same grouped folds; LDA's log-posteriors get one temperature fitted
+on the same held-out values (:meth:`~ser.models.classical.lda.ShrinkageLDA.calibrate`).
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ from sklearn.svm import SVC
 
 from ser.models.classical.classes import aligned_proba
 from ser.models.classical.features import speaker_standardize
+from ser.models.classical.lda import ShrinkageLDA
+from ser.models.classical.platt import apply_platt, fit_platt
 
 #: Estimators :class:`ClassicalModel` knows.
-ESTIMATORS: tuple[str, ...] = ("svm_linear", "svm_rbf", "rf", "logreg")
+ESTIMATORS: tuple[str, ...] = ("svm_linear", "svm_rbf", "rf", "logreg", "lda")
 
 
 # ----------------------------------------------------------------------------- model
@@ -61,6 +64,8 @@ def default_param_grid(estimator: str, *, n_features: int) -> dict[str, list[Any
         return {"max_features": ["sqrt", 0.05], "min_samples_leaf": [1, 3]}
     if estimator == "logreg":
         return {"C": [1e-4, 1e-3, 1e-2, 1e-1, 1.0]}
+    if estimator == "lda":
+        return {"shrinkage": [0.1, 0.3, 0.5, 0.7, 0.9]}
     raise ValueError(f"estimator={estimator!r} is unknown; use one of {', '.join(ESTIMATORS)}")
 
 
@@ -136,7 +141,7 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
 
     def calibrate(self, decision: np.ndarray, y: Sequence[Any]) -> KernelSVC:
         """Fit one Platt sigmoid per class on held-out ``decision [n, k]`` values and labels."""
-        self.platt_ = _fit_platt(decision, np.asarray(y), self.classes_)
+        self.platt_ = fit_platt(decision, np.asarray(y), self.classes_)
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -147,26 +152,7 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         """
         if getattr(self, "platt_", None) is None:
             raise RuntimeError("KernelSVC.predict_proba needs calibrate() on held-out decision values")
-        return _apply_platt(self.platt_, self.decision_function(X))
-
-
-def _fit_platt(decision: np.ndarray, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """``[k, 2]`` slope and intercept of a one-vs-rest sigmoid per class."""
-    out = np.zeros((len(classes), 2))
-    for j, c in enumerate(classes):
-        t = (y == c).astype(int)
-        if t.min() == t.max():  # class absent or alone: flat probability
-            out[j] = (0.0, 0.0 if t.max() else -10.0)
-            continue
-        lr = LogisticRegression(C=1e4, max_iter=1000).fit(decision[:, [j]], t)
-        out[j] = (lr.coef_[0, 0], lr.intercept_[0])
-    return out
-
-
-def _apply_platt(platt: np.ndarray, decision: np.ndarray) -> np.ndarray:
-    p = 1.0 / (1.0 + np.exp(-(decision * platt[:, 0] + platt[:, 1])))
-    p = np.clip(p, 1e-12, None)
-    return p / p.sum(axis=1, keepdims=True)
+        return apply_platt(self.platt_, self.decision_function(X))
 
 
 def _make_estimator(estimator: str, *, seed: int, params: Mapping[str, Any] | None = None) -> Any:
@@ -177,6 +163,8 @@ def _make_estimator(estimator: str, *, seed: int, params: Mapping[str, Any] | No
                                      random_state=seed, n_jobs=1)
     elif estimator == "logreg":
         clf = LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)
+    elif estimator == "lda":
+        clf = ShrinkageLDA()
     else:
         raise ValueError(f"estimator={estimator!r} is unknown; use one of {', '.join(ESTIMATORS)}")
     return clf.set_params(**dict(params or {}))
@@ -262,6 +250,10 @@ def _score_split(estimator: str, seed: int, fixed: Mapping[str, Any], combos: Se
             k_va = _kernel_from_dots(d_va, sq_va, sq_tr, kernel=kernel, gamma=gamma)
             pred, score = svc.predict(k_va), aligned_proba(svc.decision_function(k_va), svc.classes_,
                                                             classes, fill=-1e3)
+        elif estimator == "lda":  # log-posteriors, tempered in ClassicalModel._finish
+            clf = _make_estimator(estimator, seed=seed, params=p).fit(ztr, y[tr])
+            pred, score = clf.predict(zva), aligned_proba(clf.decision_function(zva), clf.classes_, classes,
+                                                          fill=-1e3)
         else:
             clf = _make_estimator(estimator, seed=seed, params=p).fit(ztr, y[tr])
             pred, score = clf.predict(zva), aligned_proba(clf.predict_proba(zva), clf.classes_, classes)
@@ -372,7 +364,9 @@ class ClassicalModel:
         clf = pipe.named_steps["clf"]
         if isinstance(clf, KernelSVC):
             clf.calibrate(held, y)
-            self.oof_proba_ = _apply_platt(clf.platt_, held)
+            self.oof_proba_ = apply_platt(clf.platt_, held)
+        elif isinstance(clf, ShrinkageLDA):  # one temperature on the held-out log-posteriors
+            self.oof_proba_ = clf.calibrate(held, y).proba_from_decision(held)
         else:
             self.oof_proba_ = held
         self.pipeline_, self.classes_ = pipe, pipe.classes_
