@@ -161,43 +161,6 @@ def test_feature_workers_do_not_change_the_result(rec_dir):
     assert {"decode_resample", "log_mel_cnn", "f0", "energy", "vad"} <= set(timings)
 
 
-def _refaults(nbytes: int) -> int:
-    """Minor page faults of filling a buffer of ``nbytes`` just after one was filled and freed
-    (runs in a worker process)."""
-    import resource
-
-    bytearray(nbytes)  # malloc + memset (numpy's large arrays may get huge pages instead)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    bytearray(nbytes)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-
-def test_feature_workers_reuse_a_blocks_memory_for_the_next():
-    """A block-sized buffer freed in a feature worker is reused by the next block without new
-    pages from the kernel (workers.keep_block_memory); in a plain forked process it is not."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    nbytes = 40 * 2**20  # above glibc's largest automatic mmap threshold (32 MiB)
-    pages = nbytes // 4096
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as plain:
-        control = plain.submit(_refaults, nbytes).result()
-    if control < pages // 2:
-        pytest.skip(f"this C library reuses freed {nbytes >> 20} MiB buffers by itself ({control} faults)")
-    with workers.feature_workers(1) as pool:
-        assert pool.executor.submit(_refaults, nbytes).result() < pages // 20
-
-
-def test_windowed_inference_reuses_block_memory_in_this_process_only_while_it_runs():
-    nbytes = 40 * 2**20
-    pages = nbytes // 4096
-    if _refaults(nbytes) < pages // 2:
-        pytest.skip("this C library reuses freed 40 MiB buffers by itself")
-    with workers.feature_workers(0):  # no workers: the main process computes the features
-        assert _refaults(nbytes) < pages // 20
-    assert _refaults(nbytes) >= pages // 2  # glibc's defaults again: memory goes back
-
-
 # ------------------------------------------------------------------- uncertainty per window
 
 

@@ -67,60 +67,11 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 def _init_worker(parent_pid: int) -> None:
     """Worker initializer: Ctrl-C is handled by the parent, which shuts the pool down;
-    SIGTERM ends the worker (not the parent's handler, inherited by the fork); the
-    worker ends when its parent dies, even by SIGKILL (:func:`_die_with_parent`); and it
-    reuses freed memory for the next block (:func:`keep_block_memory`)."""
+    SIGTERM ends the worker (not the parent's handler, inherited by the fork); and the
+    worker ends when its parent dies, even by SIGKILL (:func:`_die_with_parent`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(parent_pid)
-    keep_block_memory()
-
-
-#: Allocations up to this size come from the heap and are reused once freed (bytes):
-#: above a block's largest buffer (2 minutes as Praat's float64 Sound: 16 MB).
-HEAP_ALLOC_MAX: int = 64 * 2**20
-#: Free memory a process keeps at the top of its heap instead of returning it (bytes).
-HEAP_KEEP: int = 128 * 2**20
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
-_GLIBC_DEFAULT_THRESHOLD = 128 * 1024  # both thresholds' glibc default (bytes)
-
-
-def keep_block_memory(keep: bool = True) -> bool:
-    """Let this process reuse the memory of one block's buffers for the next (glibc).
-
-    glibc serves an allocation above its mmap threshold (128 KiB at first, at most
-    32 MiB) with fresh pages, which the kernel must map and zero on first touch, and
-    returns them on free. Windowed inference allocates and frees the same large buffers
-    for every block (the decoded block, torch's log-mel batches; in the feature workers
-    Praat's Sounds, pitch and manipulation copies, openSMILE's frames, the pooled
-    windows), so about a seventh of the CPU time went to page faults in the kernel
-    (``benchmarks/RESULTS.md``). Raising the mmap threshold to :data:`HEAP_ALLOC_MAX`
-    and the trim threshold to :data:`HEAP_KEEP` keeps those buffers in the heap: memory
-    stays at its per-block peak instead of dropping between blocks (the peak is the
-    same), and the results are the same.
-
-    Args:
-        keep: False: back to glibc's default thresholds (128 KiB) and hand the kept
-            memory back to the system (``malloc_trim``).
-
-    Returns:
-        Whether the setting was applied (False where the C library has no glibc
-        ``mallopt``, e.g. macOS or musl: nothing changes there).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt, trim = libc.mallopt, libc.malloc_trim
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    mmap_max, trim_max = (HEAP_ALLOC_MAX, HEAP_KEEP) if keep else (_GLIBC_DEFAULT_THRESHOLD,) * 2
-    applied = bool(mallopt(_M_MMAP_THRESHOLD, mmap_max)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_max))
-    if not keep:
-        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-        trim(0)
-    return applied
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -163,33 +114,11 @@ def feature_workers(n: int) -> Iterator[Workers | None]:
     share burn CPU); the previous setting is restored afterwards.
 
     The workers never outlive this process: each ends when its parent dies, however it
-    dies (SIGKILL included), and ignores Ctrl-C, which the parent handles. This process
-    and the workers reuse the memory of one block for the next while the pool exists
-    (:func:`keep_block_memory`, also when ``n`` is 0).
+    dies (SIGKILL included), and ignores Ctrl-C, which the parent handles.
     """
-    with _block_memory():
-        if n == 0:
-            yield None
-            return
-        with _pool(n) as pool:
-            yield pool
-
-
-@contextlib.contextmanager
-def _block_memory() -> Iterator[bool]:
-    """:func:`keep_block_memory` in this process while it runs (forked workers inherit
-    it), glibc's defaults again afterwards."""
-    applied = keep_block_memory()
-    try:
-        yield applied
-    finally:
-        if applied:
-            keep_block_memory(keep=False)
-
-
-@contextlib.contextmanager
-def _pool(n: int) -> Iterator[Workers]:
-    """The ``n`` worker processes of :func:`feature_workers` and torch's thread cap."""
+    if n == 0:
+        yield None
+        return
     torch = sys.modules.get("torch")
     threads = torch.get_num_threads() if torch is not None else None
     # fork: the children need no imports and never touch torch (they only run features)
