@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 from signals import tone_corpus
 
-from ser.models.bundle import bundle_fingerprint, load_bundle
+from ser.models.bundle import bundle_fingerprint, load_bundle, update_bundle_metrics
 from ser.models.classical import features
 from ser.models.deployed import read_deployed, resolve_model_name, write_deployed
 from ser.models.ensemble_bundle import EnsembleBundle, save_ensemble_bundle
@@ -124,6 +124,21 @@ def test_ensemble_averages_members_before_their_own_calibration(run, tmp_path):
     lr = evaluation.speaker_reference(load_bundle(models / "t_lr"), w)
     np.testing.assert_allclose(ens.predict_proba(w),
                                (lr.predict_proba(w) + cnn.uncalibrated().predict_proba(w)) / 2, atol=1e-5)
+
+
+def test_stage_03_can_calibrate_and_score_a_deployed_ensemble(run, tmp_path):
+    """An ensemble won stage 03's selection on the multi-corpus data: storing its temperature
+    and metrics must work although it has no weights of its own (its members are sealed)."""
+    models = tmp_path / "models"
+    shutil.copytree(run["models"], models)
+    w = _speaker_windows(run, "s8")
+    raw = evaluation.speaker_reference(load_bundle(models / "t_ens"), w).predict_proba(w)
+    calibration.store_calibration(models / "t_ens", temperature=2.0, ece_before=0.1, ece_after=0.05, split="oof")
+    update_bundle_metrics(models / "t_ens", split="test", metrics={"uar": 0.5})
+    meta = json.loads((models / "t_ens" / "model.json").read_text())
+    assert meta["calibration"]["temperature"] == 2.0 and meta["metrics"]["test"]["uar"] == 0.5
+    ens = evaluation.speaker_reference(load_bundle(models / "t_ens"), w)
+    np.testing.assert_allclose(ens.predict_proba(w), tempered_proba(raw, 2.0), atol=1e-5)
 
 
 def test_ensemble_members_must_share_the_window(run, tmp_path):
@@ -412,3 +427,30 @@ def test_multicorpus_profiles_select_leave_one_corpus_out(profile):
     assert families == {"classical", "cnn", "ensemble"}
     assert all(c.options.get("speaker_norm") for c in chosen if c.family == "classical")
     assert stage["model_name"] in {c.name for c in chosen}
+
+
+def _oof_two_folds(tmp_path, scale_a: float, scale_b: float):
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(600, 4)) * 1.5
+    p_true = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    y = (rng.random((600, 1)) > np.cumsum(p_true, axis=1)).sum(axis=1)
+    scale = np.where(np.arange(600) < 300, scale_a, scale_b)[:, None]
+    p = np.exp(z * scale) / np.exp(z * scale).sum(axis=1, keepdims=True)
+    folder = tmp_path / f"m_{scale_a}_{scale_b}"
+    folder.mkdir()
+    pd.DataFrame({"path": [f"u{i}" for i in range(600)], "speaker": [f"c{i // 300}/s{i % 5}" for i in range(600)],
+                  "fold": np.arange(600) // 300, "label": np.asarray(LABELS)[y],
+                  **{f"p_{lab}": p[:, j] for j, lab in enumerate(LABELS)}}).to_csv(folder / cv.OOF_FILE, index=False)
+    return folder
+
+
+def test_corpus_temperature_is_applied_only_when_it_transfers(tmp_path):
+    """One fold per corpus: a temperature is kept only if, fitted on the other corpora, it
+    lowers the held-out corpus's NLL on average."""
+    both_sharp = _oof_two_folds(tmp_path, 3.0, 2.5)
+    t, info = selection.oof_temperature(both_sharp, LABELS, equal_folds=True)
+    assert t > 2 and info["cross_fitted_nll_gain"] > 0 and "temperature_kept_at_1" not in info
+    opposite = _oof_two_folds(tmp_path, 3.0, 0.3)  # one corpus too sharp, the other too flat
+    t, info = selection.oof_temperature(opposite, LABELS, equal_folds=True)
+    assert t == 1.0 and info["cross_fitted_nll_gain"] < 0 and "worse" in info["temperature_kept_at_1"]
+    assert selection.oof_temperature(opposite, LABELS)[0] != 1.0  # speaker folds: no such check

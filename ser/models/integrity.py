@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ser.core import atomic
+from ser.models.ensemble_bundle import FAMILY as ENSEMBLE_FAMILY
 
 #: ``model.json`` keys that decide what a bundle computes (timestamps and metrics excluded).
 FINGERPRINT_KEYS: tuple[str, ...] = ("labels", "sample_rate", "window_s", "features", "arch",
@@ -101,11 +102,17 @@ def write_sealed_meta(folder: str | os.PathLike[str], meta: Mapping[str, Any], *
             the current file is checked first (:func:`check_seal`), so a hand edit is never
             sealed as if it were legitimate.
 
+    An ensemble bundle (``family: ensemble``) has no weights of its own (its members are
+    sealed bundles, each checked when loaded): its ``model.json`` is written atomically
+    without a seal, e.g. when stage 03 stores the ensemble's calibration or metrics.
+
     Raises:
         FileNotFoundError: the folder holds no weights file (:data:`WEIGHTS_FILES`).
         BundleIntegrityError: with ``update``, the current bundle was edited by hand.
     """
     folder = Path(folder)
+    if meta.get("family") == ENSEMBLE_FAMILY:
+        return atomic.atomic_write_json(folder / "model.json", {k: v for k, v in meta.items() if k != SEAL_KEY})
     weights = weights_file(folder)
     if weights is None:
         raise FileNotFoundError(f"model bundle {folder} has no {' or '.join(WEIGHTS_FILES)}; "

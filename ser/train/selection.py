@@ -336,12 +336,31 @@ def deployment_record(table: pd.DataFrame, name: str, *, selected_by: str,
             "n_candidates": int(len(table)), **dict(extra or {})}
 
 
+def _cross_fitted_nll_gain(oof: pd.DataFrame, labels: Sequence[str]) -> float:
+    """Mean over folds of NLL(T = 1) − NLL(T fitted on the other folds, equal weights):
+    positive when a temperature learnt elsewhere helps a fold it never saw."""
+    oof = oof[oof["label"].isin(list(labels))]
+    gains = []
+    for f in sorted(set(oof["fold"])):
+        held, rest = oof[oof["fold"] == f], oof[oof["fold"] != f]
+        if rest.empty:
+            continue
+        proba, y = oof_arrays(held, labels)
+        t = fit_oof_temperature(rest, labels, equal_folds=True)
+        gains.append(nll(_logits(proba), y) - nll(_logits(proba), y, temperature=t))
+    return float(np.mean(gains)) if gains else 0.0
+
+
 def oof_temperature(bundle_dir: str | os.PathLike[str], labels: Sequence[str], *,
                     n_bins: int = 15, equal_folds: bool = False) -> tuple[float, dict[str, Any]]:
     """The temperature of a candidate, fitted on its own ``oof_predictions.csv`` only.
 
     Nothing of the final bundle's weights or of its early-stopping speakers enters the fit.
-    ``equal_folds``: see :func:`fit_oof_temperature` (stage 03 sets it with ``cv_by: corpus``).
+    ``equal_folds``: see :func:`fit_oof_temperature` (stage 03 sets it with ``cv_by: corpus``);
+    then the temperature is also checked across corpora: fitted on all corpora but one and
+    scored on that one, in turn. If it makes the held-out corpora's NLL worse on average, a
+    temperature learnt on some corpora does not transfer to a new one and none is applied
+    (T = 1; ``info["temperature_kept_at_1"]`` says why).
 
     Returns:
         ``(temperature, info)``: info has ``n_fit``, ``fit_speakers`` (the training speakers,
@@ -351,7 +370,15 @@ def oof_temperature(bundle_dir: str | os.PathLike[str], labels: Sequence[str], *
     proba, y = oof_arrays(oof, labels)
     t = fit_oof_temperature(oof, labels, equal_folds=equal_folds)
     z = _logits(proba)
-    return t, {"n_fit": int(len(y)), "equal_folds": bool(equal_folds), "fit_speakers": sorted(oof["speaker"].astype(str).unique().tolist()),
+    transfer: dict[str, Any] = {}
+    if equal_folds:  # one fold per corpus: does a temperature fitted on other corpora help a new one?
+        gain = _cross_fitted_nll_gain(oof, labels)
+        transfer = {"cross_fitted_nll_gain": gain}
+        if not gain > 0:
+            t, transfer["temperature_kept_at_1"] = 1.0, (
+                "a temperature fitted on the other corpora made the held-out corpus's NLL worse "
+                "on average, so none is applied")
+    return t, {**transfer, "n_fit": int(len(y)), "equal_folds": bool(equal_folds), "fit_speakers": sorted(oof["speaker"].astype(str).unique().tolist()),
                "oof_ece_before": expected_calibration_error(_softmax(z), y, n_bins=n_bins),
                "oof_ece_after": expected_calibration_error(_softmax(z / t), y, n_bins=n_bins),
                "oof_nll_before": nll(z, y), "oof_nll_after": nll(z, y, temperature=t)}
