@@ -119,3 +119,11 @@ def test_text_channel_params_and_cells():
     assert "channel" not in papermill.inspect_notebook(str(paths.NOTEBOOKS / "07_delta.ipynb"))
     assert not any("select_channel(" in c.source for c in _nb("07_delta").cells)
     assert any('"channel": channel_06' in c.source for c in _nb("07_delta").cells)
+
+
+@pytest.mark.parametrize("nb_path", sorted(paths.NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_every_cell_has_an_id(nb_path):
+    """nbformat 4.5 cells carry an id; a cell added without one makes papermill warn on every run."""
+    nb = json.loads(nb_path.read_text(encoding="utf-8"))
+    missing = [i for i, c in enumerate(nb["cells"]) if "id" not in c]
+    assert not missing, f"{nb_path.name}: cells {missing} have no id"
