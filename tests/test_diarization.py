@@ -299,6 +299,27 @@ def test_cli_writes_atomically_flags_failures_and_resumes(tmp_path, monkeypatch,
     assert main(["diarize", str(d), "-o", str(out), "--vad", "webrtc", "--quiet"]) == 2
 
 
+def test_files_diarized_in_parallel_give_the_same_tables(tmp_path, monkeypatch, encoder):
+    """--workers 2: two worker processes (spawned, each with its own encoder), the same turns,
+    summary and failures as one process, in the same order; a file that fails is still named."""
+    monkeypatch.setattr(diarize_files, "default_encoder", lambda: encoder)
+    d = tmp_path / "in"
+    d.mkdir()
+    for i, seed in enumerate((5, 6, 7)):
+        audio.write_wav(d / f"rec{i}.wav", conversation(12.0, seed=seed)[0], SR)
+    audio.write_wav(d / "short.wav", np.zeros(int(0.8 * SR), np.float32), SR)
+    one, two = tmp_path / "one.csv", tmp_path / "two.csv"
+    assert main(["diarize", str(d), "-o", str(one), "--quiet"]) == 1
+    assert main(["diarize", str(d), "-o", str(two), "--workers", "2", "--quiet"]) == 1
+    for kind in ("segments", "summary", "failures"):
+        a, b = (pd.read_csv(diarize_files.output_paths(p)[kind]) for p in (one, two))
+        pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-3)
+    assert pd.read_csv(diarize_files.output_paths(two)["failures"])["file"].str.endswith("short.wav").all()
+    assert main(["diarize", str(d), "-o", str(tmp_path / "x.csv"), "--workers", "0", "--quiet"]) == 2
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        diarize_files.diarize_paths([d], workers=0)
+
+
 def test_manifest_keys_by_recording_and_uses_enrolment_clips(tmp_path, encoder):
     for phase, seed in (("control", 5), ("care", 6)):
         audio.write_wav(tmp_path / f"a_{phase}.wav", conversation(24.0, seed=seed, first_share=0.6)[0], SR)

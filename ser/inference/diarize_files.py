@@ -113,6 +113,7 @@ def diarize_paths(
     progress: bool = True,
     encoder: SpeakerEncoder | None = None,
     recording_ids: Mapping[Path, str] | None = None,
+    workers: int = 1,
 ) -> Diarization:
     """Diarize audio files and folders, identify the caregiver, write the tables.
 
@@ -129,13 +130,19 @@ def diarize_paths(
         encoder: speaker encoder (default: one per process).
         recording_ids: ``{resolved file path: recording id}`` written as ``recording``
             instead of the path (e.g. a manifest's ids; :func:`diarize_manifest`).
+        workers: files diarized at once, each in its own process (one core each; about
+            1 GiB of memory each). The tables are the same whatever the number; 1: in this
+            process.
 
     Returns:
         The :class:`Diarization` tables, as written.
 
     Raises:
         ResumeError: ``output`` was written with other options.
+        ValueError: ``workers`` < 1.
     """
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1; got {workers!r}")
     opt = options or DiarizationOptions()
     files, problems = audio.find_audio_files(inputs)
     ids = {Path(p).resolve(): r for p, r in (recording_ids or {}).items()}
@@ -211,22 +218,54 @@ def diarize_paths(
             atomic.atomic_write_json(paths["speakers"], {"options": opt_json, "recordings": done})
         return res
 
-    for i, (f, k) in enumerate(zip(files, keys, strict=True)):
-        if k in done:
-            continue
+    todo = [(f, k) for f, k in zip(files, keys, strict=True) if k not in done]
+    count = len(files) - len(todo)
+
+    def record(f: Path, k: str, outcome: RecordingDiarization | str) -> None:
+        nonlocal count
+        count += 1
         failures.pop(k, None)
-        try:
-            rec = diarize_recording(f, options=opt, encoder=enc)
-        except (DiarizationError, audio.AudioError, OSError, ValueError) as e:
-            failures[k] = str(e)
+        if isinstance(outcome, str):
+            failures[k] = outcome
         else:
-            done[k] = _stored(rec)
-            segs[k] = rec.segments
+            done[k] = _stored(outcome)
+            segs[k] = outcome.segments
         if progress:
-            print(f"[ser diarize] {i + 1}/{len(files)} {f.name}: "
+            print(f"[ser diarize] {count}/{len(files)} {f.name}: "
                   f"{'failed: ' + failures[k] if k in failures else 'ok'}", file=sys.stderr)
         write()
+
+    if int(workers) == 1 or len(todo) < 2:
+        for f, k in todo:
+            record(f, k, _diarize_one(f, opt, enc))
+        return write()
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    with cf.ProcessPoolExecutor(max_workers=min(int(workers), len(todo)),
+                                mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_diarize_one, f, opt, None): (f, k) for f, k in todo}
+        try:
+            for fut in cf.as_completed(futures):
+                f, k = futures[fut]
+                try:
+                    outcome = fut.result()
+                except cf.process.BrokenProcessPool as e:  # a worker died (e.g. out of memory)
+                    outcome = f"the diarization worker process died: {e}"
+                record(f, k, outcome)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return write()
+
+
+def _diarize_one(path: Path, options: DiarizationOptions,
+                 encoder: SpeakerEncoder | None) -> RecordingDiarization | str:
+    """One file's diarization, or the reason it failed (runs in a worker process too)."""
+    try:
+        return diarize_recording(path, options=options, encoder=encoder)
+    except (DiarizationError, audio.AudioError, OSError, ValueError) as e:
+        return str(e)
 
 
 def diarize_manifest(
@@ -240,7 +279,7 @@ def diarize_manifest(
         manifest: ``manifest.csv`` with ``recording, caregiver, path`` (paths relative to it)
             and optionally ``enrolment_path``: an enrolment clip of that row's caregiver
             (empty where there is none; one clip per caregiver).
-        output, options, resume, progress, encoder: as :func:`diarize_paths`.
+        output, options, resume, progress, encoder, workers: as :func:`diarize_paths`.
 
     Returns:
         :class:`Diarization` with ``recording`` = the manifest's ids.
@@ -258,7 +297,7 @@ def diarize_recordings(
     recordings: pd.DataFrame, *, base_dir: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None, options: DiarizationOptions | None = None,
     resume: bool = True, progress: bool = False, encoder: SpeakerEncoder | None = None,
-    source: str = "recordings table",
+    source: str = "recordings table", workers: int = 1,
 ) -> Diarization:
     """:func:`diarize_manifest` on a table already read (e.g. stage 04's ``recordings.csv``).
 
@@ -266,7 +305,7 @@ def diarize_recordings(
         recordings: ``recording, caregiver, path`` (optional ``enrolment_path``).
         base_dir: folder that relative ``path`` and ``enrolment_path`` are taken from.
         source: the table's name in error messages.
-        output, options, resume, progress, encoder: as :func:`diarize_paths`.
+        output, options, resume, progress, encoder, workers: as :func:`diarize_paths`.
 
     Raises:
         ValueError: missing columns, or two enrolment clips for one caregiver.
@@ -287,11 +326,12 @@ def diarize_recordings(
     return diarize_paths(files, options=options, output=output,
                          caregiver_of=dict(zip(files, df["caregiver"], strict=True)),
                          enrolment=enrol or None, resume=resume, progress=progress, encoder=encoder,
-                         recording_ids=dict(zip(files, df["recording"], strict=True)))
+                         recording_ids=dict(zip(files, df["recording"], strict=True)), workers=workers)
 
 
 def diarize_cli(*, inputs: Sequence[str], output: str, options: DiarizationOptions,
-                caregiver_of: str | None, enrolment: str | None, resume: bool, progress: bool) -> int:
+                caregiver_of: str | None, enrolment: str | None, resume: bool, progress: bool,
+                workers: int = 1) -> int:
     """``ser diarize``: exit 0 when every file was diarized, 1 when some failed, 2 on bad options."""
     from ser.inference.speaker_norm import read_speaker_map
 
@@ -304,7 +344,7 @@ def diarize_cli(*, inputs: Sequence[str], output: str, options: DiarizationOptio
                 raise ValueError(f"--enrolment {enrolment}: needs columns caregiver, path; got {list(df.columns)}")
             enrol = {c: str(Path(enrolment).parent / p) for c, p in zip(df["caregiver"], df["path"], strict=True)}
         res = diarize_paths(inputs, options=options, output=output, caregiver_of=mapping,
-                            enrolment=enrol, resume=resume, progress=progress)
+                            enrolment=enrol, resume=resume, progress=progress, workers=workers)
     except (ValueError, FileNotFoundError) as e:
         print(f"ser diarize: error: {e}", file=sys.stderr)
         return 2

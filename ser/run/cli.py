@@ -150,8 +150,12 @@ def _cmd_diarize(a: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"ser diarize: error: {e}", file=sys.stderr)
         return 2
+    if a.workers < 1:
+        print(f"ser diarize: error: --workers must be >= 1; got {a.workers}", file=sys.stderr)
+        return 2
     return diarize_cli(inputs=a.paths, output=a.output, options=options, caregiver_of=a.caregiver_of,
-                       enrolment=a.enrolment, resume=not a.no_resume, progress=not a.quiet)
+                       enrolment=a.enrolment, resume=not a.no_resume, progress=not a.quiet,
+                       workers=a.workers)
 
 
 def _cmd_transcribe(a: argparse.Namespace) -> int:
@@ -272,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enrolment", metavar="CSV",
                    help="an enrolment clip per caregiver (columns caregiver, path; relative to the CSV)")
     p.add_argument("--no-resume", action="store_true", help="recompute files already in -o FILE")
+    p.add_argument("--workers", type=int, default=1,
+                   help="files diarized at once, one process and core each (about 1 GiB each; default 1)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_diarize)
 
