@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,13 +146,9 @@ def fold_table(models_dir: str | os.PathLike[str], labels: Sequence[str], *,
     rows = []
     for c in record["candidates"]:
         oof = read_oof(Path(models_dir) / c["name"], labels)
-        oof = oof[oof["label"].isin(labels)]
-        for f in sorted(set(oof["fold"].astype(int))):
-            held, rest = oof[oof["fold"] == f], oof[oof["fold"] != f]
-            proba, y = oof_arrays(held, labels)
+        for f, proba, y, t in cross_fitted_folds(oof, labels, equal_folds=by_corpus):
             pred, truth = np.asarray(labels)[proba.argmax(axis=1)], np.asarray(labels)[y]
             m = summary_metrics(truth.tolist(), pred.tolist(), labels)
-            t = fit_oof_temperature(rest, labels, equal_folds=by_corpus) if len(rest) else 1.0
             rows.append({"model": c["name"], "family": c["family"], "fold": f,
                          "held_out": names[f] if f < len(names) else f"fold {f}",
                          "n_utterances": int(len(y)), "uar": float(m["uar"]), "macro_f1": float(m["macro_f1"]),
@@ -336,18 +332,26 @@ def deployment_record(table: pd.DataFrame, name: str, *, selected_by: str,
             "n_candidates": int(len(table)), **dict(extra or {})}
 
 
+def cross_fitted_folds(oof: pd.DataFrame, labels: Sequence[str], *,
+                       equal_folds: bool) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
+    """Each fold's OOF predictions with the temperature fitted on the *other* folds only.
+
+    Yields:
+        ``(fold, proba [n, k], y [n], T)`` per fold in order (rows whose label is in
+        ``labels``); ``T`` = 1 when there is no other fold.
+    """
+    oof = oof[oof["label"].isin(list(labels))]
+    for f in sorted(set(oof["fold"].astype(int))):
+        held, rest = oof[oof["fold"] == f], oof[oof["fold"] != f]
+        proba, y = oof_arrays(held, labels)
+        yield f, proba, y, (fit_oof_temperature(rest, labels, equal_folds=equal_folds) if len(rest) else 1.0)
+
+
 def _cross_fitted_nll_gain(oof: pd.DataFrame, labels: Sequence[str]) -> float:
     """Mean over folds of NLL(T = 1) − NLL(T fitted on the other folds, equal weights):
     positive when a temperature learnt elsewhere helps a fold it never saw."""
-    oof = oof[oof["label"].isin(list(labels))]
-    gains = []
-    for f in sorted(set(oof["fold"])):
-        held, rest = oof[oof["fold"] == f], oof[oof["fold"] != f]
-        if rest.empty:
-            continue
-        proba, y = oof_arrays(held, labels)
-        t = fit_oof_temperature(rest, labels, equal_folds=True)
-        gains.append(nll(_logits(proba), y) - nll(_logits(proba), y, temperature=t))
+    gains = [nll(_logits(proba), y) - nll(_logits(proba), y, temperature=t)
+             for _, proba, y, t in cross_fitted_folds(oof, labels, equal_folds=True)]
     return float(np.mean(gains)) if gains else 0.0
 
 
