@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 
@@ -78,7 +79,7 @@ class ShrinkageLDA(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Log-posteriors ``[n, n_classes]`` under the Gaussian model (uniform priors)."""
-        return _log_softmax(np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_)
+        return log_softmax(np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_, axis=1)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Class with the largest discriminant per row."""
@@ -101,7 +102,7 @@ class ShrinkageLDA(ClassifierMixin, BaseEstimator):
         target = np.searchsorted(self.classes_, y)
 
         def nll(log_t: float) -> float:
-            return float(-_log_softmax(d / np.exp(log_t))[np.arange(len(y)), target].mean())
+            return float(-log_softmax(d / np.exp(log_t), axis=1)[np.arange(len(y)), target].mean())
 
         res = minimize_scalar(nll, bounds=(np.log(1e-2), np.log(1e4)), method="bounded")
         self.temperature_ = float(np.exp(res.x))
@@ -109,13 +110,8 @@ class ShrinkageLDA(ClassifierMixin, BaseEstimator):
 
     def proba_from_decision(self, decision: np.ndarray) -> np.ndarray:
         """Probabilities ``softmax(decision / temperature_)`` of scores ``[n, n_classes]``."""
-        return np.exp(_log_softmax(np.asarray(decision, dtype=np.float64) / self.temperature_))
+        return np.exp(log_softmax(np.asarray(decision, dtype=np.float64) / self.temperature_, axis=1))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Probabilities ``[n, n_classes]`` (rows sum to 1), tempered after :meth:`calibrate`."""
         return self.proba_from_decision(self.decision_function(X))
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
