@@ -150,9 +150,6 @@ def _cmd_diarize(a: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"ser diarize: error: {e}", file=sys.stderr)
         return 2
-    if a.workers < 1:
-        print(f"ser diarize: error: --workers must be >= 1; got {a.workers}", file=sys.stderr)
-        return 2
     return diarize_cli(inputs=a.paths, output=a.output, options=options, caregiver_of=a.caregiver_of,
                        enrolment=a.enrolment, resume=not a.no_resume, progress=not a.quiet,
                        workers=a.workers)
