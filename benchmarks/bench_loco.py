@@ -7,14 +7,17 @@ leave-one-speaker-out within the corpus (``ser.train.classical_loso.evaluate_los
 printed beside it, so the transfer gap is visible. Labels: angry, happy, neutral, sad
 (TurEV-DB's calm -> neutral; the corpora's default label maps). Each model runs without
 and with per-speaker normalisation (transductive: each speaker, held-out ones included,
-is z-scored by its own unlabelled audio).
+is z-scored by its own unlabelled audio). With several training corpora, every (corpus, class)
+weighs the same in the fits (``--balance-corpora on``, stage 02's default) or each utterance
+weighs the same (``off``: the largest corpus dominates); ``both`` runs the two.
 
 Features are cached (``--cache-dir``); the table is written (rows replaced by key) to
 ``--out`` (default ``results/tables/cross_corpus.csv``).
 
     .venv/bin/python benchmarks/bench_loco.py [--data-root ../shared/data]
         [--corpora emodb emovo turev] [--models egemaps+svm_rbf compare+svm_linear]
-        [--speaker-norm both|on|off] [--cache-dir DIR] [--out CSV] [--n-jobs 2]
+        [--speaker-norm both|on|off] [--balance-corpora on|off|both] [--cache-dir DIR] [--out CSV]
+        [--n-jobs 2] [--no-loso]
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ def main() -> int:
     ap.add_argument("--corpora", nargs="+", default=["emodb", "emovo", "turev"])
     ap.add_argument("--models", nargs="+", default=["egemaps+svm_rbf"])
     ap.add_argument("--speaker-norm", choices=("both", "on", "off"), default="both")
+    ap.add_argument("--balance-corpora", choices=("both", "on", "off"), default="on")
+    ap.add_argument("--no-loso", action="store_true", help="skip the in-corpus leave-one-speaker-out")
     ap.add_argument("--cache-dir", default=str(paths.results_dir() / "cache" / "features"))
     ap.add_argument("--out", default=str(paths.results_dir() / "tables" / "cross_corpus.csv"))
     ap.add_argument("--n-jobs", type=int, default=2)
@@ -71,17 +76,20 @@ def main() -> int:
                                                  cache_dir=a.cache_dir, n_jobs=a.n_jobs)
     table = table.set_index(table["path"].astype(str)).loc[common]
 
-    norms = {"both": (False, True), "on": (True,), "off": (False,)}[a.speaker_norm]
+    switch = {"both": (False, True), "on": (True,), "off": (False,)}
     rows = []
     for fs, est in specs:
-        for norm in norms:
-            t0 = time.perf_counter()
-            res = cross_corpus_eval.evaluate_loco(
-                {fs: feats[fs]}, table["label"].to_numpy(), table["speaker"].to_numpy(),
-                table["corpus"].to_numpy(), estimator=est, speaker_norm=norm, inner_folds=a.inner_folds,
-                seed=a.seed, n_jobs=a.n_jobs, progress=False)
-            cross_corpus_eval.write_cross_corpus_table(res.table, a.out)
-            rows.append(res.table.assign(wall_s=round(time.perf_counter() - t0)))
+        for norm in switch[a.speaker_norm]:
+            for balance in switch[a.balance_corpora]:
+                t0 = time.perf_counter()
+                res = cross_corpus_eval.evaluate_loco(
+                    {fs: feats[fs]}, table["label"].to_numpy(), table["speaker"].to_numpy(),
+                    table["corpus"].to_numpy(), estimator=est, speaker_norm=norm, inner_folds=a.inner_folds,
+                    seed=a.seed, n_jobs=a.n_jobs, progress=False, balance_corpora=balance,
+                    in_corpus_loso=not a.no_loso)
+                if balance:  # the table of record holds stage 02's (balanced) fits
+                    cross_corpus_eval.write_cross_corpus_table(res.table, a.out)
+                rows.append(res.table.assign(balance_corpora=balance, wall_s=round(time.perf_counter() - t0)))
 
     total = time.perf_counter() - t_start
     load1 = os.getloadavg()

@@ -392,6 +392,11 @@ def test_cv_by_corpus_gives_leave_one_corpus_out_predictions(tmp_path, monkeypat
     assert selection.folds_description(record) == "leave-one-corpus-out over 2 corpora: alpha, beta"
     oof = selection.read_oof(models / "t_lr", LABELS)
     assert (oof["fold"] == oof["speaker"].map(calls[0])).all() and len(oof) == 72
+    # the final fit weighs the two corpora (and their classes) alike, and the bundle says what it saw
+    meta = json.loads((models / "t_lr" / "model.json").read_text())
+    assert meta["train_params"]["balance_corpora"] is True
+    assert meta["arch_params"]["balanced_strata"] == {"alpha": 36, "beta": 36}
+    assert meta["train_params"]["utterances_seen"] == {k: {lab: 9 for lab in LABELS} for k in ("alpha", "beta")}
     table = selection.fold_table(models, LABELS)
     assert list(table.columns) == list(selection.FOLD_COLUMNS)
     assert list(table["held_out"]) == ["alpha", "beta"] and list(table["n_utterances"]) == [36, 36]

@@ -104,6 +104,7 @@ def evaluate_loco(
     n_jobs: int = 1,
     progress: bool = True,
     train_only: Sequence[bool] | None = None,
+    balance_corpora: bool = True,
 ) -> LocoResult:
     """Leave-one-corpus-out evaluation of one classical estimator on each feature set.
 
@@ -135,6 +136,9 @@ def evaluate_loco(
         train_only: ``[n]`` flags of rows that only ever train (e.g. augmented copies of
             an utterance, under its corpus and speaker): used when their corpus is not
             held out, never tested nor in the in-corpus LOSO. Default: none.
+        balance_corpora: every (training corpus, class) weighs the same in the fits
+            (:func:`ser.models.classical.estimator.balance_weights`), as in stage 02;
+            ``False``: class-balanced only, so a large corpus dominates.
 
     Returns:
         :class:`LocoResult` (``table`` rows ordered by feature set, then corpus name).
@@ -181,7 +185,8 @@ def evaluate_loco(
             raise ValueError(f"training on all corpora but {held!r} leaves fewer than 2 speakers")
         t0 = time.perf_counter()
         model = ClassicalModel(estimator=estimator, speaker_norm=speaker_norm, seed=seed)
-        model.fit_grid(X[tr], y[tr], g[tr], param_grid=param_grid, inner_folds=inner_folds, n_jobs=n_jobs)
+        model.fit_grid(X[tr], y[tr], g[tr], param_grid=param_grid, inner_folds=inner_folds, n_jobs=n_jobs,
+                       strata=c[tr] if balance_corpora else None)
         proba = aligned_proba(model.predict_proba(X[te], g[te]), model.classes_, classes)
         y_pred = np.asarray(classes)[proba.argmax(axis=1)]
         yt = y[te]
@@ -258,6 +263,7 @@ def loco_from_utterances(
     seed: int = 0,
     n_jobs: int = 1,
     progress: bool = False,
+    balance_corpora: bool = True,
 ) -> tuple[LocoResult, pd.DataFrame]:
     """:func:`evaluate_loco` on every labelled utterance of an utterance table (all splits).
 
@@ -277,6 +283,7 @@ def loco_from_utterances(
         seed: estimator seed.
         n_jobs: feature-extraction workers and parallel inner folds.
         progress: tqdm bars.
+        balance_corpora: see :func:`evaluate_loco`.
 
     Returns:
         ``(result, errors)``: the :class:`LocoResult` (``in_corpus_loso_uar`` filled) and
@@ -314,7 +321,7 @@ def loco_from_utterances(
     result = evaluate_loco(tables, kept["label"].to_numpy(), kept["speaker"].astype(str).to_numpy(),
                            kept["corpus"].astype(str).to_numpy(), estimator=estimator,
                            speaker_norm=speaker_norm, inner_folds=inner_folds, languages=langs,
-                           seed=seed, n_jobs=n_jobs, progress=progress)
+                           seed=seed, n_jobs=n_jobs, progress=progress, balance_corpora=balance_corpora)
     err = pd.concat(errors, ignore_index=True).drop_duplicates() if errors else pd.DataFrame()
     return result, err
 

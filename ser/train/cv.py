@@ -59,7 +59,7 @@ from ser.models.ensemble_bundle import save_ensemble_bundle
 from ser.models.window import fit_window, window_samples
 from ser.signal import audio, pitchnorm
 from ser.train.evaluation import speaker_reference
-from ser.train.loop import train
+from ser.train.loop import train, utterances_seen
 
 #: Candidate families.
 FAMILIES: tuple[str, ...] = ("cnn", "classical", "ensemble")
@@ -301,7 +301,8 @@ def _split_of(utterances: pd.DataFrame, labels: Sequence[str]) -> dict[str, list
 
 def _fit_classical(c: Candidate, rows: pd.DataFrame, folds: Mapping[str, int], *, labels: list[str],
                    split: Mapping[str, list[str]], window_s: float, sample_rate: int, pitch_norm_hz: float,
-                   seed: int, out: Path, cache: dict[tuple[Any, ...], Any], progress: bool) -> pd.DataFrame:
+                   seed: int, out: Path, cache: dict[tuple[Any, ...], Any], progress: bool,
+                   balance_corpora: bool = True) -> pd.DataFrame:
     o = c.options
     pnorm = pitchnorm.check_target(o.get("pitch_norm_hz", pitch_norm_hz))
     n = window_samples(window_s, sample_rate)
@@ -319,12 +320,16 @@ def _fit_classical(c: Candidate, rows: pd.DataFrame, folds: Mapping[str, int], *
     y, g = used["label"].to_numpy(), used["speaker"].to_numpy()
     fold = used["speaker"].map(folds).to_numpy()
     inner = int(o.get("inner_folds", 3))
+    # several corpora: each (corpus, class) weighs the same in every fit, as the CNN's epochs
+    # give each corpus the same share (ser.models.classical.estimator.balance_weights)
+    strata = used["corpus"].fillna("").astype(str).to_numpy() if balance_corpora and "corpus" in used else None
 
     def fit(sel: np.ndarray) -> ClassicalModel:
         m = ClassicalModel(estimator=o["estimator"], speaker_norm=o["speaker_norm"], seed=seed,
                            select_k=o.get("select_k"))
         return m.fit_grid(X[sel], y[sel], g[sel], param_grid=o.get("param_grid"),
-                          inner_folds=min(inner, len(set(g[sel]))))
+                          inner_folds=min(inner, len(set(g[sel]))),
+                          strata=None if strata is None else strata[sel])
 
     proba = np.zeros((len(used), len(labels)))
     for k in sorted(set(fold)):
@@ -335,7 +340,9 @@ def _fit_classical(c: Candidate, rows: pd.DataFrame, folds: Mapping[str, int], *
     save_classical_bundle(out, final, labels=labels, feature_set=o["feature_set"], sample_rate=sample_rate,
                           window_s=window_s, split=split, pitch_norm_hz=pnorm,
                           train_params={"n_train": len(used), "seed": seed, "family": "classical",
-                                        "feature_set": o["feature_set"], "estimator": o["estimator"]})
+                                        "feature_set": o["feature_set"], "estimator": o["estimator"],
+                                        "utterances_seen": utterances_seen(used, labels),
+                                        "balance_corpora": final.balanced_strata_ is not None})
     return oof_frame(used, folds, proba, labels)
 
 
@@ -401,6 +408,7 @@ def train_candidates(
     cnn_defaults: Mapping[str, Any] | None = None,
     resume: bool = False,
     progress: bool = True,
+    balance_corpora: bool = True,
 ) -> pd.DataFrame:
     """Cross-validate and fit every candidate; write the bundles and ``candidates.json``.
 
@@ -419,6 +427,9 @@ def train_candidates(
             sample_rate and pitch_norm_hz included), overridden by the candidate's own.
         resume: resume the final CNN trainings from their checkpoints.
         progress: tqdm bars.
+        balance_corpora: with training rows from 2+ corpora, classical candidates weigh every
+            (corpus, class) the same in each fit (the CNN gets its own ``balance_corpora`` through
+            ``cnn_defaults``); no effect with one corpus.
 
     Returns:
         One row per candidate: ``model, family, seconds, n_oof, cv_folds`` (also in
@@ -451,7 +462,7 @@ def train_candidates(
         if c.family == "classical":
             oof = _fit_classical(c, rows, folds, labels=labels, split=split, window_s=window_s,
                                  sample_rate=sample_rate, pitch_norm_hz=pitch_norm_hz, seed=seed, out=out,
-                                 cache=cache, progress=progress)
+                                 cache=cache, progress=progress, balance_corpora=balance_corpora)
         elif c.family == "cnn":
             oof = _fit_cnn(c, rows, folds, utterances=utterances, labels=labels, defaults=defaults, seed=seed,
                            out=out, resume=resume, progress=progress)

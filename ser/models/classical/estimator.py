@@ -106,8 +106,9 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         self.gamma = gamma
         self.class_weight = class_weight
 
-    def fit(self, X: np.ndarray, y: Sequence[Any]) -> KernelSVC:
-        """Fit on ``X [n, d]`` and labels ``y [n]``."""
+    def fit(self, X: np.ndarray, y: Sequence[Any], sample_weight: np.ndarray | None = None) -> KernelSVC:
+        """Fit on ``X [n, d]`` and labels ``y [n]`` (optional row weights ``sample_weight [n]``,
+        which scale each row's ``C``)."""
         if self.kernel not in ("linear", "rbf"):
             raise ValueError(f"KernelSVC: kernel={self.kernel!r} must be 'linear' or 'rbf'")
         X = np.asarray(X, dtype=np.float64)
@@ -115,7 +116,7 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         sq = (X * X).sum(axis=1)
         self.svc_ = SVC(kernel="precomputed", C=self.C, class_weight=self.class_weight)
         self.svc_.fit(_kernel_from_dots(X @ X.T, sq, sq, kernel=self.kernel, gamma=self.gamma_),
-                      np.asarray(y))
+                      np.asarray(y), sample_weight=sample_weight)
         self.n_fit_ = len(X)
         self.support_vectors_ = X[self.svc_.support_].copy()
         self.classes_ = self.svc_.classes_
@@ -153,6 +154,42 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         if getattr(self, "platt_", None) is None:
             raise RuntimeError("KernelSVC.predict_proba needs calibrate() on held-out decision values")
         return apply_platt(self.platt_, self.decision_function(X))
+
+
+def balance_weights(y: Sequence[Any], strata: Sequence[Any]) -> np.ndarray:
+    """Row weights that give every (stratum, class) cell the same total weight.
+
+    With rows from several corpora (``strata``), a corpus of 1,700 utterances and one of 300
+    then weigh the same in the fit, and within each corpus every class weighs the same (the
+    class balance the estimators otherwise get from ``class_weight="balanced"``).
+
+    Args:
+        y: ``[n]`` class labels.
+        strata: ``[n]`` stratum (e.g. corpus) of each row.
+
+    Returns:
+        ``float64 [n]`` weights with mean 1: ``n / (cells * rows in the row's cell)``.
+
+    Raises:
+        ValueError: ``y`` and ``strata`` of different length.
+    """
+    y, strata = np.asarray(y), np.asarray(strata)
+    if y.shape != strata.shape or y.ndim != 1:
+        raise ValueError(f"balance_weights: y and strata must be [n] of equal length; got {y.shape} and "
+                         f"{strata.shape}")
+    cells = pd.Series(list(zip(strata.astype(str), y.astype(str), strict=True)))
+    counts = cells.map(cells.value_counts()).to_numpy(dtype=np.float64)
+    return len(y) / (cells.nunique() * counts)
+
+
+def _fit_weighted(clf: Any, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> Any:
+    """``clf.fit(X, y)``, or with ``sample_weight=weights`` and no class weighting of its own
+    (the weights already balance the classes, :func:`balance_weights`)."""
+    if weights is None:
+        return clf.fit(X, y)
+    if "class_weight" in clf.get_params():
+        clf.set_params(class_weight=None)
+    return clf.fit(X, y, sample_weight=weights)
 
 
 def _make_estimator(estimator: str, *, seed: int, params: Mapping[str, Any] | None = None) -> Any:
@@ -228,12 +265,15 @@ def grouped_inner_splits(groups: Sequence[Any], *, n_splits: int) -> list[tuple[
 
 def _score_split(estimator: str, seed: int, fixed: Mapping[str, Any], combos: Sequence[Mapping[str, Any]],
                  X: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray,
-                 classes: np.ndarray, select_k: int | None = None) -> tuple[list[float], list[np.ndarray]]:
+                 classes: np.ndarray, select_k: int | None = None,
+                 weights: np.ndarray | None = None) -> tuple[list[float], list[np.ndarray]]:
     """UAR and held-out scores (SVM: decision values; else probabilities) of each combination.
 
     Preprocessing (and feature selection, on the split's training rows only) is fitted once
     per split; for SVMs the dot products are computed once and every (C, gamma) reuses them.
+    ``weights``: ``[n]`` row weights of the classifier's fit (:func:`balance_weights`), or None.
     """
+    w_tr = None if weights is None else weights[tr]
     pre = _make_pipeline(estimator, seed=seed, select_k=_capped(select_k, X.shape[1]))[:-1].fit(X[tr], y[tr])
     ztr, zva = pre.transform(X[tr]), pre.transform(X[va])
     uars, outs = [], []
@@ -246,16 +286,16 @@ def _score_split(estimator: str, seed: int, fixed: Mapping[str, Any], combos: Se
         if estimator.startswith("svm"):
             gamma = float(p["gamma"]) if p.get("gamma") is not None else 1.0 / max(1, ztr.shape[1])
             svc = SVC(kernel="precomputed", C=p.get("C", 1.0), class_weight=p.get("class_weight", "balanced"))
-            svc.fit(_kernel_from_dots(d_tr, sq_tr, sq_tr, kernel=kernel, gamma=gamma), y[tr])
+            _fit_weighted(svc, _kernel_from_dots(d_tr, sq_tr, sq_tr, kernel=kernel, gamma=gamma), y[tr], w_tr)
             k_va = _kernel_from_dots(d_va, sq_va, sq_tr, kernel=kernel, gamma=gamma)
             pred, score = svc.predict(k_va), aligned_proba(svc.decision_function(k_va), svc.classes_,
                                                             classes, fill=-1e3)
         elif estimator == "lda":  # log-posteriors, tempered in ClassicalModel._finish
-            clf = _make_estimator(estimator, seed=seed, params=p).fit(ztr, y[tr])
+            clf = _fit_weighted(_make_estimator(estimator, seed=seed, params=p), ztr, y[tr], w_tr)
             pred, score = clf.predict(zva), aligned_proba(clf.decision_function(zva), clf.classes_, classes,
                                                           fill=-1e3)
         else:
-            clf = _make_estimator(estimator, seed=seed, params=p).fit(ztr, y[tr])
+            clf = _fit_weighted(_make_estimator(estimator, seed=seed, params=p), ztr, y[tr], w_tr)
             pred, score = clf.predict(zva), aligned_proba(clf.predict_proba(zva), clf.classes_, classes)
         uars.append(uar_score(y[va], pred))
         outs.append(score)
@@ -316,6 +356,7 @@ class ClassicalModel:
         self.cv_results_: pd.DataFrame | None = None
         self.oof_proba_: np.ndarray | None = None
         self.feature_names_: list[str] | None = None
+        self.balanced_strata_: dict[str, int] | None = None
 
     # -- helpers
     def _prepare(self, X: Any, groups: Sequence[Any] | None, *, fitting: bool) -> np.ndarray:
@@ -334,6 +375,20 @@ class ClassicalModel:
             arr = speaker_standardize(arr, groups)
         return arr
 
+    def _weights(self, y: np.ndarray, strata: Sequence[Any] | None) -> np.ndarray | None:
+        """Row weights of the fits (:func:`balance_weights`) with 2+ strata, else None; records
+        the strata's row counts in ``balanced_strata_``."""
+        self.balanced_strata_ = None
+        if strata is None:
+            return None
+        st = np.asarray(strata).astype(str)
+        if st.shape != y.shape:
+            raise ValueError(f"strata must give one stratum per row: {st.shape} for {y.shape} labels")
+        if len(np.unique(st)) < 2:
+            return None
+        self.balanced_strata_ = {str(k): int(v) for k, v in zip(*np.unique(st, return_counts=True), strict=True)}
+        return balance_weights(y, st)
+
     def check_fitted(self) -> Pipeline:
         """The fitted pipeline (raises ``RuntimeError`` before :meth:`fit` / :meth:`fit_grid`)."""
         if self.pipeline_ is None:
@@ -341,13 +396,16 @@ class ClassicalModel:
         return self.pipeline_
 
     def _search(self, arr: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
-                combos: list[dict[str, Any]], n_jobs: int) -> tuple[np.ndarray, list[np.ndarray]]:
+                combos: list[dict[str, Any]], n_jobs: int,
+                weights: np.ndarray | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """``uar [n_combos, n_splits]`` and held-out scores per combination ``[n, k]``."""
         classes = np.asarray(sorted(pd.unique(y).tolist()))
         fixed = {k: v for k, v in self.params.items() if k not in combos[0]}
-        select = {} if self.select_k is None else {"select_k": self.select_k}
+        extra: dict[str, Any] = {} if self.select_k is None else {"select_k": self.select_k}
+        if weights is not None:
+            extra["weights"] = weights
         jobs = (joblib.delayed(_score_split)(self.estimator, self.seed, fixed, combos, arr, y, tr, va, classes,
-                                             **select)
+                                             **extra)
                 for tr, va in splits)
         res = joblib.Parallel(n_jobs=n_jobs)(jobs)
         uars = np.array([r[0] for r in res]).T
@@ -357,10 +415,13 @@ class ClassicalModel:
                 held[i][va] = o
         return uars, held
 
-    def _finish(self, arr: np.ndarray, y: np.ndarray, held: np.ndarray) -> None:
-        """Refit on all rows with ``best_params_``; calibrate an SVM on ``held`` decision values."""
+    def _finish(self, arr: np.ndarray, y: np.ndarray, held: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Refit on all rows with ``best_params_`` (and row ``weights``); calibrate an SVM on
+        ``held`` decision values."""
         pipe = _make_pipeline(self.estimator, seed=self.seed, params=self.best_params_,
-                              select_k=_capped(self.select_k, arr.shape[1])).fit(arr, y)
+                              select_k=_capped(self.select_k, arr.shape[1]))
+        pipe[:-1].fit(arr, y)
+        _fit_weighted(pipe.named_steps["clf"], pipe[:-1].transform(arr), y, weights)
         clf = pipe.named_steps["clf"]
         if isinstance(clf, KernelSVC):
             clf.calibrate(held, y)
@@ -373,7 +434,7 @@ class ClassicalModel:
 
     # -- fitting
     def fit(self, X: Any, y: Sequence[Any], groups: Sequence[Any] | None = None, *,
-            calibration_folds: int = 5) -> ClassicalModel:
+            calibration_folds: int = 5, strata: Sequence[Any] | None = None) -> ClassicalModel:
         """Fit with the fixed ``params`` (no search).
 
         An SVM's probabilities are calibrated on held-out decision values: folds
@@ -384,6 +445,10 @@ class ClassicalModel:
             y: ``[n]`` class labels.
             groups: ``[n]`` speaker ids (required with ``speaker_norm``).
             calibration_folds: folds of the held-out predictions.
+            strata: ``[n]`` stratum of each row (the corpus, when training on several): with
+                2+ strata, every (stratum, class) cell weighs the same in every fit
+                (:func:`balance_weights`), so no corpus dominates by its size; ``None`` or one
+                stratum: class-balanced only.
 
         Raises:
             ValueError: too few rows per class for the calibration folds.
@@ -400,9 +465,10 @@ class ClassicalModel:
             splits = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=self.seed)
                           .split(np.zeros(len(y)), y))
         self.inner_splits_ = splits
-        _, held = self._search(arr, y, splits, [{}], 1)
+        weights = self._weights(y, strata)
+        _, held = self._search(arr, y, splits, [{}], 1, weights)
         self.best_params_ = dict(self.params)
-        self._finish(arr, y, held[0])
+        self._finish(arr, y, held[0], weights)
         return self
 
     def fit_grid(
@@ -414,6 +480,7 @@ class ClassicalModel:
         param_grid: Mapping[str, Sequence[Any]] | None = None,
         inner_folds: int = 5,
         n_jobs: int = 1,
+        strata: Sequence[Any] | None = None,
     ) -> ClassicalModel:
         """Choose parameters by speaker-grouped CV (UAR), then refit on all rows.
 
@@ -432,6 +499,7 @@ class ClassicalModel:
                 default :func:`default_param_grid`.
             inner_folds: inner folds (capped at the number of speakers).
             n_jobs: inner folds evaluated in parallel (joblib processes).
+            strata: ``[n]`` stratum (corpus) of each row, see :meth:`fit`.
 
         Returns:
             ``self``, refitted with ``best_params_``.
@@ -450,7 +518,8 @@ class ClassicalModel:
                              f"valid: {', '.join(sorted(valid))}")
         combos = [dict(c) for c in ParameterGrid({k: list(v) for k, v in grid.items()})]
         self.inner_splits_ = grouped_inner_splits(groups, n_splits=inner_folds)
-        uars, held = self._search(arr, y, self.inner_splits_, combos, n_jobs)
+        weights = self._weights(y, strata)
+        uars, held = self._search(arr, y, self.inner_splits_, combos, n_jobs, weights)
         mean = uars.mean(axis=1)
         best = int(np.argmax(mean))
         self.best_params_ = {**self.params, **combos[best]}
@@ -458,7 +527,7 @@ class ClassicalModel:
         self.cv_results_ = pd.DataFrame({"params": [json.dumps(c, default=jsonable, sort_keys=True)
                                                     for c in combos], "mean_uar": mean,
                                          **{f"split{i}_uar": uars[:, i] for i in range(uars.shape[1])}})
-        self._finish(arr, y, held[best])
+        self._finish(arr, y, held[best], weights)
         return self
 
     # -- prediction
@@ -488,6 +557,9 @@ class ClassicalModel:
         out = {"estimator": self.estimator, "speaker_norm": self.speaker_norm,
                "params": {k: jsonable(v) for k, v in self.best_params_.items()},
                "inner_uar": self.inner_uar_, "seed": self.seed}
+        strata = getattr(self, "balanced_strata_", None)  # models pickled before it existed have none
+        if strata:
+            out["balanced_strata"] = dict(strata)
         return out if self.select_k is None else {**out, "select_k": self.select_k}
 
 

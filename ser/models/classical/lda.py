@@ -45,12 +45,15 @@ class ShrinkageLDA(ClassifierMixin, BaseEstimator):
     def __init__(self, shrinkage: float = 0.5) -> None:
         self.shrinkage = shrinkage
 
-    def fit(self, X: np.ndarray, y: Sequence[Any]) -> ShrinkageLDA:
+    def fit(self, X: np.ndarray, y: Sequence[Any], sample_weight: np.ndarray | None = None) -> ShrinkageLDA:
         """Fit on ``X [n, d]`` (standardised features) and labels ``y [n]``.
 
+        ``sample_weight [n]`` (positive) weighs the rows in the class means and the pooled
+        covariance (a row of weight 2 counts as two copies of it); default equal weights.
+
         Raises:
-            ValueError: ``shrinkage`` outside ``(0, 1)``, fewer than 2 classes, or rows and
-                labels of different length.
+            ValueError: ``shrinkage`` outside ``(0, 1)``, fewer than 2 classes, rows and
+                labels of different length, or weights that are not ``n`` positive numbers.
         """
         a = float(self.shrinkage)
         if not 0.0 < a < 1.0:
@@ -61,8 +64,13 @@ class ShrinkageLDA(ClassifierMixin, BaseEstimator):
         classes, codes = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(f"ShrinkageLDA.fit needs at least 2 classes; got {classes.tolist()}")
-        means = np.stack([X[codes == j].mean(axis=0) for j in range(len(classes))])   # [k, d]
-        resid = X - means[codes]                                                      # [n, d]
+        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        if w.shape != y.shape or not np.isfinite(w).all() or (w <= 0).any():
+            raise ValueError(f"ShrinkageLDA.fit: sample_weight must be {len(y)} positive finite weights")
+        w = w * (len(w) / w.sum())                                                    # mean 1
+        means = np.stack([np.average(X[codes == j], axis=0, weights=w[codes == j])
+                          for j in range(len(classes))])                              # [k, d]
+        resid = (X - means[codes]) * np.sqrt(w)[:, None]                              # [n, d]
         n, d = resid.shape
         mu = max(float((resid * resid).sum()) / (n * d), 1e-12)
         lam = a * mu
