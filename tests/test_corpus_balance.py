@@ -103,3 +103,22 @@ def test_leave_one_corpus_out_balances_the_training_corpora_unless_told_not_to(m
     seen.clear()
     cross_corpus_eval.evaluate_loco({"f": table}, y, spk, corpus, balance_corpora=False, **kw)
     assert seen == [None, None, None]
+
+
+def test_calibration_weights_count_like_copies_of_the_rows():
+    from ser.models.classical.platt import fit_platt
+
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.array(["a", "b", "c"]), 20)
+    decision = rng.standard_normal((60, 3)) + 2.0 * (y[:, None] == np.array(["a", "b", "c"]))
+    w = np.ones(60)
+    w[:20] = 3.0
+    copies = np.concatenate([np.arange(60), np.arange(20), np.arange(20)])
+    classes = np.array(["a", "b", "c"])
+    np.testing.assert_allclose(fit_platt(decision, y, classes, w), fit_platt(decision[copies], y[copies], classes),
+                               rtol=1e-3, atol=1e-3)
+    assert not np.allclose(fit_platt(decision, y, classes, w), fit_platt(decision, y, classes), atol=1e-3)
+    lda = ShrinkageLDA(0.5).fit(rng.standard_normal((60, 4)), y)
+    scores = np.log(np.clip(np.exp(decision) / np.exp(decision).sum(1, keepdims=True), 1e-12, None))
+    t_weighted = lda.calibrate(scores, y, w).temperature_
+    assert t_weighted == pytest.approx(lda.calibrate(scores[copies], y[copies]).temperature_, rel=1e-3)

@@ -140,9 +140,10 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         """Predicted class per row (libsvm one-vs-one vote)."""
         return self.svc_.predict(self._test_gram(X))
 
-    def calibrate(self, decision: np.ndarray, y: Sequence[Any]) -> KernelSVC:
-        """Fit one Platt sigmoid per class on held-out ``decision [n, k]`` values and labels."""
-        self.platt_ = fit_platt(decision, np.asarray(y), self.classes_)
+    def calibrate(self, decision: np.ndarray, y: Sequence[Any], sample_weight: np.ndarray | None = None) -> KernelSVC:
+        """Fit one Platt sigmoid per class on held-out ``decision [n, k]`` values and labels
+        (rows weighted by ``sample_weight [n]`` when given)."""
+        self.platt_ = fit_platt(decision, np.asarray(y), self.classes_, sample_weight)
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -423,11 +424,11 @@ class ClassicalModel:
         pipe[:-1].fit(arr, y)
         _fit_weighted(pipe.named_steps["clf"], pipe[:-1].transform(arr), y, weights)
         clf = pipe.named_steps["clf"]
-        if isinstance(clf, KernelSVC):
-            clf.calibrate(held, y)
+        if isinstance(clf, KernelSVC):  # calibrated with the fit's weights: the same balance
+            clf.calibrate(held, y, weights)
             self.oof_proba_ = apply_platt(clf.platt_, held)
         elif isinstance(clf, ShrinkageLDA):  # one temperature on the held-out log-posteriors
-            self.oof_proba_ = clf.calibrate(held, y).proba_from_decision(held)
+            self.oof_proba_ = clf.calibrate(held, y, weights).proba_from_decision(held)
         else:
             self.oof_proba_ = held
         self.pipeline_, self.classes_ = pipe, pipe.classes_

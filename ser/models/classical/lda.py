@@ -93,10 +93,12 @@ class ShrinkageLDA(ClassifierMixin, BaseEstimator):
         """Class with the largest discriminant per row."""
         return self.classes_[self.decision_function(X).argmax(axis=1)]
 
-    def calibrate(self, decision: np.ndarray, y: Sequence[Any]) -> ShrinkageLDA:
+    def calibrate(self, decision: np.ndarray, y: Sequence[Any],
+                  sample_weight: np.ndarray | None = None) -> ShrinkageLDA:
         """Fit the temperature on held-out ``decision [n, n_classes]`` scores (columns:
         ``classes_``) and their labels ``y [n]``: the ``T`` in ``[1e-2, 1e4]`` minimising the
-        log-loss of ``softmax(decision / T)``.
+        log-loss of ``softmax(decision / T)`` (each row's loss weighted by ``sample_weight [n]``
+        when given).
 
         Raises:
             ValueError: a label outside ``classes_`` or a shape mismatch.
@@ -108,9 +110,10 @@ class ShrinkageLDA(ClassifierMixin, BaseEstimator):
         if not np.isin(y, self.classes_).all():
             raise ValueError(f"ShrinkageLDA.calibrate: labels outside the classes {self.classes_.tolist()}")
         target = np.searchsorted(self.classes_, y)
+        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
 
         def nll(log_t: float) -> float:
-            return float(-log_softmax(d / np.exp(log_t), axis=1)[np.arange(len(y)), target].mean())
+            return float(-np.average(log_softmax(d / np.exp(log_t), axis=1)[np.arange(len(y)), target], weights=w))
 
         res = minimize_scalar(nll, bounds=(np.log(1e-2), np.log(1e4)), method="bounded")
         self.temperature_ = float(np.exp(res.x))

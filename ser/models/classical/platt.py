@@ -11,15 +11,17 @@ from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
 
-def fit_platt(decision: np.ndarray, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """``[k, 2]`` slope and intercept of a one-vs-rest sigmoid per class."""
+def fit_platt(decision: np.ndarray, y: np.ndarray, classes: np.ndarray,
+              sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """``[k, 2]`` slope and intercept of a one-vs-rest sigmoid per class (rows weighted by
+    ``sample_weight [n]`` when given, e.g. the corpus balance of the fit)."""
     out = np.zeros((len(classes), 2))
     for j, c in enumerate(classes):
         t = (y == c).astype(int)
         if t.min() == t.max():  # class absent or alone: flat probability
             out[j] = (0.0, 0.0 if t.max() else -10.0)
             continue
-        lr = LogisticRegression(C=1e4, max_iter=1000).fit(decision[:, [j]], t)
+        lr = LogisticRegression(C=1e4, max_iter=1000).fit(decision[:, [j]], t, sample_weight=sample_weight)
         out[j] = (lr.coef_[0, 0], lr.intercept_[0])
     return out
 
