@@ -4,7 +4,9 @@ caregiver pooled over both phases, the recording unit, the fallback rule, resume
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 
 import numpy as np
 import pandas as pd
@@ -156,6 +158,37 @@ def test_recording_unit_gives_another_reference_per_recording(bundle_dir, cohort
         path = recs.set_index("recording").loc[rec, "path"]
         ref = bundle.with_speaker_reference(_cut(r[r["speech_ratio"] >= 0.5], path))
         np.testing.assert_allclose(r[probs].to_numpy(), ref.predict_proba(_cut(r, path)), atol=1e-5)
+
+
+def test_first_pass_runs_in_the_feature_workers_with_the_same_references(bundle_dir, cohort, tmp_path,
+                                                                          monkeypatch):
+    """With workers, each recording's first pass runs in a worker process (stage 04's two cores
+    instead of one), and the references, fallbacks and failures equal those of one process."""
+    bundle = load_classical_bundle(bundle_dir)
+    missing = tmp_path / "p004_care.wav"
+    units = {cg: [(r, p) for r, p in zip(g["recording"], g["path"], strict=True)]
+             for cg, g in cohort.groupby("caregiver")}
+    units["p004"] = [("p004_care", str(missing))]
+    inline = speaker_norm.unit_references(bundle, units, options=_options().resolve(bundle), progress=False)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    moments = speaker_norm.recording_moments
+
+    def recorded(*args, **kw):  # the forked workers inherit the patch; each leaves its pid
+        (pids / f"{os.getpid()}_{time.monotonic_ns()}").touch()
+        return moments(*args, **kw)
+
+    monkeypatch.setattr(speaker_norm, "recording_moments", recorded)
+    refs, fails = speaker_norm.unit_references(bundle, units, options=InferenceOptions(hop_s=HOP_S, workers=2).resolve(bundle),
+                                               progress=False)
+    found = {int(p.name.split("_")[0]) for p in pids.iterdir()}
+    assert len(list(pids.iterdir())) == len(cohort) + 1 and os.getpid() not in found
+    assert fails == inline[1] and set(fails) == {"p004_care"} and "p004_care.wav" in fails["p004_care"]
+    assert set(refs) == set(inline[0]) == {"p001", "p002", "p003", "p004"} and refs["p003"].fallback
+    for unit, ref in refs.items():  # merged in the same order: bit for bit (the key hashes the moments)
+        same = inline[0][unit]
+        assert (ref.key, ref.speech_s, ref.n_windows, ref.fallback, ref.members) == (
+            same.key, same.speech_s, same.n_windows, same.fallback, same.members)
 
 
 def test_short_unit_falls_back_to_the_pooled_run_and_is_flagged(bundle_dir, cohort, tmp_path):

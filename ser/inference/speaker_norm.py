@@ -23,7 +23,8 @@ has it) are accumulated per feature set in a
 :class:`ser.models.classical.features.RunningMoments`, block by block, so memory stays
 that of one block however long the recordings are. A unit's reference is the moments
 of all its recordings' reference windows; the second pass predicts every window of each
-recording with its unit's reference.
+recording with its unit's reference. With feature workers the first pass runs one recording
+per worker and merges their moments in input order (the same references as without).
 
 Too little speech. A unit's speech is ``sum(speech_ratio) * hop_s`` over all its windows
 (each stretch of audio counted about once). A unit with less than
@@ -45,7 +46,9 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,7 @@ from tqdm import tqdm
 from ser.inference import recording
 from ser.inference.options import InferenceOptions
 from ser.inference.protocol import SpeakerNormBundle
+from ser.inference.workers import Workers, feature_workers
 from ser.models.classical.features import RunningMoments
 from ser.signal import audio, features, pitchnorm
 
@@ -170,6 +174,37 @@ def recording_moments(bundle: SpeakerNormBundle, path: Path, *,
     return out
 
 
+def _moments_job(bundle: SpeakerNormBundle, path: Path,
+                 options: InferenceOptions) -> tuple[RecordingMoments | None, str | None]:
+    """:func:`recording_moments` of one file, or its error as ``"<type>: <message>"`` (runs in
+    a feature worker or inline; the message travels back whatever the exception is)."""
+    try:
+        return recording_moments(bundle, path, options=options), None
+    except Exception as e:  # noqa: BLE001 - reported per recording by unit_references
+        return None, f"{type(e).__name__}: {e}"
+
+
+def _first_passes(bundle: SpeakerNormBundle, paths: Sequence[Path], *, options: InferenceOptions,
+                  pool: Workers | None) -> Iterator[tuple[RecordingMoments | None, str | None]]:
+    """:func:`_moments_job` of every file, in input order: one file per feature worker at a
+    time (at most ``pool.n + 1`` submitted ahead), or inline without a pool."""
+    if pool is None:
+        for path in paths:
+            yield _moments_job(bundle, path, options)
+        return
+    pending: deque[Future] = deque()
+    try:
+        for path in paths:
+            pending.append(pool.executor.submit(_moments_job, bundle, path, options))
+            while len(pending) > pool.n:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for fut in pending:
+            fut.cancel()
+
+
 def unit_references(
     bundle: SpeakerNormBundle,
     units: Mapping[str, Sequence[tuple[str, Path]]],
@@ -182,7 +217,8 @@ def unit_references(
     Args:
         bundle: a bundle that needs a reference.
         units: ``{unit id: [(recording id, audio path), ...]}``; each recording in one unit.
-        options: resolved options.
+        options: resolved options; with ``workers`` the first pass runs one recording per
+            feature worker (:func:`ser.inference.workers.feature_workers`), the same references.
         progress: tqdm bar over the recordings (stderr).
 
     Returns:
@@ -191,19 +227,20 @@ def unit_references(
         in the first pass or whose unit got no reference (no speech in the whole run).
     """
     failures: dict[str, str] = {}
-    per_unit: dict[str, RecordingMoments] = {}
+    per_unit: dict[str, RecordingMoments] = {unit: RecordingMoments() for unit in units}
     pooled = RecordingMoments()
-    total = sum(len(m) for m in units.values())
-    bar = tqdm(total=total, disable=not progress, desc="speaker reference", unit="rec", file=sys.stderr)
-    for unit, members in units.items():
-        acc = RecordingMoments()
-        for rec, path in members:
-            try:
-                acc.merge(recording_moments(bundle, Path(path), options=options))
-            except Exception as e:  # noqa: BLE001 - the file fails again in pass 2; record it now
-                failures[rec] = f"{type(e).__name__}: {e}"
+    flat = [(unit, rec, Path(path)) for unit, members in units.items() for rec, path in members]
+    bar = tqdm(total=len(flat), disable=not progress, desc="speaker reference", unit="rec", file=sys.stderr)
+    with feature_workers(options.workers) as pool:
+        passes = _first_passes(bundle, [path for _, _, path in flat], options=options, pool=pool)
+        # merged in input order, whichever process computed them: the same sums as one process
+        for (unit, rec, _), (found, error) in zip(flat, passes, strict=True):
+            if found is not None:
+                per_unit[unit].merge(found)
+            else:  # the file fails again in pass 2; record it now
+                failures[rec] = str(error)
             bar.update(1)
-        per_unit[unit] = acc
+    for acc in per_unit.values():
         pooled.merge(acc)
     bar.close()
 
