@@ -136,3 +136,33 @@ def test_windowed_inference_computes_pooled_features_in_the_workers_with_equal_r
     assert "model_features" in timings and "model" in timings  # the split path ran
     pd.testing.assert_frame_equal(inline, split)
     assert len(split) == 17 and split.filter(regex="^p_").notna().all().all()
+
+
+@pytest.mark.parametrize("feature_set", list(pooled.POOLED_SETS))
+def test_lld_frames_are_the_llds_and_times_of_opensmile_smile(feature_set):
+    """lld_frames runs openSMILE with its own sinks (no Python call per frame) and without the
+    set's functionals: the LLD values and frame starts are exactly those of opensmile.Smile
+    at the LowLevelDescriptors level (times through its pandas index; ComParE's last frame
+    repeats the time before it), also for a signal shorter than one frame (one NaN frame)."""
+    import opensmile
+
+    smile = opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, pooled.POOLED_SETS[feature_set]),
+                            feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+    d = len(smile.feature_names)
+    rng = np.random.default_rng(4)
+    for n in (500, 1200, 16_003, 3 * SR + 77):
+        y = np.concatenate([_speech(n / SR, f0=170.0, seed=n), 0.01 * rng.standard_normal(n)])[:n]
+        y = y.astype(np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "too short" for n=500, from both
+            ref = smile.process_signal(y, SR)
+            starts_s, frames = pooled.lld_frames(y, SR, feature_set=feature_set)
+        lld = ref.to_numpy(dtype=np.float64)
+        ref_starts = ref.index.get_level_values("start").total_seconds().to_numpy(dtype=np.float64)
+        np.testing.assert_array_equal(starts_s, ref_starts)
+        # frames: the LLDs (NaN where a voiced-only descriptor is 0), then their |deltas|
+        got = frames[:, :d]
+        np.testing.assert_array_equal(np.where(np.isnan(got), 0.0, got), np.nan_to_num(lld, nan=0.0))
+        assert np.array_equal(np.isnan(got) & ~np.isnan(lld), (lld == 0) & np.isnan(got))
+        if n > 1000:
+            assert len(lld) > 2 and not np.isnan(lld).all()

@@ -34,10 +34,16 @@ deltas near the edges); :func:`pooled_signal` of an utterance equals
 
 from __future__ import annotations
 
+import os
+import re
+import tempfile
+import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 #: Pooled feature set → openSMILE feature set whose LLDs it pools.
 POOLED_SETS: Mapping[str, str] = {"compare_lld_pooled": "ComParE_2016",
@@ -52,6 +58,34 @@ DELTA_WIDTH: int = 2
 VOICED_ONLY: tuple[str, ...] = ("F0final", "jitter", "shimmer", "logHNR", "nz")
 
 _SMILES: dict[str, Any] = {}
+_LLD_CONFIGS: dict[str, str] = {}
+
+#: openSMILE sink components that replace opensmile-python's per-frame Python callback: the
+#: LLD level dumped as raw float32 (``cDatadumpSink``) and each frame's time written by a CSV
+#: sink on a one-element selection of that level (the frame times are openSMILE's own,
+#: quirks included: ComParE's last frame repeats the time of the one before).
+_SINK_CONF = """[componentInstances:cComponentManager]
+instance[ser_llddump].type=cDatadumpSink
+instance[ser_lldsel].type=cDataSelector
+instance[ser_lldtime].type=cCsvSink
+
+[ser_llddump:cDatadumpSink]
+reader.dmLevel = lld
+filename = {values}
+
+[ser_lldsel:cDataSelector]
+reader.dmLevel = lld
+writer.dmLevel = ser_lldtime
+selected = {first}
+
+[ser_lldtime:cCsvSink]
+reader.dmLevel = ser_lldtime
+filename = {times}
+delimChar = ,
+printHeader = 0
+frameIndex = 0
+frameTime = 1
+"""
 
 
 def is_pooled(feature_set: str) -> bool:
@@ -121,15 +155,108 @@ def lld_frames(y: np.ndarray, sample_rate: int, *, feature_set: str) -> tuple[np
     d = len(smile.feature_names)
     if y.size == 0:
         return np.zeros(0), np.zeros((0, 2 * d))
-    df = smile.process_signal(y, sample_rate)
-    lld = df.to_numpy(dtype=np.float64)
-    starts = df.index.get_level_values("start").total_seconds().to_numpy(dtype=np.float64)
+    times, lld32 = _opensmile_lld(y, sample_rate, feature_set=feature_set)
+    lld = lld32.astype(np.float64)
+    if len(lld) == 0:  # shorter than one frame: one NaN frame at 0, as opensmile.Smile gives
+        warnings.warn(f"a signal of {y.size} samples is shorter than one {feature_set} LLD frame; "
+                      "its descriptors are NaN", UserWarning, stacklevel=2)
+        times, lld = np.zeros(1), np.full((1, d), np.nan)
+    # the clock of opensmile.Smile: its times go through pandas timedeltas (ns), first one 0
+    starts = pd.to_timedelta(times, "s").total_seconds().to_numpy(dtype=np.float64, copy=True)
+    starts[0] = 0.0
     frames = np.concatenate([lld, np.abs(deltas(lld))], axis=1)
     voiced_only = np.array([any(k in n for k in VOICED_ONLY) for n in smile.feature_names] * 2)
     # a voiced-only descriptor (and its delta) counts where the descriptor itself is voiced
     unvoiced = np.tile(lld == 0, 2) & voiced_only
     frames[unvoiced] = np.nan
     return starts, frames
+
+
+def _lld_config(feature_set: str) -> str:
+    """The openSMILE config of a pooled set's LLDs alone: the set's own config file with its
+    functionals (and, in ComParE, the delta concatenation) left out, so that one pass does not
+    also compute functionals over the whole input; the components up to the ``lld`` level
+    are the set's own, so are the LLDs. Relative includes become absolute."""
+    path = _smile(feature_set).config_path
+    folder = os.path.dirname(path)
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    concat = re.finditer(r"^\[(\w+):cVectorConcat\]\s*\n(?:.*\n)*?writer\.dmLevel\s*=\s*(\w+)", text, re.M)
+    writes = {m.group(1): m.group(2) for m in concat}
+    drop = {name for name, level in writes.items() if level != "lld"}
+    if "lld" not in writes.values() or "func" not in writes.values():
+        raise RuntimeError(f"unexpected openSMILE config {path}: expected concatenations into its "
+                           f"'lld' and 'func' levels, found {writes}")
+    out, skip = [], False
+    for line in text.splitlines():
+        s = line.strip()
+        include = re.fullmatch(r"\\\{([^\\].*)\}", s)
+        if include:
+            skip = False
+            if include.group(1).endswith("func.conf.inc"):
+                continue
+            line = "\\{" + os.path.normpath(os.path.join(folder, include.group(1))) + "}"
+        elif s.startswith("\\{"):
+            skip = False
+        elif (m := re.match(r"instance\[(\w+)\]", s)) and m.group(1) in drop:
+            continue
+        elif m := re.match(r"\[(\w+):", s):
+            skip = m.group(1) in drop
+        if not skip:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _opensmile_lld(y: np.ndarray, sample_rate: int, *, feature_set: str) -> tuple[np.ndarray, np.ndarray]:
+    """openSMILE's LLD frames of ``y`` (float32 ``[T]``, non-empty) in one batch: the set's own
+    config and input chain (16-bit PCM, as opensmile-python feeds it) with the sinks of
+    :data:`_SINK_CONF` in a temporary folder (in memory where ``/dev/shm`` exists).
+
+    Returns:
+        ``(times_s, lld)``: each frame's time as openSMILE reports it, float64 ``[F]``, and
+        the LLDs, float32 ``[F, D]`` (the very values opensmile.Smile returns).
+    """
+    import opensmile
+    from opensmile.core.lib import OpenSMILE  # lazily: only the openSMILE sets need it
+
+    smile = _smile(feature_set)
+    names = list(smile.feature_names)
+    root = smile.default_config_root
+    pcm = y.copy()
+    pcm *= 32768  # as opensmile.Smile: scale, then truncate to int16
+    pcm = pcm.astype(np.int16)
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(prefix="ser-lld-", dir=shm if shm.is_dir() else None) as tmp:
+        values, times, conf, main = (os.path.join(tmp, n) for n in ("lld.f32", "times.csv", "sink.conf.inc",
+                                                                     "lld.conf"))
+        Path(conf).write_text(_SINK_CONF.format(values=values, times=times, first=names[0]))
+        if feature_set not in _LLD_CONFIGS:
+            _LLD_CONFIGS[feature_set] = _lld_config(feature_set)
+        Path(main).write_text(_LLD_CONFIGS[feature_set])
+        options = {"source": os.path.join(root, opensmile.config.EXTERNAL_INPUT_CONFIG),
+                   "sampleRate": sample_rate, "nBits": 16, "sink": conf,
+                   "bufferModeRbConf": os.path.join(root, "shared/BufferModeRb.conf.inc"),
+                   "frameModeFunctionalsConf": os.path.join(root, "shared/FrameModeFunctionals.conf.inc")}
+        engine = OpenSMILE()
+        engine.initialize(config_file=main, options=options, loglevel=smile.loglevel)
+        try:
+            engine.external_audio_source_write_data(opensmile.config.EXTERNAL_SOURCE_COMPONENT, pcm.tobytes())
+            engine.external_audio_source_set_eoi(opensmile.config.EXTERNAL_SOURCE_COMPONENT)
+            engine.run()
+        finally:
+            engine.free()
+        raw = np.fromfile(values, dtype=np.float32)
+        with open(times, "rb") as f:
+            text = f.read()
+    # cDatadumpSink: a header of two floats (descriptors, frames), then the frames
+    if raw.size < 2 or int(raw[0]) != len(names) or (raw.size - 2) % len(names):
+        raise RuntimeError(f"openSMILE wrote an unexpected LLD dump for {feature_set}: {raw.size} values, "
+                           f"expected 2 + frames x {len(names)}")
+    lld = raw[2:].reshape(-1, len(names))
+    t = np.array([float(line.split(b",", 1)[0]) for line in text.splitlines() if line.strip()], dtype=np.float64)
+    if len(t) != len(lld):
+        raise RuntimeError(f"openSMILE wrote {len(t)} frame times for {len(lld)} {feature_set} LLD frames")
+    return t, lld
 
 
 def pool_frames(frames: np.ndarray, frame_starts_s: np.ndarray, starts_s: np.ndarray,
