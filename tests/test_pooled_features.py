@@ -166,3 +166,22 @@ def test_lld_frames_are_the_llds_and_times_of_opensmile_smile(feature_set):
         assert np.array_equal(np.isnan(got) & ~np.isnan(lld), (lld == 0) & np.isnan(got))
         if n > 1000:
             assert len(lld) > 2 and not np.isnan(lld).all()
+
+
+def test_pool_frames_equals_numpys_nan_statistics_to_the_last_float32_bit():
+    """The pooled statistics (sorted per window along a contiguous copy, means and variances
+    summed in frame order) are numpy's NaN-aware mean, std and linear percentiles of each
+    window's frames, rounded to float32, whatever the window lengths and NaN patterns."""
+    rng = np.random.default_rng(7)
+    frames = rng.standard_normal((900, 6)) * np.array([1.0, 10.0, 0.1, 3.0, 1.0, 100.0])
+    frames[rng.random(frames.shape) < 0.2 * np.array([0, 0, 1, 1, 2, 4])] = np.nan  # 0 %..80 % missing
+    t = np.arange(900) * pooled.FRAME_STEP_S
+    starts = np.concatenate([np.arange(0.0, 7.0, 0.5), [0.013, 2.2, 8.5]])
+    for window_s in (0.2, 1.0, 2.0, 2.37):
+        got = pooled.pool_frames(frames, t, starts, window_s)
+        for i, s in enumerate(starts):
+            x = frames[(t >= s - 1e-6) & (t < s + window_s - 1e-6)]
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ref = np.stack([np.nanmean(x, 0), np.nanstd(x, 0), *np.nanpercentile(x, [10, 50, 90], axis=0)], 1)
+            np.testing.assert_array_equal(got[i].reshape(6, -1), ref.astype(np.float32))

@@ -292,42 +292,50 @@ def pool_frames(frames: np.ndarray, frame_starts_s: np.ndarray, starts_s: np.nda
 
 
 def _statistics(x: np.ndarray) -> np.ndarray:
-    """``[n, D, len(STATISTICS)]`` of frames ``x [n, k, D]`` (NaN ignored).
+    """``[n, D, len(STATISTICS)]`` of frames ``x [n, k, D]`` (NaN ignored); ``x`` is overwritten.
 
     Percentiles interpolate linearly between order statistics (as ``np.percentile``); the
     order statistics come from a partial sort for descriptors with a value in every frame
-    and a full sort (NaN last) otherwise; both give the same values, so a window's
-    statistics do not depend on the other windows pooled with it.
+    and a full sort (NaN last) otherwise, each along a contiguous copy of the frames
+    (``[n, D, k]``); both give the same values, so a window's statistics do not depend on
+    the other windows pooled with it. Means and variances sum along the frames axis of
+    ``x`` in frame order.
     """
     n, k, d = x.shape
     valid = np.isfinite(x)
     count = valid.sum(axis=1)
-    z = np.where(valid, x, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = z.sum(axis=1) / count
-        var = (np.where(valid, x - mean[:, None, :], 0.0) ** 2).sum(axis=1) / count
     quantiles = (0.10, 0.50, 0.90)
     pct = np.full((len(quantiles), n, d), np.nan)
     full = count.min(axis=0) == k  # descriptors with a value in every frame of every window
     if full.any():
         pos = [q * (k - 1) for q in quantiles]
         kth = sorted({int(np.floor(p)) for p in pos} | {min(int(np.floor(p)) + 1, k - 1) for p in pos})
-        part = np.partition(x[:, :, full], kth, axis=1)
+        part = np.ascontiguousarray(x[:, :, full].transpose(0, 2, 1))  # [n, D_full, k]
+        part.partition(kth, axis=-1)
         for j, p in enumerate(pos):
             lo = int(np.floor(p))
-            a, b = part[:, lo], part[:, min(lo + 1, k - 1)]
+            a, b = part[:, :, lo], part[:, :, min(lo + 1, k - 1)]
             pct[j][:, full] = a + (b - a) * (p - lo)
     if (~full).any():
-        xs = np.sort(np.where(valid[:, :, ~full], x[:, :, ~full], np.inf), axis=1)
+        xs = np.ascontiguousarray(np.where(valid[:, :, ~full], x[:, :, ~full], np.inf).transpose(0, 2, 1))
+        xs.sort(axis=-1)
         c = count[:, ~full]
         for j, q in enumerate(quantiles):
             p = q * np.maximum(c - 1, 0)
             lo = np.floor(p).astype(np.int64)
             hi = np.minimum(lo + 1, np.maximum(c - 1, 0))
-            a = np.take_along_axis(xs, lo[:, None, :], axis=1)[:, 0]
-            b = np.take_along_axis(xs, hi[:, None, :], axis=1)[:, 0]
+            a = np.take_along_axis(xs, lo[:, :, None], axis=-1)[:, :, 0]
+            b = np.take_along_axis(xs, hi[:, :, None], axis=-1)[:, :, 0]
             with np.errstate(invalid="ignore"):
                 pct[j][:, ~full] = a + (b - a) * (p - lo)
+    invalid = ~valid
+    x[invalid] = 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = x.sum(axis=1) / count
+        x -= mean[:, None, :]
+        x[invalid] = 0.0
+        x *= x
+        var = x.sum(axis=1) / count
     stats = np.stack([mean, np.sqrt(var), *pct], axis=-1)
     stats[count == 0] = np.nan
     return stats
