@@ -185,3 +185,21 @@ def test_pool_frames_equals_numpys_nan_statistics_to_the_last_float32_bit():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 ref = np.stack([np.nanmean(x, 0), np.nanstd(x, 0), *np.nanpercentile(x, [10, 50, 90], axis=0)], 1)
             np.testing.assert_array_equal(got[i].reshape(6, -1), ref.astype(np.float32))
+
+
+def test_lld_frames_fall_back_to_the_temporary_folder_when_memory_has_no_room(monkeypatch):
+    y = _speech(1.5, f0=200.0, seed=8)
+    starts_s, frames = pooled.lld_frames(y, SR, feature_set="egemaps_lld_pooled")
+    import collections
+    import shutil
+    import tempfile
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1, 1, 0))  # /dev/shm full
+    dirs = []
+    mkdtemp = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda suffix, prefix, dir: dirs.append(dir) or mkdtemp(suffix, prefix))
+    again = pooled.lld_frames(y, SR, feature_set="egemaps_lld_pooled")
+    assert dirs == [None]  # the default temporary folder
+    np.testing.assert_array_equal(again[0], starts_s)
+    np.testing.assert_array_equal(again[1], frames)
