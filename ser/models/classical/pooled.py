@@ -91,7 +91,7 @@ selected = {first}
 [ser_lldtime:cCsvSink]
 reader.dmLevel = ser_lldtime
 filename = {times}
-delimChar = ,
+delimChar = ;
 printHeader = 0
 frameIndex = 0
 frameTime = 1
@@ -266,7 +266,9 @@ def _opensmile_lld(y: np.ndarray, sample_rate: int, *, feature_set: str) -> tupl
         raise RuntimeError(f"openSMILE wrote an unexpected LLD dump for {feature_set}: {raw.size} values, "
                            f"expected 2 + frames x {len(names)}")
     lld = raw[2:].reshape(-1, len(names))
-    t = np.array([float(line.split(b",", 1)[0]) for line in text.splitlines() if line.strip()], dtype=np.float64)
+    # "<time>;<value>" per frame (a C library's locale could print a decimal comma)
+    t = np.array([float(line.split(b";", 1)[0].replace(b",", b".")) for line in text.splitlines() if line.strip()],
+                 dtype=np.float64)
     if len(t) != len(lld):
         raise RuntimeError(f"openSMILE wrote {len(t)} frame times for {len(lld)} {feature_set} LLD frames")
     return t, lld
