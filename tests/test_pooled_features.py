@@ -136,3 +136,70 @@ def test_windowed_inference_computes_pooled_features_in_the_workers_with_equal_r
     assert "model_features" in timings and "model" in timings  # the split path ran
     pd.testing.assert_frame_equal(inline, split)
     assert len(split) == 17 and split.filter(regex="^p_").notna().all().all()
+
+
+@pytest.mark.parametrize("feature_set", list(pooled.POOLED_SETS))
+def test_lld_frames_are_the_llds_and_times_of_opensmile_smile(feature_set):
+    """lld_frames runs openSMILE with its own sinks (no Python call per frame) and without the
+    set's functionals: the LLD values and frame starts are exactly those of opensmile.Smile
+    at the LowLevelDescriptors level (times through its pandas index; ComParE's last frame
+    repeats the time before it), also for a signal shorter than one frame (one NaN frame)."""
+    import opensmile
+
+    smile = opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, pooled.POOLED_SETS[feature_set]),
+                            feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+    d = len(smile.feature_names)
+    rng = np.random.default_rng(4)
+    for n in (500, 1200, 16_003, 3 * SR + 77):
+        y = np.concatenate([_speech(n / SR, f0=170.0, seed=n), 0.01 * rng.standard_normal(n)])[:n]
+        y = y.astype(np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "too short" for n=500, from both
+            ref = smile.process_signal(y, SR)
+            starts_s, frames = pooled.lld_frames(y, SR, feature_set=feature_set)
+        lld = ref.to_numpy(dtype=np.float64)
+        ref_starts = ref.index.get_level_values("start").total_seconds().to_numpy(dtype=np.float64)
+        np.testing.assert_array_equal(starts_s, ref_starts)
+        # frames: the LLDs (NaN where a voiced-only descriptor is 0), then their |deltas|
+        got = frames[:, :d]
+        np.testing.assert_array_equal(np.where(np.isnan(got), 0.0, got), np.nan_to_num(lld, nan=0.0))
+        assert np.array_equal(np.isnan(got) & ~np.isnan(lld), (lld == 0) & np.isnan(got))
+        if n > 1000:
+            assert len(lld) > 2 and not np.isnan(lld).all()
+
+
+def test_pool_frames_equals_numpys_nan_statistics_to_the_last_float32_bit():
+    """The pooled statistics (sorted per window along a contiguous copy, means and variances
+    summed in frame order) are numpy's NaN-aware mean, std and linear percentiles of each
+    window's frames, rounded to float32, whatever the window lengths and NaN patterns."""
+    rng = np.random.default_rng(7)
+    frames = rng.standard_normal((900, 6)) * np.array([1.0, 10.0, 0.1, 3.0, 1.0, 100.0])
+    frames[rng.random(frames.shape) < 0.2 * np.array([0, 0, 1, 1, 2, 4])] = np.nan  # 0 %..80 % missing
+    t = np.arange(900) * pooled.FRAME_STEP_S
+    starts = np.concatenate([np.arange(0.0, 7.0, 0.5), [0.013, 2.2, 8.5]])
+    for window_s in (0.2, 1.0, 2.0, 2.37):
+        got = pooled.pool_frames(frames, t, starts, window_s)
+        for i, s in enumerate(starts):
+            x = frames[(t >= s - 1e-6) & (t < s + window_s - 1e-6)]
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ref = np.stack([np.nanmean(x, 0), np.nanstd(x, 0), *np.nanpercentile(x, [10, 50, 90], axis=0)], 1)
+            np.testing.assert_array_equal(got[i].reshape(6, -1), ref.astype(np.float32))
+
+
+def test_lld_frames_fall_back_to_the_temporary_folder_when_memory_has_no_room(monkeypatch):
+    y = _speech(1.5, f0=200.0, seed=8)
+    starts_s, frames = pooled.lld_frames(y, SR, feature_set="egemaps_lld_pooled")
+    import collections
+    import shutil
+    import tempfile
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1, 1, 0))  # /dev/shm full
+    dirs = []
+    mkdtemp = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda suffix, prefix, dir: dirs.append(dir) or mkdtemp(suffix, prefix))
+    again = pooled.lld_frames(y, SR, feature_set="egemaps_lld_pooled")
+    assert dirs == [None]  # the default temporary folder
+    np.testing.assert_array_equal(again[0], starts_s)
+    np.testing.assert_array_equal(again[1], frames)
