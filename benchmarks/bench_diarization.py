@@ -188,7 +188,9 @@ r = diarize_recording(sys.argv[1], options=DiarizationOptions(**v["options"]), e
 t, c = time.perf_counter() - t, ru() - c
 if len(sys.argv) > 3:
     r.segments.to_csv(sys.argv[3], index=False)
-print(f"RESULT {t:.3f} {c:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} {len(r.centroids)}")
+# peak RSS of this process's own memory (VmHWM; ru_maxrss would keep the forking parent's)
+hwm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:"))
+print(f"RESULT {t:.3f} {c:.3f} {hwm / 1024:.1f} {len(r.centroids)}")
 """
 #: Speed variants: the defaults before issue 16 item 6 (Silero and the encoder in the
 #: process's two torch threads, 0.75 s hop) and now (one thread each, 1 s hop).
