@@ -73,12 +73,8 @@ class SpeakerEncoder:
         Returns:
             float32 ``(1 + n // 160, 40)``; frame ``i`` centred at ``i * 0.01`` s.
         """
-        torch = self._torch
-        x = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
-        spec = torch.stft(x, n_fft=400, hop_length=160, window=self._window, center=True,
-                          pad_mode="constant", return_complex=True)
-        power = spec.real.square() + spec.imag.square()
-        return (self._mel_fb @ power).T.contiguous().numpy()
+        y = np.asarray(y, dtype=np.float32)
+        return self._mel_frames(y, 0, 1 + len(y) // int(ENCODER_SR * MEL_HOP_S))
 
     def embed_windows(
         self, y: np.ndarray, sr: int, *, starts_s: np.ndarray, window_s: float,
@@ -143,7 +139,8 @@ class SpeakerEncoder:
         return frames
 
     def _mel_frames(self, y: np.ndarray, f0: int, f1: int) -> np.ndarray:
-        """Frames ``f0 … f1 - 1`` of :meth:`mel` of ``y`` (bit-identical), from that stretch alone."""
+        """Frames ``f0 … f1 - 1`` of :meth:`mel` of ``y`` from that stretch alone (frames centred
+        on ``i * 10 ms``, zeros beyond the signal; the same values whatever the stretch)."""
         torch = self._torch
         hop_n, half = int(ENCODER_SR * MEL_HOP_S), 200  # centred frames: n_fft // 2 either side
         a, b = f0 * hop_n - half, (f1 - 1) * hop_n + half
