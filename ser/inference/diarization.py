@@ -1,7 +1,8 @@
 """Who speaks when in one recording: VAD → speaker embeddings → clustering → segments.
 
 :func:`diarize_recording` streams a file in blocks (memory bounded by one block plus the
-per-window embeddings, 1 KiB per second of speech):
+per-window embeddings, 1 KiB per second of speech; inside a block the detector and the
+encoder work on small pieces, so the peak does not grow with the file's length):
 
 1. **Speech** per frame with :func:`ser.signal.vad.speech_frames` (Silero by default).
 2. **Embeddings**: windows of ``window_s`` (1.5 s) every ``hop_s`` (1 s) on a fixed
