@@ -95,7 +95,7 @@ def silero_probabilities(y: np.ndarray, sr: int) -> np.ndarray:
     out = np.empty((streams, ctx + per), dtype=np.float32)
     with torch.inference_mode(), torch_threads(SILERO_THREADS):
         model.reset_states()
-        for j in range(ctx + per):  # a new array each step: the network keeps a view of its input
+        for j in range(ctx + per):  # (streams, 512) gathered afresh each step
             step = frames[np.minimum(src[:, j], n_frames - 1)]
             step[src[:, j] >= n_frames] = 0.0
             out[:, j] = model(torch.from_numpy(step), SILERO_SR).reshape(-1).numpy()
