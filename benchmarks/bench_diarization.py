@@ -186,7 +186,11 @@ ru = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
 t, c = time.perf_counter(), ru()
 r = diarize_recording(sys.argv[1], options=DiarizationOptions(**v["options"]), encoder=enc)
 t, c = time.perf_counter() - t, ru() - c
-print(f"RESULT {t:.3f} {c:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} {len(r.centroids)}")
+if len(sys.argv) > 3:
+    r.segments.to_csv(sys.argv[3], index=False)
+# peak RSS of this process's own memory (VmHWM; ru_maxrss would keep the forking parent's)
+hwm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:"))
+print(f"RESULT {t:.3f} {c:.3f} {hwm / 1024:.1f} {len(r.centroids)}")
 """
 #: Speed variants: the defaults before issue 16 item 6 (Silero and the encoder in the
 #: process's two torch threads, 0.75 s hop) and now (one thread each, 1 s hop).
@@ -196,28 +200,39 @@ SPEED_VARIANTS: dict[str, dict] = {
 }
 
 
-def speed_memory(items: list[dict], tmp: Path, minutes: list[float], variants: list[str]) -> list[dict]:
+def speed_memory(items: list[dict], tmp: Path, minutes: list[float], variants: list[str],
+                 base: Path | None = None) -> list[dict]:
     """Wall and CPU time and peak RSS of a child process diarizing a long file built from the
-    items' audio, per length and :data:`SPEED_VARIANTS` entry (run one after the other)."""
+    items' audio, per length and :data:`SPEED_VARIANTS` entry (run one after the other); with
+    ``base`` (another checkout of the repository), each also with that checkout's code first
+    (``code`` base / this), and whether both gave the same turns (``same_turns``)."""
     import json
 
     ys = [audio.load(it["path"], sample_rate=SR)[0] for it in items]
     pool = np.concatenate(ys)
     out = []
+    trees = {"this": Path(__file__).resolve().parents[1]}
+    if base is not None:
+        trees = {"base": Path(base).resolve(), **trees}
     for m in minutes:
         n = int(m * 60 * SR)
         y = np.resize(pool, n)
         p = audio.write_wav(tmp / f"long_{m:g}min.wav", y, SR)
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         for name in variants:
-            r = subprocess.run([sys.executable, "-c", _CHILD, str(p), json.dumps(SPEED_VARIANTS[name])],
-                               capture_output=True, text=True, env=env, check=True)
-            mt = re.search(r"RESULT (\S+) (\S+) (\S+) (\S+)", r.stdout)
-            sec, cpu, rss, k = float(mt[1]), float(mt[2]), float(mt[3]), int(mt[4])
-            out.append({"variant": name, "minutes": m, "seconds": sec, "cpu_seconds": cpu,
-                        "x_real_time": m * 60 / sec, "x_real_time_per_cpu_s": m * 60 / cpu,
-                        "peak_rss_mib": rss, "speakers": k, "load": round(os.getloadavg()[0], 1)})
-            print(out[-1], flush=True)
+            turns = {}
+            for code, tree in trees.items():
+                env = {**os.environ, "PYTHONPATH": str(tree)}
+                seg = tmp / f"turns_{code}.csv"
+                r = subprocess.run([sys.executable, "-c", _CHILD, str(p), json.dumps(SPEED_VARIANTS[name]),
+                                    str(seg)], capture_output=True, text=True, env=env, check=True, cwd=tree)
+                mt = re.search(r"RESULT (\S+) (\S+) (\S+) (\S+)", r.stdout)
+                sec, cpu, rss, k = float(mt[1]), float(mt[2]), float(mt[3]), int(mt[4])
+                turns[code] = seg.read_bytes()
+                out.append({"variant": name, "code": code, "minutes": m, "seconds": sec, "cpu_seconds": cpu,
+                            "x_real_time": m * 60 / sec, "x_real_time_per_cpu_s": m * 60 / cpu,
+                            "peak_rss_mib": rss, "speakers": k, "load": round(os.getloadavg()[0], 1),
+                            "same_turns": turns[code] == next(iter(turns.values()))})
+                print(out[-1], flush=True)
         p.unlink()
     return out
 
@@ -231,6 +246,8 @@ def main() -> None:
     ap.add_argument("--long-minutes", type=float, nargs="*", default=[5.0, 20.0])
     ap.add_argument("--speed-variants", nargs="*", default=["old", "new"], choices=list(SPEED_VARIANTS),
                     help="speed/memory variants, each in its own child process per length")
+    ap.add_argument("--base", type=Path, default=None,
+                    help="another checkout (e.g. a worktree of main): speed and memory of its code beside this one's")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     import torch
@@ -260,7 +277,7 @@ def main() -> None:
         print(summ.to_string())
         print("caregiver status counts:", df["caregiver_status"].value_counts().to_dict())
         if a.long_minutes:
-            sm = speed_memory(conv or items, tmp, a.long_minutes, a.speed_variants)
+            sm = speed_memory(conv or items, tmp, a.long_minutes, a.speed_variants, a.base)
             print(pd.DataFrame(sm).round(2).to_string(index=False))
 
 

@@ -192,6 +192,74 @@ def test_streamed_blocks_give_the_same_turns(two_voices, encoder):
     assert diarization_error(hyp(whole), hyp(blocks), duration_s=whole.duration_s, collar_s=0)["der"] < 0.05
 
 
+def _whole_signal_silero(y, sr):
+    """Silero probabilities as computed before the memory bound: every part's frames copied
+    into one array (the reference the streamed gathering must equal)."""
+    import torch
+
+    n_frames = len(y) // vad.SILERO_FRAME_N
+    streams = int(max(1, min(vad.SILERO_STREAMS, n_frames // vad.SILERO_MIN_PART)))
+    per, ctx = -(-n_frames // streams), (vad.SILERO_CONTEXT if streams > 1 else 0)
+    frames = np.zeros((ctx + streams * per, vad.SILERO_FRAME_N), dtype=np.float32)
+    frames[ctx:ctx + n_frames] = y[: n_frames * vad.SILERO_FRAME_N].reshape(n_frames, -1)
+    frames[:ctx] = frames[ctx:2 * ctx]
+    chunks = torch.from_numpy(frames[np.arange(streams)[:, None] * per + np.arange(ctx + per)[None, :]])
+    model, out = vad.silero_model(), np.empty((streams, ctx + per), dtype=np.float32)
+    with torch.inference_mode(), torch_threads(vad.SILERO_THREADS):
+        model.reset_states()
+        for j in range(ctx + per):
+            out[:, j] = model(chunks[:, j], vad.SILERO_SR).reshape(-1).numpy()
+        model.reset_states()
+    return out[:, ctx:].reshape(-1)[:n_frames]
+
+
+def _whole_signal_embeddings(enc, y, sr, *, starts_s, window_s):
+    """Embeddings as computed before the memory bound: one mel spectrogram and one running sum
+    of squares over the whole signal."""
+    import torch
+
+    first = np.round(np.asarray(starts_s) / 0.01).astype(np.int64)
+    n_win = int(round(window_s / 0.01))
+    frames = enc.mel(y)[first[:, None] + np.arange(n_win)[None, :]]
+    sq = np.concatenate(([0.0], np.cumsum(np.square(y, dtype=np.float64))))
+    a = np.clip(first * 160, 0, len(y))
+    b = np.clip(a + n_win * 160, 0, len(y))
+    power = (sq[b] - sq[a]) / np.maximum(b - a, 1)
+    gain2 = np.where(power > 1e-12, 10.0 ** -3 / np.maximum(power, 1e-12), 0.0).astype(np.float32)
+    frames *= gain2[:, None, None]
+    out = np.empty((len(first), 256), dtype=np.float32)
+    with torch.inference_mode(), torch_threads(enc.threads):
+        for k in range(0, len(frames), enc.batch_size):
+            out[k:k + enc.batch_size] = enc.model(torch.from_numpy(np.ascontiguousarray(
+                frames[k:k + enc.batch_size]))).numpy()
+    out[gain2 == 0] = 0.0
+    return np.nan_to_num(out)
+
+
+def test_memory_bounded_streaming_gives_identical_turns(tmp_path, encoder, monkeypatch):
+    # Silero's parts gathered step by step, the encoder's mel per stretch of windows and its
+    # levels from a streamed running sum: exactly the values, and so the turns, of the
+    # whole-signal computation, on a conversation three blocks long (block_s 15 s) with
+    # silence between its halves (windows in separate stretches)
+    y, _ = conversation(24.0, seed=5)
+    y = np.concatenate([y, np.zeros(int(8.3 * SR), np.float32), conversation(16.0, seed=6)[0]])
+    path = audio.write_wav(tmp_path / "long.wav", y, SR)
+    np.testing.assert_array_equal(vad.silero_probabilities(y, SR), _whole_signal_silero(y, SR))
+    starts = np.concatenate([np.arange(0.0, 20.0), np.arange(34.5, 45.5, 0.75), [2.0, 0.0]])
+    small = SpeakerEncoder(batch_size=8)  # several batches, each over one or more stretches
+    np.testing.assert_array_equal(small.embed_windows(y, SR, starts_s=starts, window_s=1.5),
+                                  _whole_signal_embeddings(small, y, SR, starts_s=starts, window_s=1.5))
+    opt = DiarizationOptions(block_s=15.0)
+    streamed = diarize_recording(path, encoder=encoder, options=opt)
+    monkeypatch.setattr(vad, "silero_probabilities", _whole_signal_silero)
+    monkeypatch.setattr(encoder, "embed_windows", lambda *a, **k: _whole_signal_embeddings(encoder, *a, **k))
+    whole = diarize_recording(path, encoder=encoder, options=opt)
+    assert len(streamed.segments) > 10 and len(streamed.centroids) == 2
+    pd.testing.assert_frame_equal(streamed.segments, whole.segments, check_exact=True)
+    for k in whole.centroids:
+        np.testing.assert_array_equal(streamed.centroids[k], whole.centroids[k])
+
+
 def test_segment_embeddings_turns_from_cached_windows():
     """Re-clustering from saved speech frames and embeddings (no audio, no encoder): two voices
     alternating every 6 s give two speakers whose turns change within a window of the truth."""

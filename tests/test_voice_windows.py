@@ -214,6 +214,22 @@ def test_stage04_diarization_of_a_recordings_table_and_share_table(cohort, tmp_p
         diarize_recordings(rel.drop(columns="caregiver"), base_dir=base)
 
 
+def test_stage04_diarization_workers_give_identical_speakers_tables(cohort, tmp_path):
+    # stage 04's diarize_workers: recordings diarized in 2 spawned processes, the same files
+    from ser.inference.diarize_files import diarize_recordings
+
+    recs, _ = cohort
+    base = recs["path"].iloc[0].rsplit("/", 1)[0]
+    rel = recs.assign(path=[p.split("/")[-1] for p in recs["path"]])
+    out = {w: tmp_path / f"w{w}" / "speakers.csv" for w in (1, 2)}
+    for w, o in out.items():
+        o.parent.mkdir()
+        diarize_recordings(rel, base_dir=base, output=o, progress=False, workers=w)
+    for suffix in ("speakers.csv", "speakers.summary.csv", "speakers.failures.csv"):
+        assert (out[1].parent / suffix).read_bytes() == (out[2].parent / suffix).read_bytes(), suffix
+    assert pd.read_csv(out[2])["recording"].nunique() == len(recs)
+
+
 # --------------------------------------------------------- stages 05-07: min_caregiver_share
 
 

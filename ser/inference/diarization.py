@@ -1,7 +1,8 @@
 """Who speaks when in one recording: VAD → speaker embeddings → clustering → segments.
 
 :func:`diarize_recording` streams a file in blocks (memory bounded by one block plus the
-per-window embeddings, 1 KiB per second of speech):
+per-window embeddings, 1 KiB per second of speech; inside a block the detector and the
+encoder work on small pieces, so the peak does not grow with the file's length):
 
 1. **Speech** per frame with :func:`ser.signal.vad.speech_frames` (Silero by default).
 2. **Embeddings**: windows of ``window_s`` (1.5 s) every ``hop_s`` (1 s) on a fixed
@@ -263,32 +264,42 @@ def diarize_recording(
     emb_all: list[np.ndarray] = []
     for start_n, y in audio.iter_blocks(path, sample_rate=ENCODER_SR, block_s=block_s,
                                         overlap_s=opt.window_s):
-        t0 = start_n / ENCODER_SR
-        own = min(len(y), int(round(block_s * ENCODER_SR)))
-        sp, fs = vad.speech_frames(y, ENCODER_SR, method=opt.vad)
-        n_own = int(round(own / ENCODER_SR / fs))
-        speech_parts.append(sp[:n_own])
-        # embedding windows starting inside this block that fit in it
-        k0 = int(np.ceil(t0 / opt.hop_s - 1e-9))
-        k1 = int(np.floor((t0 + own / ENCODER_SR) / opt.hop_s - 1e-9))
-        ws = np.arange(k0, k1 + 1) * opt.hop_s
-        ws = ws[(ws - t0 + opt.window_s) * ENCODER_SR <= len(y)]
-        if not len(ws):
-            continue
+        sp, ws, emb = _block(y, start_n / ENCODER_SR, block_s=block_s, options=opt, encoder=enc)
+        del y  # freed before the next block is read: one block in memory at a time
+        speech_parts.append(sp)
+        if len(ws):
+            starts_all.append(ws)
+            emb_all.append(emb)
+    speech = np.concatenate(speech_parts) if speech_parts else np.zeros(0, bool)
+    starts = np.concatenate(starts_all) if starts_all else np.zeros(0)
+    emb = np.concatenate(emb_all) if emb_all else np.zeros((0, 256), np.float32)
+    ok = np.linalg.norm(emb, axis=1) > 0
+    return segment_embeddings(speech, starts[ok], emb[ok], frame_s=frame_s, duration_s=duration, options=opt)
+
+
+def _block(y: np.ndarray, t0: float, *, block_s: float, options: DiarizationOptions,
+           encoder: SpeakerEncoder) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One block's speech frames (its own part, without the overlap), and the starts (s, from
+    the file's start) and embeddings of the windows starting in it that fit in it and hold
+    enough speech."""
+    opt = options
+    own = min(len(y), int(round(block_s * ENCODER_SR)))
+    sp, fs = vad.speech_frames(y, ENCODER_SR, method=opt.vad)
+    n_own = int(round(own / ENCODER_SR / fs))
+    k0 = int(np.ceil(t0 / opt.hop_s - 1e-9))
+    k1 = int(np.floor((t0 + own / ENCODER_SR) / opt.hop_s - 1e-9))
+    ws = np.arange(k0, k1 + 1) * opt.hop_s
+    ws = ws[(ws - t0 + opt.window_s) * ENCODER_SR <= len(y)]
+    if len(ws):
         centres = (np.arange(len(sp)) + 0.5) * fs
         cs = np.concatenate(([0], np.cumsum(sp)))
         a = np.searchsorted(centres, ws - t0)
         b = np.searchsorted(centres, ws - t0 + opt.window_s)
         share = (cs[b] - cs[a]) / np.maximum(b - a, 1)
         ws = ws[share >= opt.min_window_speech]
-        if len(ws):
-            starts_all.append(ws)
-            emb_all.append(enc.embed_windows(y, ENCODER_SR, starts_s=ws - t0, window_s=opt.window_s))
-    speech = np.concatenate(speech_parts) if speech_parts else np.zeros(0, bool)
-    starts = np.concatenate(starts_all) if starts_all else np.zeros(0)
-    emb = np.concatenate(emb_all) if emb_all else np.zeros((0, 256), np.float32)
-    ok = np.linalg.norm(emb, axis=1) > 0
-    return segment_embeddings(speech, starts[ok], emb[ok], frame_s=frame_s, duration_s=duration, options=opt)
+    emb = (encoder.embed_windows(y, ENCODER_SR, starts_s=ws - t0, window_s=opt.window_s) if len(ws)
+           else np.zeros((0, 256), np.float32))
+    return sp[:n_own].copy(), ws, emb
 
 
 def segment_embeddings(speech: np.ndarray, starts: np.ndarray, emb: np.ndarray, *, frame_s: float,

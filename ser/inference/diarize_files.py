@@ -131,7 +131,7 @@ def diarize_paths(
         recording_ids: ``{resolved file path: recording id}`` written as ``recording``
             instead of the path (e.g. a manifest's ids; :func:`diarize_manifest`).
         workers: files diarized at once, each in its own process (one core each; about
-            1 GiB of memory each). The tables are the same whatever the number; 1: in this
+            0.6 GiB of memory each). The tables are the same whatever the number; 1: in this
             process.
 
     Returns:

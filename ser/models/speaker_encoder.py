@@ -23,6 +23,10 @@ from ser.core.threads import torch_threads
 ENCODER_SR, MEL_HOP_S, EMBEDDING_DIM = 16000, 0.01, 256
 #: Level every embedded window is scaled to (dB re full scale RMS), as Resemblyzer does.
 TARGET_DBFS: float = -30.0
+#: Mel bands of the encoder's input.
+N_MELS: int = 40
+#: Most mel frames (10 ms each) computed by one STFT call (its complex spectrum: 3 MiB).
+MEL_PIECE_FRAMES: int = 2000
 
 
 class SpeakerEncoder:
@@ -56,7 +60,7 @@ class SpeakerEncoder:
         self.model: Any = VoiceEncoder("cpu", verbose=False)
         self.batch_size = int(batch_size)
         self.threads = None if threads is None else int(threads)
-        fb = librosa.filters.mel(sr=ENCODER_SR, n_fft=400, n_mels=40)
+        fb = librosa.filters.mel(sr=ENCODER_SR, n_fft=400, n_mels=N_MELS)
         self._mel_fb = torch.from_numpy(fb.astype(np.float32))
         self._window = torch.hann_window(400, periodic=True)
 
@@ -69,12 +73,8 @@ class SpeakerEncoder:
         Returns:
             float32 ``(1 + n // 160, 40)``; frame ``i`` centred at ``i * 0.01`` s.
         """
-        torch = self._torch
-        x = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
-        spec = torch.stft(x, n_fft=400, hop_length=160, window=self._window, center=True,
-                          pad_mode="constant", return_complex=True)
-        power = spec.real.square() + spec.imag.square()
-        return (self._mel_fb @ power).T.contiguous().numpy()
+        y = np.asarray(y, dtype=np.float32)
+        return self._mel_frames(y, 0, 1 + len(y) // int(ENCODER_SR * MEL_HOP_S))
 
     def embed_windows(
         self, y: np.ndarray, sr: int, *, starts_s: np.ndarray, window_s: float,
@@ -103,29 +103,74 @@ class SpeakerEncoder:
             raise ValueError(f"window_s must be >= 0.1 s; got {window_s!r}")
         y = np.asarray(y, dtype=np.float32)
         first = np.round(starts / MEL_HOP_S).astype(np.int64)
-        mel = self.mel(y)
-        if first.min() < 0 or first.max() + n_win > len(mel):
+        hop_n = int(ENCODER_SR * MEL_HOP_S)
+        if first.min() < 0 or first.max() + n_win > 1 + len(y) // hop_n:
             raise ValueError(f"windows of {window_s} s starting at {starts.min():.2f}-{starts.max():.2f} s "
                              f"do not fit in {len(y) / sr:.2f} s of audio")
-        idx = first[:, None] + np.arange(n_win)[None, :]
-        frames = mel[idx]  # (n_windows, n_win, 40)
         # per-window level normalisation to TARGET_DBFS (power scales with the gain squared)
-        hop_n = int(ENCODER_SR * MEL_HOP_S)
-        sq = np.concatenate(([0.0], np.cumsum(np.square(y, dtype=np.float64))))
         a = np.clip(first * hop_n, 0, len(y))
         b = np.clip(a + n_win * hop_n, 0, len(y))
-        power = (sq[b] - sq[a]) / np.maximum(b - a, 1)
+        power = (_prefix_sums_at(y, b) - _prefix_sums_at(y, a)) / np.maximum(b - a, 1)
         target = 10.0 ** (TARGET_DBFS / 10.0)
         gain2 = np.where(power > 1e-12, target / np.maximum(power, 1e-12), 0.0).astype(np.float32)
-        frames *= gain2[:, None, None]
         torch = self._torch
         out = np.empty((len(starts), EMBEDDING_DIM), dtype=np.float32)
         with torch.inference_mode(), torch_threads(self.threads):
-            for k in range(0, len(frames), self.batch_size):
-                batch = torch.from_numpy(np.ascontiguousarray(frames[k:k + self.batch_size]))
-                out[k:k + self.batch_size] = self.model(batch).numpy()
+            for k in range(0, len(starts), self.batch_size):
+                frames = self._window_frames(y, first[k:k + self.batch_size], n_win)
+                frames *= gain2[k:k + self.batch_size, None, None]
+                out[k:k + len(frames)] = self.model(torch.from_numpy(frames)).numpy()
         out[gain2 == 0] = 0.0
         return np.nan_to_num(out)
+
+    def _window_frames(self, y: np.ndarray, first: np.ndarray, n_win: int) -> np.ndarray:
+        """Mel frames ``(len(first), n_win, 40)`` of windows starting at frames ``first``, each
+        stretch of overlapping windows from its own spectrogram (the values of :meth:`mel` of
+        all of ``y``; memory bounded by the windows, not the signal)."""
+        frames = np.empty((len(first), n_win, N_MELS), dtype=np.float32)
+        order = np.argsort(first, kind="stable")
+        f = first[order]
+        breaks = np.flatnonzero(f[1:] > f[:-1] + n_win) + 1  # a gap: the next stretch
+        for run in np.split(np.arange(len(f)), breaks):
+            r0, r1 = int(f[run[0]]), int(f[run[-1]]) + n_win
+            mel = np.concatenate([self._mel_frames(y, a, min(a + MEL_PIECE_FRAMES, r1))
+                                  for a in range(r0, r1, MEL_PIECE_FRAMES)])
+            frames[order[run]] = mel[(f[run] - r0)[:, None] + np.arange(n_win)[None, :]]
+        return frames
+
+    def _mel_frames(self, y: np.ndarray, f0: int, f1: int) -> np.ndarray:
+        """Frames ``f0 … f1 - 1`` of :meth:`mel` of ``y`` from that stretch alone (frames centred
+        on ``i * 10 ms``, zeros beyond the signal; the same values whatever the stretch)."""
+        torch = self._torch
+        hop_n, half = int(ENCODER_SR * MEL_HOP_S), 200  # centred frames: n_fft // 2 either side
+        a, b = f0 * hop_n - half, (f1 - 1) * hop_n + half
+        seg = y[max(a, 0):min(b, len(y))]
+        if a < 0 or b > len(y):  # the zero padding of torch.stft(center=True)
+            seg = np.concatenate((np.zeros(max(0, -a), np.float32), seg, np.zeros(max(0, b - len(y)), np.float32)))
+        spec = torch.stft(torch.from_numpy(np.ascontiguousarray(seg)), n_fft=400, hop_length=hop_n,
+                          window=self._window, center=False, return_complex=True)
+        power = spec.real.square() + spec.imag.square()
+        return (self._mel_fb @ power).T.contiguous().numpy()
+
+
+def _prefix_sums_at(y: np.ndarray, positions: np.ndarray, *, chunk: int = 1 << 20) -> np.ndarray:
+    """``cumsum(concat([0], y ** 2))[positions]`` in float64, streamed over ``y`` in chunks
+    (the same sequential sums, so the same values, without an array as long as ``y``)."""
+    order = np.argsort(positions, kind="stable")
+    pos = positions[order]
+    out = np.empty(len(pos), dtype=np.float64)
+    carry, i = 0.0, 0
+    for c0 in range(0, len(y) + 1, chunk):
+        c1 = min(c0 + chunk, len(y))
+        local = np.cumsum(np.concatenate(([carry], np.square(y[c0:c1], dtype=np.float64))))  # sq[c0 … c1]
+        j = int(np.searchsorted(pos, c1, side="right"))
+        out[i:j] = local[pos[i:j] - c0]
+        carry, i = float(local[-1]), j
+        if c1 == len(y):
+            break
+    result = np.empty_like(out)
+    result[order] = out
+    return result
 
 
 @functools.lru_cache(maxsize=1)

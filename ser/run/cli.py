@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an enrolment clip per caregiver (columns caregiver, path; relative to the CSV)")
     p.add_argument("--no-resume", action="store_true", help="recompute files already in -o FILE")
     p.add_argument("--workers", type=int, default=1,
-                   help="files diarized at once, one process and core each (about 1 GiB each; default 1)")
+                   help="files diarized at once, one process and core each (about 0.6 GiB each; default 1)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_diarize)
 

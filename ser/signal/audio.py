@@ -649,12 +649,14 @@ def _blocks_from_stream(
             buf.append(c)
             have += len(c)
         cur = np.concatenate(buf) if len(buf) != 1 else buf[0]
+        buf.clear()  # the chunks freed at once: one block in memory, not its chunks as well
         stop = min(start + need, n_total)
         block = cur[:stop - start]
         if len(block) < stop - start:  # stream shorter than the header said: zero-pad
             block = fix_length(block, stop - start)
         yield start, np.ascontiguousarray(block, dtype=np.float32)
-        cur = cur[block_n:]
+        cur = cur[block_n:].copy()  # the overlap alone, so the block can be freed before the next is read
+        del block
         buf, have, start = ([cur] if len(cur) else []), len(cur), start + block_n
 
 

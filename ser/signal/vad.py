@@ -85,18 +85,20 @@ def silero_probabilities(y: np.ndarray, sr: int) -> np.ndarray:
     streams = int(max(1, min(SILERO_STREAMS, n_frames // SILERO_MIN_PART)))
     per = -(-n_frames // streams)
     ctx = SILERO_CONTEXT if streams > 1 else 0
-    frames = np.zeros((ctx + streams * per, SILERO_FRAME_N), dtype=np.float32)
-    frames[ctx:ctx + n_frames] = x[: n_frames * SILERO_FRAME_N].reshape(n_frames, SILERO_FRAME_N)
-    frames[:ctx] = frames[ctx:2 * ctx]  # the first part warms up on its own start, not on zeros
-    # part j reads its own `per` frames after the `ctx` frames before them (state warm-up)
-    idx = np.arange(streams)[:, None] * per + np.arange(ctx + per)[None, :]
-    chunks = torch.from_numpy(frames[idx])  # (streams, ctx + per, 512)
+    frames = x[: n_frames * SILERO_FRAME_N].reshape(n_frames, SILERO_FRAME_N)  # a view, no copy
+    # part j reads its own `per` frames after the `ctx` frames before them (state warm-up; the
+    # first part warms up on its own start, not on zeros); frames past the end are zeros.
+    # Each step's batch is gathered from the view, so nothing as long as the signal is copied.
+    src = np.arange(streams)[:, None] * per + np.arange(ctx + per)[None, :] - ctx
+    src[0, :ctx] += ctx
     model = silero_model()
     out = np.empty((streams, ctx + per), dtype=np.float32)
     with torch.inference_mode(), torch_threads(SILERO_THREADS):
         model.reset_states()
-        for j in range(ctx + per):
-            out[:, j] = model(chunks[:, j], SILERO_SR).reshape(-1).numpy()
+        for j in range(ctx + per):  # (streams, 512) gathered afresh each step
+            step = frames[np.minimum(src[:, j], n_frames - 1)]
+            step[src[:, j] >= n_frames] = 0.0
+            out[:, j] = model(torch.from_numpy(step), SILERO_SR).reshape(-1).numpy()
         model.reset_states()
     out = out[:, ctx:]
     return out.reshape(-1)[:n_frames]
