@@ -4,6 +4,8 @@ ser.inference.caregiver, ser.inference.der, ser.inference.diarize_files)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -122,6 +124,18 @@ def test_torch_threads_sets_and_restores_the_count():
         assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="threads"), torch_threads(0):
         pass
+
+
+def test_loading_silero_keeps_the_process_thread_count():
+    # `import silero_vad` sets torch to one thread for the whole process; a fresh process shows it
+    import subprocess
+    import sys
+
+    code = ("import torch; torch.set_num_threads(2); from ser.signal import vad; vad.silero_model(); "
+            "print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "2"
 
 
 def test_silero_and_encoder_give_the_same_results_in_one_or_two_threads(two_voices, encoder, monkeypatch):

@@ -48,10 +48,20 @@ SILERO_THREADS: int = 1
 
 @functools.lru_cache(maxsize=1)
 def silero_model() -> Any:
-    """The packaged Silero VAD network (TorchScript, CPU), loaded once per process."""
-    from silero_vad import load_silero_vad
+    """The packaged Silero VAD network (TorchScript, CPU), loaded once per process.
 
-    return load_silero_vad()
+    Importing ``silero_vad`` sets torch to one thread for the whole process; the caller's
+    thread count is put back, so loading the detector never slows a model that runs later.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        from silero_vad import load_silero_vad
+
+        return load_silero_vad()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def check_method(method: str) -> str:
