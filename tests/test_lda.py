@@ -12,6 +12,7 @@ from ser.models.bundle import load_bundle
 from ser.models.classical import features, writer
 from ser.models.classical.estimator import ESTIMATORS, ClassicalModel, default_param_grid
 from ser.models.classical.lda import ShrinkageLDA
+from ser.run import params
 from ser.train import classical_loso
 from ser.train.cv import parse_candidates
 
@@ -150,3 +151,12 @@ def test_lda_candidate_and_bundle_round_trip(tmp_path):
     meta = json.loads((out / "model.json").read_text())
     assert meta["arch"] == "classical:lda"
     np.testing.assert_allclose(load_bundle(out).predict_proba(windows), model.predict_proba(feats), atol=1e-5)
+
+
+def test_emodb_profile_names_the_fusion_lda_candidate():
+    p02 = params.load_stage_params("02_train", profile="emodb")
+    cands = {c.name: c for c in parse_candidates(p02["candidates"], default_name=p02["model_name"])}
+    c = cands["emodb_fusion_k2000_lda"]
+    assert c.family == "classical"
+    assert c.options == {"feature_set": ["compare", "egemaps", "mfcc_stats"], "estimator": "lda",
+                         "speaker_norm": True, "select_k": 2000}
