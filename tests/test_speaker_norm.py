@@ -7,6 +7,7 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,13 +15,14 @@ import pytest
 from signals import voiced
 from threadpoolctl import threadpool_limits
 
-from ser.inference import speaker_norm
+from ser.inference import recording, speaker_norm
 from ser.inference.files import predict_paths
 from ser.inference.options import InferenceOptions
 from ser.inference.stamp import model_stamp_path
 from ser.inference.table import predict_table
+from ser.inference.workers import feature_workers
 from ser.models.classical import features, writer
-from ser.models.classical.bundle import load_classical_bundle
+from ser.models.classical.bundle import ClassicalBundle, load_classical_bundle
 from ser.models.classical.estimator import ClassicalModel
 from ser.run import cli
 from ser.signal import audio
@@ -320,3 +322,46 @@ def test_predict_ignores_the_unit_for_other_bundles(bundle_dir, files, tmp_path,
     assert "--speaker-of and --norm-unit are ignored" in capsys.readouterr().err
     win = pd.read_csv(tmp_path / "w.csv")
     assert "norm_unit" not in win.columns and len(win)
+
+
+# ------------------------------------------------------------- the first pass hears what the model hears
+
+def _pitch_normalised(bundle: ClassicalBundle) -> ClassicalBundle:
+    """The fixture bundle read as one trained at a 200 Hz register (shifts every recording)."""
+    return ClassicalBundle(bundle.model, {**bundle.meta, "pitch_norm_hz": 200.0}, path=bundle.path)
+
+
+def _first_pass(bundle, path, workers):
+    """Options with 3-s blocks (several per recording), silenced turns, and the first pass."""
+    options = InferenceOptions(hop_s=HOP_S, workers=workers, block_s=3.0).resolve(bundle)
+    silence = np.array([[2.2, 2.9], [5.1, 5.6]])
+    first = speaker_norm.recording_moments(bundle, path, options=options, silence_s=silence)
+    model = bundle.with_reference({s: m.result() for s, m in first.moments.items()})
+    return options, silence, first, model
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_reference_windows_features_equal_the_windows_pass_bit_for_bit(bundle_dir, cohort, monkeypatch, workers):
+    """The first pass computes its windows' model features as the windows pass does (the same
+    blocks, register, shift with the F0 column's pitch analysis, padding and silenced turns)."""
+    bundle = _pitch_normalised(load_classical_bundle(bundle_dir))
+    path = Path(cohort["path"].iloc[1])  # p001_care, 8 s
+    options, silence, first, model = _first_pass(bundle, path, workers)
+    known = first.known
+    assert known is not None and len(known.starts_n) == first.n_windows >= 4
+    seen: list[dict[str, np.ndarray]] = []
+    real = ClassicalBundle.predict_features
+
+    def spy(self, feats):  # the model's input, block by block (main process)
+        seen.append({s: np.array(f) for s, f in feats.items()})
+        return real(self, feats)
+
+    monkeypatch.setattr(ClassicalBundle, "predict_features", spy)
+    with feature_workers(options.workers) as pool:
+        recording.predict_file(model, path, options=options, pool=pool, silence_s=silence)
+    plan = recording.window_plan(bundle, path, options=options)
+    got = {s: np.concatenate([f[s] for f in seen]) for s in seen[0]}
+    assert len(got["mfcc_stats"]) == len(plan.start_n) and len(seen) > 1  # several blocks
+    rows = np.searchsorted(plan.start_n, known.starts_n)
+    for s, f in known.features.items():
+        np.testing.assert_array_equal(got[s][rows], f)

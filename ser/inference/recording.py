@@ -54,7 +54,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,17 +281,67 @@ def predict_file(
     return df[columns], info
 
 
-def _block_audio(y: np.ndarray, sr: int, offset_s: float, opts: dict[str, Any], *,
-                 silence_s: np.ndarray | None, vad_method: str,
-                 timings: MutableMapping[str, float] | None) -> tuple[np.ndarray, dict[str, Any]]:
-    """A block as the model and the features hear it (other speakers silenced) and its
-    feature options (silenced stretches, Silero's speech frames)."""
+@dataclass(frozen=True)
+class KnownFeatures:
+    """A classical model's features of some windows of one recording, computed already
+    (by the speaker-reference pass, :mod:`ser.inference.speaker_norm`), by window start.
+
+    Attributes:
+        starts_n: sorted, unique window start samples (int64 ``[k]``, at the model's rate,
+            from the recording's start: :attr:`WindowPlan.start_n` values).
+        features: ``{feature_set: [k, d]}``, rows in the order of ``starts_n``.
+    """
+
+    starts_n: np.ndarray
+    features: Mapping[str, np.ndarray]
+
+    def contains(self, starts_n: np.ndarray) -> np.ndarray:
+        """bool ``[len(starts_n)]``: which of these window starts are known."""
+        starts_n = np.asarray(starts_n, dtype=np.int64)
+        i = np.searchsorted(self.starts_n, starts_n)
+        inside = i < len(self.starts_n)
+        out = np.zeros(len(starts_n), bool)
+        out[inside] = self.starts_n[i[inside]] == starts_n[inside]
+        return out
+
+    def lookup(self, starts_n: np.ndarray) -> dict[str, np.ndarray]:
+        """``{feature_set: [m, d]}`` of the known windows among ``starts_n``, in their order."""
+        starts_n = np.asarray(starts_n, dtype=np.int64)
+        rows = np.searchsorted(self.starts_n, starts_n[self.contains(starts_n)])
+        return {s: f[rows] for s, f in self.features.items()}
+
+    @staticmethod
+    def concat(starts_n: Sequence[np.ndarray], features: Sequence[Mapping[str, np.ndarray]]) -> KnownFeatures:
+        """The windows of several blocks (each block's starts sorted, blocks in order)."""
+        starts = np.concatenate([np.zeros(0, np.int64), *(np.asarray(s, np.int64) for s in starts_n)])
+        sets = list(features[0]) if features else []
+        feats = {s: np.concatenate([f[s] for f in features]) for s in sets}
+        if len(starts) > 1 and not np.all(np.diff(starts) > 0):
+            raise ValueError("known window starts must be sorted and unique")
+        return KnownFeatures(starts_n=starts, features=feats)
+
+
+def silence_block(y: np.ndarray, sr: int, offset_s: float,
+                  silence_s: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A block (from ``offset_s`` seconds into the recording) with the stretches ``silence_s``
+    (s, on the recording's clock) zeroed: ``(block, the stretches on the block's clock)``, or
+    ``(y, None)`` when none falls in it."""
     if silence_s is not None and len(silence_s):
         t0, t1 = offset_s, offset_s + len(y) / sr
         iv = silence_s[(silence_s[:, 1] > t0) & (silence_s[:, 0] < t1)] - offset_s
         if len(iv):
-            y = speakers.silence_intervals(y, sr, iv)
-            opts = {**opts, "exclude_s": iv}
+            return speakers.silence_intervals(y, sr, iv), iv
+    return y, None
+
+
+def _block_audio(y: np.ndarray, sr: int, offset_s: float, opts: dict[str, Any], *,
+                 silence_s: np.ndarray | None, vad_method: str,
+                 timings: MutableMapping[str, float] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """A block as the model and the features hear it (other speakers silenced,
+    :func:`silence_block`) and its feature options (silenced stretches, Silero's speech frames)."""
+    y, iv = silence_block(y, sr, offset_s, silence_s)
+    if iv is not None:
+        opts = {**opts, "exclude_s": iv}
     if vad_method != "webrtc":
         t = time.perf_counter()
         opts = {**opts, "speech": vad.speech_frames(y, sr, method=vad_method)}

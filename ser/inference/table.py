@@ -238,7 +238,7 @@ def predict_table(
         for r, u in zip(recs["recording"], recs[unit_col], strict=True):
             units.setdefault(u, []).append((r, paths_of[r]))
         by_unit, ref_failures = speaker_norm.unit_references(bundle, units, options=options,
-                                                             progress=progress)
+                                                             progress=progress, silence_s=silenced)
         refs = {r: ref for ref in by_unit.values() for r in ref.members}
         stamp["norm"] = speaker_norm.norm_stamp(options.norm_unit, {r: ref.key for r, ref in refs.items()})
     done: dict[str, pd.DataFrame] = {}
