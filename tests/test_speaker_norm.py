@@ -22,7 +22,7 @@ from ser.inference.stamp import model_stamp_path
 from ser.inference.table import predict_table
 from ser.inference.workers import feature_workers
 from ser.models.classical import features, writer
-from ser.models.classical.bundle import ClassicalBundle, load_classical_bundle
+from ser.models.classical.bundle import BlockFeatures, ClassicalBundle, load_classical_bundle
 from ser.models.classical.estimator import ClassicalModel
 from ser.run import cli
 from ser.signal import audio
@@ -365,3 +365,43 @@ def test_reference_windows_features_equal_the_windows_pass_bit_for_bit(bundle_di
     rows = np.searchsorted(plan.start_n, known.starts_n)
     for s, f in known.features.items():
         np.testing.assert_array_equal(got[s][rows], f)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_windows_pass_takes_the_reference_windows_features(bundle_dir, cohort, monkeypatch, workers):
+    """The windows pass takes the first pass's features of the reference windows and computes
+    the others: the same table as computing all of them."""
+    bundle = _pitch_normalised(load_classical_bundle(bundle_dir))
+    path = Path(cohort["path"].iloc[1])
+    options, silence, first, model = _first_pass(bundle, path, workers)
+    asked: list[int] = []
+    real = BlockFeatures.__call__
+
+    def count(self, signal, starts):  # windows whose features are computed (this process)
+        asked.append(len(starts))
+        return real(self, signal, starts)
+
+    monkeypatch.setattr(BlockFeatures, "__call__", count)
+    with feature_workers(options.workers) as pool:
+        fresh, _ = recording.predict_file(model, path, options=options, pool=pool, silence_s=silence)
+        n_fresh = sum(asked)
+        reused, _ = recording.predict_file(model, path, options=options, pool=pool, silence_s=silence,
+                                           known=first.known)
+    pd.testing.assert_frame_equal(reused, fresh, check_exact=True)
+    if workers == 0:
+        assert n_fresh == len(fresh) and sum(asked) - n_fresh == len(fresh) - first.n_windows
+
+
+def test_stage_04_hands_each_recording_its_reference_windows_features(bundle_dir, cohort, tmp_path, monkeypatch):
+    bundle = load_classical_bundle(bundle_dir)
+    recs = cohort[cohort["caregiver"] != "p003"]
+    given: dict[str, int] = {}
+    real = recording.predict_file
+
+    def spy(model, path, **kw):
+        given[Path(path).stem] = len(kw["known"].starts_n)
+        return real(model, path, **kw)
+
+    monkeypatch.setattr(recording, "predict_file", spy)
+    win = _run(bundle, recs, tmp_path)
+    assert given == {rec: int((g["speech_ratio"] >= 0.5).sum()) for rec, g in win.groupby("recording")}

@@ -32,8 +32,10 @@ the same register, the same PSOLA shift of the block (reusing the pitch analysis
 column when the F0 options allow), the same zero-padding of the last window, and, in
 caregiver mode (``silence_s``), the same silenced turns. So each reference window's
 features equal bit for bit those the model gets for that window. They are small (a few
-hundred bytes a window) and kept (:attr:`RecordingMoments.known`, :attr:`UnitReference.known`,
-:class:`ser.inference.recording.KnownFeatures`).
+hundred bytes a window) and kept (:attr:`RecordingMoments.known`, :attr:`UnitReference.known`):
+the windows pass of a classical bundle takes them instead of computing them again
+(:class:`ser.inference.recording.KnownFeatures`) and computes only the other windows,
+with the same result.
 
 Too little speech. A unit's speech is ``sum(speech_ratio) * hop_s`` over all its windows
 (each stretch of audio counted about once). A unit with less than
