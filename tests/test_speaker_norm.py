@@ -7,6 +7,7 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,13 +15,14 @@ import pytest
 from signals import voiced
 from threadpoolctl import threadpool_limits
 
-from ser.inference import speaker_norm
+from ser.inference import recording, speaker_norm
 from ser.inference.files import predict_paths
 from ser.inference.options import InferenceOptions
 from ser.inference.stamp import model_stamp_path
 from ser.inference.table import predict_table
+from ser.inference.workers import feature_workers
 from ser.models.classical import features, writer
-from ser.models.classical.bundle import load_classical_bundle
+from ser.models.classical.bundle import BlockFeatures, ClassicalBundle, load_classical_bundle
 from ser.models.classical.estimator import ClassicalModel
 from ser.run import cli
 from ser.signal import audio
@@ -320,3 +322,86 @@ def test_predict_ignores_the_unit_for_other_bundles(bundle_dir, files, tmp_path,
     assert "--speaker-of and --norm-unit are ignored" in capsys.readouterr().err
     win = pd.read_csv(tmp_path / "w.csv")
     assert "norm_unit" not in win.columns and len(win)
+
+
+# ------------------------------------------------------------- the first pass hears what the model hears
+
+def _pitch_normalised(bundle: ClassicalBundle) -> ClassicalBundle:
+    """The fixture bundle read as one trained at a 200 Hz register (shifts every recording)."""
+    return ClassicalBundle(bundle.model, {**bundle.meta, "pitch_norm_hz": 200.0}, path=bundle.path)
+
+
+def _first_pass(bundle, path, workers):
+    """Options with 3-s blocks (several per recording), silenced turns, and the first pass."""
+    options = InferenceOptions(hop_s=HOP_S, workers=workers, block_s=3.0).resolve(bundle)
+    silence = np.array([[2.2, 2.9], [5.1, 5.6]])
+    first = speaker_norm.recording_moments(bundle, path, options=options, silence_s=silence)
+    model = bundle.with_reference({s: m.result() for s, m in first.moments.items()})
+    return options, silence, first, model
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_reference_windows_features_equal_the_windows_pass_bit_for_bit(bundle_dir, cohort, monkeypatch, workers):
+    """The first pass computes its windows' model features as the windows pass does (the same
+    blocks, register, shift with the F0 column's pitch analysis, padding and silenced turns)."""
+    bundle = _pitch_normalised(load_classical_bundle(bundle_dir))
+    path = Path(cohort["path"].iloc[1])  # p001_care, 8 s
+    options, silence, first, model = _first_pass(bundle, path, workers)
+    known = first.known
+    assert known is not None and len(known.starts_n) == first.n_windows >= 4
+    seen: list[dict[str, np.ndarray]] = []
+    real = ClassicalBundle.predict_features
+
+    def spy(self, feats):  # the model's input, block by block (main process)
+        seen.append({s: np.array(f) for s, f in feats.items()})
+        return real(self, feats)
+
+    monkeypatch.setattr(ClassicalBundle, "predict_features", spy)
+    with feature_workers(options.workers) as pool:
+        recording.predict_file(model, path, options=options, pool=pool, silence_s=silence)
+    plan = recording.window_plan(bundle, path, options=options)
+    got = {s: np.concatenate([f[s] for f in seen]) for s in seen[0]}
+    assert len(got["mfcc_stats"]) == len(plan.start_n) and len(seen) > 1  # several blocks
+    rows = np.searchsorted(plan.start_n, known.starts_n)
+    for s, f in known.features.items():
+        np.testing.assert_array_equal(got[s][rows], f)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_windows_pass_takes_the_reference_windows_features(bundle_dir, cohort, monkeypatch, workers):
+    """The windows pass takes the first pass's features of the reference windows and computes
+    the others: the same table as computing all of them."""
+    bundle = _pitch_normalised(load_classical_bundle(bundle_dir))
+    path = Path(cohort["path"].iloc[1])
+    options, silence, first, model = _first_pass(bundle, path, workers)
+    asked: list[int] = []
+    real = BlockFeatures.__call__
+
+    def count(self, signal, starts):  # windows whose features are computed (this process)
+        asked.append(len(starts))
+        return real(self, signal, starts)
+
+    monkeypatch.setattr(BlockFeatures, "__call__", count)
+    with feature_workers(options.workers) as pool:
+        fresh, _ = recording.predict_file(model, path, options=options, pool=pool, silence_s=silence)
+        n_fresh = sum(asked)
+        reused, _ = recording.predict_file(model, path, options=options, pool=pool, silence_s=silence,
+                                           known=first.known)
+    pd.testing.assert_frame_equal(reused, fresh, check_exact=True)
+    if workers == 0:
+        assert n_fresh == len(fresh) and sum(asked) - n_fresh == len(fresh) - first.n_windows
+
+
+def test_stage_04_hands_each_recording_its_reference_windows_features(bundle_dir, cohort, tmp_path, monkeypatch):
+    bundle = load_classical_bundle(bundle_dir)
+    recs = cohort[cohort["caregiver"] != "p003"]
+    given: dict[str, int] = {}
+    real = recording.predict_file
+
+    def spy(model, path, **kw):
+        given[Path(path).stem] = len(kw["known"].starts_n)
+        return real(model, path, **kw)
+
+    monkeypatch.setattr(recording, "predict_file", spy)
+    win = _run(bundle, recs, tmp_path)
+    assert given == {rec: int((g["speech_ratio"] >= 0.5).sum()) for rec, g in win.groupby("recording")}

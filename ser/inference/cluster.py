@@ -108,13 +108,16 @@ def _announce(client: Any, what: str, log: Callable[[str], None]) -> None:
 class Job:
     """One recording: its key in the caller's tables, its file, its speaker reference
     (:class:`ser.inference.speaker_norm.UnitReference` ``.reference``; None for other bundles)
-    and the spans to silence before the model and the prosody (``[k, 2]`` seconds: other
-    speakers' turns in caregiver mode, :mod:`ser.inference.speakers`; None: none)."""
+    the spans to silence before the model and the prosody (``[k, 2]`` seconds: other
+    speakers' turns in caregiver mode, :mod:`ser.inference.speakers`; None: none), and the
+    model features of its windows known from the speaker-reference pass
+    (:class:`ser.inference.recording.KnownFeatures`; None: none)."""
 
     key: str
     path: Path
     reference: Mapping[str, Any] | None = None
     silence_s: np.ndarray | None = None
+    known: recording.KnownFeatures | None = None
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,7 @@ def _outcome(bundle: ModelBundle, job: Job, *, options: InferenceOptions, pool: 
         model = bundle.with_reference(job.reference) if job.reference is not None else bundle
         frame, info = recording.predict_file(model, job.path, options=options, pool=pool,
                                              timings=timings, on_progress=on_progress,
-                                             silence_s=job.silence_s)
+                                             silence_s=job.silence_s, known=job.known)
     except recording.TooShortError as e:
         return Outcome(info=e.info, too_short=str(e))
     except Exception as e:  # noqa: BLE001 - a recording's error is its outcome

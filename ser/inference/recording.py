@@ -45,7 +45,9 @@ spends its time on features, not on the model: with workers, each block's model 
 (:attr:`~ser.inference.protocol.FeatureJobBundle.block_features`; pooled LLD sets from one
 LLD pass over the block, :mod:`ser.models.classical.pooled`) are computed in the feature
 workers beside the prosody, and the model runs on them in the main process; the result
-equals the one without workers.
+equals the one without workers. Features already computed for some windows (the speech
+windows of the speaker-reference pass, :class:`KnownFeatures`) are taken instead of
+computed again, with the same result.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +152,7 @@ def predict_file(
     timings: MutableMapping[str, float] | None = None,
     on_progress: Callable[[float], None] | None = None,
     silence_s: np.ndarray | None = None,
+    known: KnownFeatures | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """:func:`predict_recording` on resolved options (:meth:`InferenceOptions.resolve`) in
     a running worker pool; also returns the file's header info.
@@ -166,6 +169,10 @@ def predict_file(
             ``speaker="caregiver"``, :func:`ser.inference.speakers.other_intervals`):
             zeroed (:func:`ser.inference.speakers.silence_intervals`), their F0 and energy
             frames left out; ``None``: the audio as recorded.
+        known: model features already computed for some of the windows (the speech windows
+            of the speaker-reference pass, :mod:`ser.inference.speaker_norm`), taken instead
+            of computing them again; a classical bundle only (others ignore it). They must be
+            those of this recording, bundle and options (the same blocks, shift and silence).
 
     Returns:
         The window table of :func:`predict_recording` and ``{"duration_s", "sample_rate",
@@ -191,7 +198,7 @@ def predict_file(
     padded = np.full(n_win, n_total < win_n)
     values = np.empty((n_win, len(labels)), dtype=np.float32)
     feats = np.full((n_win, n_feat), np.nan)
-    pending: deque[tuple[int, int, Future, np.ndarray]] = deque()
+    pending: deque[tuple[int, int, Future, np.ndarray, np.ndarray | None]] = deque()
     peak = 0.0
 
     def run_model(i0: int, i1: int, local: np.ndarray, ymodel: np.ndarray) -> None:
@@ -203,14 +210,15 @@ def predict_file(
         timing.tick(timings, "log_mel_cnn", t)
 
     def collect() -> None:
-        i0, i1, fut, local = pending.popleft()
+        i0, i1, fut, local, todo = pending.popleft()
         t = time.perf_counter()
         arr, tm, shifted, model_feats = fut.result()
         t = timing.tick(timings, "wait_features", t)
         feats[i0:i1] = arr
         timing.add(timings, tm)
-        if model_feats is not None:  # a classical model: its features came from the workers
-            values[i0:i1] = split_bundle.predict_features(model_feats)
+        if todo is not None:  # a classical model: its features came from the job (and ``known``)
+            have = known.lookup(start_n[i0:i1]) if known is not None else None
+            values[i0:i1] = split_bundle.predict_features(_merged(i1 - i0, todo, model_feats, have))
             timing.tick(timings, "model", t)
         elif shifted is not None:  # pitch-normalised model: it runs once the shifted block is back
             run_model(i0, i1, local, shifted)
@@ -223,8 +231,10 @@ def predict_file(
         shift_st = recording_shift(path, sr=sr, target_hz=target_hz, block_n=block_n, pool=pool,
                                    timings=timings)
 
-    # a classical bundle's features (the bulk of its cost) run in the workers too
-    split_bundle = bundle if pool is not None and isinstance(bundle, FeatureJobBundle) else None
+    # a classical bundle's features (the bulk of its cost) run in the workers too, and
+    # without workers too when some are known already
+    split_bundle = (bundle if (pool is not None or known is not None) and isinstance(bundle, FeatureJobBundle)
+                    else None)
     blocks = plan_blocks(path, plan, sample_rate=sr, window_samples=win_n)
     try:
         while True:
@@ -241,19 +251,28 @@ def predict_file(
                 y, block_opts = _block_audio(y, sr, off / sr, opts, silence_s=silence_s,
                                              vad_method=options.vad, timings=timings)
                 job = (y, sr, local / sr, win_n / sr, block_opts, shift_st)
-                if pool is None:
+                if split_bundle is not None:
+                    # the windows whose features are not known yet (all but the reference windows)
+                    todo = (np.flatnonzero(~known.contains(start_n[i0:i1])) if known is not None
+                            else np.arange(i1 - i0))
+                    kw = {"model_features": split_bundle.block_features, "starts_n": local[todo],
+                          "pad_n": int(local[-1]) + win_n}
+                    if pool is None:
+                        fut = Future()
+                        fut.set_result(features_job(*job, **kw))
+                    else:
+                        fut = pool.executor.submit(features_job, *job, **kw)
+                    pending.append((i0, i1, fut, local, todo))
+                elif pool is None:
                     arr, tm, shifted, _ = features_job(*job)
                     feats[i0:i1] = arr
                     timing.add(timings, tm)
                     run_model(i0, i1, local, y if shifted is None else shifted)
-                elif split_bundle is not None:
-                    pending.append((i0, i1, pool.executor.submit(
-                        features_job, *job, model_features=split_bundle.block_features, starts_n=local), local))
                 else:
-                    pending.append((i0, i1, pool.executor.submit(features_job, *job), local))
+                    pending.append((i0, i1, pool.executor.submit(features_job, *job), local, None))
                     if not shift_st:  # the model reads the block as decoded, while the workers run
                         run_model(i0, i1, local, y)
-                while pool is not None and len(pending) > pool.n:
+                while pending and (pool is None or len(pending) > pool.n):
                     collect()
             if on_progress is not None:
                 on_progress(min(block_n, n_total - off) / sr)
@@ -261,7 +280,7 @@ def predict_file(
             collect()
     finally:
         blocks.close()  # an ffmpeg decoder subprocess ends now, not when the traceback is freed
-        for _, _, fut, _ in pending:
+        for _, _, fut, _, _ in pending:
             fut.cancel()
     if peak == 0.0:
         raise audio.AudioError(f"audio file {path} is digital silence (every sample is 0): "
@@ -281,17 +300,82 @@ def predict_file(
     return df[columns], info
 
 
-def _block_audio(y: np.ndarray, sr: int, offset_s: float, opts: dict[str, Any], *,
-                 silence_s: np.ndarray | None, vad_method: str,
-                 timings: MutableMapping[str, float] | None) -> tuple[np.ndarray, dict[str, Any]]:
-    """A block as the model and the features hear it (other speakers silenced) and its
-    feature options (silenced stretches, Silero's speech frames)."""
+@dataclass(frozen=True)
+class KnownFeatures:
+    """A classical model's features of some windows of one recording, computed already
+    (by the speaker-reference pass, :mod:`ser.inference.speaker_norm`), by window start.
+
+    Attributes:
+        starts_n: sorted, unique window start samples (int64 ``[k]``, at the model's rate,
+            from the recording's start: :attr:`WindowPlan.start_n` values).
+        features: ``{feature_set: [k, d]}``, rows in the order of ``starts_n``.
+    """
+
+    starts_n: np.ndarray
+    features: Mapping[str, np.ndarray]
+
+    def contains(self, starts_n: np.ndarray) -> np.ndarray:
+        """bool ``[len(starts_n)]``: which of these window starts are known."""
+        starts_n = np.asarray(starts_n, dtype=np.int64)
+        i = np.searchsorted(self.starts_n, starts_n)
+        inside = i < len(self.starts_n)
+        out = np.zeros(len(starts_n), bool)
+        out[inside] = self.starts_n[i[inside]] == starts_n[inside]
+        return out
+
+    def lookup(self, starts_n: np.ndarray) -> dict[str, np.ndarray]:
+        """``{feature_set: [m, d]}`` of the known windows among ``starts_n``, in their order."""
+        starts_n = np.asarray(starts_n, dtype=np.int64)
+        rows = np.searchsorted(self.starts_n, starts_n[self.contains(starts_n)])
+        return {s: f[rows] for s, f in self.features.items()}
+
+    @staticmethod
+    def concat(starts_n: Sequence[np.ndarray], features: Sequence[Mapping[str, np.ndarray]]) -> KnownFeatures:
+        """The windows of several blocks (each block's starts sorted, blocks in order)."""
+        starts = np.concatenate([np.zeros(0, np.int64), *(np.asarray(s, np.int64) for s in starts_n)])
+        sets = list(features[0]) if features else []
+        feats = {s: np.concatenate([f[s] for f in features]) for s in sets}
+        if len(starts) > 1 and not np.all(np.diff(starts) > 0):
+            raise ValueError("known window starts must be sorted and unique")
+        return KnownFeatures(starts_n=starts, features=feats)
+
+
+def _merged(n: int, todo: np.ndarray, computed: Mapping[str, np.ndarray] | None,
+            have: Mapping[str, np.ndarray] | None) -> Mapping[str, np.ndarray]:
+    """A block's ``n`` windows' model features: rows ``todo`` computed now, the others known."""
+    if computed is None or not have or len(todo) == n:
+        return computed if computed is not None else dict(have or {})
+    rest = np.ones(n, bool)
+    rest[todo] = False
+    out: dict[str, np.ndarray] = {}
+    for s, c in computed.items():
+        k = np.asarray(have[s])
+        out[s] = np.empty((n, c.shape[1]), dtype=np.result_type(c, k))
+        out[s][todo], out[s][rest] = c, k
+    return out
+
+
+def silence_block(y: np.ndarray, sr: int, offset_s: float,
+                  silence_s: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A block (from ``offset_s`` seconds into the recording) with the stretches ``silence_s``
+    (s, on the recording's clock) zeroed: ``(block, the stretches on the block's clock)``, or
+    ``(y, None)`` when none falls in it."""
     if silence_s is not None and len(silence_s):
         t0, t1 = offset_s, offset_s + len(y) / sr
         iv = silence_s[(silence_s[:, 1] > t0) & (silence_s[:, 0] < t1)] - offset_s
         if len(iv):
-            y = speakers.silence_intervals(y, sr, iv)
-            opts = {**opts, "exclude_s": iv}
+            return speakers.silence_intervals(y, sr, iv), iv
+    return y, None
+
+
+def _block_audio(y: np.ndarray, sr: int, offset_s: float, opts: dict[str, Any], *,
+                 silence_s: np.ndarray | None, vad_method: str,
+                 timings: MutableMapping[str, float] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """A block as the model and the features hear it (other speakers silenced,
+    :func:`silence_block`) and its feature options (silenced stretches, Silero's speech frames)."""
+    y, iv = silence_block(y, sr, offset_s, silence_s)
+    if iv is not None:
+        opts = {**opts, "exclude_s": iv}
     if vad_method != "webrtc":
         t = time.perf_counter()
         opts = {**opts, "speech": vad.speech_frames(y, sr, method=vad_method)}

@@ -18,13 +18,24 @@ Reference windows. A first pass over each recording (:func:`recording_moments`) 
 same windows, in the same blocks, as the inference itself
 (:func:`ser.inference.recording.plan_blocks`); the windows whose ``speech_ratio`` (the
 column of ``windows.csv``) is at least :data:`MIN_SPEECH_RATIO` are the reference windows.
-Their model features (what the model sees, after pitch normalisation when the bundle
-has it) are accumulated per feature set in a
+Their model features (what the model sees) are accumulated per feature set in a
 :class:`ser.models.classical.features.RunningMoments`, block by block, so memory stays
-that of one block however long the recordings are. A unit's reference is the moments
+that of one block of audio however long the recordings are. A unit's reference is the moments
 of all its recordings' reference windows; the second pass predicts every window of each
 recording with its unit's reference. With feature workers the first pass runs one recording
 per worker and merges their moments in input order (the same references as without).
+
+The rule: the first pass hears what the model hears. It computes a block's model features
+with the code the windows pass runs (:func:`ser.inference.workers.shared_pitch`,
+:func:`~ser.inference.workers.model_block`, :func:`~ser.inference.workers.block_model_features`):
+the same register, the same PSOLA shift of the block (reusing the pitch analysis of the F0
+column when the F0 options allow), the same zero-padding of the last window, and, in
+caregiver mode (``silence_s``), the same silenced turns. So each reference window's
+features equal bit for bit those the model gets for that window. They are small (a few
+hundred bytes a window) and kept (:attr:`RecordingMoments.known`, :attr:`UnitReference.known`):
+the windows pass of a classical bundle takes them instead of computing them again
+(:class:`ser.inference.recording.KnownFeatures`) and computes only the other windows,
+with the same result.
 
 Too little speech. A unit's speech is ``sum(speech_ratio) * hop_s`` over all its windows
 (each stretch of audio counted about once). A unit with less than
@@ -57,12 +68,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ser.inference import recording
+from ser.inference import recording, workers
 from ser.inference.options import InferenceOptions
 from ser.inference.protocol import SpeakerNormBundle
 from ser.inference.workers import Workers, feature_workers
 from ser.models.classical.features import RunningMoments
-from ser.signal import audio, features, pitchnorm
+from ser.signal import features
 
 #: Least ``speech_ratio`` of a reference window.
 MIN_SPEECH_RATIO: float = 0.5
@@ -83,14 +94,17 @@ class RecordingMoments:
         moments: ``{feature_set: RunningMoments}`` of its reference windows' features.
         speech_s: its speech, ``sum(speech_ratio) * hop_s`` (s).
         n_windows: its reference windows.
+        known: the reference windows' model features themselves, by window start (for the
+            windows pass to take instead of computing them again); None when not kept.
     """
 
     moments: dict[str, RunningMoments] = field(default_factory=dict)
     speech_s: float = 0.0
     n_windows: int = 0
+    known: recording.KnownFeatures | None = None
 
     def merge(self, other: RecordingMoments) -> RecordingMoments:
-        """Add another recording's windows; returns self."""
+        """Add another recording's windows (not its :attr:`known` features); returns self."""
         for s, m in other.moments.items():
             self.moments.setdefault(s, RunningMoments()).merge(m)
         self.speech_s += other.speech_s
@@ -111,6 +125,9 @@ class UnitReference:
             run's pooled statistics (see the module docstring).
         reference: ``{feature_set: (mean, std)}`` used for its recordings.
         key: :func:`reference_key` of ``reference``.
+        known: ``{recording: KnownFeatures}``: the model features of each member's reference
+            windows from the first pass, which the windows pass takes instead of computing
+            them again (:func:`ser.inference.recording.predict_file`'s ``known``).
     """
 
     unit: str
@@ -120,6 +137,7 @@ class UnitReference:
     fallback: bool
     reference: dict[str, tuple[np.ndarray, np.ndarray]]
     key: str
+    known: Mapping[str, recording.KnownFeatures] = field(default_factory=dict)
 
 
 def reference_key(reference: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> str:
@@ -132,70 +150,86 @@ def reference_key(reference: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> str
     return h.hexdigest()
 
 
-def recording_moments(bundle: SpeakerNormBundle, path: Path, *,
-                      options: InferenceOptions) -> RecordingMoments:
-    """First pass over one recording: the moments of its reference windows' model features.
+def recording_moments(bundle: SpeakerNormBundle, path: Path, *, options: InferenceOptions,
+                      silence_s: np.ndarray | None = None) -> RecordingMoments:
+    """First pass over one recording: the moments of its reference windows' model features,
+    and those features (:attr:`RecordingMoments.known`).
+
+    The features are computed as the windows pass computes them (the module docstring), so
+    a reference window's features equal bit for bit those the model gets for that window.
 
     Args:
         bundle: a bundle that needs a reference.
         path: audio file.
-        options: resolved options (hop and block size give the windows and blocks).
+        options: resolved options (hop and block size give the windows and blocks; the F0
+            options whether the shift shares the F0 column's pitch analysis).
+        silence_s: the stretches the windows pass silences (``[k, 2]`` s, caregiver mode:
+            :func:`ser.inference.recording.predict_file`'s ``silence_s``), or None.
 
     Raises:
         ser.signal.audio.AudioError: the file cannot be read.
     """
     sr, win_n = int(bundle.sample_rate), int(bundle.window_samples)
     plan = recording.window_plan(bundle, path, options=options)
-    hop = float(options.hop_s)
+    hop, opts = float(options.hop_s), options.feature_options()
     shift_st = 0.0
     if bundle.pitch_norm_hz > 0:
         shift_st = recording.recording_shift(path, sr=sr, target_hz=bundle.pitch_norm_hz,
                                              block_n=plan.block_n, pool=None, timings=None)
     out = RecordingMoments()
+    starts: list[np.ndarray] = []
+    found: list[dict[str, np.ndarray]] = []
     blocks = recording.plan_blocks(path, plan, sample_rate=sr, window_samples=win_n)
     try:
         for off, y, i0, i1 in blocks:
             if i1 <= i0:
                 continue
             local = plan.start_n[i0:i1] - off
+            y, _ = recording.silence_block(y, sr, off / sr, silence_s)  # as the model hears it
             ratio = features.window_speech_ratio(y, sr, starts_s=local / sr, window_s=win_n / sr)
             out.speech_s += float(np.nansum(ratio)) * hop
-            keep = local[np.nan_to_num(ratio) >= MIN_SPEECH_RATIO]
-            if not len(keep):
+            keep = np.nan_to_num(ratio) >= MIN_SPEECH_RATIO
+            if not keep.any():
                 continue
-            ymodel = pitchnorm.shift_pitch(y, sr, semitones=shift_st) if shift_st else y
-            ypad = audio.fix_length(ymodel, max(int(keep[-1]) + win_n, len(ymodel)))
-            feats = bundle.features_at(ypad, keep)  # as predict_starts computes them
+            # the windows pass's shift (with the pitch analysis its F0 column shares) and padding
+            praat = workers.shared_pitch(y, sr, opts=opts, shift_st=shift_st)
+            ymodel = workers.model_block(y, sr, shift_st=shift_st, praat=praat)
+            feats = dict(workers.block_model_features(ymodel, local[keep], pad_n=int(local[-1]) + win_n,
+                                                      model_features=bundle.features_at))
             for s, f in feats.items():
                 out.moments.setdefault(s, RunningMoments()).update(f)
-            out.n_windows += len(keep)
+            out.n_windows += int(keep.sum())
+            starts.append(plan.start_n[i0:i1][keep])
+            found.append(feats)
     finally:
         blocks.close()
+    out.known = recording.KnownFeatures.concat(starts, found)
     return out
 
 
-def _moments_job(bundle: SpeakerNormBundle, path: Path,
-                 options: InferenceOptions) -> tuple[RecordingMoments | None, str | None]:
+def _moments_job(bundle: SpeakerNormBundle, path: Path, options: InferenceOptions,
+                 silence_s: np.ndarray | None = None) -> tuple[RecordingMoments | None, str | None]:
     """:func:`recording_moments` of one file, or its error as ``"<type>: <message>"`` (runs in
     a feature worker or inline; the message travels back whatever the exception is)."""
     try:
-        return recording_moments(bundle, path, options=options), None
+        return recording_moments(bundle, path, options=options, silence_s=silence_s), None
     except Exception as e:  # noqa: BLE001 - reported per recording by unit_references
         return None, f"{type(e).__name__}: {e}"
 
 
-def _first_passes(bundle: SpeakerNormBundle, paths: Sequence[Path], *, options: InferenceOptions,
+def _first_passes(bundle: SpeakerNormBundle, paths: Sequence[tuple[Path, np.ndarray | None]], *,
+                  options: InferenceOptions,
                   pool: Workers | None) -> Iterator[tuple[RecordingMoments | None, str | None]]:
-    """:func:`_moments_job` of every file, in input order: one file per feature worker at a
-    time (at most ``pool.n + 1`` submitted ahead), or inline without a pool."""
+    """:func:`_moments_job` of every ``(file, silence_s)``, in input order: one file per feature
+    worker at a time (at most ``pool.n + 1`` submitted ahead), or inline without a pool."""
     if pool is None:
-        for path in paths:
-            yield _moments_job(bundle, path, options)
+        for path, silence in paths:
+            yield _moments_job(bundle, path, options, silence)
         return
     pending: deque[Future] = deque()
     try:
-        for path in paths:
-            pending.append(pool.executor.submit(_moments_job, bundle, path, options))
+        for path, silence in paths:
+            pending.append(pool.executor.submit(_moments_job, bundle, path, options, silence))
             while len(pending) > pool.n:
                 yield pending.popleft().result()
         while pending:
@@ -211,6 +245,7 @@ def unit_references(
     *,
     options: InferenceOptions,
     progress: bool = True,
+    silence_s: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, UnitReference], dict[str, str]]:
     """The reference of every unit: one pass over each recording, then the fallback rule.
 
@@ -220,6 +255,8 @@ def unit_references(
         options: resolved options; with ``workers`` the first pass runs one recording per
             feature worker (:func:`ser.inference.workers.feature_workers`), the same references.
         progress: tqdm bar over the recordings (stderr).
+        silence_s: ``{recording id: [k, 2] s}``, the stretches the windows pass silences in
+            each recording (caregiver mode); a recording not in it is heard as recorded.
 
     Returns:
         ``(references, failures)``: ``{unit id: UnitReference}`` for every unit that has a
@@ -228,15 +265,20 @@ def unit_references(
     """
     failures: dict[str, str] = {}
     per_unit: dict[str, RecordingMoments] = {unit: RecordingMoments() for unit in units}
+    known: dict[str, dict[str, recording.KnownFeatures]] = {unit: {} for unit in units}
     pooled = RecordingMoments()
     flat = [(unit, rec, Path(path)) for unit, members in units.items() for rec, path in members]
     bar = tqdm(total=len(flat), disable=not progress, desc="speaker reference", unit="rec", file=sys.stderr)
     with feature_workers(options.workers) as pool:
-        passes = _first_passes(bundle, [path for _, _, path in flat], options=options, pool=pool)
+        silence = silence_s or {}
+        passes = _first_passes(bundle, [(path, silence.get(rec)) for _, rec, path in flat],
+                               options=options, pool=pool)
         # merged in input order, whichever process computed them: the same sums as one process
         for (unit, rec, _), (found, error) in zip(flat, passes, strict=True):
             if found is not None:
                 per_unit[unit].merge(found)
+                if found.known is not None:
+                    known[unit][rec] = found.known
             else:  # the file fails again in pass 2; record it now
                 failures[rec] = str(error)
             bar.update(1)
@@ -262,7 +304,7 @@ def unit_references(
             continue
         refs[unit] = UnitReference(unit=unit, members=members, speech_s=acc.speech_s,
                                    n_windows=acc.n_windows, fallback=not own, reference=ref,
-                                   key=reference_key(ref))
+                                   key=reference_key(ref), known=known[unit])
     return refs, failures
 
 

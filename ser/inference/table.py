@@ -238,7 +238,7 @@ def predict_table(
         for r, u in zip(recs["recording"], recs[unit_col], strict=True):
             units.setdefault(u, []).append((r, paths_of[r]))
         by_unit, ref_failures = speaker_norm.unit_references(bundle, units, options=options,
-                                                             progress=progress)
+                                                             progress=progress, silence_s=silenced)
         refs = {r: ref for ref in by_unit.values() for r in ref.members}
         stamp["norm"] = speaker_norm.norm_stamp(options.norm_unit, {r: ref.key for r, ref in refs.items()})
     done: dict[str, pd.DataFrame] = {}
@@ -300,7 +300,8 @@ def predict_table(
             write()
     rows = {row["recording"]: row for row in (r._asdict() for r in todo.itertuples(index=False))
             if row["recording"] not in ref_failures and row["recording"] not in speaker_failures}
-    jobs = [Job(rec, paths_of[rec], refs[rec].reference if norm else None, silenced.get(rec)) for rec in rows]
+    jobs = [Job(rec, paths_of[rec], refs[rec].reference if norm else None, silenced.get(rec),
+                refs[rec].known.get(rec) if norm else None) for rec in rows]
     bar = tqdm(total=len(jobs), disable=not progress, desc="inference", unit="rec")
     with feature_workers(options.workers if cluster is None else 0) as pool:
         for job, outcome in run_recordings(bundle, jobs, options=options, pool=pool, cluster=cluster,

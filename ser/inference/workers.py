@@ -144,6 +144,7 @@ ModelFeatures = Callable[[np.ndarray, np.ndarray], Mapping[str, np.ndarray]]
 def features_job(y: np.ndarray, sr: int, starts_s: np.ndarray, window_s: float,
                  opts: dict[str, Any], shift_st: float = 0.0, *,
                  model_features: ModelFeatures | None = None, starts_n: np.ndarray | None = None,
+                 pad_n: int | None = None,
                  ) -> tuple[np.ndarray, dict[str, float], np.ndarray | None, Mapping[str, np.ndarray] | None]:
     """Features of one block and, for a pitch-normalised model, the block shifted by
     ``shift_st`` semitones (runs in a worker process or inline).
@@ -151,37 +152,76 @@ def features_job(y: np.ndarray, sr: int, starts_s: np.ndarray, window_s: float,
     With ``model_features`` (a classical bundle's
     :attr:`ser.inference.protocol.FeatureJobBundle.block_features`) the job also computes
     the model's features of the windows at samples ``starts_n`` of the (shifted) block
-    and returns them in place of the shifted block.
+    (:func:`block_model_features`; zero-padded to ``pad_n`` samples, default the end of
+    the last of them) and returns them in place of the shifted block (None when
+    ``starts_n`` is empty).
 
     Returns:
         ``(prosody [n, k], seconds per step, shifted block or None, model features or None)``.
     """
     timings: dict[str, float] = {}
-    praat = None
-    share = bool(shift_st) and opts.get("f0_method", "praat") == "praat" and pitchnorm.shares_pitch(
-        fmin=opts.get("fmin", 75.0), fmax=opts.get("fmax", 600.0), hop_s=opts.get("hop_s", features.TRACK_HOP_S))
-    if share:  # one pitch analysis for the F0 column and the PSOLA shift
-        t = time.perf_counter()
-        praat = features.praat_pitch(y, sr, fmin=pitchnorm.F0_MIN_HZ, fmax=pitchnorm.F0_MAX_HZ,
-                                     hop_s=pitchnorm.MANIPULATION_STEP_S)
+    t = time.perf_counter()
+    praat = shared_pitch(y, sr, opts=opts, shift_st=shift_st)
+    if praat is not None:  # one pitch analysis for the F0 column and the PSOLA shift
         timing.tick(timings, "f0", t)
     df = features.window_features(y, sr, starts_s=starts_s, window_s=window_s,
                                   timings=timings, praat=praat, **opts)
+    wanted = model_features is None or (starts_n is not None and len(starts_n) > 0)
     shifted = None
-    if shift_st:
+    if shift_st and wanted:  # (no model windows to compute: the shifted block is not needed)
         t = time.perf_counter()
-        shifted = shift_block(y, sr, semitones=shift_st, praat=praat)
+        shifted = model_block(y, sr, shift_st=shift_st, praat=praat)
         timing.tick(timings, "pitch_norm", t)
     feats = None
-    if model_features is not None and starts_n is not None and len(starts_n):
-        t = time.perf_counter()
-        ymodel = y if shifted is None else shifted
-        need = int(starts_n[-1]) + int(round(window_s * sr))
-        if need > len(ymodel):  # the last window of a short recording: zero-padded
-            ymodel = np.pad(ymodel, (0, need - len(ymodel)))
-        feats, shifted = model_features(ymodel, starts_n), None
-        timing.tick(timings, "model_features", t)
+    if model_features is not None:
+        if starts_n is not None and len(starts_n):
+            t = time.perf_counter()
+            need = int(starts_n[-1]) + int(round(window_s * sr)) if pad_n is None else int(pad_n)
+            feats = block_model_features(y if shifted is None else shifted, starts_n, pad_n=need,
+                                         model_features=model_features)
+            timing.tick(timings, "model_features", t)
+        shifted = None
     return df.to_numpy(dtype=np.float64), timings, shifted, feats
+
+
+def shared_pitch(y: np.ndarray, sr: int, *, opts: Mapping[str, Any],
+                 shift_st: float) -> tuple[Any, Any] | None:
+    """The block's Praat pitch analysis (:func:`ser.signal.features.praat_pitch`) that the F0
+    column and the PSOLA shift share, or None when they do not share one (no shift, another
+    F0 method, or F0 settings other than the shift's: :func:`ser.signal.pitchnorm.shares_pitch`).
+
+    Args:
+        y: the block, mono at ``sr`` Hz.
+        sr: Hz.
+        opts: the feature options (:meth:`ser.inference.options.InferenceOptions.feature_options`).
+        shift_st: the recording's shift (semitones; 0: none).
+    """
+    share = bool(shift_st) and opts.get("f0_method", "praat") == "praat" and pitchnorm.shares_pitch(
+        fmin=opts.get("fmin", 75.0), fmax=opts.get("fmax", 600.0), hop_s=opts.get("hop_s", features.TRACK_HOP_S))
+    if not share:
+        return None
+    return features.praat_pitch(y, sr, fmin=pitchnorm.F0_MIN_HZ, fmax=pitchnorm.F0_MAX_HZ,
+                                hop_s=pitchnorm.MANIPULATION_STEP_S)
+
+
+def model_block(y: np.ndarray, sr: int, *, shift_st: float,
+                praat: tuple[Any, Any] | None) -> np.ndarray:
+    """The block as a pitch-normalised model hears it: :func:`shift_block` by ``shift_st``
+    semitones with the block's :func:`shared_pitch` ``praat``; ``y`` itself when no shift."""
+    return shift_block(y, sr, semitones=shift_st, praat=praat) if shift_st else y
+
+
+def block_model_features(ymodel: np.ndarray, starts_n: np.ndarray, *, pad_n: int,
+                         model_features: ModelFeatures) -> Mapping[str, np.ndarray]:
+    """``model_features`` of the windows at samples ``starts_n`` of the block ``ymodel`` (as
+    the model hears it, :func:`model_block`), zero-padded at the end to ``pad_n`` samples when
+    shorter (the last window of a recording). The windows pass and the speaker-reference
+    pass (:mod:`ser.inference.speaker_norm`) both compute a block's model features here, with
+    ``pad_n`` the end of the block's last window, so a window's features do not depend on
+    which of the block's windows are asked for."""
+    if pad_n > len(ymodel):
+        ymodel = np.pad(ymodel, (0, pad_n - len(ymodel)))
+    return model_features(ymodel, starts_n)
 
 
 def shift_block(y: np.ndarray, sr: int, *, semitones: float,
