@@ -122,3 +122,14 @@ def test_calibration_weights_count_like_copies_of_the_rows():
     scores = np.log(np.clip(np.exp(decision) / np.exp(decision).sum(1, keepdims=True), 1e-12, None))
     t_weighted = lda.calibrate(scores, y, w).temperature_
     assert t_weighted == pytest.approx(lda.calibrate(scores[copies], y[copies]).temperature_, rel=1e-3)
+
+
+@pytest.mark.parametrize("estimator", ["svm_linear", "svm_rbf", "lda"])
+def test_two_classes_fit_and_give_two_probability_columns(estimator):
+    # libsvm's binary decision is one column; the model still gives [n, 2] probabilities
+    X, y, corpus, spk = _two_corpora()
+    two = y != "c"
+    m = ClassicalModel(estimator=estimator).fit_grid(X[two], y[two], spk[two], inner_folds=2, strata=corpus[two])
+    proba = m.predict_proba(X[two])
+    assert proba.shape == (two.sum(), 2) and np.allclose(proba.sum(axis=1), 1.0)
+    assert (m.predict(X[two]) == y[two]).mean() > 0.7

@@ -69,6 +69,13 @@ def default_param_grid(estimator: str, *, n_features: int) -> dict[str, list[Any
     raise ValueError(f"estimator={estimator!r} is unknown; use one of {', '.join(ESTIMATORS)}")
 
 
+def _ovr_decision(decision: np.ndarray) -> np.ndarray:
+    """Decision values ``[n, n_classes]``: libsvm gives a binary problem one column (positive for
+    the second class), which becomes ``[-d, d]``."""
+    d = np.asarray(decision, dtype=np.float64)
+    return np.column_stack([-d, d]) if d.ndim == 1 else d
+
+
 def _kernel_from_dots(dots: np.ndarray, sq_a: np.ndarray, sq_b: np.ndarray, *,
                       kernel: str, gamma: float) -> np.ndarray:
     """Linear or RBF Gram matrix from dot products ``A @ B.T`` and squared row norms."""
@@ -134,7 +141,7 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """One-vs-rest aggregated decision values ``[n, n_classes]``."""
-        return self.svc_.decision_function(self._test_gram(X))
+        return _ovr_decision(self.svc_.decision_function(self._test_gram(X)))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted class per row (libsvm one-vs-one vote)."""
@@ -289,7 +296,7 @@ def _score_split(estimator: str, seed: int, fixed: Mapping[str, Any], combos: Se
             svc = SVC(kernel="precomputed", C=p.get("C", 1.0), class_weight=p.get("class_weight", "balanced"))
             _fit_weighted(svc, _kernel_from_dots(d_tr, sq_tr, sq_tr, kernel=kernel, gamma=gamma), y[tr], w_tr)
             k_va = _kernel_from_dots(d_va, sq_va, sq_tr, kernel=kernel, gamma=gamma)
-            pred, score = svc.predict(k_va), aligned_proba(svc.decision_function(k_va), svc.classes_,
+            pred, score = svc.predict(k_va), aligned_proba(_ovr_decision(svc.decision_function(k_va)), svc.classes_,
                                                             classes, fill=-1e3)
         elif estimator == "lda":  # log-posteriors, tempered in ClassicalModel._finish
             clf = _fit_weighted(_make_estimator(estimator, seed=seed, params=p), ztr, y[tr], w_tr)
