@@ -428,8 +428,7 @@ class ClassicalModel:
         ``held`` decision values."""
         pipe = _make_pipeline(self.estimator, seed=self.seed, params=self.best_params_,
                               select_k=_capped(self.select_k, arr.shape[1]))
-        pipe[:-1].fit(arr, y)
-        _fit_weighted(pipe.named_steps["clf"], pipe[:-1].transform(arr), y, weights)
+        _fit_weighted(pipe.named_steps["clf"], pipe[:-1].fit_transform(arr, y), y, weights)
         clf = pipe.named_steps["clf"]
         if isinstance(clf, KernelSVC):  # calibrated with the fit's weights: the same balance
             clf.calibrate(held, y, weights)
