@@ -492,8 +492,8 @@ def predict_paths(
                 if progress:
                     bar.write(f"ser predict: failed: {k}: {failures[k]}", file=sys.stderr)
                 checkpoint(force=False)
-        jobs = [Job(str(f), f, refs[str(f)].reference if norm else None, None,
-                    refs[str(f)].known.get(str(f)) if norm else None)
+        jobs = [Job(str(f), f, refs[str(f)].reference if norm else None,
+                    known=refs[str(f)].known.get(str(f)) if norm else None)
                 for f in todo if str(f) not in ref_failures]
         with feature_workers(options.workers if cluster is None else 0) as pool:
             for job, outcome in run_recordings(bundle, jobs, options=options, pool=pool, cluster=cluster,
