@@ -16,7 +16,10 @@ inherit it) and then:
    prints the wall time, × real time, the CPU seconds of the process tree, CPU seconds
    per hour of audio (what load changes least), and peak memory: the largest sum of the
    tree's resident sets (psutil, sampled every 50 ms) and the largest single process
-   (``ru_maxrss``);
+   (``ru_maxrss``); then the same command on the first 10 s of the audio, whose wall time is
+   the fixed start-up (interpreter, imports, model, worker pool: paid once per run, however
+   many recordings it holds), and the × real time of the rest (what stage 04 sustains over a
+   cohort's recordings);
 2. runs the same prediction in this process with ``workers=0`` (one process, steps one
    after the other) and one torch thread (as the model runs in ``ser predict``, where
    the feature workers take the other cores), and prints the seconds per step
@@ -99,6 +102,19 @@ def speech_wav(minutes: float, *, cache: Path, seed: int = 0) -> Path:
             f.write(np.clip(x, -1, 1))
     os.replace(tmp, path)
     return path
+
+
+#: Length of the clip whose ``ser predict`` wall time counts as the fixed start-up cost (s).
+CLIP_S: float = 10.0
+
+
+def short_clip(wav: Path, out: Path, *, seconds: float) -> Path:
+    """The first ``seconds`` of ``wav`` written to ``out`` (same format)."""
+    import soundfile as sf
+
+    y, sr = sf.read(wav, frames=int(seconds * SR), dtype="int16")
+    sf.write(out, y, sr, subtype="PCM_16")
+    return out
 
 
 def small_cnn_bundle(folder: Path, *, pitch_norm_hz: float = 0.0) -> Path:
@@ -246,9 +262,14 @@ def main() -> int:
                                     window_s=bundle.window_s)
             print(f"classical bundle: svm_linear on {a.classical_set} (fitted in {time.perf_counter() - t0:.0f} s)")
             runs.append((f"classical (svm_linear, {a.classical_set})", cdir, 100))
-        print(f"\nser predict end to end (default features and workers), {a.minutes:g} min of audio:")
+        clip = short_clip(wav, Path(tmp) / "clip.wav", seconds=CLIP_S)
+        print(f"\nser predict end to end (default features and workers), {a.minutes:g} min of audio; "
+              f"start-up = wall of the same command on the first {CLIP_S:g} s (interpreter, imports, "
+              f"model, workers: paid once per run, not per recording); after start-up = the rest of "
+              f"the audio / the rest of the wall time:")
         print(f"{'bundle':<42}{'wall s':>8}{'x real time':>13}{'target':>8}{'CPU s':>8}"
-              f"{'CPU s/h':>9}{'cores':>7}{'peak RSS tree':>15}{'max process':>13}{'load':>6}")
+              f"{'CPU s/h':>9}{'cores':>7}{'peak RSS tree':>15}{'max process':>13}{'load':>6}"
+              f"{'start-up s':>12}{'x after start-up':>18}")
         checkouts = [("base ", a.base), ("this ", ROOT)] if a.base is not None else [("", ROOT)]
         if a.base is not None:
             print(f"base: {a.base.resolve()} (git {_commit(a.base)}); this: {ROOT} (git {_commit(ROOT)})")
@@ -256,9 +277,14 @@ def main() -> int:
             for tag, root in checkouts:
                 load = os.getloadavg()[0]
                 r = run_predict(bdir, wav, Path(tmp) / f"{bdir.name}_{tag.strip() or 'this'}.csv", root=root)
+                s = run_predict(bdir, clip, Path(tmp) / f"{bdir.name}_{tag.strip() or 'this'}_clip.csv",
+                                root=root)
+                rest = r["wall"] - s["wall"]
+                after = f"{(audio_s - CLIP_S) / rest:18.0f}" if rest > 0 else f"{'n/a':>18}"
                 print(f"{tag + name:<42}{r['wall']:8.1f}{audio_s / r['wall']:13.0f}{f'>={target}':>8}"
                       f"{r['cpu']:8.1f}{r['cpu'] * 3600 / audio_s:9.1f}{r['cpu'] / r['wall']:7.2f}"
-                      f"{r['peak_tree_mib']:11.0f} MiB{r['max_proc_mib']:9.0f} MiB{load:6.1f}", flush=True)
+                      f"{r['peak_tree_mib']:11.0f} MiB{r['max_proc_mib']:9.0f} MiB{load:6.1f}"
+                      f"{s['wall']:12.1f}{after}", flush=True)
         print(f"load average after: {os.getloadavg()[0]:.1f}")
         if a.skip_split:
             return 0

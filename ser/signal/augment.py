@@ -15,12 +15,15 @@ channels, so a classifier can be trained (or tested) on audio that sounds like t
   (the mouth radiates them forwards, past a microphone below the chin).
 - :func:`codec`: a codec-like degradation, 8-bit mu-law (G.711) at 8 kHz and back.
 - :func:`random_channel`: one of these with random settings, for augmented copies.
+- :func:`speed`: speed perturbation (Ko et al. 2015, Kaldi's ``speed`` copies): the signal
+  played ``factor`` times faster, tempo, pitch and formants moving together, so a copy sounds
+  like another speaker saying the same thing; the only function here that changes the length.
 
 :func:`normalise_loudness` is a level normaliser rather than a channel: it scales a signal
 so the RMS of its active frames (within 40 dB of the loudest frame) is ``target_dbfs``.
 
 All functions take and return mono float signals ``[n]`` at ``sample_rate`` Hz, keep the
-length and return float32; random ones take a :class:`numpy.random.Generator`.
+length (but :func:`speed`) and return float32; random ones take a :class:`numpy.random.Generator`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from scipy import signal as sps
 
 from ser.signal import audio
 
+#: Range of :func:`speed` factors accepted (a copy beyond it no longer sounds like speech).
+SPEED_RANGE: tuple[float, float] = (0.5, 2.0)
 #: Telephone band, Hz (ITU-T G.712).
 TELEPHONE_BAND_HZ: tuple[float, float] = (300.0, 3400.0)
 #: Channels :func:`random_channel` draws from.
@@ -317,3 +322,34 @@ def normalise_loudness(y: np.ndarray, *, target_dbfs: float = -23.0, active_db: 
     gain = 10.0 ** (target_dbfs / 20.0) / max(rms, _EPS)
     gain = min(gain, peak / max(np.abs(x).max(), _EPS))
     return (x * gain).astype(np.float32)
+
+
+def speed(y: np.ndarray, sample_rate: int, *, factor: float) -> np.ndarray:
+    """``y`` played ``factor`` times faster (speed perturbation).
+
+    The signal is resampled from ``sample_rate`` to ``sample_rate / factor`` (soxr, very high
+    quality) and read at ``sample_rate`` again, so durations shrink by ``factor`` and every
+    frequency (F0 and formants) rises by it: 1.1 is 10 % faster and about 1.65 semitones
+    higher, 0.9 slower and lower.
+
+    Args:
+        y: mono signal ``[n]``.
+        sample_rate: Hz.
+        factor: speed ratio in :data:`SPEED_RANGE` (1: unchanged).
+
+    Returns:
+        float32 ``[round(n / factor)]`` (about; soxr's rounding) at ``sample_rate``.
+
+    Raises:
+        ValueError: a factor outside :data:`SPEED_RANGE`, a bad rate or a non-mono signal.
+    """
+    import soxr  # lazily: only speed copies need it
+
+    y = _mono(y)
+    sr = _rate(sample_rate)
+    f = float(factor)
+    if not SPEED_RANGE[0] <= f <= SPEED_RANGE[1]:
+        raise ValueError(f"speed factor must be in [{SPEED_RANGE[0]:g}, {SPEED_RANGE[1]:g}]; got {factor!r}")
+    if f == 1.0 or y.size == 0:
+        return y.astype(np.float32, copy=True)
+    return soxr.resample(y.astype(np.float64), sr, sr / f, quality="VHQ").astype(np.float32)

@@ -57,7 +57,7 @@ from ser.models.classical.writer import save_classical_bundle
 from ser.models.deployed import DEPLOYED, DEPLOYED_FILE
 from ser.models.ensemble_bundle import save_ensemble_bundle
 from ser.models.window import fit_window, window_samples
-from ser.signal import audio, pitchnorm
+from ser.signal import audio, augment, pitchnorm
 from ser.train.evaluation import speaker_reference
 from ser.train.loop import train, utterances_seen
 
@@ -70,7 +70,7 @@ CNN_OPTIONS: tuple[str, ...] = (
 )
 #: Options of a ``classical`` candidate.
 CLASSICAL_OPTIONS: tuple[str, ...] = ("feature_set", "estimator", "speaker_norm", "param_grid", "inner_folds",
-                                      "pitch_norm_hz", "select_k")
+                                      "pitch_norm_hz", "select_k", "speed_perturb")
 #: Options of an ``ensemble`` candidate.
 ENSEMBLE_OPTIONS: tuple[str, ...] = ("members", "weights")
 #: Short names of classical feature sets and estimators accepted in params.
@@ -150,6 +150,11 @@ def parse_candidates(specs: Sequence[Mapping[str, Any]], *, default_name: str) -
                     opts["select_k"] = check_select_k(opts["select_k"])
                 except ValueError as e:
                     raise ValueError(f"candidates[{i}] ({name}): {e}") from None
+            if "speed_perturb" in opts:
+                try:
+                    opts["speed_perturb"] = check_speed_factors(opts["speed_perturb"])
+                except ValueError as e:
+                    raise ValueError(f"candidates[{i}] ({name}): {e}") from None
         if family == "ensemble":
             members = opts.get("members")
             earlier = {c.name for c in out}
@@ -226,10 +231,34 @@ def training_rows(utterances: pd.DataFrame, labels: Sequence[str]) -> pd.DataFra
     return out.reset_index(drop=True)
 
 
+def check_speed_factors(factors: Any) -> list[float]:
+    """The ``speed_perturb`` option of a classical candidate: distinct speed factors in
+    :data:`ser.signal.augment.SPEED_RANGE`, none equal to 1 (``None`` or ``[]``: no copies).
+
+    Raises:
+        ValueError: anything else.
+    """
+    lo, hi = augment.SPEED_RANGE
+    msg = (f"speed_perturb must list distinct speed factors in [{lo:g}, {hi:g}] other than 1, "
+           f"e.g. [0.9, 1.1]; got {factors!r}")
+    if factors is None:
+        return []
+    if not isinstance(factors, (list, tuple)):
+        raise ValueError(msg)
+    out = []
+    for f in factors:
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not lo <= f <= hi or f == 1 or f in out:
+            raise ValueError(msg)
+        out.append(float(f))
+    return out
+
+
 def centre_windows(rows: pd.DataFrame, *, sample_rate: int, n_samples: int, pitch_norm_hz: float = 0.0,
-                   progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                   progress: bool = False, speed: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """The centre window (:func:`ser.models.window.fit_window`) of each utterance, pitch-normalised
-    per speaker when ``pitch_norm_hz`` > 0 (:class:`ser.signal.pitchnorm.SpeakerLoader`).
+    per speaker when ``pitch_norm_hz`` > 0 (:class:`ser.signal.pitchnorm.SpeakerLoader`), of the
+    utterance played ``speed`` times faster when ``speed`` != 1 (:func:`ser.signal.augment.speed`,
+    after the pitch normalisation).
 
     Returns:
         ``(windows, ok)``: float32 ``[n_ok, n_samples]`` and a bool ``[len(rows)]`` mask of the
@@ -243,6 +272,8 @@ def centre_windows(rows: pd.DataFrame, *, sample_rate: int, n_samples: int, pitc
             wave = load(r.path, r.speaker)
         except (audio.AudioError, OSError, ValueError):
             continue
+        if speed != 1.0:
+            wave = augment.speed(wave, sample_rate, factor=speed)
         out.append(fit_window(wave, n_samples))
         ok[i] = True
     return (np.stack(out).astype(np.float32) if out else np.zeros((0, n_samples), np.float32)), ok
@@ -307,42 +338,57 @@ def _fit_classical(c: Candidate, rows: pd.DataFrame, folds: Mapping[str, int], *
     pnorm = pitchnorm.check_target(o.get("pitch_norm_hz", pitch_norm_hz))
     n = window_samples(window_s, sample_rate)
     key = (sample_rate, n, pnorm)
-    if key not in cache:
-        cache[key] = centre_windows(rows, sample_rate=sample_rate, n_samples=n, pitch_norm_hz=pnorm,
-                                    progress=progress)
-    windows, ok = cache[key]
     sets = [o["feature_set"]] if isinstance(o["feature_set"], str) else list(o["feature_set"])
-    for fs in sets:
-        if (*key, fs) not in cache:
-            cache[(*key, fs)] = signal_features(windows, feature_set=fs, sample_rate=sample_rate)
-    X = np.hstack([cache[(*key, fs)] for fs in sets])  # several sets: early fusion, in the listed order
-    used = rows[ok].reset_index(drop=True)
-    y, g = used["label"].to_numpy(), used["speaker"].to_numpy()
-    fold = used["speaker"].map(folds).to_numpy()
+    factors = list(o.get("speed_perturb") or [])
+    parts = []  # (rows used, features, speed factor): the originals, then each factor's copies
+    for f in [1.0, *factors]:
+        wkey = key if f == 1.0 else (*key, "speed", f)
+        if wkey not in cache:
+            cache[wkey] = centre_windows(rows, sample_rate=sample_rate, n_samples=n, pitch_norm_hz=pnorm,
+                                         progress=progress, speed=f)
+        windows, ok = cache[wkey]
+        for fs in sets:
+            if (*wkey, fs) not in cache:
+                cache[(*wkey, fs)] = signal_features(windows, feature_set=fs, sample_rate=sample_rate)
+        # several sets: early fusion, in the listed order
+        parts.append((rows[ok].reset_index(drop=True), np.hstack([cache[(*wkey, fs)] for fs in sets]), f))
+    used = parts[0][0]
+    X = np.vstack([p[1] for p in parts])
+    y = np.concatenate([p[0]["label"].to_numpy() for p in parts])
+    g = np.concatenate([p[0]["speaker"].to_numpy() for p in parts])
+    # a speed copy is z-scored as a speaker of its own; it stays in its speaker's folds and is never scored
+    norm_g = np.concatenate([p[0]["speaker"].astype(str).to_numpy() if f == 1.0
+                             else (p[0]["speaker"].astype(str) + f"@{f:g}").to_numpy() for p in parts])
+    scored = np.arange(len(X)) < len(used)
+    fold = pd.Series(g).map(folds).to_numpy()
     inner = int(o.get("inner_folds", 3))
     # several corpora: each (corpus, class) weighs the same in every fit, as the CNN's epochs
     # give each corpus the same share (ser.models.classical.estimator.balance_weights)
-    strata = used["corpus"].fillna("").astype(str).to_numpy() if balance_corpora and "corpus" in used else None
+    strata = (np.concatenate([p[0]["corpus"].fillna("").astype(str).to_numpy() for p in parts])
+              if balance_corpora and "corpus" in used else None)
 
     def fit(sel: np.ndarray) -> ClassicalModel:
         m = ClassicalModel(estimator=o["estimator"], speaker_norm=o["speaker_norm"], seed=seed,
                            select_k=o.get("select_k"))
         return m.fit_grid(X[sel], y[sel], g[sel], param_grid=o.get("param_grid"),
                           inner_folds=min(inner, len(set(g[sel]))),
-                          strata=None if strata is None else strata[sel])
+                          strata=None if strata is None else strata[sel],
+                          norm_groups=norm_g[sel] if factors else None, scored=scored[sel] if factors else None)
 
     proba = np.zeros((len(used), len(labels)))
     for k in sorted(set(fold)):
         m = fit(fold != k)
-        te = fold == k
-        proba[te] = aligned_proba(m.predict_proba(X[te], g[te]), [str(x) for x in m.classes_], labels)
-    final = fit(np.ones(len(used), bool))
+        te = (fold == k) & scored
+        proba[te[:len(used)]] = aligned_proba(m.predict_proba(X[te], g[te]), [str(x) for x in m.classes_],
+                                              labels)
+    final = fit(np.ones(len(X), bool))
     save_classical_bundle(out, final, labels=labels, feature_set=o["feature_set"], sample_rate=sample_rate,
                           window_s=window_s, split=split, pitch_norm_hz=pnorm,
                           train_params={"n_train": len(used), "seed": seed, "family": "classical",
                                         "feature_set": o["feature_set"], "estimator": o["estimator"],
                                         "utterances_seen": utterances_seen(used, labels),
-                                        "balance_corpora": final.balanced_strata_ is not None})
+                                        "balance_corpora": final.balanced_strata_ is not None,
+                                        "speed_perturb": factors, "n_speed_copies": int(len(X) - len(used))})
     return oof_frame(used, folds, proba, labels)
 
 

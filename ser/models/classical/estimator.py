@@ -310,6 +310,30 @@ def _score_split(estimator: str, seed: int, fixed: Mapping[str, Any], combos: Se
     return uars, outs
 
 
+def _scored_rows(scored: Sequence[bool] | None, n: int, groups: Sequence[Any] | None) -> np.ndarray | None:
+    """The bool mask ``scored`` checked (``None`` when not given: every row is scored)."""
+    if scored is None:
+        return None
+    keep = np.asarray(scored)
+    if keep.shape != (n,) or keep.dtype != bool:
+        raise ValueError(f"scored must be a bool mask of the {n} rows; got dtype {keep.dtype}, shape {keep.shape}")
+    if groups is None:
+        raise ValueError("scored (training-only copies) needs groups, so that a speaker's copies stay in its fold")
+    return keep
+
+
+def _scored_splits(splits: list[tuple[np.ndarray, np.ndarray]],
+                   keep: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Folds whose held-out part keeps only the scored rows (all of them with ``keep`` None)."""
+    if keep is None:
+        return splits
+    out = [(tr, va[keep[va]]) for tr, va in splits]
+    if any(len(va) == 0 for _, va in out):
+        raise ValueError("a held-out fold holds no scored rows: every speaker needs its original "
+                         "(scored) utterances beside any copies")
+    return out
+
+
 def _capped(select_k: int | None, n_features: int) -> int | None:
     """``select_k`` capped at the number of features (``None`` when it keeps them all)."""
     return None if select_k is None or select_k >= n_features else select_k
@@ -342,7 +366,8 @@ class ClassicalModel:
         inner_splits_: the grouped inner folds (``(train_idx, val_idx)`` pairs).
         cv_results_: the grid search table (``params``, ``mean_uar``, ``split<i>_uar``).
         oof_proba_: ``[n, n_classes]`` held-out probabilities of the training rows
-            with the chosen parameters (inner folds), for ensemble weighting.
+            with the chosen parameters (inner folds), for ensemble weighting; of the
+            ``scored`` rows only when the fit was given ``scored``.
         feature_names_: feature columns seen in fit, when ``X`` was a DataFrame.
     """
 
@@ -367,7 +392,9 @@ class ClassicalModel:
         self.balanced_strata_: dict[str, int] | None = None
 
     # -- helpers
-    def _prepare(self, X: Any, groups: Sequence[Any] | None, *, fitting: bool) -> np.ndarray:
+    def _prepare(self, X: Any, groups: Sequence[Any] | None, *, fitting: bool,
+                 norm_groups: Sequence[Any] | None = None) -> np.ndarray:
+        """The feature array, z-scored per ``norm_groups`` (default ``groups``) with ``speaker_norm``."""
         if isinstance(X, pd.DataFrame):
             if fitting:
                 self.feature_names_ = [str(c) for c in X.columns]
@@ -380,7 +407,7 @@ class ClassicalModel:
         if self.speaker_norm:
             if groups is None:
                 raise ValueError("this model uses speaker_norm: pass groups (the speaker of each row)")
-            arr = speaker_standardize(arr, groups)
+            arr = speaker_standardize(arr, groups if norm_groups is None else norm_groups)
         return arr
 
     def _weights(self, y: np.ndarray, strata: Sequence[Any] | None) -> np.ndarray | None:
@@ -423,12 +450,16 @@ class ClassicalModel:
                 held[i][va] = o
         return uars, held
 
-    def _finish(self, arr: np.ndarray, y: np.ndarray, held: np.ndarray, weights: np.ndarray | None = None) -> None:
-        """Refit on all rows with ``best_params_`` (and row ``weights``); calibrate an SVM on
-        ``held`` decision values."""
+    def _finish(self, arr: np.ndarray, y: np.ndarray, held: np.ndarray, weights: np.ndarray | None = None,
+                keep: np.ndarray | None = None) -> None:
+        """Refit on all rows with ``best_params_`` (and row ``weights``); calibrate an SVM (an
+        LDA's temperature) on the ``held`` decision values of the rows ``keep`` (default all)."""
         pipe = _make_pipeline(self.estimator, seed=self.seed, params=self.best_params_,
                               select_k=_capped(self.select_k, arr.shape[1]))
         _fit_weighted(pipe.named_steps["clf"], pipe[:-1].fit_transform(arr, y), y, weights)
+        if keep is not None:  # calibration and out-of-fold scores: the scored rows only
+            held, y = held[keep], y[keep]
+            weights = None if weights is None else weights[keep]
         clf = pipe.named_steps["clf"]
         if isinstance(clf, KernelSVC):  # calibrated with the fit's weights: the same balance
             clf.calibrate(held, y, weights)
@@ -441,7 +472,8 @@ class ClassicalModel:
 
     # -- fitting
     def fit(self, X: Any, y: Sequence[Any], groups: Sequence[Any] | None = None, *,
-            calibration_folds: int = 5, strata: Sequence[Any] | None = None) -> ClassicalModel:
+            calibration_folds: int = 5, strata: Sequence[Any] | None = None,
+            norm_groups: Sequence[Any] | None = None, scored: Sequence[bool] | None = None) -> ClassicalModel:
         """Fit with the fixed ``params`` (no search).
 
         An SVM's probabilities are calibrated on held-out decision values: folds
@@ -456,12 +488,20 @@ class ClassicalModel:
                 2+ strata, every (stratum, class) cell weighs the same in every fit
                 (:func:`balance_weights`), so no corpus dominates by its size; ``None`` or one
                 stratum: class-balanced only.
+            norm_groups: ``[n]`` group of each row for ``speaker_norm`` (default ``groups``):
+                a speed-perturbed copy of a speaker's utterances is normalised as a speaker of
+                its own (``"<speaker>@<factor>"``) while ``groups`` keeps it in its speaker's folds.
+            scored: ``[n]`` bool, the rows that held-out folds score and calibrate on (default
+                all): training-only copies are False, so no score comes from a copy. Needs
+                ``groups``.
 
         Raises:
-            ValueError: too few rows per class for the calibration folds.
+            ValueError: too few rows per class for the calibration folds; ``scored`` without
+                ``groups``, or a fold without scored rows.
         """
-        arr = self._prepare(X, groups, fitting=True)
+        arr = self._prepare(X, groups, fitting=True, norm_groups=norm_groups)
         y = np.asarray(y)
+        keep = _scored_rows(scored, len(y), groups)
         if groups is not None and len(pd.unique(np.asarray(groups))) >= 2:
             splits = grouped_inner_splits(groups, n_splits=calibration_folds)
         else:
@@ -471,11 +511,11 @@ class ClassicalModel:
                                  "(or groups with 2+ speakers)")
             splits = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=self.seed)
                           .split(np.zeros(len(y)), y))
-        self.inner_splits_ = splits
+        self.inner_splits_ = splits = _scored_splits(splits, keep)
         weights = self._weights(y, strata)
         _, held = self._search(arr, y, splits, [{}], 1, weights)
         self.best_params_ = dict(self.params)
-        self._finish(arr, y, held[0], weights)
+        self._finish(arr, y, held[0], weights, keep)
         return self
 
     def fit_grid(
@@ -488,6 +528,8 @@ class ClassicalModel:
         inner_folds: int = 5,
         n_jobs: int = 1,
         strata: Sequence[Any] | None = None,
+        norm_groups: Sequence[Any] | None = None,
+        scored: Sequence[bool] | None = None,
     ) -> ClassicalModel:
         """Choose parameters by speaker-grouped CV (UAR), then refit on all rows.
 
@@ -507,6 +549,8 @@ class ClassicalModel:
             inner_folds: inner folds (capped at the number of speakers).
             n_jobs: inner folds evaluated in parallel (joblib processes).
             strata: ``[n]`` stratum (corpus) of each row, see :meth:`fit`.
+            norm_groups, scored: training-only copies (speed perturbation), see :meth:`fit`:
+                the inner folds split ``groups`` and score only the ``scored`` rows.
 
         Returns:
             ``self``, refitted with ``best_params_``.
@@ -514,8 +558,9 @@ class ClassicalModel:
         Raises:
             ValueError: fewer than 2 speakers, or an unknown parameter in ``param_grid``.
         """
-        arr = self._prepare(X, groups, fitting=True)
+        arr = self._prepare(X, groups, fitting=True, norm_groups=norm_groups)
         y = np.asarray(y)
+        keep = _scored_rows(scored, len(y), groups)
         grid = dict(param_grid) if param_grid is not None else default_param_grid(
             self.estimator, n_features=_capped(self.select_k, arr.shape[1]) or arr.shape[1])
         valid = _make_estimator(self.estimator, seed=self.seed).get_params()
@@ -524,7 +569,7 @@ class ClassicalModel:
             raise ValueError(f"param_grid: {unknown} are not parameters of {self.estimator}; "
                              f"valid: {', '.join(sorted(valid))}")
         combos = [dict(c) for c in ParameterGrid({k: list(v) for k, v in grid.items()})]
-        self.inner_splits_ = grouped_inner_splits(groups, n_splits=inner_folds)
+        self.inner_splits_ = _scored_splits(grouped_inner_splits(groups, n_splits=inner_folds), keep)
         weights = self._weights(y, strata)
         uars, held = self._search(arr, y, self.inner_splits_, combos, n_jobs, weights)
         mean = uars.mean(axis=1)
@@ -534,7 +579,7 @@ class ClassicalModel:
         self.cv_results_ = pd.DataFrame({"params": [json.dumps(c, default=jsonable, sort_keys=True)
                                                     for c in combos], "mean_uar": mean,
                                          **{f"split{i}_uar": uars[:, i] for i in range(uars.shape[1])}})
-        self._finish(arr, y, held[best], weights)
+        self._finish(arr, y, held[best], weights, keep)
         return self
 
     # -- prediction
