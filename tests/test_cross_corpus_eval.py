@@ -165,6 +165,30 @@ def test_train_only_rows_train_but_are_never_tested():
                       train_only=[True], progress=False)
 
 
+def test_train_only_rows_are_never_scored_in_the_inner_folds(monkeypatch):
+    from ser.models.classical.estimator import ClassicalModel
+
+    seen = []
+    fit_grid = ClassicalModel.fit_grid
+
+    def spy(self, *args, **kwargs):
+        out = fit_grid(self, *args, **kwargs)
+        seen.append((kwargs.get("scored"), self.inner_splits_))
+        return out
+
+    monkeypatch.setattr(ClassicalModel, "fit_grid", spy)
+    X, y, spk, corp = _corpora()
+    copies = X.set_axis([f"aug_{i}" for i in X.index]) + 0.01
+    extra = np.r_[np.zeros(len(X), bool), np.ones(len(X), bool)]
+    evaluate_loco({"egemaps": pd.concat([X, copies])}, np.r_[y, y], np.r_[spk, spk], np.r_[corp, corp],
+                  estimator="logreg", param_grid=GRID, inner_folds=3, progress=False, train_only=extra,
+                  in_corpus_loso=False)
+    assert len(seen) == 3
+    for scored, splits in seen:
+        assert scored is not None and scored.sum() == len(scored) // 2  # originals, then their copies
+        assert all(scored[va].all() for _, va in splits) and all((~scored[tr]).any() for tr, _ in splits)
+
+
 def _tone_corpora(root):
     """3 corpora x 3 speakers x 4 classes x 2 files: class = pitch, corpus = a level offset."""
     import soundfile as sf

@@ -135,7 +135,8 @@ def evaluate_loco(
         progress: tqdm bar over the held-out corpora.
         train_only: ``[n]`` flags of rows that only ever train (e.g. augmented copies of
             an utterance, under its corpus and speaker): used when their corpus is not
-            held out, never tested nor in the in-corpus LOSO. Default: none.
+            held out, never tested nor in the in-corpus LOSO, nor scored or calibrated on in
+            the inner folds (they stay in their speaker's fold). Default: none.
         balance_corpora: every (training corpus, class) weighs the same in the fits
             (:func:`ser.models.classical.estimator.balance_weights`), as in stage 02;
             ``False``: class-balanced only, so a large corpus dominates.
@@ -186,7 +187,7 @@ def evaluate_loco(
         t0 = time.perf_counter()
         model = ClassicalModel(estimator=estimator, speaker_norm=speaker_norm, seed=seed)
         model.fit_grid(X[tr], y[tr], g[tr], param_grid=param_grid, inner_folds=inner_folds, n_jobs=n_jobs,
-                       strata=c[tr] if balance_corpora else None)
+                       strata=c[tr] if balance_corpora else None, scored=~extra[tr] if extra.any() else None)
         proba = aligned_proba(model.predict_proba(X[te], g[te]), model.classes_, classes)
         y_pred = np.asarray(classes)[proba.argmax(axis=1)]
         yt = y[te]
