@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_emodb_lda_variants import LABELS, lda_multi, prepare  # noqa: E402
+from bench_emodb_lda_variants import LABELS, lda_multi, prepare, report  # noqa: E402
 from feature_tables import extract_aligned  # noqa: E402
 from machine import machine_line  # noqa: E402
 
@@ -138,28 +138,21 @@ def main() -> int:
     for s in sorted(set(spk)):
         te = np.where(orig & (spk == s))[0]
         train_spk = np.array(sorted(set(spk) - {s}))
-        line, best = [], (-1.0, "")
+        inner, line = {}, []
         for name, use in (("base", False), ("aug", True)):
             c0 = time.process_time()
-            cfg, u = choose(train_spk, use)
+            cfg, inner[name] = choose(train_spk, use)
             tr = np.where(np.isin(spk, train_spk) & (orig | use))[0]
-            p = classes[scores(X, y, tr, te, [cfg[0]], [cfg[1]])[cfg].argmax(axis=1)]
+            preds[name][te] = classes[scores(X, y, tr, te, [cfg[0]], [cfg[1]])[cfg].argmax(axis=1)]
             cpu[name] += time.process_time() - c0
-            preds[name][te] = p
-            if u > best[0]:
-                best = (u, name)
-                preds["pick"][te] = p
-            line.append(f"{name} {uar_score(y[te], p):.3f} (inner {u:.3f}; k {cfg[0]}, a {cfg[1]}; {len(tr)} rows)")
-        picks.append(best[1])
-        print(f"speaker {s}: " + "; ".join(line) + f"; pick {best[1]}", flush=True)
+            line.append(f"{name} {uar_score(y[te], preds[name][te]):.3f} (inner {inner[name]:.3f}; "
+                        f"k {cfg[0]}, a {cfg[1]}; {len(tr)} rows)")
+        picks.append(max(inner, key=inner.get))  # the better inner UAR; base on a tie
+        preds["pick"][te] = preds[picks[-1]][te]
+        print(f"speaker {s}: " + "; ".join(line) + f"; pick {picks[-1]}", flush=True)
     print(machine_line(load0, os.getloadavg()))
     print(f"{a.classes} classes, {len(test_rows)} test files, speed factors {a.factors}")
-    for name, p in preds.items():
-        yt, pt, st = y[test_rows], p[test_rows], spk[test_rows]
-        f = [uar_score(yt[st == s], pt[st == s]) for s in sorted(set(st))]
-        print(f"{name}: pooled UAR {uar_score(yt, pt):.3f}, fold mean {np.mean(f):.3f} ± {np.std(f):.3f}, "
-              f"accuracy {np.mean(pt == yt):.3f}" + (f", CPU {cpu[name]:.0f} s" if name in cpu else ""))
-    print("pick chose: " + ", ".join(f"{v}: {picks.count(v)}" for v in dict.fromkeys(picks)))
+    report({n: p[test_rows] for n, p in preds.items()}, y[test_rows], spk[test_rows], cpu, picks)
     print(f"CPU {time.process_time() - t0:.0f} s, wall {time.perf_counter() - w0:.0f} s")
     return 0
 

@@ -268,6 +268,17 @@ class Variant:
         return classes[d.argmax(axis=1)]
 
 
+def report(preds: dict[str, np.ndarray], y: np.ndarray, spk: np.ndarray, cpu: dict[str, float],
+           picks: list[str]) -> None:
+    """Print each variant's pooled UAR, fold mean ± SD over held-out speakers, accuracy and CPU,
+    and how often the nested pick chose each variant."""
+    for name, p in preds.items():
+        f = [uar_score(y[spk == s], p[spk == s]) for s in sorted(set(spk))]
+        print(f"{name}: pooled UAR {uar_score(y, p):.3f}, fold mean {np.mean(f):.3f} ± {np.std(f):.3f}, "
+              f"accuracy {np.mean(p == y):.3f}" + (f", CPU {cpu[name]:.0f} s" if name in cpu else ""))
+    print("pick chose: " + ", ".join(f"{v}: {picks.count(v)}" for v in dict.fromkeys(picks)))
+
+
 def combine(files: list[str]) -> int:
     """Print the pooled UAR of each variant in ``files`` and of the pick across all of them
     (per held-out speaker, the variant with the best inner UAR; first on ties)."""
@@ -345,11 +356,7 @@ def main() -> int:
         print(f"speaker {s}: " + "; ".join(line) + f"; pick {inner_best[1]}", flush=True)
     print(machine_line(load0, os.getloadavg()))
     print(f"{a.classes} classes, {len(y)} files")
-    for name, p in preds.items():
-        f = [uar_score(y[spk == s], p[spk == s]) for s in sorted(set(spk))]
-        print(f"{name}: pooled UAR {uar_score(y, p):.3f}, fold mean {np.mean(f):.3f} ± {np.std(f):.3f}, "
-              f"accuracy {np.mean(p == y):.3f}" + (f", CPU {cpu[name]:.0f} s" if name in cpu else ""))
-    print("pick chose: " + ", ".join(f"{v}: {picks.count(v)}" for v in dict.fromkeys(picks)))
+    report(preds, y, spk, cpu, picks)
     print(f"CPU {time.process_time() - t0:.0f} s, wall {time.perf_counter() - w0:.0f} s")
     if a.out:
         Path(a.out).write_text(json.dumps({"classes": a.classes, "y": y.tolist(), "speaker": spk.tolist(),
