@@ -112,3 +112,21 @@ def test_stage_02_speed_perturbed_candidate(tmp_path, monkeypatch):
 def test_speed_perturb_option_is_checked(bad):
     with pytest.raises(ValueError, match=r"\(a\): speed_perturb must list distinct speed factors"):
         cv.parse_candidates([{"name": "a", "family": "classical", "speed_perturb": bad}], default_name="x")
+
+
+def test_copies_come_from_one_read_of_each_utterance(tmp_path):
+    """The windows of several speeds: the originals as ``centre_windows`` gives them, the copies the
+    centre windows of ``augment.speed`` of the same (pitch-normalised) utterance."""
+    from ser.models.window import fit_window
+    from ser.signal import pitchnorm
+
+    rows = tone_corpus(tmp_path, split=SPLIT, f0=F0, sr=SR, n_per=1, max_s=0.8, seed=1)
+    n = int(0.5 * SR)
+    at, ok = cv.centre_windows_at(rows, sample_rate=SR, n_samples=n, pitch_norm_hz=200.0, speeds=(1.0, 1.1))
+    plain, ok1 = cv.centre_windows(rows, sample_rate=SR, n_samples=n, pitch_norm_hz=200.0)
+    np.testing.assert_array_equal(ok, ok1)
+    np.testing.assert_array_equal(at[1.0], plain)
+    load = pitchnorm.SpeakerLoader(rows, sample_rate=SR, target_hz=200.0)
+    r = rows.iloc[0]
+    np.testing.assert_array_equal(at[1.1][0], fit_window(augment.speed(load(r.path, r.speaker), SR, factor=1.1), n))
+    assert at[1.1].shape == plain.shape and not np.array_equal(at[1.1], plain)

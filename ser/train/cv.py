@@ -254,29 +254,44 @@ def check_speed_factors(factors: Any) -> list[float]:
 
 
 def centre_windows(rows: pd.DataFrame, *, sample_rate: int, n_samples: int, pitch_norm_hz: float = 0.0,
-                   progress: bool = False, speed: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                   progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The centre window (:func:`ser.models.window.fit_window`) of each utterance, pitch-normalised
-    per speaker when ``pitch_norm_hz`` > 0 (:class:`ser.signal.pitchnorm.SpeakerLoader`), of the
-    utterance played ``speed`` times faster when ``speed`` != 1 (:func:`ser.signal.augment.speed`,
-    after the pitch normalisation).
+    per speaker when ``pitch_norm_hz`` > 0 (:class:`ser.signal.pitchnorm.SpeakerLoader`).
 
     Returns:
         ``(windows, ok)``: float32 ``[n_ok, n_samples]`` and a bool ``[len(rows)]`` mask of the
         rows that could be read.
     """
+    windows, ok = centre_windows_at(rows, sample_rate=sample_rate, n_samples=n_samples,
+                                    pitch_norm_hz=pitch_norm_hz, progress=progress)
+    return windows[1.0], ok
+
+
+def centre_windows_at(rows: pd.DataFrame, *, sample_rate: int, n_samples: int, pitch_norm_hz: float = 0.0,
+                      progress: bool = False, speeds: Sequence[float] = (1.0,),
+                      ) -> tuple[dict[float, np.ndarray], np.ndarray]:
+    """:func:`centre_windows` of each utterance played at each of ``speeds`` (1: as recorded;
+    otherwise :func:`ser.signal.augment.speed`, after the pitch normalisation), each utterance
+    read and pitch-normalised once for all of them.
+
+    Returns:
+        ``({speed: float32 [n_ok, n_samples]}, ok)``, ``ok`` the bool ``[len(rows)]`` mask of
+        the rows that could be read (the same for every speed).
+    """
     load = pitchnorm.SpeakerLoader(rows, sample_rate=sample_rate, target_hz=pitch_norm_hz)
-    out, ok = [], np.zeros(len(rows), bool)
+    out: dict[float, list[np.ndarray]] = {float(f): [] for f in speeds}
+    ok = np.zeros(len(rows), bool)
     for i, r in enumerate(tqdm(rows.itertuples(index=False), total=len(rows), desc="windows", unit="utt",
                                disable=not progress)):
         try:
             wave = load(r.path, r.speaker)
         except (audio.AudioError, OSError, ValueError):
             continue
-        if speed != 1.0:
-            wave = augment.speed(wave, sample_rate, factor=speed)
-        out.append(fit_window(wave, n_samples))
+        for f, acc in out.items():
+            acc.append(fit_window(wave if f == 1.0 else augment.speed(wave, sample_rate, factor=f), n_samples))
         ok[i] = True
-    return (np.stack(out).astype(np.float32) if out else np.zeros((0, n_samples), np.float32)), ok
+    return ({f: np.stack(w).astype(np.float32) if w else np.zeros((0, n_samples), np.float32)
+             for f, w in out.items()}, ok)
 
 
 def bundle_proba(bundle: Any, rows: pd.DataFrame, *, calibrated: bool = False, batch_size: int = 64,
@@ -340,18 +355,22 @@ def _fit_classical(c: Candidate, rows: pd.DataFrame, folds: Mapping[str, int], *
     key = (sample_rate, n, pnorm)
     sets = [o["feature_set"]] if isinstance(o["feature_set"], str) else list(o["feature_set"])
     factors = list(o.get("speed_perturb") or [])
+    def wkey(f: float) -> tuple[Any, ...]:
+        return key if f == 1.0 else (*key, "speed", f)
+
+    missing = [f for f in [1.0, *factors] if wkey(f) not in cache]
+    if missing:  # each utterance read and pitch-normalised once for every speed still missing
+        windows_at, ok = centre_windows_at(rows, sample_rate=sample_rate, n_samples=n, pitch_norm_hz=pnorm,
+                                           progress=progress, speeds=missing)
+        cache.update({wkey(f): (w, ok) for f, w in windows_at.items()})
     parts = []  # (rows used, features, speed factor): the originals, then each factor's copies
     for f in [1.0, *factors]:
-        wkey = key if f == 1.0 else (*key, "speed", f)
-        if wkey not in cache:
-            cache[wkey] = centre_windows(rows, sample_rate=sample_rate, n_samples=n, pitch_norm_hz=pnorm,
-                                         progress=progress, speed=f)
-        windows, ok = cache[wkey]
+        windows, ok = cache[wkey(f)]
         for fs in sets:
-            if (*wkey, fs) not in cache:
-                cache[(*wkey, fs)] = signal_features(windows, feature_set=fs, sample_rate=sample_rate)
+            if (*wkey(f), fs) not in cache:
+                cache[(*wkey(f), fs)] = signal_features(windows, feature_set=fs, sample_rate=sample_rate)
         # several sets: early fusion, in the listed order
-        parts.append((rows[ok].reset_index(drop=True), np.hstack([cache[(*wkey, fs)] for fs in sets]), f))
+        parts.append((rows[ok].reset_index(drop=True), np.hstack([cache[(*wkey(f), fs)] for fs in sets]), f))
     used = parts[0][0]
     X = np.vstack([p[1] for p in parts])
     y = np.concatenate([p[0]["label"].to_numpy() for p in parts])
