@@ -37,7 +37,12 @@ from bench_diarization import _caregiver_speaker, demo_items, emodb_items
 from ser.inference import diarization
 from ser.inference.caregiver import identify_caregivers
 from ser.inference.der import diarization_error
-from ser.inference.diarization import DiarizationOptions, RecordingDiarization, segment_embeddings
+from ser.inference.diarization import (
+    DiarizationOptions,
+    RecordingDiarization,
+    segment_embeddings,
+    split_tightness,
+)
 from ser.models.speaker_encoder import SpeakerEncoder
 
 CACHE = Path(__file__).resolve().parents[1] / "results" / "cache" / "diar"
@@ -144,11 +149,6 @@ def window_speakers(rec: dict) -> np.ndarray:
     return np.where(ov.max(1) > 0, ov.argmax(1), -1)
 
 
-def _objective(emb: np.ndarray, lab: np.ndarray) -> float:
-    """Spherical k-means objective (sum of the clusters' resultant lengths; higher is tighter)."""
-    return float(sum(np.linalg.norm(emb[lab == k].sum(0)) for k in np.unique(lab)))
-
-
 VARIANTS: dict[str, DiarizationOptions] = {
     "default": DiarizationOptions(),
     "max 2 speakers, merge at 0.90": DiarizationOptions(max_speakers=2, max_centroid_similarity=0.90),
@@ -194,7 +194,7 @@ def compare(name: str, encoder: str = "resemblyzer") -> None:
             e = r["emb"][y >= 0]
             y = y[y >= 0]
             best = KMeans(2, n_init=50, random_state=0).fit_predict(e)  # best of 50 two-way splits
-            worse.append(_objective(e, best) > _objective(e, y))
+            worse.append(split_tightness(e, best) > split_tightness(e, y))
             agree.append(max(np.mean(best == y), np.mean(best != y)))
         print(f"{name}, {kind}: the best 2-means split (50 starts) is tighter than the true speakers' in "
               f"{sum(worse)}/{len(worse)} conversations and agrees with them on {np.mean(agree):.0%} "

@@ -170,7 +170,7 @@ def cluster_embeddings(emb: np.ndarray, *, options: DiarizationOptions) -> np.nd
 
             alt = KMeans(options.num_speakers, n_init=options.kmeans_restarts, random_state=0).fit_predict(emb)
             alt = _refine(emb, alt, np.arange(n), options=options, fixed=True)
-            if _tightness(emb, alt) > _tightness(emb, labels):
+            if split_tightness(emb, alt) > split_tightness(emb, labels):
                 labels = alt
         return labels
     labels = np.zeros(n, dtype=np.int64)
@@ -194,8 +194,9 @@ def cluster_embeddings(emb: np.ndarray, *, options: DiarizationOptions) -> np.nd
     return np.unique(labels, return_inverse=True)[1]
 
 
-def _tightness(emb: np.ndarray, labels: np.ndarray) -> float:
-    """Spherical k-means objective of a split: the sum of its clusters' resultant lengths."""
+def split_tightness(emb: np.ndarray, labels: np.ndarray) -> float:
+    """Spherical k-means objective of a split of unit embeddings ``emb`` by ``labels``: the sum
+    of its clusters' resultant lengths (higher is tighter)."""
     return float(sum(np.linalg.norm(emb[labels == k].sum(0)) for k in np.unique(labels)))
 
 
@@ -325,8 +326,7 @@ def _block(y: np.ndarray, t0: float, *, block_s: float, options: DiarizationOpti
         b = np.searchsorted(centres, ws - t0 + opt.window_s)
         share = (cs[b] - cs[a]) / np.maximum(b - a, 1)
         ws = ws[share >= opt.min_window_speech]
-    emb = (encoder.embed_windows(y, ENCODER_SR, starts_s=ws - t0, window_s=opt.window_s) if len(ws)
-           else np.zeros((0, 256), np.float32))
+    emb = encoder.embed_windows(y, ENCODER_SR, starts_s=ws - t0, window_s=opt.window_s)  # (0, d) for none
     return sp[:n_own].copy(), ws, emb
 
 
