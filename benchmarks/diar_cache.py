@@ -182,9 +182,10 @@ def compare(name: str, encoder: str = "resemblyzer") -> None:
                            columns=["kind", "ok"])
         s["one_voice_called_one"] = one.groupby("kind")["ok"].mean().round(2)
         print(f"{name}: {label}\n{s.to_string()}\n", flush=True)
-    s = summary(score(recs, DiarizationOptions(num_speakers=2, kmeans_restarts=20)))
-    print(f"{name}: count fixed at 2, the tighter of the linkage split and k-means++ (kmeans_restarts=20)\n"
-          f"{s.to_string()}\n", flush=True)
+    for gain in (0.0, 0.005, DiarizationOptions().kmeans_min_gain, 0.015, 0.02):
+        s = summary(score(recs, DiarizationOptions(num_speakers=2, kmeans_restarts=20, kmeans_min_gain=gain)))
+        print(f"{name}: count fixed at 2, k-means++ (kmeans_restarts=20) replaces the linkage split when "
+              f"tighter by {gain:g} per window\n{s.to_string()}\n", flush=True)
     from sklearn.cluster import KMeans
 
     for kind in ("mixed", "same"):

@@ -58,6 +58,8 @@ def test_options_check_the_encoder_and_restarts():
         DiarizationOptions(encoder="ecapa")
     with pytest.raises(ValueError, match="kmeans_restarts must be an integer >= 0"):
         DiarizationOptions(kmeans_restarts=-1)
+    with pytest.raises(ValueError, match=r"kmeans_min_gain must be in \[0, 1\]"):
+        DiarizationOptions(kmeans_min_gain=-0.1)
 
 
 def _blobs_and_outliers(seed: int = 0):
@@ -81,6 +83,32 @@ def test_kmeans_restarts_replace_a_split_that_only_cuts_off_outliers():
                                   cluster_embeddings(emb, options=DiarizationOptions(max_centroid_similarity=0.99)))
 
 
+def test_kmeans_split_must_be_tighter_by_the_min_gain_per_window():
+    from ser.inference.diarization import split_tightness
+
+    emb = _blobs_and_outliers()
+    plain = cluster_embeddings(emb, options=DiarizationOptions(num_speakers=2))
+    km = cluster_embeddings(emb, options=DiarizationOptions(num_speakers=2, kmeans_restarts=10, kmeans_min_gain=0))
+    gain = (split_tightness(emb, km) - split_tightness(emb, plain)) / len(emb)
+    assert gain > DiarizationOptions().kmeans_min_gain  # outliers cut off: a large gain, the default switches
+    just_below = DiarizationOptions(num_speakers=2, kmeans_restarts=10, kmeans_min_gain=gain * 0.99)
+    just_above = DiarizationOptions(num_speakers=2, kmeans_restarts=10, kmeans_min_gain=gain * 1.01)
+    np.testing.assert_array_equal(cluster_embeddings(emb, options=just_below), km)
+    np.testing.assert_array_equal(cluster_embeddings(emb, options=just_above), plain)
+
+
+def test_batch_size_does_not_change_the_embeddings(campp):
+    rng = stream_rng(1, "campp-batch")
+    y = np.concatenate([synthesize_utterance(emotion=e, voice=v, rng=rng, sample_rate=SR, duration_s=2.0)
+                        for e, v in (("neutral", WOMAN), ("happy", MAN), ("sad", WOMAN))])
+    starts = np.arange(0.0, 4.4, 0.5)
+    ref = campp_encoder.CamppEncoder(batch_size=64).embed_windows(y, SR, starts_s=starts, window_s=1.5)
+    for bs in (1, 3):
+        got = campp_encoder.CamppEncoder(batch_size=bs).embed_windows(y, SR, starts_s=starts, window_s=1.5)
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert campp.batch_size == 8
+
+
 def test_campp_diarizes_two_voices(tmp_path, campp):
     y, turns = conversation(40.0, seed=2)
     path = audio.write_wav(tmp_path / "two_voices.wav", y, SR)
@@ -102,6 +130,8 @@ def test_cli_encoder_option_and_resume_of_files_written_before_it(tmp_path, camp
     # another encoder cannot resume this file
     assert main(["diarize", str(d), "-o", str(out), "--quiet"]) == 2
     # a file written before the options existed resumes as the defaults it was written with
+    km = tmp_path / "km.csv"
+    assert main(["diarize", str(d), "-o", str(km), "--speakers", "2", "--kmeans-restarts", "5", "--quiet"]) == 0
     old = tmp_path / "old.csv"
     assert main(["diarize", str(d), "-o", str(old), "--quiet"]) == 0
     p = diarize_files.output_paths(old)["speakers"]
@@ -112,6 +142,15 @@ def test_cli_encoder_option_and_resume_of_files_written_before_it(tmp_path, camp
     calls = []
     monkeypatch.setattr(diarize_files, "diarize_recording", lambda f, **kw: calls.append(f) or None)
     assert main(["diarize", str(d), "-o", str(old), "--quiet"]) == 0 and calls == []
+    # k-means restarts written before kmeans_min_gain existed replaced the split when tighter at all
+    p = diarize_files.output_paths(km)["speakers"]
+    stamp = json.loads(p.read_text())
+    assert stamp["options"]["kmeans_min_gain"] == 0.01
+    del stamp["options"]["kmeans_min_gain"]
+    p.write_text(json.dumps(stamp))
+    assert main(["diarize", str(d), "-o", str(km), "--speakers", "2", "--kmeans-restarts", "5", "--quiet"]) == 2
+    assert main(["diarize", str(d), "-o", str(km), "--speakers", "2", "--kmeans-restarts", "5",
+                 "--kmeans-min-gain", "0", "--quiet"]) == 0 and calls == []
 
 
 def test_filterbank_in_pieces_equals_one_piece(monkeypatch):

@@ -19,8 +19,9 @@ encoder work on small pieces, so the peak does not grow with the file's length):
    ``min_silhouette``; clusters whose centroids have cosine similarity of at least
    ``max_centroid_similarity`` are then merged (a fixed ``num_speakers`` skips both; with it and
    ``kmeans_restarts`` > 0 a k-means++ split of all windows, refined the same way, replaces the
-   agglomerative one when it is tighter: the average-linkage cut can split off a few outlying
-   windows instead of the second voice).
+   agglomerative one when it is tighter by ``kmeans_min_gain`` per window: the average-linkage
+   cut can split off a few outlying windows instead of the second voice, while a k-means split
+   that is only a little tighter is more often one voice cut by what it said).
 4. **Re-segmentation**: every speech frame takes the speaker whose centroid is closest,
    on average, to the windows covering it; runs shorter than ``min_turn_s`` take their
    neighbour's speaker. Rows are the runs: ``start_s, end_s, speaker, confidence`` (the
@@ -86,7 +87,14 @@ class DiarizationOptions:
         encoder: speaker encoder, ``"resemblyzer"`` or ``"campp"``
             (:data:`ser.models.speaker_encoder.ENCODERS`).
         kmeans_restarts: with ``num_speakers``, also try a k-means++ split with this many
-            starts and keep the tighter of it and the agglomerative one (0: agglomerative only).
+            starts and keep it instead of the agglomerative one when it is tighter by
+            ``kmeans_min_gain`` (0: agglomerative only).
+        kmeans_min_gain: how much tighter the k-means split must be to replace the
+            agglomerative one: gain in :func:`split_tightness` per window, about the mean
+            cosine of a window to its cluster's centroid (0-1). Where the average-linkage cut
+            only split off outlying windows, k-means gains 0.02-0.05; where both found the
+            voices, or k-means cut one voice by what it said, it gains 0-0.012
+            (``benchmarks/RESULTS.md``, CAM++ on EmoDB conversations and the demo).
     """
 
     vad: str = "silero"
@@ -102,6 +110,7 @@ class DiarizationOptions:
     block_s: float = 600.0
     encoder: str = "resemblyzer"
     kmeans_restarts: int = 0
+    kmeans_min_gain: float = 0.01
 
     def __post_init__(self) -> None:
         vad.check_method(self.vad)
@@ -109,6 +118,8 @@ class DiarizationOptions:
         if isinstance(self.kmeans_restarts, bool) or not isinstance(self.kmeans_restarts, int) \
                 or self.kmeans_restarts < 0:
             raise ValueError(f"kmeans_restarts must be an integer >= 0; got {self.kmeans_restarts!r}")
+        if not (0 <= self.kmeans_min_gain <= 1):
+            raise ValueError(f"kmeans_min_gain must be in [0, 1]; got {self.kmeans_min_gain!r}")
         if not (0.5 <= self.window_s <= 10):
             raise ValueError(f"window_s must be 0.5-10 s; got {self.window_s!r}")
         if not (0 < self.hop_s <= self.window_s):
@@ -170,7 +181,7 @@ def cluster_embeddings(emb: np.ndarray, *, options: DiarizationOptions) -> np.nd
 
             alt = KMeans(options.num_speakers, n_init=options.kmeans_restarts, random_state=0).fit_predict(emb)
             alt = _refine(emb, alt, np.arange(n), options=options, fixed=True)
-            if split_tightness(emb, alt) > split_tightness(emb, labels):
+            if split_tightness(emb, alt) > split_tightness(emb, labels) + options.kmeans_min_gain * n:
                 labels = alt
         return labels
     labels = np.zeros(n, dtype=np.int64)

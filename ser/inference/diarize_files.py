@@ -96,6 +96,17 @@ def enrolment_centroid(path: str | os.PathLike[str], *, options: DiarizationOpti
     return e / max(float(np.linalg.norm(e)), 1e-12)
 
 
+def _written_with(stored: dict) -> dict:
+    """The full options a ``speakers.json`` was written with: an option it lacks was not there
+    yet, so it had its default then, which is today's default except ``kmeans_min_gain``
+    (k-means replaced the agglomerative split when tighter at all: 0; irrelevant without
+    restarts)."""
+    full = {**dataclasses.asdict(DiarizationOptions()), **stored}
+    if "kmeans_min_gain" not in stored and full.get("kmeans_restarts"):
+        full["kmeans_min_gain"] = 0.0
+    return full
+
+
 def _stored(rec: RecordingDiarization) -> dict:
     return {"duration_s": rec.duration_s, "flags": rec.flags,
             "speech_s": rec.speech_s, "centroids": {k: [round(float(v), 6) for v in c]
@@ -160,8 +171,7 @@ def diarize_paths(
         except (OSError, ValueError) as e:
             raise ResumeError(f"cannot resume from {paths['segments']}: {e}; delete it or use "
                               "--no-resume") from e
-        # files written before an option existed were written with its default
-        if {**dataclasses.asdict(DiarizationOptions()), **prev.get("options", {})} != opt_json:
+        if _written_with(prev.get("options", {})) != opt_json:
             raise ResumeError(f"cannot resume from {paths['segments']}: written with options "
                               f"{prev.get('options')}, this run uses {opt_json}; delete it, write to "
                               "another file (-o) or use --no-resume")

