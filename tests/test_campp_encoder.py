@@ -161,3 +161,15 @@ def test_filterbank_in_pieces_equals_one_piece(monkeypatch):
     assert whole.shape == (1 + (len(y) - 400) // 160, 80)
     torch.testing.assert_close(whole, pieces, rtol=1e-5, atol=1e-5)  # the same frames, other BLAS blocks
     assert campp_encoder.fbank(y[:100]).shape == (0, 80)
+
+
+def test_cohort_profile_hears_the_caregiver_through_campp_with_two_speakers():
+    """The cohort profile runs the study on the caregiver's speech with the diarization setting
+    that meets the accuracy goals (CAM++, two speakers, k-means restarts; benchmarks/RESULTS.md)."""
+    from ser.run import params
+
+    stage = params.load_profile("cohort")["04_inference"]
+    assert stage["speaker"] == "caregiver" and stage["diarize"] is True
+    opt = DiarizationOptions(encoder=stage["diarize_encoder"], num_speakers=stage["diarize_speakers"],
+                             kmeans_restarts=stage["diarize_kmeans_restarts"])
+    assert (opt.encoder, opt.num_speakers) == ("campp", 2) and opt.kmeans_restarts > 0

@@ -9,7 +9,7 @@ encoder work on small pieces, so the peak does not grow with the file's length):
    grid; a window with at least ``min_window_speech`` of its frames speech is embedded
    by the ``encoder``: Resemblyzer's (:class:`ser.models.speaker_encoder.SpeakerEncoder`, the
    default) or CAM++ (:class:`ser.models.campp_encoder.CamppEncoder`, which keeps two voices of
-   one sex apart far better, at six times the CPU).
+   one sex apart far better, at four to five times the CPU).
 3. **Clustering**: average-linkage agglomerative clustering on cosine distance (at most
    :data:`MAX_CLUSTER_WINDOWS` windows, evenly spaced; the rest are assigned to the
    nearest centroid), cut into k = 2 … ``max_speakers`` clusters; each cut is refined

