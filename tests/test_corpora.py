@@ -326,6 +326,29 @@ def test_index_recordings_resolves_and_orders(tmp_path):
     assert (rec["sample_rate"] == SR).all() and rec["session"].tolist() == ["1"] * 6
 
 
+def test_index_recordings_carries_enrolment_clips_and_speaker_counts(tmp_path):
+    """The optional manifest columns reach recordings.csv (stage 04's diarization reads them
+    there): enrolment clips made absolute, speaker counts as numbers, a bad count left out."""
+    manifest = make_cohort(tmp_path)
+    man = pd.read_csv(manifest, dtype=str)
+    man["enrolment_path"] = ["clips/p001.wav", "", "", "", "", ""]
+    man["speakers"] = ["1", "", "2", "two", "0", ""]
+    man.to_csv(manifest, index=False)
+    rec, err = corpora.index_recordings(manifest)
+    assert list(rec.columns) == list(schema.RECORDING_COLUMNS) + ["enrolment_path", "speakers"]
+    by = rec.set_index("recording")
+    assert by.loc[man.loc[0, "recording"], "enrolment_path"] == str((tmp_path / "clips" / "p001.wav").resolve())
+    want = {r: {"1": 1, "2": 2, "": 0}[n] for r, n in zip(man["recording"], man["speakers"]) if n not in ("two", "0")}
+    assert by["speakers"].fillna(0).astype(int).to_dict() == want
+    assert len(err) == 2 and err["reason"].str.contains("speakers must be a whole number >= 1").all()
+    assert "got 'two'" in " ".join(err["reason"]) and "got '0'" in " ".join(err["reason"])
+    rec.to_csv(tmp_path / "recordings.csv", index=False)
+    back = corpora.load_recordings(tmp_path / "recordings.csv")
+    back = back.set_index("recording")
+    assert back["enrolment_path"].fillna("").to_dict() == by["enrolment_path"].fillna("").to_dict()
+    assert back["speakers"].fillna(0).astype(int).to_dict() == want
+
+
 def test_cohort_summary_counts_levels_in_order(tmp_path):
     rec, _ = corpora.index_recordings(make_cohort(tmp_path))
     summary = corpora.cohort_summary(rec)

@@ -427,3 +427,31 @@ def test_manifest_keys_by_recording_and_uses_enrolment_clips(tmp_path, encoder):
                                      "r2,a,expert,care,1,a_care.wav,a_control.wav\n")
     with pytest.raises(ValueError, match="two enrolment clips"):
         diarize_files.diarize_manifest(tmp_path / "m2.csv", encoder=encoder)
+
+
+def test_manifest_speaker_counts_per_recording_and_resume(tmp_path, encoder, monkeypatch):
+    """A manifest's ``speakers`` column fixes that recording's count (1: her voice alone, never
+    split in two); a resumed recording is diarized again when its count changed."""
+    for phase, seed in (("control", 5), ("care", 6)):
+        audio.write_wav(tmp_path / f"a_{phase}.wav", conversation(20.0, seed=seed, first_share=0.6)[0], SR)
+    rows = "recording,caregiver,level,phase,session,path,speakers\n"
+    (tmp_path / "m.csv").write_text(rows + "r1,a,expert,control,1,a_control.wav,1\nr2,a,expert,care,1,a_care.wav,\n")
+    out = tmp_path / "speakers.csv"
+    two = DiarizationOptions(num_speakers=2)
+    res = diarize_files.diarize_manifest(tmp_path / "m.csv", output=out, encoder=encoder, options=two)
+    s = res.summary.set_index("recording")
+    assert s.loc["r1", "speakers"] == 1 and s.loc["r1", "flags"] == "single_speaker"
+    assert s.loc["r2", "speakers"] == 2
+    seen = []
+    real = diarize_files.diarize_recording
+    monkeypatch.setattr(diarize_files, "diarize_recording",
+                        lambda f, *, options, encoder: seen.append((Path(f).name, options.num_speakers))
+                        or real(f, options=options, encoder=encoder))
+    diarize_files.diarize_manifest(tmp_path / "m.csv", output=out, encoder=encoder, options=two)
+    assert seen == []  # nothing changed: all resumed
+    (tmp_path / "m.csv").write_text(rows + "r1,a,expert,control,1,a_control.wav,2\nr2,a,expert,care,1,a_care.wav,\n")
+    res = diarize_files.diarize_manifest(tmp_path / "m.csv", output=out, encoder=encoder, options=two)
+    assert seen == [("a_control.wav", 2)] and res.summary.set_index("recording").loc["r1", "speakers"] == 2
+    (tmp_path / "bad.csv").write_text(rows + "r1,a,expert,control,1,a_control.wav,9\n")
+    with pytest.raises(ValueError, match=r"recording r1: speakers must be a whole number from 1 to 6.*'9'"):
+        diarize_files.diarize_manifest(tmp_path / "bad.csv", encoder=encoder)

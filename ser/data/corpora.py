@@ -72,7 +72,14 @@ import soundfile as sf
 from tqdm import tqdm
 
 from ser.data.labels import DEFAULT_LABELS, dropped_reason, resolve_label_map
-from ser.data.schema import LEVELS, MANIFEST_COLUMNS, PHASES, RECORDING_COLUMNS, TEXT_COLUMNS
+from ser.data.schema import (
+    LEVELS,
+    MANIFEST_COLUMNS,
+    OPTIONAL_MANIFEST_COLUMNS,
+    PHASES,
+    RECORDING_COLUMNS,
+    TEXT_COLUMNS,
+)
 
 #: Corpora with a reader.
 CORPORA: tuple[str, ...] = ("emodb", "emovo", "ravdess", "cafe", "cremad", "tess", "savee", "turev",
@@ -547,10 +554,12 @@ def index_recordings(
 
     Returns:
         ``(recordings, errors)``: ``recordings`` has :data:`RECORDING_COLUMNS` (absolute
-        paths, sorted by level order, caregiver, phase, session); ``errors`` has
-        :data:`ERROR_COLUMNS` for rows left out: unknown level/phase, empty fields,
-        duplicated recording ids, a caregiver listed under two levels, missing,
-        unreadable or empty audio.
+        paths, sorted by level order, caregiver, phase, session) and the manifest's
+        :data:`OPTIONAL_MANIFEST_COLUMNS` (``enrolment_path`` made absolute, ``speakers`` a
+        number or empty); ``errors`` has :data:`ERROR_COLUMNS` for rows left out: unknown
+        level/phase, empty fields, duplicated recording ids, a caregiver listed under two
+        levels, missing, unreadable or empty audio, a ``speakers`` value that is not a whole
+        number >= 1. A missing enrolment clip is reported by the diarization (stage 04).
 
     Raises:
         FileNotFoundError: the manifest does not exist.
@@ -568,7 +577,8 @@ def index_recordings(
                          f"manifest needs {', '.join(MANIFEST_COLUMNS)}")
     if man.empty:
         raise ValueError(f"{manifest_csv}: the manifest has no rows")
-    man = man[list(MANIFEST_COLUMNS)].apply(lambda s: s.str.strip())
+    optional = [c for c in OPTIONAL_MANIFEST_COLUMNS if c in man.columns]
+    man = man[list(MANIFEST_COLUMNS) + optional].apply(lambda s: s.str.strip())
 
     errors: list[dict[str, str]] = []
     rows: list[dict[str, object]] = []
@@ -593,6 +603,8 @@ def index_recordings(
                        f"({', '.join(levels_per_caregiver[r['caregiver']])})")
         elif not path.is_file():
             problem = "audio file not found"
+        elif r.get("speakers") and not (r["speakers"].isdigit() and int(r["speakers"]) >= 1):
+            problem = f"speakers must be a whole number >= 1 (or empty); got {r['speakers']!r}"
         if problem is None:
             try:
                 duration_s, sample_rate = audio_info(path)
@@ -602,9 +614,18 @@ def index_recordings(
             errors.append({"path": str(path if r["path"] else manifest_csv),
                            "reason": f"{where}: {problem}"})
             continue
-        rows.append({**r, "path": str(path), "duration_s": duration_s, "sample_rate": sample_rate})
+        extra = {}
+        if r.get("enrolment_path"):
+            clip = Path(r["enrolment_path"]).expanduser()
+            extra["enrolment_path"] = str(clip if clip.is_absolute() else (manifest_csv.parent / clip).resolve())
+        if r.get("speakers"):
+            extra["speakers"] = int(r["speakers"])
+        rows.append({**r, "path": str(path), "duration_s": duration_s, "sample_rate": sample_rate,
+                     **extra})
 
-    rec = pd.DataFrame(rows, columns=list(RECORDING_COLUMNS))
+    rec = pd.DataFrame(rows, columns=list(RECORDING_COLUMNS) + optional)
+    if "speakers" in rec:
+        rec["speakers"] = pd.to_numeric(rec["speakers"], errors="coerce").astype("Int64")  # "" -> <NA>
     if not rec.empty:
         rec = rec.assign(
             _l=rec["level"].map({v: k for k, v in enumerate(levels_order)}),

@@ -28,7 +28,14 @@ ID_COLUMNS: tuple[str, ...] = ("recording", "caregiver", "level", "phase")
 UNCERTAINTY_COLUMNS: tuple[str, ...] = ("emotion_entropy", "emotion_top_p")
 #: Columns a recordings manifest must have (``path`` relative to the manifest's folder).
 MANIFEST_COLUMNS: tuple[str, ...] = ("recording", "caregiver", "level", "phase", "session", "path")
-#: Columns of ``recordings.csv`` (stage 01).
+#: Optional manifest columns, carried into ``recordings.csv`` when present (empty cells allowed):
+#: ``enrolment_path``, a clip of that row's caregiver alone (relative to the manifest; the
+#: diarization names her voice by it), and ``speakers``, how many people speak in the recording
+#: (a whole number >= 1; it fixes the diarization's speaker count for that recording, e.g. 1
+#: where she is alone).
+OPTIONAL_MANIFEST_COLUMNS: tuple[str, ...] = ("enrolment_path", "speakers")
+#: Columns of ``recordings.csv`` (stage 01), followed by those of
+#: :data:`OPTIONAL_MANIFEST_COLUMNS` the manifest has.
 RECORDING_COLUMNS: tuple[str, ...] = MANIFEST_COLUMNS + ("duration_s", "sample_rate")
 #: Columns of every problem-data table (what was wrong, where, and what was done).
 PROBLEM_COLUMNS: tuple[str, ...] = ("analysis", "problem", "where", "action", "detail")
@@ -37,5 +44,5 @@ PROBLEM_COLUMNS: tuple[str, ...] = ("analysis", "problem", "where", "action", "d
 TEXT_COLUMNS: tuple[str, ...] = (
     "corpus", "speaker", "gender", "emotion", "label", "text", "intensity", "split",
     "recording", "caregiver", "level", "phase", "session", "dropped_reason", "reason", "source",
-    "language",
+    "language", "enrolment_path",
 )

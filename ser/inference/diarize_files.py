@@ -125,6 +125,7 @@ def diarize_paths(
     encoder: SpeakerEncoder | None = None,
     recording_ids: Mapping[Path, str] | None = None,
     workers: int = 1,
+    speakers_of: Mapping[Path, int] | None = None,
 ) -> Diarization:
     """Diarize audio files and folders, identify the caregiver, write the tables.
 
@@ -144,6 +145,9 @@ def diarize_paths(
         workers: files diarized at once, each in its own process (one core each; about
             0.6 GiB of memory each). The tables are the same whatever the number; 1: in this
             process.
+        speakers_of: ``{resolved file path: number of speakers}``: that file's count instead of
+            ``options.num_speakers`` (e.g. 1 where the caregiver is alone; a manifest's
+            ``speakers`` column). A resumed file is diarized again when its count changed.
 
     Returns:
         The :class:`Diarization` tables, as written.
@@ -160,6 +164,12 @@ def diarize_paths(
     keys = [ids.get(f.resolve(), str(f)) for f in files]
     cg_of = {k: caregiver_of[f.resolve()] for f, k in zip(files, keys, strict=True)
              if caregiver_of and f.resolve() in caregiver_of}
+    n_of = {k: int(speakers_of[f.resolve()]) for f, k in zip(files, keys, strict=True)
+            if speakers_of and f.resolve() in speakers_of}
+
+    def options_of(k: str) -> DiarizationOptions:
+        return dataclasses.replace(opt, num_speakers=n_of[k]) if k in n_of else opt
+
     paths = output_paths(output) if output is not None else None
     opt_json = dataclasses.asdict(opt)
     done: dict[str, dict] = {}
@@ -176,7 +186,7 @@ def diarize_paths(
                               f"{prev.get('options')}, this run uses {opt_json}; delete it, write to "
                               "another file (-o) or use --no-resume")
         for k, v in prev.get("recordings", {}).items():
-            if k in keys:
+            if k in keys and v.get("speakers_given") == n_of.get(k):  # a changed count: again
                 done[k] = v
                 segs[k] = old[old["recording"] == k][["start_s", "end_s", "speaker", "confidence"]]
     failures: dict[str, str] = {str(p): r for p, r in problems}
@@ -239,7 +249,7 @@ def diarize_paths(
         if isinstance(outcome, str):
             failures[k] = outcome
         else:
-            done[k] = _stored(outcome)
+            done[k] = {**_stored(outcome), **({"speakers_given": n_of[k]} if k in n_of else {})}
             segs[k] = outcome.segments
         if progress:
             print(f"[ser diarize] {count}/{len(files)} {f.name}: "
@@ -248,14 +258,14 @@ def diarize_paths(
 
     if int(workers) == 1 or len(todo) < 2:
         for f, k in todo:
-            record(f, k, _diarize_one(f, opt, enc))
+            record(f, k, _diarize_one(f, options_of(k), enc))
         return write()
     import concurrent.futures as cf
     import multiprocessing as mp
 
     with cf.ProcessPoolExecutor(max_workers=min(int(workers), len(todo)),
                                 mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_diarize_one, f, opt, None): (f, k) for f, k in todo}
+        futures = {pool.submit(_diarize_one, f, options_of(k), None): (f, k) for f, k in todo}
         try:
             for fut in cf.as_completed(futures):
                 f, k = futures[fut]
@@ -289,7 +299,8 @@ def diarize_manifest(
     Args:
         manifest: ``manifest.csv`` with ``recording, caregiver, path`` (paths relative to it)
             and optionally ``enrolment_path``: an enrolment clip of that row's caregiver
-            (empty where there is none; one clip per caregiver).
+            (empty where there is none; one clip per caregiver), and ``speakers``: how many
+            people speak in that recording (empty: ``options.num_speakers``).
         output, options, resume, progress, encoder, workers: as :func:`diarize_paths`.
 
     Returns:
@@ -313,13 +324,15 @@ def diarize_recordings(
     """:func:`diarize_manifest` on a table already read (e.g. stage 04's ``recordings.csv``).
 
     Args:
-        recordings: ``recording, caregiver, path`` (optional ``enrolment_path``).
+        recordings: ``recording, caregiver, path`` (optional ``enrolment_path``, and
+            ``speakers``: that recording's number of speakers, empty for ``options``'s).
         base_dir: folder that relative ``path`` and ``enrolment_path`` are taken from.
         source: the table's name in error messages.
         output, options, resume, progress, encoder, workers: as :func:`diarize_paths`.
 
     Raises:
-        ValueError: missing columns, or two enrolment clips for one caregiver.
+        ValueError: missing columns, two enrolment clips for one caregiver, or a ``speakers``
+            value that is not a whole number from 1 to ``options.max_speakers``.
     """
     df = recordings.astype({c: str for c in ("recording", "caregiver", "path") if c in recordings})
     base = Path(base_dir)
@@ -334,10 +347,22 @@ def diarize_recordings(
             path = str((base / clip.strip()).resolve())
             if enrol.setdefault(cg, path) != path:
                 raise ValueError(f"{source}: caregiver {cg} has two enrolment clips ({enrol[cg]}, {path})")
+    most = (options or DiarizationOptions()).max_speakers
+    counts: dict[Path, int] = {}
+    for rec, f, v in zip(df["recording"], files, df["speakers"] if "speakers" in df else [None] * len(df),
+                         strict=True):
+        if v is None or pd.isna(v) or str(v).strip() == "":
+            continue
+        n = pd.to_numeric(str(v).strip(), errors="coerce")
+        if pd.isna(n) or n != int(n) or not 1 <= int(n) <= most:
+            raise ValueError(f"{source}: recording {rec}: speakers must be a whole number from 1 to "
+                             f"{most} (or empty); got {v!r}")
+        counts[f] = int(n)
     return diarize_paths(files, options=options, output=output,
                          caregiver_of=dict(zip(files, df["caregiver"], strict=True)),
                          enrolment=enrol or None, resume=resume, progress=progress, encoder=encoder,
-                         recording_ids=dict(zip(files, df["recording"], strict=True)), workers=workers)
+                         recording_ids=dict(zip(files, df["recording"], strict=True)), workers=workers,
+                         speakers_of=counts or None)
 
 
 def diarize_cli(*, inputs: Sequence[str], output: str, options: DiarizationOptions,
