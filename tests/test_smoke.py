@@ -71,6 +71,19 @@ def test_windows_table_contract(smoke_run):
     assert ((w["end_s"] - w["start_s"]) - meta["window_s"]).abs().max() < 1e-6
 
 
+def test_caregiver_speech_attributed_as_in_the_cohort_profile(smoke_run):
+    """Stage 04 ran as the cohort profile does (speaker: caregiver, CAM++, two speakers): her
+    voice identified in nearly every recording, each window's speech split between her and others."""
+    root, _ = smoke_run
+    summary = pd.read_csv(root / "results/tables/speakers.summary.csv")
+    assert len(summary) == 46 and (summary["caregiver_status"] == "ok").mean() >= 0.9
+    assert summary.loc[summary["caregiver_status"] == "ok", "speakers"].eq(2).all()
+    w = pd.read_csv(root / "results/tables/windows.csv")
+    share = w["caregiver_share"].dropna()
+    assert len(share) > 0.5 * len(w) and share.between(0, 1).all() and 0.5 < share.mean() < 1
+    assert set(w["recording"]) <= set(summary.loc[summary["caregiver_status"] == "ok", "recording"])
+
+
 def test_mixed_models_table_contract(smoke_run):
     root, _ = smoke_run
     mm = pd.read_csv(root / "results/tables/mixed_models.csv")
