@@ -145,7 +145,7 @@ def test_cli_encoder_option_and_resume_of_files_written_before_it(tmp_path, camp
     # k-means restarts written before kmeans_min_gain existed replaced the split when tighter at all
     p = diarize_files.output_paths(km)["speakers"]
     stamp = json.loads(p.read_text())
-    assert stamp["options"]["kmeans_min_gain"] == 0.01
+    assert stamp["options"]["kmeans_min_gain"] == DiarizationOptions().kmeans_min_gain
     del stamp["options"]["kmeans_min_gain"]
     p.write_text(json.dumps(stamp))
     assert main(["diarize", str(d), "-o", str(km), "--speakers", "2", "--kmeans-restarts", "5", "--quiet"]) == 2

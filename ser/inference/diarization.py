@@ -92,9 +92,9 @@ class DiarizationOptions:
         kmeans_min_gain: how much tighter the k-means split must be to replace the
             agglomerative one: gain in :func:`split_tightness` per window, about the mean
             cosine of a window to its cluster's centroid (0-1). Where the average-linkage cut
-            only split off outlying windows, k-means gains 0.02-0.05; where both found the
-            voices, or k-means cut one voice by what it said, it gains 0-0.012
-            (``benchmarks/RESULTS.md``, CAM++ on EmoDB conversations and the demo).
+            only split off outlying windows, k-means gained 0.018-0.05; where both found the
+            voices, or k-means cut one voice by what it said, 0-0.015 (``benchmarks/RESULTS.md``,
+            CAM++ on EmoDB conversations and three demo cohorts).
     """
 
     vad: str = "silero"
@@ -110,7 +110,7 @@ class DiarizationOptions:
     block_s: float = 600.0
     encoder: str = "resemblyzer"
     kmeans_restarts: int = 0
-    kmeans_min_gain: float = 0.01
+    kmeans_min_gain: float = 0.016
 
     def __post_init__(self) -> None:
         vad.check_method(self.vad)

@@ -274,9 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kmeans-restarts", type=int, default=0, metavar="N",
                    help="with --speakers, also try a k-means++ split with N starts and keep it when it "
                         "is tighter by --kmeans-min-gain (e.g. 20; default 0: agglomerative only)")
-    p.add_argument("--kmeans-min-gain", type=float, default=0.01, metavar="G",
+    p.add_argument("--kmeans-min-gain", type=float, default=0.016, metavar="G",
                    help="how much tighter (mean cosine to the centroid per window) the k-means split must "
-                        "be to replace the agglomerative one (default 0.01)")
+                        "be to replace the agglomerative one (default 0.016)")
     p.add_argument("--caregiver-of", metavar="CSV",
                    help="the caregiver of each file (columns file or path, and caregiver or speaker); "
                         "her speaker is the one her files share")
