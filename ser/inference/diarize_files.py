@@ -154,7 +154,7 @@ def diarize_paths(
 
     Raises:
         ResumeError: ``output`` was written with other options.
-        ValueError: ``workers`` < 1.
+        ValueError: ``workers`` < 1, or a count of ``speakers_of`` outside 1-``max_speakers``.
     """
     if int(workers) < 1:
         raise ValueError(f"workers must be >= 1; got {workers!r}")
@@ -166,6 +166,9 @@ def diarize_paths(
              if caregiver_of and f.resolve() in caregiver_of}
     n_of = {k: int(speakers_of[f.resolve()]) for f, k in zip(files, keys, strict=True)
             if speakers_of and f.resolve() in speakers_of}
+    bad = {k: n for k, n in n_of.items() if not 1 <= n <= opt.max_speakers}
+    if bad:
+        raise ValueError(f"speakers_of: counts must be 1-{opt.max_speakers}; got {bad}")
 
     def options_of(k: str) -> DiarizationOptions:
         return dataclasses.replace(opt, num_speakers=n_of[k]) if k in n_of else opt
