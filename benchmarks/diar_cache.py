@@ -43,7 +43,7 @@ from ser.inference.diarization import (
     segment_embeddings,
     split_tightness,
 )
-from ser.models.speaker_encoder import SpeakerEncoder
+from ser.models.speaker_encoder import SpeakerEncoder, default_encoder
 
 CACHE = Path(__file__).resolve().parents[1] / "results" / "cache" / "diar"
 
@@ -71,20 +71,12 @@ def _save(items: list[dict], out: Path, opt: DiarizationOptions, enc: SpeakerEnc
         print(out.name, it["recording"], len(got["emb"]), "windows", flush=True)
 
 
-def _encoder(name: str):
-    if name == "campp":
-        from ser.models.campp_encoder import CamppEncoder
-
-        return CamppEncoder()
-    return SpeakerEncoder()
-
-
 def _cache(encoder: str) -> Path:
     return CACHE if encoder == "resemblyzer" else CACHE / encoder
 
 
 def build(sets: list[str], encoder: str = "resemblyzer") -> None:
-    opt, enc, cache = DiarizationOptions(), _encoder(encoder), _cache(encoder)
+    opt, enc, cache = DiarizationOptions(), default_encoder(encoder), _cache(encoder)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         (tmp / "t").mkdir()
